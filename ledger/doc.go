@@ -5,14 +5,108 @@
 //   - Object record: per object version, its current wrapping key, format,
 //     placement and state.
 //   - Lineage event: one change to an object: run id, operation, from key,
-//     to key, time, ETag and version id before and after.
+//     to key, time, ETag and version id before and after. Its identity is
+//     (object version, run id, operation): a run records an operation on a
+//     version at most once.
 //   - Run record: a run's configuration, counts and checkpoint.
 //   - Claim: a conditional write that makes one worker the only one allowed to
 //     commit an object in a run, so that concurrent workers and resumed runs
 //     never commit an object twice.
+//   - Owner: who holds a claim, "runID/worker". Claims belong to the run: any
+//     worker of the same run (a run resumed after kill -9 included) may take
+//     them over; another run only once the lease has expired.
+//   - Lease: how long a claim holds against other runs. It is compared with
+//     the clocks of the workers: keep it far longer than the clock skew
+//     between machines and than one object's work.
+//   - Commit: recording one change: the event exactly once, then the object
+//     record, then releasing the claim. A retried Commit converges.
+//   - Observation: recording an object version seen without a change; of two
+//     observations the later (by UpdatedAt) wins.
+//   - Wrap key: the canonical id of a wrapping key (KMS key ARN,
+//     "pkcs11:token=T;object=L", "aes:<sha256 fingerprint>"). The ledger
+//     answers "which objects are still under key X" and "how many objects
+//     under each key" from an index, never from a scan.
+//   - Fingerprint: the SHA-256 of a wrapped data key, which names the data
+//     key an event replaced (WrappedKeyFingerprint).
 //
 // Two backends share one interface: DynamoDB for production (many workers)
 // and an embedded store (pure Go, no server) as the default. Writes are
-// single-item conditional writes and batches, never transactions. No record
-// ever holds a plaintext data key.
+// single-item conditional writes, never transactions. No record ever holds a
+// plaintext data key.
+//
+// # Backends
+//
+// Open("/path/ledger.db") or Open("bolt:///path/ledger.db") opens the embedded
+// backend, a bbolt file. It is safe for any number of goroutines in one
+// process, and for one process only: bbolt locks the file, so a second
+// process waits two seconds and fails. Shards (`--shard i/N`) and concurrent
+// jobs must use DynamoDB. Every operation is one bbolt transaction;
+// concurrent writers share transactions so that one fsync serves many.
+//
+// Open("dynamodb://TABLE") opens a DynamoDB table (add ?create=true to create
+// it, pay per request). The client comes from the default AWS configuration
+// chain (AWS_ENDPOINT_URL_DYNAMODB for a local server); unless the chain sets
+// a retry mode, requests use the SDK's adaptive retry mode, 10 attempts, with
+// no retry quota, so that throttling (ProvisionedThroughputExceeded) slows the
+// workers down instead of failing them. Every write is a single-item
+// conditional write: no transactions (dynalite has none; they also cost
+// twice). BatchWriteItem is not used: every ledger write needs a condition
+// (the claim, exactly-once, later-wins), which a batch cannot carry.
+//
+// A Commit on DynamoDB is three requests: a strongly consistent read of the
+// claim; a PutItem of the event on condition that it does not exist (an
+// identical existing event counts as success); an UpdateItem of the object
+// record that also drops the claim, on condition that the claim is still the
+// run's. The last one is the fence: a worker whose lease was taken over
+// cannot overwrite the new holder's record. A crash between the writes leaves
+// the claim in place; the resumed run re-claims and its retried Commit
+// finishes the job.
+//
+// ByKey and CountsByKey read a global secondary index, which is eventually
+// consistent: a record written a moment ago may still be listed under its
+// previous key. Lineage, Get and the run calls read strongly consistently.
+//
+// # DynamoDB table
+//
+// One table, string keys PK (hash) and SK (range). Attribute names are the
+// same in both backends. SCHEMA.md has the full description.
+//
+//	item           PK             SK                                attributes besides PK, SK
+//	object record  obj#<h>        ver#<esc(version id)>             t=object, bucket, object_key, version_id,
+//	                                                                wrap_key, wk_shard, format, placement,
+//	                                                                cek_alg, state, etag, run_id, updated_at,
+//	                                                                claim_owner, claim_run, claim_expires
+//	event          obj#<h>        evt#<esc(version id)>#<run>#<op>  t=event, bucket, object_key, version_id,
+//	                                                                run_id, op, method, from_key, to_key, at,
+//	                                                                etag_before, etag_after, version_before,
+//	                                                                version_after, old_wrapped_key_sha256
+//	run            run            <run id>                          t=run, run_id, config, state, counts,
+//	                                                                checkpoint, revision, created_at, updated_at
+//	key registry   meta           wrap_keys                         keys (string set)
+//	schema         meta           schema                            version (1)
+//
+// <h> is the first 16 bytes, in hex, of SHA-256(len(bucket) ":"
+// bucket len(key) ":" key), lengths in decimal bytes: any characters are safe,
+// the length prefixes keep the input unambiguous, and Get checks the clear
+// bucket and object_key attributes against a (128-bit) hash collision. esc() writes '%' as %25 and '#' as %23, so '#'
+// only separates fields; run ids ([A-Za-z0-9._:-]) and operations
+// ([a-z0-9+_-]) hold no '#'. An item that holds only claim attributes (a
+// version claimed and never recorded) is no object record and is deleted on
+// release.
+//
+// GSI by_wrap_key: hash key wk_shard = wrap_key "#" one hex digit (a hash of
+// the object version picks one of 16), projecting the object record's
+// attributes (not the claim's, so claims cost no index write). Records
+// without a wrap key are not indexed. Sixteen shards per key keep a rotation
+// of millions of objects onto one new key below the per-partition write
+// limit of the index.
+//
+// # Embedded store
+//
+// bbolt buckets: objects and claims (keyed by the tuple bucket, key,
+// version), events (bucket, key, version, run, op), by_wrap_key (wrap key,
+// bucket, key, version), wrap_key_counts (wrap key -> count), runs, meta. A
+// tuple key writes each component with 0x00 as 0x00 0xff and ends it with
+// 0x00 0x01, so components never run into each other and keys sort like the
+// tuples.
 package ledger

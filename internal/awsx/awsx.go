@@ -1,0 +1,94 @@
+// Package awsx builds the AWS configuration every rotator command shares: the
+// standard credential and config chain (environment, shared files, SSO,
+// instance roles), AWS_ENDPOINT_URL_<SERVICE> overrides, and a retryer chosen
+// deliberately for long runs against throttling services.
+//
+// Terms:
+//   - Adaptive retry: the SDK's client-side rate limiting retry mode
+//     (aws/retry.AdaptiveMode), which slows the client down when a service
+//     answers with throttling errors instead of failing the request.
+//   - Retry quota: the SDK's token bucket that stops retrying after many
+//     failures (500 tokens, 5 per retry by default). A run that is throttled
+//     on purpose would exhaust it and fail objects that would succeed a
+//     moment later, so rotator turns it off and relies on its own request
+//     budgets (rate limits per service) and the adaptive limiter.
+package awsx
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
+	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// Options tune the retryer.
+type Options struct {
+	// MaxAttempts per request, the first included (default 10).
+	MaxAttempts int
+	// MaxBackoff between attempts (default 20s).
+	MaxBackoff time.Duration
+	// Region overrides the configured region.
+	Region string
+}
+
+// Load returns the shared AWS configuration with adaptive retries and no
+// retry quota.
+func Load(ctx context.Context, o Options) (aws.Config, error) {
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 10
+	}
+	if o.MaxBackoff == 0 {
+		o.MaxBackoff = 20 * time.Second
+	}
+	opts := []func(*config.LoadOptions) error{
+		config.WithRetryer(func() aws.Retryer { return NewRetryer(o.MaxAttempts, o.MaxBackoff) }),
+		// The default of 10 idle connections per host makes a busy pool of
+		// workers dial again and again.
+		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
+			t.MaxIdleConnsPerHost = 256
+		})),
+	}
+	if o.Region != "" {
+		opts = append(opts, config.WithRegion(o.Region))
+	}
+	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	if err != nil {
+		return aws.Config{}, fmt.Errorf("load AWS configuration: %w (hint: set AWS_REGION and credentials, or AWS_PROFILE)", err)
+	}
+	if cfg.Region == "" {
+		return aws.Config{}, fmt.Errorf("no AWS region configured (hint: set AWS_REGION or a region in the profile)")
+	}
+	return cfg, nil
+}
+
+// NewRetryer returns the SDK's adaptive retry mode with maxAttempts, a
+// backoff cap, and no retry quota.
+func NewRetryer(maxAttempts int, maxBackoff time.Duration) aws.Retryer {
+	return retry.NewAdaptiveMode(func(o *retry.AdaptiveModeOptions) {
+		o.StandardOptions = append(o.StandardOptions, func(so *retry.StandardOptions) {
+			so.MaxAttempts = maxAttempts
+			so.MaxBackoff = maxBackoff
+			so.RateLimiter = ratelimit.None
+		})
+	})
+}
+
+// S3 returns an S3 client. With a custom endpoint (AWS_ENDPOINT_URL_S3 or
+// AWS_ENDPOINT_URL) it uses path-style addressing, which S3-compatible
+// servers need.
+func S3(cfg aws.Config, optFns ...func(*s3.Options)) *s3.Client {
+	custom := os.Getenv("AWS_ENDPOINT_URL_S3") != "" || os.Getenv("AWS_ENDPOINT_URL") != ""
+	return s3.NewFromConfig(cfg, append([]func(*s3.Options){func(o *s3.Options) {
+		if custom {
+			o.UsePathStyle = true
+		}
+	}}, optFns...)...)
+}

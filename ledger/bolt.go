@@ -1,0 +1,586 @@
+package ledger
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// The embedded backend: one bbolt file, safe for any number of goroutines in
+// one process. bbolt locks the file, so a second process (another shard, a
+// second `rotator run`) cannot open it: use DynamoDB for those.
+//
+// Every operation is one bbolt transaction, so a Commit is atomic here (the
+// DynamoDB backend gets the same guarantees from its write order). Concurrent
+// writers are grouped into shared transactions (bbolt's Batch) so that one
+// fsync serves many commits.
+
+var (
+	bucketObjects = []byte("objects")         // tuple(bucket, key, version) -> objectRecord JSON
+	bucketClaims  = []byte("claims")          // tuple(bucket, key, version) -> boltClaim JSON
+	bucketEvents  = []byte("events")          // tuple(bucket, key, version, run, op) -> eventRecord JSON
+	bucketByKey   = []byte("by_wrap_key")     // tuple(wrap key, bucket, key, version) -> empty
+	bucketCounts  = []byte("wrap_key_counts") // wrap key -> int64, big endian
+	bucketRuns    = []byte("runs")            // run id -> runRecord JSON
+	bucketMeta    = []byte("meta")            // "schema" -> "1"
+)
+
+const boltSchema = "1"
+
+type boltClaim struct {
+	Owner   string `json:"owner"`
+	Run     string `json:"run"`
+	Expires int64  `json:"expires_unix_ms"`
+}
+
+type boltLedger struct {
+	db       *bolt.DB
+	o        options
+	inflight atomic.Int32
+}
+
+var _ Ledger = (*boltLedger)(nil)
+
+func openBolt(path string, o options) (*boltLedger, error) {
+	if path == "" {
+		return nil, errors.New("ledger: open bolt: empty path (hint: bolt:///path/to/ledger.db)")
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockWait, FreelistType: bolt.FreelistMapType})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("ledger: open %s: locked by another process (hint: the embedded ledger serves one process at a time; use dynamodb://TABLE for shards and concurrent jobs)", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	}
+	db.MaxBatchDelay = time.Millisecond
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketByKey, bucketCounts, bucketRuns, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get([]byte("schema")); {
+		case v == nil:
+			return meta.Put([]byte("schema"), []byte(boltSchema))
+		case string(v) != boltSchema:
+			return fmt.Errorf("schema version %s, this rotator knows %s (hint: use the rotator version that wrote it)", v, boltSchema)
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
+	}
+	if o.pageSize <= 0 {
+		o.pageSize = 1000
+	}
+	return &boltLedger{db: db, o: o}, nil
+}
+
+func (b *boltLedger) Close() error { return b.db.Close() }
+
+// write runs fn in a write transaction. A lone writer gets its own
+// transaction; concurrent writers share one (fn may then run more than once,
+// so it must set its results afresh each time).
+func (b *boltLedger) write(fn func(*bolt.Tx) error) error {
+	defer b.inflight.Add(-1)
+	if b.inflight.Add(1) > 1 {
+		return b.db.Batch(fn)
+	}
+	return b.db.Update(fn)
+}
+
+func idKey(id ObjectID) []byte { return tupleKey(id.Bucket, id.Key, id.VersionID) }
+
+func getJSON(bk *bolt.Bucket, key []byte, v any) (bool, error) {
+	data := bk.Get(key)
+	if data == nil {
+		return false, nil
+	}
+	if err := json.Unmarshal(data, v); err != nil {
+		return false, fmt.Errorf("ledger: corrupt record %q: %w", key, err)
+	}
+	return true, nil
+}
+
+func putJSON(bk *bolt.Bucket, key []byte, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return bk.Put(key, data)
+}
+
+func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) error {
+	if err := checkClaimArgs(id, owner, lease); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := b.o.now()
+	var res error
+	err := b.write(func(tx *bolt.Tx) error {
+		res = nil
+		claims := tx.Bucket(bucketClaims)
+		k := idKey(id)
+		var cur boltClaim
+		found, err := getJSON(claims, k, &cur)
+		if err != nil {
+			return err
+		}
+		if found && cur.Run != runOf(owner) && now.UnixMilli() < cur.Expires {
+			res = &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}
+			return nil
+		}
+		return putJSON(claims, k, boltClaim{Owner: owner, Run: runOf(owner), Expires: now.Add(lease).UnixMilli()})
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: claim %s: %w", id, err)
+	}
+	return res
+}
+
+func (b *boltLedger) Release(ctx context.Context, id ObjectID, owner string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.write(func(tx *bolt.Tx) error {
+		claims := tx.Bucket(bucketClaims)
+		var cur boltClaim
+		found, err := getJSON(claims, idKey(id), &cur)
+		if err != nil || !found || cur.Owner != owner {
+			return err
+		}
+		return claims.Delete(idKey(id))
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: release %s: %w", id, err)
+	}
+	return nil
+}
+
+func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
+	obj, ev, err := prepCommit(obj, ev, b.o.now())
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	evKey := tupleKey(ev.ID.Bucket, ev.ID.Key, ev.ID.VersionID, ev.RunID, ev.Op)
+	var res error
+	err = b.write(func(tx *bolt.Tx) error {
+		res = nil
+		claims := tx.Bucket(bucketClaims)
+		var cl boltClaim
+		found, err := getJSON(claims, idKey(ev.ID), &cl)
+		if err != nil {
+			return err
+		}
+		held := found && cl.Run == ev.RunID
+		events := tx.Bucket(bucketEvents)
+		var rec eventRecord
+		found, err = getJSON(events, evKey, &rec)
+		if err != nil {
+			return err
+		}
+		switch {
+		case found:
+			old, err := rec.event()
+			if err != nil {
+				return err
+			}
+			if !sameEvent(old, ev) {
+				res = conflictingEvent(ev)
+				return nil
+			}
+			if !held {
+				return nil // a retry of a complete commit
+			}
+			// Recorded, and the run holds the claim again (it re-claimed
+			// after resuming): write the record and release, as the
+			// DynamoDB backend does.
+		case !held:
+			res = notClaimed(ev, cl.Owner)
+			return nil
+		default:
+			if err := putJSON(events, evKey, toEventRecord(ev)); err != nil {
+				return err
+			}
+		}
+		if b.o.afterEvent != nil {
+			if err := b.o.afterEvent(); err != nil {
+				return err
+			}
+		}
+		// The claim guards ev.ID; a new version (obj.ID != ev.ID) is
+		// guarded like an observation: a later record wins.
+		if _, err := putObject(tx, obj, obj.ID != ev.ID); err != nil {
+			return err
+		}
+		return claims.Delete(idKey(ev.ID))
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: commit %s of %s: %w", ev.Op, ev.ID, err)
+	}
+	return res
+}
+
+func notClaimed(ev Event, holder string) error {
+	if holder == "" {
+		return fmt.Errorf("%w: commit %s of %s by run %s: no claim (hint: Claim before changing the object)", ErrNotClaimed, ev.Op, ev.ID, ev.RunID)
+	}
+	return fmt.Errorf("%w: commit %s of %s by run %s: claimed by %s", ErrNotClaimed, ev.Op, ev.ID, ev.RunID, holder)
+}
+
+// putObject writes an object record and keeps the key index and counts in
+// step. With newerWins it leaves a record with a later UpdatedAt alone and
+// reports false.
+func putObject(tx *bolt.Tx, obj Object, newerWins bool) (bool, error) {
+	objects := tx.Bucket(bucketObjects)
+	k := idKey(obj.ID)
+	rec := toObjectRecord(obj)
+	var old objectRecord
+	found, err := getJSON(objects, k, &old)
+	if err != nil {
+		return false, err
+	}
+	if found {
+		if newerWins && old.UpdatedAt > rec.UpdatedAt {
+			return false, nil
+		}
+		if old.WrapKey != "" {
+			if err := tx.Bucket(bucketByKey).Delete(tupleKey(old.WrapKey, obj.ID.Bucket, obj.ID.Key, obj.ID.VersionID)); err != nil {
+				return false, err
+			}
+			if err := addCount(tx, old.WrapKey, -1); err != nil {
+				return false, err
+			}
+		}
+	}
+	if rec.WrapKey != "" {
+		if err := tx.Bucket(bucketByKey).Put(tupleKey(rec.WrapKey, obj.ID.Bucket, obj.ID.Key, obj.ID.VersionID), nil); err != nil {
+			return false, err
+		}
+		if err := addCount(tx, rec.WrapKey, 1); err != nil {
+			return false, err
+		}
+	}
+	return true, putJSON(objects, k, rec)
+}
+
+func addCount(tx *bolt.Tx, wrapKey string, d int64) error {
+	counts := tx.Bucket(bucketCounts)
+	var n int64
+	if v := counts.Get([]byte(wrapKey)); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	return counts.Put([]byte(wrapKey), binary.BigEndian.AppendUint64(nil, uint64(n+d)))
+}
+
+func (b *boltLedger) Observe(ctx context.Context, obj Object) error {
+	obj, err := prepObject(obj, b.o.now())
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err = b.write(func(tx *bolt.Tx) error {
+		_, err := putObject(tx, obj, true)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: observe %s: %w", obj.ID, err)
+	}
+	return nil
+}
+
+func (b *boltLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
+	if err := validID(id); err != nil {
+		return Object{}, err
+	}
+	var rec objectRecord
+	var found bool
+	err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bucketObjects), idKey(id), &rec)
+		return err
+	})
+	if err != nil {
+		return Object{}, fmt.Errorf("ledger: get %s: %w", id, err)
+	}
+	if !found {
+		return Object{}, fmt.Errorf("%w: object %s", ErrNotFound, id)
+	}
+	return rec.object()
+}
+
+func (b *boltLedger) Lineage(ctx context.Context, id ObjectID) ([]Event, error) {
+	if err := validID(id); err != nil {
+		return nil, err
+	}
+	var all []Event
+	prefix := tupleKey(id.Bucket, id.Key)
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketEvents).Cursor()
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var rec eventRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return err
+			}
+			e, err := rec.event()
+			if err != nil {
+				return err
+			}
+			all = append(all, e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: lineage of %s: %w", id, err)
+	}
+	return lineage(id.VersionID, all), nil
+}
+
+// pages walks the keys of a bucket under prefix, pageSize at a time, each
+// page in its own read transaction: visit runs inside the transaction, fn
+// outside it, so that fn may write to the ledger.
+func pages[T any](ctx context.Context, b *boltLedger, bucket, prefix []byte, visit func(tx *bolt.Tx, k, v []byte) (T, error), fn func(T) error) error {
+	start := prefix
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		var page []T
+		var last []byte
+		err := b.db.View(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucket).Cursor()
+			for k, v := c.Seek(start); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+				if len(page) == b.o.pageSize {
+					break
+				}
+				item, err := visit(tx, k, v)
+				if err != nil {
+					return err
+				}
+				page = append(page, item)
+				last = append(last[:0], k...)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, item := range page {
+			if err := fn(item); err != nil {
+				return err
+			}
+		}
+		if len(page) < b.o.pageSize {
+			return nil
+		}
+		start = append(last, 0) // the smallest key after last
+	}
+}
+
+func (b *boltLedger) ByKey(ctx context.Context, wrapKey string, fn func(Object) error) error {
+	if wrapKey == "" {
+		return fmt.Errorf("%w: by key: empty wrap key", ErrInvalid)
+	}
+	prefix := tupleKey(wrapKey)
+	return pages(ctx, b, bucketByKey, prefix, func(tx *bolt.Tx, k, _ []byte) (Object, error) {
+		parts, err := splitTuple(k[len(prefix):])
+		if err != nil || len(parts) != 3 {
+			return Object{}, fmt.Errorf("ledger: by key %s: corrupt index entry %q", wrapKey, k)
+		}
+		var rec objectRecord
+		found, err := getJSON(tx.Bucket(bucketObjects), tupleKey(parts...), &rec)
+		if err != nil {
+			return Object{}, err
+		}
+		if !found {
+			return Object{}, fmt.Errorf("ledger: by key %s: index entry without record: %q", wrapKey, k)
+		}
+		return rec.object()
+	}, fn)
+}
+
+func (b *boltLedger) CountsByKey(ctx context.Context) (map[string]int64, error) {
+	counts := map[string]int64{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCounts).ForEach(func(k, v []byte) error {
+			if len(v) != 8 {
+				return fmt.Errorf("ledger: corrupt count for %q", k)
+			}
+			counts[string(k)] = int64(binary.BigEndian.Uint64(v))
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return counts, nil
+}
+
+func (b *boltLedger) Events(ctx context.Context, fn func(Event) error) error {
+	return pages(ctx, b, bucketEvents, nil, func(_ *bolt.Tx, _, v []byte) (Event, error) {
+		var rec eventRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return Event{}, fmt.Errorf("ledger: corrupt event: %w", err)
+		}
+		return rec.event()
+	}, fn)
+}
+
+func (b *boltLedger) CreateRun(ctx context.Context, r *Run) error {
+	if err := prepRun(r); err != nil {
+		return err
+	}
+	now := b.o.now().UTC()
+	nr := *r
+	nr.Revision = 1
+	if nr.CreatedAt.IsZero() {
+		nr.CreatedAt = now
+	}
+	nr.UpdatedAt = now
+	var res error
+	err := b.write(func(tx *bolt.Tx) error {
+		res = nil
+		runs := tx.Bucket(bucketRuns)
+		if runs.Get([]byte(r.ID)) != nil {
+			res = fmt.Errorf("%w: %s", ErrRunExists, r.ID)
+			return nil
+		}
+		return putJSON(runs, []byte(r.ID), toRunRecord(nr))
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: create run %s: %w", r.ID, err)
+	}
+	if res == nil {
+		*r = nr
+		r.CreatedAt, r.UpdatedAt = r.CreatedAt.UTC(), r.UpdatedAt.UTC()
+	}
+	return res
+}
+
+func (b *boltLedger) GetRun(ctx context.Context, id string) (Run, error) {
+	var rec runRecord
+	var found bool
+	err := b.db.View(func(tx *bolt.Tx) error {
+		var err error
+		found, err = getJSON(tx.Bucket(bucketRuns), []byte(id), &rec)
+		return err
+	})
+	if err != nil {
+		return Run{}, fmt.Errorf("ledger: get run %s: %w", id, err)
+	}
+	if !found {
+		return Run{}, fmt.Errorf("%w: run %s", ErrNotFound, id)
+	}
+	return rec.run()
+}
+
+func (b *boltLedger) UpdateRun(ctx context.Context, r *Run) error {
+	if err := prepRun(r); err != nil {
+		return err
+	}
+	now := b.o.now().UTC()
+	var res error
+	var next Run
+	err := b.write(func(tx *bolt.Tx) error {
+		res = nil
+		runs := tx.Bucket(bucketRuns)
+		var cur runRecord
+		found, err := getJSON(runs, []byte(r.ID), &cur)
+		if err != nil {
+			return err
+		}
+		if !found {
+			res = fmt.Errorf("%w: run %s", ErrNotFound, r.ID)
+			return nil
+		}
+		if cur.Revision != r.Revision {
+			res = runConflict(r, cur.Revision)
+			return nil
+		}
+		next = *r
+		next.Revision = r.Revision + 1
+		next.CreatedAt, err = parseTime(cur.CreatedAt)
+		if err != nil {
+			return err
+		}
+		next.UpdatedAt = now
+		return putJSON(runs, []byte(r.ID), toRunRecord(next))
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: update run %s: %w", r.ID, err)
+	}
+	if res == nil {
+		*r = next
+	}
+	return res
+}
+
+func runConflict(r *Run, stored int64) error {
+	return fmt.Errorf("%w: run %s: updated by someone else (revision %d, expected %d; hint: GetRun and apply the change again)", ErrConflict, r.ID, stored, r.Revision)
+}
+
+func (b *boltLedger) ListRuns(ctx context.Context) ([]Run, error) {
+	var runs []Run
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketRuns).ForEach(func(_, v []byte) error {
+			var rec runRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return err
+			}
+			r, err := rec.run()
+			if err != nil {
+				return err
+			}
+			runs = append(runs, r)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger: list runs: %w", err)
+	}
+	sortRuns(runs)
+	return runs, nil
+}
+
+func sortRuns(runs []Run) {
+	sort.Slice(runs, func(i, j int) bool {
+		if !runs[i].CreatedAt.Equal(runs[j].CreatedAt) {
+			return runs[i].CreatedAt.Before(runs[j].CreatedAt)
+		}
+		return runs[i].ID < runs[j].ID
+	})
+}
+
+func checkClaimArgs(id ObjectID, owner string, lease time.Duration) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := validOwner(owner); err != nil {
+		return err
+	}
+	if lease <= 0 {
+		return fmt.Errorf("%w: claim %s: lease must be positive", ErrInvalid, id)
+	}
+	return nil
+}

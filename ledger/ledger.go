@@ -1,0 +1,505 @@
+package ledger
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+)
+
+// ObjectID names one object version. VersionID "" is the null version (an
+// unversioned bucket, or an object written before versioning was enabled).
+// Bucket, Key and VersionID may hold any valid UTF-8, including '#', '/' and
+// '%': the backends encode them so that no two ids collide.
+type ObjectID struct {
+	Bucket    string
+	Key       string
+	VersionID string
+}
+
+// String formats id as s3://bucket/key, with @version when it has one.
+func (id ObjectID) String() string {
+	s := "s3://" + id.Bucket + "/" + id.Key
+	if id.VersionID != "" {
+		s += "@" + id.VersionID
+	}
+	return s
+}
+
+// ObjectState is what rotator last knew about an object version.
+type ObjectState string
+
+// Object states.
+const (
+	// StateCurrent: seen and left unchanged (already under the target key, or
+	// not selected by the plan).
+	StateCurrent ObjectState = "current"
+	// StateRewrapped: its data key was rewrapped under a new key.
+	StateRewrapped ObjectState = "rewrapped"
+	// StateReencrypted: its content was re-encrypted under a new data key.
+	StateReencrypted ObjectState = "reencrypted"
+	// StateFailed: rotator could not process it; see the run's report.
+	StateFailed ObjectState = "failed"
+	// StateChanged: someone else changed it between classify and commit; it
+	// was left alone.
+	StateChanged ObjectState = "changed"
+	// StateDeleted: rotator deleted this version (operation delete-version).
+	// Record it with an empty WrapKey so that it leaves the key's index.
+	StateDeleted ObjectState = "deleted"
+)
+
+// Object is the object record: the current state of one object version.
+type Object struct {
+	ID ObjectID
+	// WrapKey is the canonical id of the key that wraps the object's data
+	// key now: a KMS key ARN, "pkcs11:token=T;object=L", "aes:<sha256
+	// fingerprint of the key>". Empty when unknown (for instance a version
+	// that failed to classify, or was deleted): such records are not indexed
+	// by key.
+	WrapKey   string
+	Format    string // envelope format, e.g. "s3ec-v2"
+	Placement string // where the envelope lives: "metadata" or "instruction-file"
+	CEKAlg    string // content encryption algorithm, e.g. "AES/GCM/NoPadding"
+	State     ObjectState
+	ETag      string
+	RunID     string    // the run that wrote this record
+	UpdatedAt time.Time // set to the ledger's clock when zero
+}
+
+// Operations recorded in lineage events.
+const (
+	OpRewrap        = "rewrap"
+	OpReencrypt     = "reencrypt"
+	OpDeleteVersion = "delete-version"
+)
+
+// Event is a lineage event: one change rotator made to one object version.
+// Its identity is (ID, RunID, Op): a run records each operation on a version
+// at most once.
+type Event struct {
+	ID     ObjectID // the version that was changed
+	RunID  string
+	Op     string // OpRewrap, OpReencrypt, OpDeleteVersion
+	Method string // how: "kms-reencrypt", "kms-decrypt+hsm-wrap", ...
+	// FromKey and ToKey are canonical key ids, as in Object.WrapKey.
+	FromKey string
+	ToKey   string
+	At      time.Time // set to the ledger's clock when zero
+	// ETags and version ids around the change. VersionBefore defaults to
+	// ID.VersionID. VersionAfter differs from it when the change created a
+	// new version (a self-copy in a versioned bucket).
+	ETagBefore    string
+	ETagAfter     string
+	VersionBefore string
+	VersionAfter  string
+	// OldWrappedKeySHA256 identifies the wrapped data key that was replaced:
+	// the lowercase hex SHA-256 of the wrapped (encrypted) key bytes, see
+	// WrappedKeyFingerprint. Never the key itself.
+	OldWrappedKeySHA256 string
+}
+
+// WrappedKeyFingerprint returns the value for Event.OldWrappedKeySHA256: the
+// hex SHA-256 of a wrapped (never a plaintext) data key.
+func WrappedKeyFingerprint(wrapped []byte) string {
+	sum := sha256.Sum256(wrapped)
+	return hex.EncodeToString(sum[:])
+}
+
+// RunState is the state of a run.
+type RunState string
+
+// Run states.
+const (
+	RunRunning     RunState = "running"
+	RunInterrupted RunState = "interrupted"
+	RunDone        RunState = "done"
+	RunFailed      RunState = "failed"
+)
+
+// Run is a run record.
+type Run struct {
+	// ID is 1 to 128 characters from [A-Za-z0-9._:-], starting with a letter
+	// or digit. It never holds '/': claim owners are "runID/worker".
+	ID     string
+	Config json.RawMessage // the run's plan, valid JSON (or empty)
+	State  RunState
+	Counts map[string]int64
+	// Checkpoint is opaque to the ledger. The caller must keep secrets out
+	// of it.
+	Checkpoint []byte
+	// Revision counts updates: CreateRun sets 1 and every UpdateRun adds 1.
+	Revision  int64
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// MaxRunBytes bounds len(Config)+len(Checkpoint), so that a run record fits
+// a DynamoDB item (400 KB) with room to spare. Both backends enforce it.
+const MaxRunBytes = 300 << 10
+
+// Ledger is implemented by both backends. Callers declare the smaller
+// interfaces they need.
+type Ledger interface {
+	// Claim makes owner ("runID/worker") the only one allowed to commit the
+	// object version id, for lease. It succeeds when the version is
+	// unclaimed, its claim has expired, or its claim is held by the same run
+	// (the run id before the first '/'), so that a run resumed after a crash
+	// re-takes its own claims. Otherwise it returns a *ClaimedError, which
+	// matches ErrClaimed. Claiming again extends the lease.
+	Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) error
+	// Release drops owner's claim on id. It is a no-op when owner does not
+	// hold it.
+	Release(ctx context.Context, id ObjectID, owner string) error
+	// Commit records a change exactly once: the event (identity: version,
+	// run id, op) if it is not recorded yet, then the object record, then it
+	// releases the claim. The claim on ev.ID must be held by ev.RunID, else
+	// ErrNotClaimed. Retrying a Commit (after a crash, a timeout, or
+	// concurrently) converges: an identical recorded event is success (At is
+	// not compared); a different one with the same identity is ErrConflict.
+	// obj.ID is ev.ID, or the version the change created (ev.VersionAfter).
+	Commit(ctx context.Context, obj Object, ev Event) error
+	// Observe records an object version seen without a change (skipped,
+	// already under the target key, failed, changed by someone else). It
+	// never overwrites a record with a later UpdatedAt: of two observations
+	// the later one wins, whichever lands last.
+	Observe(ctx context.Context, obj Object) error
+	// Get returns the object record of id, or ErrNotFound.
+	Get(ctx context.Context, id ObjectID) (Object, error)
+	// Lineage returns the events of id's lineage ordered by At: the events
+	// on id and on the versions connected to it through VersionBefore ->
+	// VersionAfter. For an unversioned object that is every event on it.
+	Lineage(ctx context.Context, id ObjectID) ([]Event, error)
+	// ByKey calls fn for every object record whose WrapKey is wrapKey, in no
+	// particular order, one call at a time. It stops at fn's first error and
+	// returns it. fn may call the ledger.
+	ByKey(ctx context.Context, wrapKey string, fn func(Object) error) error
+	// CountsByKey returns the number of object records under each wrap key
+	// the ledger has seen (keys no object uses any more count 0).
+	CountsByKey(ctx context.Context) (map[string]int64, error)
+	// Events calls fn for every lineage event, in no particular order, one
+	// call at a time, for audit exports (see ExportCSV, ExportJSONLines).
+	Events(ctx context.Context, fn func(Event) error) error
+	// CreateRun records a new run with Revision 1 and sets r.Revision,
+	// r.CreatedAt and r.UpdatedAt. ErrRunExists when the id is taken.
+	CreateRun(ctx context.Context, r *Run) error
+	// GetRun returns a run, or ErrNotFound.
+	GetRun(ctx context.Context, id string) (Run, error)
+	// UpdateRun replaces the run if its stored Revision is still r.Revision,
+	// then sets r.Revision to the next revision and r.UpdatedAt. ErrConflict
+	// when someone else updated it first (GetRun and retry), ErrNotFound when
+	// there is no such run. CreatedAt is kept.
+	UpdateRun(ctx context.Context, r *Run) error
+	// ListRuns returns every run, oldest first.
+	ListRuns(ctx context.Context) ([]Run, error)
+	Close() error
+}
+
+// Errors callers branch on with errors.Is.
+var (
+	ErrNotFound   = errors.New("ledger: not found")
+	ErrClaimed    = errors.New("ledger: claimed by another run")
+	ErrNotClaimed = errors.New("ledger: claim not held by this run")
+	ErrRunExists  = errors.New("ledger: run already exists")
+	ErrConflict   = errors.New("ledger: conflicting update")
+	ErrInvalid    = errors.New("ledger: invalid record")
+)
+
+// ClaimedError is returned by Claim when another run holds the claim.
+type ClaimedError struct {
+	ID      ObjectID
+	Owner   string    // the holder, "runID/worker"
+	Expires time.Time // when its lease ends
+}
+
+func (e *ClaimedError) Error() string {
+	return fmt.Sprintf("ledger: claim %s: held by %s until %s", e.ID, e.Owner, e.Expires.UTC().Format(time.RFC3339))
+}
+
+// Is makes a *ClaimedError match ErrClaimed.
+func (e *ClaimedError) Is(target error) bool { return target == ErrClaimed }
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	now      func() time.Time
+	awsCfg   *aws.Config
+	pageSize int
+	segments int
+	// lockWait is how long the embedded backend waits for the file lock.
+	lockWait time.Duration
+	// afterEvent, when set, runs after the event is recorded and before the
+	// object record is written; an error from it aborts the Commit as a crash
+	// would. Tests use it.
+	afterEvent func() error
+}
+
+// WithClock sets the clock for leases and default timestamps (default
+// time.Now). Claim expiry compares the clocks of all workers: keep leases
+// much longer than the clock skew between machines.
+func WithClock(now func() time.Time) Option { return func(o *options) { o.now = now } }
+
+// WithPageSize bounds the items read per request (DynamoDB Limit) or per read
+// transaction (bbolt). 0 keeps the default: DynamoDB's 1 MB pages, 1000 for
+// bbolt.
+func WithPageSize(n int) Option { return func(o *options) { o.pageSize = n } }
+
+// WithScanSegments sets the number of parallel scan segments Events uses on
+// DynamoDB (default 4).
+func WithScanSegments(n int) Option { return func(o *options) { o.segments = n } }
+
+func withAfterEvent(f func() error) Option { return func(o *options) { o.afterEvent = f } }
+
+func withLockWait(d time.Duration) Option { return func(o *options) { o.lockWait = d } }
+
+// Open opens a ledger:
+//
+//	/path/to/ledger.db, bolt:///path/to/ledger.db   embedded (bbolt), single process
+//	dynamodb://TABLE                                 DynamoDB table TABLE
+//	dynamodb://TABLE?create=true                     ... created if missing
+//
+// The DynamoDB client comes from the default AWS configuration chain
+// (environment, shared config, AWS_ENDPOINT_URL_DYNAMODB) unless
+// WithAWSConfig is given.
+func Open(ctx context.Context, url string, opts ...Option) (Ledger, error) {
+	o := options{now: time.Now, segments: 4, lockWait: 2 * time.Second}
+	for _, f := range opts {
+		f(&o)
+	}
+	switch {
+	case strings.HasPrefix(url, "dynamodb://"):
+		return openDynamo(ctx, strings.TrimPrefix(url, "dynamodb://"), o)
+	case strings.HasPrefix(url, "bolt://"):
+		return openBolt(strings.TrimPrefix(url, "bolt://"), o)
+	case strings.Contains(url, "://"):
+		return nil, fmt.Errorf("ledger: open %q: unknown scheme (hint: use a file path, bolt:///path/ledger.db or dynamodb://TABLE)", url)
+	case url == "":
+		return nil, errors.New("ledger: open: empty location (hint: use a file path, bolt:///path/ledger.db or dynamodb://TABLE)")
+	}
+	return openBolt(url, o)
+}
+
+// Timestamps are stored in UTC with a fixed width so that they compare as
+// strings in both backends.
+const timeLayout = "2006-01-02T15:04:05.000000000Z"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+func parseTime(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	return time.Parse(time.RFC3339Nano, s)
+}
+
+// runOf returns the run id of a claim owner: the part before the first '/'.
+func runOf(owner string) string {
+	run, _, _ := strings.Cut(owner, "/")
+	return run
+}
+
+func validRunID(id string) error {
+	if id == "" || len(id) > 128 {
+		return fmt.Errorf("%w: run id %q: want 1 to 128 characters", ErrInvalid, id)
+	}
+	for i, c := range id {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !ok && i > 0 {
+			ok = c == '.' || c == '_' || c == ':' || c == '-'
+		}
+		if !ok {
+			return fmt.Errorf("%w: run id %q: only [A-Za-z0-9._:-] allowed, starting with a letter or digit", ErrInvalid, id)
+		}
+	}
+	return nil
+}
+
+func validOwner(owner string) error {
+	if err := validRunID(runOf(owner)); err != nil {
+		return fmt.Errorf("claim owner %q must be runID/worker: %w", owner, err)
+	}
+	if len(owner) > 512 || !utf8.ValidString(owner) {
+		return fmt.Errorf("%w: claim owner %q: want at most 512 bytes of UTF-8", ErrInvalid, owner)
+	}
+	return nil
+}
+
+func validID(id ObjectID) error {
+	if id.Bucket == "" || id.Key == "" {
+		return fmt.Errorf("%w: object id %s: bucket and key are required", ErrInvalid, id)
+	}
+	if !utf8.ValidString(id.Bucket) || !utf8.ValidString(id.Key) || !utf8.ValidString(id.VersionID) {
+		return fmt.Errorf("%w: object id %q: not valid UTF-8", ErrInvalid, id.String())
+	}
+	return nil
+}
+
+func validOp(op string) error {
+	if op == "" || len(op) > 64 {
+		return fmt.Errorf("%w: op %q", ErrInvalid, op)
+	}
+	for _, c := range op {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '+' || c == '_') {
+			return fmt.Errorf("%w: op %q: only [a-z0-9+_-] allowed", ErrInvalid, op)
+		}
+	}
+	return nil
+}
+
+func validFingerprint(s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) != 64 || strings.ToLower(s) != s {
+		return fmt.Errorf("%w: old wrapped key fingerprint must be 64 lowercase hex digits (the SHA-256 of the wrapped key, see WrappedKeyFingerprint)", ErrInvalid)
+	}
+	if _, err := hex.DecodeString(s); err != nil {
+		return fmt.Errorf("%w: old wrapped key fingerprint: %v", ErrInvalid, err)
+	}
+	return nil
+}
+
+func validStrings(ss ...string) error {
+	for _, s := range ss {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("%w: %q is not valid UTF-8", ErrInvalid, s)
+		}
+	}
+	return nil
+}
+
+// prepObject validates obj and fills its defaults.
+func prepObject(obj Object, now time.Time) (Object, error) {
+	if err := validID(obj.ID); err != nil {
+		return obj, err
+	}
+	if obj.RunID != "" {
+		if err := validRunID(obj.RunID); err != nil {
+			return obj, err
+		}
+	}
+	if err := validStrings(obj.WrapKey, obj.Format, obj.Placement, obj.CEKAlg, string(obj.State), obj.ETag); err != nil {
+		return obj, fmt.Errorf("object %s: %w", obj.ID, err)
+	}
+	if obj.State == "" {
+		return obj, fmt.Errorf("%w: object %s: state is required", ErrInvalid, obj.ID)
+	}
+	if obj.UpdatedAt.IsZero() {
+		obj.UpdatedAt = now
+	}
+	obj.UpdatedAt = obj.UpdatedAt.UTC()
+	return obj, nil
+}
+
+// prepCommit validates a Commit's arguments and fills their defaults.
+func prepCommit(obj Object, ev Event, now time.Time) (Object, Event, error) {
+	if err := validID(ev.ID); err != nil {
+		return obj, ev, err
+	}
+	if err := validRunID(ev.RunID); err != nil {
+		return obj, ev, err
+	}
+	if err := validOp(ev.Op); err != nil {
+		return obj, ev, err
+	}
+	if err := validFingerprint(ev.OldWrappedKeySHA256); err != nil {
+		return obj, ev, err
+	}
+	if err := validStrings(ev.Method, ev.FromKey, ev.ToKey, ev.ETagBefore, ev.ETagAfter, ev.VersionBefore, ev.VersionAfter); err != nil {
+		return obj, ev, fmt.Errorf("event on %s: %w", ev.ID, err)
+	}
+	if ev.VersionBefore == "" {
+		ev.VersionBefore = ev.ID.VersionID
+	}
+	if ev.VersionBefore != ev.ID.VersionID {
+		return obj, ev, fmt.Errorf("%w: event on %s: version before %q is not the event's version", ErrInvalid, ev.ID, ev.VersionBefore)
+	}
+	if obj.ID.Bucket != ev.ID.Bucket || obj.ID.Key != ev.ID.Key {
+		return obj, ev, fmt.Errorf("%w: object %s and event on %s are different objects", ErrInvalid, obj.ID, ev.ID)
+	}
+	if obj.ID.VersionID != ev.ID.VersionID && obj.ID.VersionID != ev.VersionAfter {
+		return obj, ev, fmt.Errorf("%w: object %s is neither the event's version nor its version after (%q)", ErrInvalid, obj.ID, ev.VersionAfter)
+	}
+	if obj.RunID == "" {
+		obj.RunID = ev.RunID
+	}
+	if obj.RunID != ev.RunID {
+		return obj, ev, fmt.Errorf("%w: object %s: run id %q is not the event's %q", ErrInvalid, obj.ID, obj.RunID, ev.RunID)
+	}
+	if ev.At.IsZero() {
+		ev.At = now
+	}
+	ev.At = ev.At.UTC()
+	obj, err := prepObject(obj, now)
+	return obj, ev, err
+}
+
+// sameEvent reports whether a and b record the same change: every field but
+// At.
+func sameEvent(a, b Event) bool {
+	a.At, b.At = time.Time{}, time.Time{}
+	return a == b
+}
+
+func conflictingEvent(ev Event) error {
+	return fmt.Errorf("%w: %s by run %s on %s is already recorded with different content", ErrConflict, ev.Op, ev.RunID, ev.ID)
+}
+
+// prepRun validates a run for CreateRun and UpdateRun.
+func prepRun(r *Run) error {
+	if err := validRunID(r.ID); err != nil {
+		return err
+	}
+	if len(r.Config) > 0 && !json.Valid(r.Config) {
+		return fmt.Errorf("%w: run %s: config is not valid JSON", ErrInvalid, r.ID)
+	}
+	if len(r.Config)+len(r.Checkpoint) > MaxRunBytes {
+		return fmt.Errorf("%w: run %s: config and checkpoint take %d bytes, more than %d (hint: keep the checkpoint small: a position, not a list)", ErrInvalid, r.ID, len(r.Config)+len(r.Checkpoint), MaxRunBytes)
+	}
+	if err := validStrings(string(r.State)); err != nil {
+		return err
+	}
+	for k := range r.Counts {
+		if err := validStrings(k); err != nil || k == "" {
+			return fmt.Errorf("%w: run %s: count name %q", ErrInvalid, r.ID, k)
+		}
+	}
+	return nil
+}
+
+// lineage returns the events of all (every event recorded on one S3 object,
+// any version) connected to version v, ordered by At.
+func lineage(v string, all []Event) []Event {
+	// Versions are nodes; an event links its version to the version it
+	// created. A delete-version event creates nothing, and an empty
+	// VersionAfter links nothing (the change kept the null version).
+	reach := map[string]bool{v: true}
+	for changed := true; changed; {
+		changed = false
+		for _, e := range all {
+			if e.Op == OpDeleteVersion || e.VersionAfter == "" {
+				continue
+			}
+			a, b := e.ID.VersionID, e.VersionAfter
+			if reach[a] != reach[b] {
+				reach[a], reach[b] = true, true
+				changed = true
+			}
+		}
+	}
+	var out []Event
+	for _, e := range all {
+		if reach[e.ID.VersionID] {
+			out = append(out, e)
+		}
+	}
+	sortEvents(out)
+	return out
+}
