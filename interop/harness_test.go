@@ -3,7 +3,6 @@ package interop
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"testing"
 
@@ -15,7 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/rotator-dev/rotator/internal/testenv"
 )
@@ -156,9 +154,4 @@ func (st *stack) raw(t *testing.T, bucket, key string) ([]byte, map[string]strin
 		t.Fatal(err)
 	}
 	return b, out.Metadata, out
-}
-
-func isNoSuchKey(err error) bool {
-	var nsk *s3types.NoSuchKey
-	return errors.As(err, &nsk)
 }
