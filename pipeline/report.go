@@ -1,0 +1,126 @@
+package pipeline
+
+import (
+	"encoding/csv"
+	"fmt"
+	"io"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Status is how one object ended in a run.
+type Status string
+
+// Statuses of an Outcome.
+const (
+	StatusSucceeded Status = "succeeded" // rewrapped or re-encrypted and committed
+	StatusSkipped   Status = "skipped"   // nothing to do (already under the target key, not encrypted, delete marker, ...)
+	StatusChanged   Status = "changed"   // someone else changed the object mid-run: left untouched
+	StatusFailed    Status = "failed"    // could not be processed: left untouched, see ErrorCode and Message
+	StatusPending   Status = "pending"   // needs an action this run does not perform (e.g. re-encryption)
+)
+
+// Outcome is the result of processing one object version: one row of the
+// completion report. It never holds key material.
+type Outcome struct {
+	Bucket, Key, VersionID string
+	Status                 Status
+	// ErrorCode is a short machine-readable reason (an AWS error code such as
+	// AccessDeniedException, or one of rotator's: Changed, NotEncrypted,
+	// BadEnvelope, ...). Empty on success.
+	ErrorCode string
+	// Message says what happened and, for failures, what to do next.
+	Message string
+	Action  string // rewrap, reencrypt, skip
+	FromKey string
+	ToKey   string
+}
+
+// ReportHeader is the completion report's columns. The first six follow S3
+// Batch Operations' completion report (with Status in place of TaskStatus);
+// keys are URL-encoded as in S3 Batch Operations manifests and reports, so a
+// report can be fed back as a --list of, say, the failed objects.
+var ReportHeader = []string{"Bucket", "Key", "VersionId", "Status", "ErrorCode", "Message", "Action", "FromKey", "ToKey"}
+
+// Report writes the completion report as CSV and counts outcomes by status.
+// It is safe for concurrent use.
+type Report struct {
+	mu     sync.Mutex
+	w      *csv.Writer
+	counts map[Status]int64
+	err    error
+}
+
+// NewReport starts a report on w (nil: count only).
+func NewReport(w io.Writer) (*Report, error) {
+	r := &Report{counts: map[Status]int64{}}
+	if w != nil {
+		r.w = csv.NewWriter(w)
+		if err := r.w.Write(ReportHeader); err != nil {
+			return nil, fmt.Errorf("write report header: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Add records one outcome.
+func (r *Report) Add(o Outcome) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.counts[o.Status]++
+	if r.w == nil || r.err != nil {
+		return r.err
+	}
+	r.err = r.w.Write([]string{
+		o.Bucket, url.QueryEscape(o.Key), o.VersionID, string(o.Status), o.ErrorCode,
+		oneLine(o.Message), o.Action, o.FromKey, o.ToKey,
+	})
+	if r.err != nil {
+		r.err = fmt.Errorf("write report: %w", r.err)
+	}
+	return r.err
+}
+
+// Flush writes buffered rows and returns the first error met.
+func (r *Report) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.w != nil && r.err == nil {
+		r.w.Flush()
+		r.err = r.w.Error()
+	}
+	return r.err
+}
+
+// Counts returns the number of outcomes per status.
+func (r *Report) Counts() map[Status]int64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c := make(map[Status]int64, len(r.counts))
+	for k, v := range r.counts {
+		c[k] = v
+	}
+	return c
+}
+
+// String summarises the counts, e.g. "succeeded=10 skipped=2".
+func (r *Report) String() string {
+	c := r.Counts()
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, string(k))
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s=%d", k, c[Status(k)])
+	}
+	return strings.Join(parts, " ")
+}
+
+// oneLine keeps a message on one CSV line for readers that split on lines.
+func oneLine(s string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(s)
+}
