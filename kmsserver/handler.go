@@ -414,7 +414,6 @@ func (h *Handler) allow(account, region string) bool {
 
 // call is the context of one request.
 type call struct {
-	op        string
 	region    string
 	account   string
 	accessKey string
@@ -566,7 +565,7 @@ func (h *Handler) serve(r *http.Request, op string) (any, *apiError) {
 	if region == "" {
 		region = h.region
 	}
-	c := &call{op: op, region: region, account: h.account, accessKey: accessKey, now: h.now().UTC()}
+	c := &call{region: region, account: h.account, accessKey: accessKey, now: h.now().UTC()}
 	if info.crypto && !h.allow(c.account, c.region) {
 		return nil, errf(ErrThrottling, "Rate exceeded")
 	}
