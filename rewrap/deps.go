@@ -295,7 +295,11 @@ func (d *Deps) pool(ctx context.Context, u *PKCS11URI) (*hsmpool.Pool, error) {
 	p, err := hsmpool.Open(ctx, cfg)
 	pin.Clear()
 	if err != nil {
-		return nil, hsmError("open", u.KeyURI(), sideOpen, err)
+		e := hsmError("open", u.KeyURI(), sideOpen, err)
+		if e.Code == CodeLogin {
+			e.Hint = "check the PIN in " + pinSource + "; repeated failures can lock the HSM user"
+		}
+		return nil, e
 	}
 	if d.pools == nil {
 		d.pools = map[string]*hsmpool.Pool{}

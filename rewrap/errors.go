@@ -7,6 +7,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
+	"github.com/miekg/pkcs11"
 
 	"github.com/rotator-dev/rotator/hsmpool"
 )
@@ -169,7 +170,9 @@ func kmsError(op, key string, sd side, accessHint string, err error) *Error {
 		return e
 	}
 	if !errors.As(err, &ae) {
-		e.Code, e.detail, e.Retryable = CodeRequestFailed, err.Error(), true
+		// After the SDK's retries: an endpoint that stays unreachable
+		// fails every object that needs the destination key.
+		e.Code, e.detail, e.Retryable, e.Systemic = CodeRequestFailed, err.Error(), true, sd != sideSource
 		e.Hint = "check the KMS endpoint and the network (AWS_ENDPOINT_URL_KMS, AWS_REGION)"
 		return e
 	}
@@ -182,10 +185,10 @@ func kmsError(op, key string, sd side, accessHint string, err error) *Error {
 	switch {
 	case errors.As(err, &disabled):
 		e.Systemic = dest
-		e.Hint = fmt.Sprintf("%s is disabled: enable it (aws kms enable-key --key-id %s) or name another key", keyName, keyName)
+		e.Hint = fmt.Sprintf("enable it (aws kms enable-key --key-id %s) or name another key", keyName)
 	case errors.As(err, &invalidState):
 		e.Systemic = dest
-		e.Hint = fmt.Sprintf("%s is not usable in its current state (pending deletion or import): cancel the deletion (aws kms cancel-key-deletion, then enable-key) or name another key", keyName)
+		e.Hint = fmt.Sprintf("cancel the deletion of %s (aws kms cancel-key-deletion, then enable-key) or name another key", keyName)
 	case errors.As(err, &notFound), errors.As(err, &invalidARN):
 		e.Systemic = dest
 		e.Hint = fmt.Sprintf("%s does not exist in this account and region: check the key ARN or alias, and that the client's region is the key's", keyName)
@@ -213,32 +216,56 @@ func kmsError(op, key string, sd side, accessHint string, err error) *Error {
 }
 
 // hsmError classifies the failure of an HSM operation by hsmpool's sentinel
-// errors.
+// errors. The message is rotator's own (with the PKCS#11 return value when
+// there is one); hsmpool's full message stays in Err.
 func hsmError(op, key string, sd side, err error) *Error {
-	e := &Error{Op: "hsm " + op, Key: key, Err: err, detail: err.Error()}
+	e := &Error{Op: "hsm " + op, Key: key, Err: err}
 	dest := sd != sideSource
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		e.Code = CodeCanceled
+		e.Code, e.detail = CodeCanceled, err.Error()
 	case errors.Is(err, hsmpool.ErrKeyNotFound):
 		e.Code, e.Systemic = CodeKeyNotFound, dest
-		e.Hint = fmt.Sprintf("no secret key %s on the token: check the object= label and the token (list them with pkcs11-tool --list-objects --type secrkey)", key)
+		e.detail = "no secret key " + key + " on the token"
+		if dest {
+			e.Hint = "check the object= label and the token (pkcs11-tool --list-objects --type secrkey), or create the key"
+		} else {
+			e.Hint = "the key this object is wrapped under is not on the token (deleted or renamed?)"
+		}
 	case errors.Is(err, hsmpool.ErrLogin):
 		e.Code, e.Systemic = CodeLogin, true
-		e.Hint = "check the PIN file named by pin-source (or ROTATOR_PKCS11_PIN_FILE); repeated failures can lock the HSM user"
+		e.detail = "the PIN differs from the one this process logged in with, or the user PIN is locked"
+		var ce pkcs11.Error
+		if errors.As(err, &ce) {
+			e.detail = "the token refused the PIN (" + ce.Error() + ")"
+		}
+		e.Hint = "check the PIN file named by pin-source (or " + EnvPKCS11PINFile + "); repeated failures can lock the HSM user"
 	case errors.Is(err, hsmpool.ErrAuthentication):
 		e.Code = CodeAuthentication
-		e.Hint = fmt.Sprintf("the wrapped key does not open under %s: it is wrapped under another key, bound to another content algorithm, or altered", key)
+		e.detail = pkcs11Detail("the HSM's integrity check failed", err)
+		e.Hint = "the wrapped key does not open under " + key + ": it is wrapped under another key, or altered"
 	case errors.Is(err, hsmpool.ErrExhausted):
 		e.Code, e.Retryable = CodeHSMBusy, true
+		e.detail = "every session of the pool stayed busy"
 		e.Hint = "run at most the pool size of HSM workers, or raise the pool size"
 	case errors.Is(err, hsmpool.ErrUnavailable):
 		e.Code, e.Retryable, e.Systemic = CodeHSMUnavailable, true, dest
+		e.detail = pkcs11Detail("the HSM session was lost and could not be replaced", err)
 		e.Hint = "check the HSM and its client; the pool reconnects by itself when it can"
 	case errors.Is(err, hsmpool.ErrClosed):
-		e.Code, e.Systemic = CodeClosed, true
+		e.Code, e.Systemic, e.detail = CodeClosed, true, "the session pool is closed"
 	default:
 		e.Code, e.Systemic = CodeHSMError, dest
+		e.detail = err.Error()
 	}
 	return e
+}
+
+// pkcs11Detail appends the PKCS#11 return value inside err, if any, to what.
+func pkcs11Detail(what string, err error) string {
+	var ce pkcs11.Error
+	if errors.As(err, &ce) {
+		return what + " (" + ce.Error() + ")"
+	}
+	return what
 }

@@ -141,7 +141,7 @@ func (k *hsmKeyring) Wrap(ctx context.Context, dek *envelope.DataKey, cek envelo
 func (k *hsmKeyring) Unwrap(ctx context.Context, w Wrapped, cek envelope.ContentAlg) (*envelope.DataKey, error) {
 	if named, ok := w.MatDesc[MatDescKEK]; ok && named != k.id {
 		return nil, newError("hsm unwrap", k.id, CodeNotFromKey,
-			fmt.Sprintf("the material description names HSM key %s", quote(named)),
+			fmt.Sprintf("the material description names HSM key %s", quoteN(named, 200)),
 			"the object is wrapped under another HSM key: leave it, or name that key with --from")
 	}
 	var pt []byte

@@ -230,7 +230,7 @@ func UserEntries(matDesc map[string]string) map[string]string {
 // are *Error.
 func Rewrap(ctx context.Context, from, to Keyring, w Wrapped, cek envelope.ContentAlg) (Result, error) {
 	if to == nil {
-		return Result{}, &Error{Op: "rewrap", Code: CodeConfig, detail: "no destination key", Systemic: true}
+		return Result{}, &Error{Op: "wrap", Code: CodeConfig, detail: "no destination key", Systemic: true}
 	}
 	if err := checkInput(w, cek); err != nil {
 		return Result{}, err
@@ -241,7 +241,7 @@ func Rewrap(ctx context.Context, from, to Keyring, w Wrapped, cek envelope.Conte
 		}
 	}
 	if from == nil {
-		return Result{}, newError("rewrap", "", CodeNeedFromKey,
+		return Result{}, newError("unwrap", "", CodeNeedFromKey,
 			string(w.Alg)+"-wrapped data key and no source key",
 			"name the key the objects are wrapped under with --from (only KMS to KMS in one region works without it)")
 	}
@@ -266,18 +266,29 @@ func checkInput(w Wrapped, cek envelope.ContentAlg) error {
 	switch cek {
 	case envelope.ContentAESGCM, envelope.ContentCommitKey, envelope.ContentAESCBC:
 	default:
-		return newError("rewrap", "", CodeAlgorithmMismatch, "unknown content algorithm "+quote(string(cek)), "")
+		return newError("input", "", CodeAlgorithmMismatch, "unknown content algorithm "+quote(string(cek)), "")
 	}
 	if len(w.Key) == 0 {
-		return newError("rewrap", "", CodeBadInput, "empty wrapped key", "")
+		return newError("input", "", CodeBadInput, "empty wrapped key", "")
+	}
+	switch {
+	case w.Alg == WrapPKCS11KeyWrap, w.Alg == envelope.WrapKMS:
+	case !w.Alg.Known():
+		return newError("input", "", CodeUnsupported, "unknown wrapping algorithm "+quote(string(w.Alg)), "")
+	case w.Alg.Legacy():
+		return newError("input", "", CodeUnsupported, "legacy wrapping algorithm "+quote(string(w.Alg))+" is not unwrapped by rotator",
+			"re-encrypt the object under a fresh data key instead of rewrapping it")
 	}
 	return nil
 }
 
 // quote quotes s for a message, cut to 40 bytes.
-func quote(s string) string {
-	if len(s) > 40 {
-		return strconv.Quote(s[:40]) + "..."
+func quote(s string) string { return quoteN(s, 40) }
+
+// quoteN quotes s for a message, cut to n bytes.
+func quoteN(s string, n int) string {
+	if len(s) > n {
+		return strconv.Quote(s[:n]) + "..."
 	}
 	return strconv.Quote(s)
 }

@@ -15,9 +15,9 @@ import (
 	"github.com/rotator-dev/rotator/kmsserver"
 )
 
-// kmsPair starts an in-process server with keys A and B and returns their
-// keyrings and an object's data key wrapped under A (V2 content algorithm,
-// with a user context entry).
+// kmsFixture is an in-process KMS server with keys A and B, their keyrings,
+// and a data key wrapped under A (V2 content algorithm, with a user context
+// entry). The server's counters start at zero.
 type kmsFixture struct {
 	env  *kmsEnv
 	d    *Deps
@@ -334,7 +334,7 @@ func TestKMSErrors(t *testing.T) {
 		f := newKMSFixture(t, kmsserver.Options{}, nil)
 		pa, _ := writeAESKey(t)
 		_, err := Rewrap(ctx, nil, mustOpen(t, f.d, "aes:"+pa), f.w, envelope.ContentAESGCM)
-		wantError(t, err, "rewrap", CodeNeedFromKey, false, "--from")
+		wantError(t, err, "unwrap", CodeNeedFromKey, false, "--from")
 	})
 }
 

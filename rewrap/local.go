@@ -128,7 +128,7 @@ func parseAESKey(b []byte) ([]byte, error) {
 		}
 		return checkAESKey(k[:n])
 	}
-	return nil, fmt.Errorf("a %d-byte file", len(b))
+	return nil, fmt.Errorf("%d bytes: neither 32 raw bytes, nor 64 hex digits, nor 44 base64 characters", len(b))
 }
 
 func checkAESKey(k []byte) ([]byte, error) {

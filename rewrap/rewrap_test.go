@@ -302,6 +302,8 @@ func TestRewrapArguments(t *testing.T) {
 		{"empty wrapped key", a, a, Wrapped{Alg: envelope.WrapAESGCM}, envelope.ContentAESGCM, CodeBadInput},
 		{"V3 binding on a V2 key", a, a, w, envelope.ContentCommitKey, CodeAlgorithmMismatch},
 		{"KMS-wrapped to a local source", a, a, Wrapped{Alg: envelope.WrapKMSContext, Key: []byte("blob")}, envelope.ContentAESGCM, CodeAlgorithmMismatch},
+		{"legacy AESWrap", a, a, Wrapped{Alg: envelope.WrapAESWrap, Key: make([]byte, 40)}, envelope.ContentAESGCM, CodeUnsupported},
+		{"unknown wrapping", a, a, Wrapped{Alg: "ROT13", Key: make([]byte, 40)}, envelope.ContentAESGCM, CodeUnsupported},
 	}
 	for _, tc := range cases {
 		_, err := Rewrap(t.Context(), tc.from, tc.to, tc.w, tc.cek)
