@@ -20,7 +20,8 @@ import (
 // second `rotator run`) cannot open it: use DynamoDB for those.
 //
 // Every operation is one bbolt transaction, so a Commit is atomic here (the
-// DynamoDB backend gets the same guarantees from its write order). Concurrent
+// DynamoDB backend gets the same guarantees from its write order), and a
+// prepared event and its committed event never exist together. Concurrent
 // writers are grouped into shared transactions (bbolt's Batch) so that one
 // fsync serves many commits.
 
@@ -28,6 +29,7 @@ var (
 	bucketObjects = []byte("objects")         // tuple(bucket, key, version) -> objectRecord JSON
 	bucketClaims  = []byte("claims")          // tuple(bucket, key, version) -> boltClaim JSON
 	bucketEvents  = []byte("events")          // tuple(bucket, key, version, run, op) -> eventRecord JSON
+	bucketPrep    = []byte("prepared")        // tuple(run, bucket, key, version, op) -> eventRecord JSON
 	bucketByKey   = []byte("by_wrap_key")     // tuple(wrap key, bucket, key, version) -> empty
 	bucketCounts  = []byte("wrap_key_counts") // wrap key -> int64, big endian
 	bucketRuns    = []byte("runs")            // run id -> runRecord JSON
@@ -63,7 +65,7 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	}
 	db.MaxBatchDelay = time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketByKey, bucketCounts, bucketRuns, bucketMeta} {
+		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -173,6 +175,81 @@ func (b *boltLedger) Release(ctx context.Context, id ObjectID, owner string) err
 	return nil
 }
 
+func eventTuple(id ObjectID, run, op string) []byte {
+	return tupleKey(id.Bucket, id.Key, id.VersionID, run, op)
+}
+
+// prepKey orders prepared events by run first, so that Prepared is a prefix
+// scan.
+func prepTuple(id ObjectID, run, op string) []byte {
+	return tupleKey(run, id.Bucket, id.Key, id.VersionID, op)
+}
+
+func getEvent(bk *bolt.Bucket, key []byte) (Event, bool, error) {
+	var rec eventRecord
+	found, err := getJSON(bk, key, &rec)
+	if err != nil || !found {
+		return Event{}, false, err
+	}
+	ev, err := rec.event()
+	return ev, err == nil, err
+}
+
+// getClaim returns the claim on id, or a zero boltClaim.
+func getClaim(tx *bolt.Tx, id ObjectID) (boltClaim, error) {
+	var cl boltClaim
+	_, err := getJSON(tx.Bucket(bucketClaims), idKey(id), &cl)
+	return cl, err
+}
+
+func (b *boltLedger) Prepare(ctx context.Context, ev Event) error {
+	ev, err := prepPrepare(ev, b.o.now())
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var res error
+	err = b.write(func(tx *bolt.Tx) error {
+		res = nil
+		cl, err := getClaim(tx, ev.ID)
+		if err != nil {
+			return err
+		}
+		committed, found, err := getEvent(tx.Bucket(bucketEvents), eventTuple(ev.ID, ev.RunID, ev.Op))
+		if err != nil {
+			return err
+		}
+		if found {
+			if !completes(committed, ev) {
+				res = committedOtherwise(ev)
+			}
+			return nil
+		}
+		if cl.Run != ev.RunID {
+			res = notClaimed("prepare", ev, cl.Owner)
+			return nil
+		}
+		prep, found, err := getEvent(tx.Bucket(bucketPrep), prepTuple(ev.ID, ev.RunID, ev.Op))
+		if err != nil {
+			return err
+		}
+		if found && prep.OldWrappedKeySHA256 != ev.OldWrappedKeySHA256 {
+			res = preparedElsewhere(ev)
+			return nil
+		}
+		if err := putJSON(tx.Bucket(bucketPrep), prepTuple(ev.ID, ev.RunID, ev.Op), toEventRecord(ev)); err != nil {
+			return err
+		}
+		return b.o.at(pointPrepared)
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: prepare %s of %s: %w", ev.Op, ev.ID, err)
+	}
+	return res
+}
+
 func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 	obj, ev, err := prepCommit(obj, ev, b.o.now())
 	if err != nil {
@@ -181,58 +258,73 @@ func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	evKey := tupleKey(ev.ID.Bucket, ev.ID.Key, ev.ID.VersionID, ev.RunID, ev.Op)
+	evKey := eventTuple(ev.ID, ev.RunID, ev.Op)
+	pKey := prepTuple(ev.ID, ev.RunID, ev.Op)
 	var res error
 	err = b.write(func(tx *bolt.Tx) error {
 		res = nil
-		claims := tx.Bucket(bucketClaims)
-		var cl boltClaim
-		found, err := getJSON(claims, idKey(ev.ID), &cl)
+		cl, err := getClaim(tx, ev.ID)
 		if err != nil {
 			return err
 		}
-		held := found && cl.Run == ev.RunID
-		events := tx.Bucket(bucketEvents)
-		var rec eventRecord
-		found, err = getJSON(events, evKey, &rec)
+		held := cl.Run == ev.RunID
+		prep, prepared, err := getEvent(tx.Bucket(bucketPrep), pKey)
 		if err != nil {
 			return err
 		}
-		switch {
-		case found:
-			old, err := rec.event()
-			if err != nil {
-				return err
-			}
-			if !sameEvent(old, ev) {
-				res = conflictingEvent(ev)
+		// drop drops the prepared event if it is the one ev completes.
+		drop := func() error {
+			if !prepared || !completes(ev, prep) {
 				return nil
 			}
-			if !held {
-				return nil // a retry of a complete commit
-			}
-			// Recorded, and the run holds the claim again (it re-claimed
-			// after resuming): write the record and release, as the
-			// DynamoDB backend does.
-		case !held:
-			res = notClaimed(ev, cl.Owner)
+			return tx.Bucket(bucketPrep).Delete(pKey)
+		}
+		events := tx.Bucket(bucketEvents)
+		old, found, err := getEvent(events, evKey)
+		if err != nil {
+			return err
+		}
+		// Recorded before, and the run holds the claim again (it
+		// re-claimed after resuming): write the record and release, as the
+		// DynamoDB backend does.
+		switch {
+		case found && !sameEvent(old, ev):
+			res = conflictingEvent(ev)
 			return nil
-		default:
+		case found && !held:
+			return drop() // a retry of a complete commit
+		case !held:
+			res = notClaimed("commit", ev, cl.Owner)
+			return nil
+		case prepared && !completes(ev, prep):
+			res = notPrepared(ev)
+			return nil
+		case !found:
 			if err := putJSON(events, evKey, toEventRecord(ev)); err != nil {
 				return err
 			}
 		}
-		if b.o.afterEvent != nil {
-			if err := b.o.afterEvent(); err != nil {
-				return err
-			}
+		if err := b.o.at(pointEvent); err != nil {
+			return err
 		}
 		// The claim guards ev.ID; a new version (obj.ID != ev.ID) is
 		// guarded like an observation: a later record wins.
 		if _, err := putObject(tx, obj, obj.ID != ev.ID); err != nil {
 			return err
 		}
-		return claims.Delete(idKey(ev.ID))
+		if err := b.o.at(pointRecord); err != nil {
+			return err
+		}
+		if err := tx.Bucket(bucketClaims).Delete(idKey(ev.ID)); err != nil {
+			return err
+		}
+		if err := b.o.at(pointReleased); err != nil {
+			return err
+		}
+		if err := drop(); err != nil {
+			return err
+		}
+		return b.o.at(pointDropped)
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: commit %s of %s: %w", ev.Op, ev.ID, err)
@@ -240,11 +332,69 @@ func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 	return res
 }
 
-func notClaimed(ev Event, holder string) error {
-	if holder == "" {
-		return fmt.Errorf("%w: commit %s of %s by run %s: no claim (hint: Claim before changing the object)", ErrNotClaimed, ev.Op, ev.ID, ev.RunID)
+func (b *boltLedger) Abandon(ctx context.Context, id ObjectID, runID, op string) error {
+	if err := checkIdentity(id, runID, op); err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: commit %s of %s by run %s: claimed by %s", ErrNotClaimed, ev.Op, ev.ID, ev.RunID, holder)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.write(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPrep).Delete(prepTuple(id, runID, op))
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: abandon %s of %s by run %s: %w", op, id, runID, err)
+	}
+	return nil
+}
+
+// prepItem is a prepared event as Prepared reads it.
+type prepItem struct {
+	ev    Event
+	stale bool // see staleMarker
+}
+
+func (b *boltLedger) Prepared(ctx context.Context, runID string, fn func(Event) error) error {
+	if err := validRunID(runID); err != nil {
+		return err
+	}
+	return pages(ctx, b, bucketPrep, tupleKey(runID), func(tx *bolt.Tx, _, v []byte) (prepItem, error) {
+		var rec eventRecord
+		if err := json.Unmarshal(v, &rec); err != nil {
+			return prepItem{}, fmt.Errorf("ledger: corrupt prepared event: %w", err)
+		}
+		ev, err := rec.event()
+		if err != nil {
+			return prepItem{}, err
+		}
+		// Never the case here (every operation is one transaction), but
+		// the rule is the DynamoDB backend's.
+		committed, found, err := getEvent(tx.Bucket(bucketEvents), eventTuple(ev.ID, ev.RunID, ev.Op))
+		if err != nil || !found {
+			return prepItem{ev: ev}, err
+		}
+		cl, err := getClaim(tx, ev.ID)
+		return prepItem{ev: ev, stale: staleMarker(ev, &committed, cl.Run)}, err
+	}, func(it prepItem) error {
+		if !it.stale {
+			return fn(it.ev)
+		}
+		return b.write(func(tx *bolt.Tx) error {
+			k := prepTuple(it.ev.ID, it.ev.RunID, it.ev.Op)
+			cur, found, err := getEvent(tx.Bucket(bucketPrep), k)
+			if err != nil || !found || !sameEvent(cur, it.ev) {
+				return err
+			}
+			return tx.Bucket(bucketPrep).Delete(k)
+		})
+	})
+}
+
+func notClaimed(verb string, ev Event, holder string) error {
+	if holder == "" {
+		return fmt.Errorf("%w: %s %s of %s by run %s: no claim (hint: Claim before changing the object)", ErrNotClaimed, verb, ev.Op, ev.ID, ev.RunID)
+	}
+	return fmt.Errorf("%w: %s %s of %s by run %s: claimed by %s", ErrNotClaimed, verb, ev.Op, ev.ID, ev.RunID, holder)
 }
 
 // putObject writes an object record and keeps the key index and counts in
@@ -570,6 +720,17 @@ func sortRuns(runs []Run) {
 		}
 		return runs[i].ID < runs[j].ID
 	})
+}
+
+// checkIdentity validates the identity of an event (Abandon).
+func checkIdentity(id ObjectID, runID, op string) error {
+	if err := validID(id); err != nil {
+		return err
+	}
+	if err := validRunID(runID); err != nil {
+		return err
+	}
+	return validOp(op)
 }
 
 func checkClaimArgs(id ObjectID, owner string, lease time.Duration) error {

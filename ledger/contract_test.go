@@ -53,6 +53,15 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"Export", testExport},
 		{"Pages", testPages},
 		{"LargeTable", testLargeTable},
+		{"PrepareCommit", testPrepareCommit},
+		{"PrepareAbandon", testPrepareAbandon},
+		{"PrepareTwice", testPrepareTwice},
+		{"PrepareAfterCommit", testPrepareAfterCommit},
+		{"PreparedPages", testPreparedPages},
+		{"PrepareCrashPoints", testPrepareCrashPoints},
+		{"PrepareTakenOver", testPrepareTakenOver},
+		{"PrepareChangedBySomeoneElse", testPrepareChangedBySomeoneElse},
+		{"PrepareConcurrent", testPrepareConcurrent},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if parallel {
@@ -104,6 +113,7 @@ func change(id ObjectID, run, from, to string) (Object, Event) {
 		ID: id, RunID: run, Op: OpRewrap, Method: "kms-reencrypt", FromKey: from, ToKey: to,
 		ETagBefore: `"e0"`, ETagAfter: `"e1"`, VersionBefore: id.VersionID, VersionAfter: id.VersionID,
 		OldWrappedKeySHA256: WrappedKeyFingerprint([]byte("wrapped " + id.Key)),
+		NewWrappedKeySHA256: WrappedKeyFingerprint([]byte("wrapped " + id.Key + " under " + to)),
 	}
 	return obj, ev
 }
@@ -442,8 +452,8 @@ func testCommitCrashBetweenWrites(t *testing.T, open func(...Option) Ledger) {
 	crash := errors.New("simulated crash")
 	var crashes atomic.Int32
 	crashes.Store(1)
-	l := open(withAfterEvent(func() error {
-		if crashes.Add(-1) >= 0 {
+	l := open(withHook(func(point string) error {
+		if point == pointEvent && crashes.Add(-1) >= 0 {
 			return crash
 		}
 		return nil
@@ -534,6 +544,10 @@ func testCommitValidation(t *testing.T, open func(...Option) Ledger) {
 		"uppercase fingerprint": func(_ *Object, e *Event) {
 			e.OldWrappedKeySHA256 = strings.ToUpper(WrappedKeyFingerprint(nil))
 		},
+		"uppercase new fingerprint": func(_ *Object, e *Event) {
+			e.NewWrappedKeySHA256 = strings.ToUpper(WrappedKeyFingerprint(nil))
+		},
+		"short new fingerprint": func(_ *Object, e *Event) { e.NewWrappedKeySHA256 = "abc" },
 		"other object":          func(o *Object, _ *Event) { o.ID.Key = "elsewhere" },
 		"other version":         func(o *Object, _ *Event) { o.ID.VersionID = "v9" },
 		"no op":                 func(_ *Object, e *Event) { e.Op = "" },
@@ -936,7 +950,7 @@ func testRunsConcurrentUpdate(t *testing.T, open func(...Option) Ledger) {
 	}
 }
 
-const wantCSVHeader = "bucket,object_key,version_id,run_id,op,method,from_key,to_key,at,etag_before,etag_after,version_before,version_after,old_wrapped_key_sha256\n"
+const wantCSVHeader = "bucket,object_key,version_id,run_id,op,method,from_key,to_key,at,etag_before,etag_after,version_before,version_after,old_wrapped_key_sha256,new_wrapped_key_sha256\n"
 
 func testExport(t *testing.T, open func(...Option) Ledger) {
 	l := open()
@@ -956,7 +970,8 @@ func testExport(t *testing.T, open func(...Option) Ledger) {
 			t.Fatal(err)
 		}
 		want = append(want, []string{id.Bucket, id.Key, id.VersionID, "runX", "rewrap", "kms-reencrypt", keyA, keyB,
-			"2026-03-01T12:30:00.123456789Z", `"e0"`, `"e1"`, id.VersionID, id.VersionID, ev.OldWrappedKeySHA256})
+			"2026-03-01T12:30:00.123456789Z", `"e0"`, `"e1"`, id.VersionID, id.VersionID, ev.OldWrappedKeySHA256,
+			ev.NewWrappedKeySHA256})
 	}
 
 	var buf bytes.Buffer

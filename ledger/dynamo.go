@@ -22,16 +22,27 @@ import (
 // The DynamoDB backend: one table shared by every worker and shard. The
 // layout is in SCHEMA.md. Every write is a single-item conditional write;
 // there are no transactions (dynalite has none, and they cost twice as much).
-// A Commit is three requests in an order that makes a retry converge:
+// A Commit is four or five requests in an order that makes a retry
+// converge:
 //
 //  1. read the claim on ev.ID (strongly consistent);
-//  2. put the event if it does not exist (an identical one is success);
-//  3. update the object record and drop the claim, on condition that the
-//     claim is still held by the run.
+//  2. read the prepared event of ev's identity, if any (strongly
+//     consistent): ev must complete it;
+//  3. put the event if it does not exist (an identical one is success);
+//  4. update the object record and drop the claim, on condition that the
+//     claim is still held by the run;
+//  5. delete the prepared event, if step 2 found one.
 //
-// Step 3 is the fence: a worker whose claim was taken over cannot overwrite
-// the new holder's record. The event written in step 2 records an S3 change
+// Step 4 is the fence: a worker whose claim was taken over cannot overwrite
+// the new holder's record. The event written in step 3 records an S3 change
 // that did happen, so it stays even then.
+//
+// A prepared event is one item in a partition of its run (see SCHEMA.md),
+// so Prepare is one conditional PutItem after two reads, and Abandon one
+// DeleteItem. A crash between steps 3 and 5 leaves a prepared event whose
+// event is recorded: while the run still holds the claim (crash before step
+// 4) Prepared lists it and the resumed run's Commit finishes the job; once
+// the claim is released Prepared and Commit drop it.
 
 // Attribute and index names (see SCHEMA.md).
 const (
@@ -57,6 +68,7 @@ const (
 	dynamoSchema  = 1
 	typeObject    = "object"
 	typeEvent     = "event"
+	typePrepared  = "prepared"
 	typeRun       = "run"
 	defaultTries  = 10 // SDK attempts per request, unless configured
 	createTimeout = 5 * time.Minute
@@ -347,6 +359,79 @@ func (d *dynamoLedger) release(ctx context.Context, id ObjectID, cond, v string)
 	return nil
 }
 
+// preparedKey returns the partition and sort key of the prepared event of
+// an identity.
+func preparedKey(id ObjectID, run, op string) (pk, sk string) {
+	opk := objectPK(id.Bucket, id.Key)
+	return preparedPK(run, opk), preparedSK(opk, id.VersionID, op)
+}
+
+// getEvent reads the event or prepared event stored at pk, sk (strongly
+// consistent), which must be one on want; found is false when there is none.
+func (d *dynamoLedger) getEvent(ctx context.Context, pk, sk string, want ObjectID) (ev Event, found bool, err error) {
+	item, err := d.getItem(ctx, pk, sk)
+	if err != nil || item == nil {
+		return Event{}, false, err
+	}
+	if ev, err = decodeEvent(item); err != nil {
+		return Event{}, false, err
+	}
+	if ev.ID != want {
+		return Event{}, false, fmt.Errorf("ledger: event %s/%s is on %s, not %s", pk, sk, ev.ID, want)
+	}
+	return ev, true, nil
+}
+
+func (d *dynamoLedger) Prepare(ctx context.Context, ev Event) error {
+	ev, err := prepPrepare(ev, d.o.now())
+	if err != nil {
+		return err
+	}
+	pk := objectPK(ev.ID.Bucket, ev.ID.Key)
+	// The claim before the event: a Commit records the event before it
+	// releases the claim, so a released claim comes with its event.
+	item, err := d.getItem(ctx, pk, versionSK(ev.ID.VersionID))
+	if err != nil {
+		return err
+	}
+	committed, found, err := d.getEvent(ctx, pk, eventSK(ev.ID.VersionID, ev.RunID, ev.Op), ev.ID)
+	if err != nil {
+		return err
+	}
+	if found {
+		if !completes(committed, ev) {
+			return committedOtherwise(ev)
+		}
+		return nil
+	}
+	if strAttr(item, attrClaimRun) != ev.RunID {
+		return notClaimed("prepare", ev, strAttr(item, attrClaimOwner))
+	}
+	// One conditional put: a new event, the same one again, or one that
+	// starts from the same wrapped key (a retry after an aborted attempt).
+	prep, err := attributevalue.MarshalMap(toEventRecord(ev))
+	if err != nil {
+		return err
+	}
+	ppk, psk := preparedKey(ev.ID, ev.RunID, ev.Op)
+	prep[attrPK], prep[attrSK], prep[attrType] = s(ppk), s(psk), s(typePrepared)
+	in := &dynamodb.PutItemInput{TableName: aws.String(d.table), Item: prep}
+	if ev.OldWrappedKeySHA256 == "" {
+		in.ConditionExpression = aws.String("attribute_not_exists(PK) OR attribute_not_exists(old_wrapped_key_sha256)")
+	} else {
+		in.ConditionExpression = aws.String("attribute_not_exists(PK) OR old_wrapped_key_sha256 = :old")
+		in.ExpressionAttributeValues = map[string]types.AttributeValue{":old": s(ev.OldWrappedKeySHA256)}
+	}
+	_, err = d.c.PutItem(ctx, in)
+	if isCondFailed(err) {
+		return preparedElsewhere(ev)
+	}
+	if err != nil {
+		return d.wrap(fmt.Sprintf("prepare %s of %s", ev.Op, ev.ID), err)
+	}
+	return d.o.at(pointPrepared)
+}
+
 func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 	obj, ev, err := prepCommit(obj, ev, d.o.now())
 	if err != nil {
@@ -363,14 +448,28 @@ func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 	}
 	if strAttr(item, attrClaimRun) != ev.RunID {
 		// Not (or no longer) ours: fine if this very event is recorded,
-		// which is what a retry after a complete commit sees.
+		// which is what a retry after a complete commit sees. Drop the
+		// prepared event a crash may have left behind.
 		if done, err := d.recorded(ctx, pk, esk, ev); done || err != nil {
-			return err
+			if err != nil {
+				return err
+			}
+			return d.dropPrepared(ctx, ev)
 		}
-		return notClaimed(ev, strAttr(item, attrClaimOwner))
+		return notClaimed("commit", ev, strAttr(item, attrClaimOwner))
 	}
 
-	// 2. The event, exactly once.
+	// 2. The prepared event, if any, is this change.
+	ppk, psk := preparedKey(ev.ID, ev.RunID, ev.Op)
+	prep, prepared, err := d.getEvent(ctx, ppk, psk, ev.ID)
+	if err != nil {
+		return err
+	}
+	if prepared && !completes(ev, prep) {
+		return notPrepared(ev)
+	}
+
+	// 3. The event, exactly once.
 	evItem, err := attributevalue.MarshalMap(toEventRecord(ev))
 	if err != nil {
 		return err
@@ -388,13 +487,11 @@ func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 			return err
 		}
 	}
-	if d.o.afterEvent != nil {
-		if err := d.o.afterEvent(); err != nil {
-			return err
-		}
+	if err := d.o.at(pointEvent); err != nil {
+		return err
 	}
 
-	// 3. The object record and the claim.
+	// 4. The object record and the claim.
 	if err := d.register(ctx, obj.WrapKey); err != nil {
 		return err
 	}
@@ -404,23 +501,147 @@ func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 		if err := d.putObject(ctx, obj, ""); err != nil && !isCondFailed(err) {
 			return d.wrap(what+": update object record", err)
 		}
-		return d.release(ctx, ev.ID, "claim_run = :v", ev.RunID)
+		if err := d.o.at(pointRecord); err != nil {
+			return err
+		}
+		if err := d.release(ctx, ev.ID, "claim_run = :v", ev.RunID); err != nil {
+			return err
+		}
+		if err := d.o.at(pointReleased); err != nil {
+			return err
+		}
+	} else if err := d.putObject(ctx, obj, ev.RunID); err == nil {
+		if err := d.o.at(pointRecord); err != nil {
+			return err
+		}
+		if err := d.o.at(pointReleased); err != nil {
+			return err
+		}
+	} else {
+		if !isCondFailed(err) {
+			return d.wrap(what+": update object record", err)
+		}
+		item, err = d.getItem(ctx, pk, versionSK(ev.ID.VersionID))
+		if err != nil {
+			return err
+		}
+		if holder := strAttr(item, attrClaimOwner); holder != "" {
+			// The event is recorded: nothing is left to resume.
+			if err := d.dropPrepared(ctx, ev); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w (the event is recorded; the object record is left to the new holder)", notClaimed("commit", ev, holder))
+		}
+		// A concurrent duplicate of this Commit finished first.
 	}
-	err = d.putObject(ctx, obj, ev.RunID)
-	if err == nil {
-		return nil
+
+	// 5. The prepared event.
+	if prepared {
+		if err := d.dropPrepared(ctx, ev); err != nil {
+			return err
+		}
 	}
-	if !isCondFailed(err) {
-		return d.wrap(what+": update object record", err)
+	return d.o.at(pointDropped)
+}
+
+// dropPrepared deletes the prepared event of ev's identity if ev completes
+// it (same wrapped key fingerprints; Prepare never lets two prepared events
+// of one identity differ in less), so that a concurrent Prepare of another
+// change survives. A missing one is no error.
+func (d *dynamoLedger) dropPrepared(ctx context.Context, ev Event) error {
+	var conds []string
+	vals := map[string]types.AttributeValue{}
+	for name, v := range map[string]string{"old_wrapped_key_sha256": ev.OldWrappedKeySHA256, "new_wrapped_key_sha256": ev.NewWrappedKeySHA256} {
+		if v == "" {
+			conds = append(conds, "attribute_not_exists("+name+")")
+		} else {
+			conds = append(conds, name+" = :"+name)
+			vals[":"+name] = s(v)
+		}
 	}
-	item, err = d.getItem(ctx, pk, versionSK(ev.ID.VersionID))
-	if err != nil {
+	in := &dynamodb.DeleteItemInput{
+		TableName: aws.String(d.table), Key: key(preparedKey(ev.ID, ev.RunID, ev.Op)),
+		ConditionExpression: aws.String(strings.Join(conds, " AND ")),
+	}
+	if len(vals) > 0 {
+		in.ExpressionAttributeValues = vals
+	}
+	_, err := d.c.DeleteItem(ctx, in)
+	if err != nil && !isCondFailed(err) {
+		return d.wrap(fmt.Sprintf("drop prepared %s of %s", ev.Op, ev.ID), err)
+	}
+	return nil
+}
+
+func (d *dynamoLedger) Abandon(ctx context.Context, id ObjectID, runID, op string) error {
+	if err := checkIdentity(id, runID, op); err != nil {
 		return err
 	}
-	if holder := strAttr(item, attrClaimOwner); holder != "" {
-		return fmt.Errorf("%w (the event is recorded; the object record is left to the new holder)", notClaimed(ev, holder))
+	_, err := d.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName: aws.String(d.table), Key: key(preparedKey(id, runID, op)),
+	})
+	return d.wrap(fmt.Sprintf("abandon %s of %s by run %s", op, id, runID), err)
+}
+
+// Prepared queries the run's 16 partitions of prepared events. For each
+// prepared event whose event is recorded it also reads the claim, to tell a
+// Commit that crashed before writing the object record (listed) from one
+// that crashed after releasing the claim (dropped).
+func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event) error) error {
+	if err := validRunID(runID); err != nil {
+		return err
 	}
-	return nil // a concurrent duplicate of this Commit finished first
+	for i := range gsiShards {
+		p := dynamodb.NewQueryPaginator(d.c, &dynamodb.QueryInput{
+			TableName:              aws.String(d.table),
+			KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :prep)"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":pk": s(preparedShard(runID, strconv.FormatInt(int64(i), 16))), ":prep": s("prep#"),
+			},
+			ConsistentRead: aws.Bool(true),
+			Limit:          d.limit(),
+		})
+		for p.HasMorePages() {
+			out, err := p.NextPage(ctx)
+			if err != nil {
+				return d.wrap("prepared events of run "+runID, err)
+			}
+			for _, item := range out.Items {
+				ev, err := decodeEvent(item)
+				if err != nil {
+					return err
+				}
+				stale, err := d.stale(ctx, ev)
+				if err != nil {
+					return err
+				}
+				if stale {
+					err = d.dropPrepared(ctx, ev)
+				} else {
+					err = fn(ev)
+				}
+				if err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// stale reports whether the prepared event p is left over from a complete
+// Commit (see staleMarker).
+func (d *dynamoLedger) stale(ctx context.Context, p Event) (bool, error) {
+	pk := objectPK(p.ID.Bucket, p.ID.Key)
+	committed, found, err := d.getEvent(ctx, pk, eventSK(p.ID.VersionID, p.RunID, p.Op), p.ID)
+	if err != nil || !found {
+		return false, err
+	}
+	item, err := d.getItem(ctx, pk, versionSK(p.ID.VersionID))
+	if err != nil {
+		return false, err
+	}
+	return staleMarker(p, &committed, strAttr(item, attrClaimRun)), nil
 }
 
 // recorded reports whether the event with sort key esk is recorded: false if

@@ -24,9 +24,11 @@ type EventSource interface {
 //	etag_before, etag_after
 //	version_before, version_after
 //	old_wrapped_key_sha256           SHA-256 of the replaced wrapped data key
+//	new_wrapped_key_sha256           SHA-256 of the wrapped data key that replaced it
 var ExportColumns = []string{
 	"bucket", "object_key", "version_id", "run_id", "op", "method", "from_key", "to_key",
 	"at", "etag_before", "etag_after", "version_before", "version_after", "old_wrapped_key_sha256",
+	"new_wrapped_key_sha256",
 }
 
 // exportRow has one field per column, in ExportColumns order; no field is
@@ -46,6 +48,7 @@ type exportRow struct {
 	VersionBefore       string `json:"version_before"`
 	VersionAfter        string `json:"version_after"`
 	OldWrappedKeySHA256 string `json:"old_wrapped_key_sha256"`
+	NewWrappedKeySHA256 string `json:"new_wrapped_key_sha256"`
 }
 
 func toExportRow(e Event) exportRow {
@@ -54,7 +57,7 @@ func toExportRow(e Event) exportRow {
 		RunID: e.RunID, Op: e.Op, Method: e.Method, FromKey: e.FromKey, ToKey: e.ToKey,
 		At: formatTime(e.At), ETagBefore: e.ETagBefore, ETagAfter: e.ETagAfter,
 		VersionBefore: e.VersionBefore, VersionAfter: e.VersionAfter,
-		OldWrappedKeySHA256: e.OldWrappedKeySHA256,
+		OldWrappedKeySHA256: e.OldWrappedKeySHA256, NewWrappedKeySHA256: e.NewWrappedKeySHA256,
 	}
 }
 
@@ -62,6 +65,7 @@ func (r exportRow) fields() []string {
 	return []string{
 		r.Bucket, r.Key, r.VersionID, r.RunID, r.Op, r.Method, r.FromKey, r.ToKey,
 		r.At, r.ETagBefore, r.ETagAfter, r.VersionBefore, r.VersionAfter, r.OldWrappedKeySHA256,
+		r.NewWrappedKeySHA256,
 	}
 }
 

@@ -103,10 +103,16 @@ type Event struct {
 	// the lowercase hex SHA-256 of the wrapped (encrypted) key bytes, see
 	// WrappedKeyFingerprint. Never the key itself.
 	OldWrappedKeySHA256 string
+	// NewWrappedKeySHA256 identifies the wrapped data key that replaced it,
+	// in the same form. A resumed run compares it with the object to learn
+	// whether a prepared change landed (see Prepare). Empty for changes
+	// that store no wrapped key (delete-version).
+	NewWrappedKeySHA256 string
 }
 
-// WrappedKeyFingerprint returns the value for Event.OldWrappedKeySHA256: the
-// hex SHA-256 of a wrapped (never a plaintext) data key.
+// WrappedKeyFingerprint returns the value for Event.OldWrappedKeySHA256 and
+// Event.NewWrappedKeySHA256: the hex SHA-256 of a wrapped (never a
+// plaintext) data key.
 func WrappedKeyFingerprint(wrapped []byte) string {
 	sum := sha256.Sum256(wrapped)
 	return hex.EncodeToString(sum[:])
@@ -157,14 +163,54 @@ type Ledger interface {
 	// Release drops owner's claim on id. It is a no-op when owner does not
 	// hold it.
 	Release(ctx context.Context, id ObjectID, owner string) error
+	// Prepare records ev as prepared before the caller writes the change to
+	// S3, so that a run resumed after a crash between the write and the
+	// Commit can finish it (see Prepared). A prepared event is not lineage:
+	// only Prepared, Commit and Abandon see it. The claim on ev.ID must be
+	// held by ev.RunID, else ErrNotClaimed. ev.NewWrappedKeySHA256 is
+	// required unless ev.Op is OpDeleteVersion. ETagAfter and VersionAfter
+	// may be left empty (Commit fills them in); At defaults to now.
+	//
+	// For one identity (ID, RunID, Op):
+	//   - nothing prepared: ev is recorded;
+	//   - an identical event prepared (every field but At): success;
+	//   - another event prepared that starts from the same wrapped key (same
+	//     OldWrappedKeySHA256): ev replaces it. That is a retry after an
+	//     aborted attempt, which computed another new wrapped key: the
+	//     object still holding the old wrapped key proves that the earlier
+	//     write did not land;
+	//   - another event prepared that starts elsewhere: ErrConflict. Its
+	//     write may have landed: resolve it first (Commit or Abandon);
+	//   - the identity already committed: success if the committed event is
+	//     ev completed (see Commit), nothing is written; ErrConflict if not.
+	Prepare(ctx context.Context, ev Event) error
 	// Commit records a change exactly once: the event (identity: version,
 	// run id, op) if it is not recorded yet, then the object record, then it
-	// releases the claim. The claim on ev.ID must be held by ev.RunID, else
-	// ErrNotClaimed. Retrying a Commit (after a crash, a timeout, or
-	// concurrently) converges: an identical recorded event is success (At is
-	// not compared); a different one with the same identity is ErrConflict.
-	// obj.ID is ev.ID, or the version the change created (ev.VersionAfter).
+	// releases the claim, then it drops the prepared event. The claim on
+	// ev.ID must be held by ev.RunID, else ErrNotClaimed. Retrying a Commit
+	// (after a crash, a timeout, or concurrently) converges: an identical
+	// recorded event is success (At is not compared); a different one with
+	// the same identity is ErrConflict. obj.ID is ev.ID, or the version the
+	// change created (ev.VersionAfter).
+	//
+	// When ev's identity is prepared, ev must be the prepared event
+	// completed: every field equal but At, and ETagAfter and VersionAfter
+	// where the prepared event left them empty; else ErrConflict. Commit
+	// without Prepare works as well.
 	Commit(ctx context.Context, obj Object, ev Event) error
+	// Abandon drops the prepared event of the identity (id, runID, op): its
+	// S3 write did not happen (the conditional write failed, or a resumed
+	// run found the object still under the old wrapped key). It is a no-op
+	// when nothing is prepared, never touches lineage and keeps the claim.
+	Abandon(ctx context.Context, id ObjectID, runID, op string) error
+	// Prepared calls fn for every prepared event of run runID that is not
+	// committed, in no particular order, one call at a time, so that a
+	// resumed run can finish or abandon them (see the package
+	// documentation). It stops at fn's first error and returns it. fn may
+	// call the ledger (Claim, Commit, Abandon). A prepared event left behind
+	// by a crash after its Commit had recorded it and released the claim is
+	// dropped instead of listed.
+	Prepared(ctx context.Context, runID string, fn func(Event) error) error
 	// Observe records an object version seen without a change (skipped,
 	// already under the target key, failed, changed by someone else). It
 	// never overwrites a record with a later UpdatedAt: of two observations
@@ -235,10 +281,34 @@ type options struct {
 	segments int
 	// lockWait is how long the embedded backend waits for the file lock.
 	lockWait time.Duration
-	// afterEvent, when set, runs after the event is recorded and before the
-	// object record is written; an error from it aborts the Commit as a crash
-	// would. Tests use it.
-	afterEvent func() error
+	// hook, when set, runs at each crash point (see the point* constants);
+	// an error from it aborts the operation there as a crash would: what is
+	// written stays written (DynamoDB) or the transaction is rolled back
+	// (bbolt). Tests use it.
+	hook func(point string) error
+}
+
+// Crash points of Prepare and Commit, after each of their writes. On
+// DynamoDB a Commit that changes a version in place writes the record and
+// releases the claim in one request: pointRecord and pointReleased follow
+// each other there.
+const (
+	pointPrepared = "prepare: prepared event written"
+	pointEvent    = "commit: event written"
+	pointRecord   = "commit: object record written"
+	pointReleased = "commit: claim released"
+	pointDropped  = "commit: prepared event dropped"
+)
+
+// crashPoints lists them in the order a Commit passes them.
+var crashPoints = []string{pointPrepared, pointEvent, pointRecord, pointReleased, pointDropped}
+
+// at runs the test hook at a crash point.
+func (o *options) at(point string) error {
+	if o.hook == nil {
+		return nil
+	}
+	return o.hook(point)
 }
 
 // WithClock sets the clock for leases and default timestamps (default
@@ -255,7 +325,7 @@ func WithPageSize(n int) Option { return func(o *options) { o.pageSize = n } }
 // DynamoDB (default 4).
 func WithScanSegments(n int) Option { return func(o *options) { o.segments = n } }
 
-func withAfterEvent(f func() error) Option { return func(o *options) { o.afterEvent = f } }
+func withHook(f func(point string) error) Option { return func(o *options) { o.hook = f } }
 
 func withLockWait(d time.Duration) Option { return func(o *options) { o.lockWait = d } }
 
@@ -353,15 +423,16 @@ func validOp(op string) error {
 	return nil
 }
 
-func validFingerprint(s string) error {
+// validFingerprint checks a wrapped key fingerprint; which is "old" or "new".
+func validFingerprint(which, s string) error {
 	if s == "" {
 		return nil
 	}
 	if len(s) != 64 || strings.ToLower(s) != s {
-		return fmt.Errorf("%w: old wrapped key fingerprint must be 64 lowercase hex digits (the SHA-256 of the wrapped key, see WrappedKeyFingerprint)", ErrInvalid)
+		return fmt.Errorf("%w: %s wrapped key fingerprint must be 64 lowercase hex digits (the SHA-256 of the wrapped key, see WrappedKeyFingerprint)", ErrInvalid, which)
 	}
 	if _, err := hex.DecodeString(s); err != nil {
-		return fmt.Errorf("%w: old wrapped key fingerprint: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %s wrapped key fingerprint: %v", ErrInvalid, which, err)
 	}
 	return nil
 }
@@ -398,28 +469,57 @@ func prepObject(obj Object, now time.Time) (Object, error) {
 	return obj, nil
 }
 
-// prepCommit validates a Commit's arguments and fills their defaults.
-func prepCommit(obj Object, ev Event, now time.Time) (Object, Event, error) {
+// prepEvent validates an event for Prepare and Commit and fills its
+// defaults.
+func prepEvent(ev Event, now time.Time) (Event, error) {
 	if err := validID(ev.ID); err != nil {
-		return obj, ev, err
+		return ev, err
 	}
 	if err := validRunID(ev.RunID); err != nil {
-		return obj, ev, err
+		return ev, err
 	}
 	if err := validOp(ev.Op); err != nil {
-		return obj, ev, err
+		return ev, err
 	}
-	if err := validFingerprint(ev.OldWrappedKeySHA256); err != nil {
-		return obj, ev, err
+	if err := validFingerprint("old", ev.OldWrappedKeySHA256); err != nil {
+		return ev, err
+	}
+	if err := validFingerprint("new", ev.NewWrappedKeySHA256); err != nil {
+		return ev, err
 	}
 	if err := validStrings(ev.Method, ev.FromKey, ev.ToKey, ev.ETagBefore, ev.ETagAfter, ev.VersionBefore, ev.VersionAfter); err != nil {
-		return obj, ev, fmt.Errorf("event on %s: %w", ev.ID, err)
+		return ev, fmt.Errorf("event on %s: %w", ev.ID, err)
 	}
 	if ev.VersionBefore == "" {
 		ev.VersionBefore = ev.ID.VersionID
 	}
 	if ev.VersionBefore != ev.ID.VersionID {
-		return obj, ev, fmt.Errorf("%w: event on %s: version before %q is not the event's version", ErrInvalid, ev.ID, ev.VersionBefore)
+		return ev, fmt.Errorf("%w: event on %s: version before %q is not the event's version", ErrInvalid, ev.ID, ev.VersionBefore)
+	}
+	if ev.At.IsZero() {
+		ev.At = now
+	}
+	ev.At = ev.At.UTC()
+	return ev, nil
+}
+
+// prepPrepare validates a Prepare's event and fills its defaults.
+func prepPrepare(ev Event, now time.Time) (Event, error) {
+	ev, err := prepEvent(ev, now)
+	if err != nil {
+		return ev, err
+	}
+	if ev.NewWrappedKeySHA256 == "" && ev.Op != OpDeleteVersion {
+		return ev, fmt.Errorf("%w: prepare %s of %s: the new wrapped key fingerprint is required (hint: set NewWrappedKeySHA256 to WrappedKeyFingerprint of the new wrapped key; a resumed run decides by it)", ErrInvalid, ev.Op, ev.ID)
+	}
+	return ev, nil
+}
+
+// prepCommit validates a Commit's arguments and fills their defaults.
+func prepCommit(obj Object, ev Event, now time.Time) (Object, Event, error) {
+	ev, err := prepEvent(ev, now)
+	if err != nil {
+		return obj, ev, err
 	}
 	if obj.ID.Bucket != ev.ID.Bucket || obj.ID.Key != ev.ID.Key {
 		return obj, ev, fmt.Errorf("%w: object %s and event on %s are different objects", ErrInvalid, obj.ID, ev.ID)
@@ -433,11 +533,7 @@ func prepCommit(obj Object, ev Event, now time.Time) (Object, Event, error) {
 	if obj.RunID != ev.RunID {
 		return obj, ev, fmt.Errorf("%w: object %s: run id %q is not the event's %q", ErrInvalid, obj.ID, obj.RunID, ev.RunID)
 	}
-	if ev.At.IsZero() {
-		ev.At = now
-	}
-	ev.At = ev.At.UTC()
-	obj, err := prepObject(obj, now)
+	obj, err = prepObject(obj, now)
 	return obj, ev, err
 }
 
@@ -448,8 +544,47 @@ func sameEvent(a, b Event) bool {
 	return a == b
 }
 
+// completes reports whether ev is the prepared event p completed by its
+// Commit: every field equal but At, and ETagAfter and VersionAfter where p
+// left them empty (they are known only after the S3 write).
+func completes(ev, p Event) bool {
+	if p.ETagAfter == "" {
+		p.ETagAfter = ev.ETagAfter
+	}
+	if p.VersionAfter == "" {
+		p.VersionAfter = ev.VersionAfter
+	}
+	return sameEvent(ev, p)
+}
+
+// staleMarker reports whether the prepared event p is left over from a
+// Commit that recorded it and then released the claim (or lost it to
+// another run) but crashed before dropping p: nothing is left to resume.
+// committed is the recorded event of p's identity, if any; claimRun is the
+// run holding the claim on p.ID.
+func staleMarker(p Event, committed *Event, claimRun string) bool {
+	return committed != nil && completes(*committed, p) && claimRun != p.RunID
+}
+
 func conflictingEvent(ev Event) error {
 	return fmt.Errorf("%w: %s by run %s on %s is already recorded with different content", ErrConflict, ev.Op, ev.RunID, ev.ID)
+}
+
+// notPrepared is Commit's error for an event that is not the prepared one.
+func notPrepared(ev Event) error {
+	return fmt.Errorf("%w: commit %s of %s by run %s: another change is prepared (hint: commit the prepared event, or Prepare this one again before its S3 write)", ErrConflict, ev.Op, ev.ID, ev.RunID)
+}
+
+// preparedElsewhere is Prepare's error when the prepared event it would
+// replace started from another wrapped key: its write may have landed.
+func preparedElsewhere(ev Event) error {
+	return fmt.Errorf("%w: prepare %s of %s by run %s: a change from another wrapped key is prepared and may have landed (hint: resolve it as a resumed run does: Commit it if the object holds its new wrapped key, else Abandon it)", ErrConflict, ev.Op, ev.ID, ev.RunID)
+}
+
+// committedOtherwise is Prepare's error when the identity is committed
+// with other content.
+func committedOtherwise(ev Event) error {
+	return fmt.Errorf("%w: prepare %s of %s by run %s: already committed with different content (hint: a run changes a version at most once per operation)", ErrConflict, ev.Op, ev.ID, ev.RunID)
 }
 
 // prepRun validates a run for CreateRun and UpdateRun.

@@ -66,6 +66,7 @@ type eventRecord struct {
 	VersionBefore       string `json:"version_before,omitempty" dynamodbav:"version_before,omitempty"`
 	VersionAfter        string `json:"version_after,omitempty" dynamodbav:"version_after,omitempty"`
 	OldWrappedKeySHA256 string `json:"old_wrapped_key_sha256,omitempty" dynamodbav:"old_wrapped_key_sha256,omitempty"`
+	NewWrappedKeySHA256 string `json:"new_wrapped_key_sha256,omitempty" dynamodbav:"new_wrapped_key_sha256,omitempty"`
 }
 
 func toEventRecord(e Event) eventRecord {
@@ -74,7 +75,7 @@ func toEventRecord(e Event) eventRecord {
 		RunID: e.RunID, Op: e.Op, Method: e.Method, FromKey: e.FromKey, ToKey: e.ToKey,
 		At: formatTime(e.At), ETagBefore: e.ETagBefore, ETagAfter: e.ETagAfter,
 		VersionBefore: e.VersionBefore, VersionAfter: e.VersionAfter,
-		OldWrappedKeySHA256: e.OldWrappedKeySHA256,
+		OldWrappedKeySHA256: e.OldWrappedKeySHA256, NewWrappedKeySHA256: e.NewWrappedKeySHA256,
 	}
 }
 
@@ -88,7 +89,7 @@ func (r eventRecord) event() (Event, error) {
 		RunID: r.RunID, Op: r.Op, Method: r.Method, FromKey: r.FromKey, ToKey: r.ToKey,
 		At: t, ETagBefore: r.ETagBefore, ETagAfter: r.ETagAfter,
 		VersionBefore: r.VersionBefore, VersionAfter: r.VersionAfter,
-		OldWrappedKeySHA256: r.OldWrappedKeySHA256,
+		OldWrappedKeySHA256: r.OldWrappedKeySHA256, NewWrappedKeySHA256: r.NewWrappedKeySHA256,
 	}, nil
 }
 
@@ -163,6 +164,25 @@ func versionSK(v string) string { return "ver#" + escape(v) }
 
 // eventSK is unique per event identity: run ids and ops hold no '#'.
 func eventSK(v, run, op string) string { return "evt#" + escape(v) + "#" + run + "#" + op }
+
+// A prepared event lives in a partition of its run, so that Prepared is a
+// query: "run#" <run id> "#" <shard>, the shard being the first hex digit
+// of the object's hash, which spreads a run over 16 partitions (a fast run
+// writes two items per object there). The sort key holds the rest of the
+// identity.
+
+// preparedPK returns the partition of run's prepared events on the object
+// whose partition key is objPK.
+func preparedPK(run, objPK string) string {
+	return preparedShard(run, objPK[len("obj#"):len("obj#")+1])
+}
+
+func preparedShard(run, shard string) string { return "run#" + run + "#" + shard }
+
+// preparedSK is unique per event identity within the run's partition.
+func preparedSK(objPK, v, op string) string {
+	return "prep#" + objPK[len("obj#"):] + "#" + escape(v) + "#" + op
+}
 
 // bbolt key encoding: each component's bytes with 0x00 written as 0x00 0xff,
 // then 0x00 0x01. Components never run into each other, a tuple's encoding
