@@ -1,0 +1,187 @@
+package inventory
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+)
+
+// CSVList is a source that reads a list of objects, one per line:
+//
+//	bucket,key[,version]
+//
+// the format of S3 Batch Operations' CSV manifests: keys URL-encoded
+// (url.QueryEscape; "+" and "%20" both decode to a space), version ids as
+// they are. With RawKeys keys are taken as they are; a key with a comma or
+// a quote must then be quoted as in RFC 4180 ("a,b" and "say ""hi"""). A
+// key with a line break can only be given URL-encoded.
+//
+// Blank lines are ignored, as are a first line "Bucket,Key,..." (the header
+// of a completion report) and fields after the third, so a completion
+// report, filtered, is a valid list. CR LF line ends and a UTF-8 byte order
+// mark are accepted. A malformed line stops the stream with an *Error
+// naming the file and line (Kind ErrMalformed).
+//
+// A list is one partition, read in file order by one goroutine; positions
+// are line numbers and byte offsets, so a resumed run starts reading at the
+// offset (a ranged GET for an s3:// list).
+type CSVList struct {
+	// Client reads s3:// lists; it may be nil for a local file.
+	Client S3
+	// Path is a local file or an s3://bucket/key URL.
+	Path string
+	// RawKeys: keys are not URL-encoded.
+	RawKeys bool
+	Options
+
+	excluded atomic.Int64
+}
+
+var _ Source = (*CSVList)(nil)
+
+// listBatch is the number of items a list producer hands over at once.
+const listBatch = 256
+
+// Excluded returns the keys skipped for Options.ExcludeSuffix so far.
+func (l *CSVList) Excluded() int64 { return l.excluded.Load() }
+
+// Stream reads the list.
+func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
+	if err := l.Shard.Validate(); err != nil {
+		return &Error{Op: "read list", File: l.Path, Err: err}
+	}
+	part := joinFields(positionVersion, kindList, l.Path)
+	var line, offset int64
+	after, err := parsePositions(l.After, kindList)
+	if err != nil {
+		return &Error{Op: "resume", File: l.Path, Err: err, Hint: "resume with the positions of a run over the same --list"}
+	}
+	for id, p := range after {
+		var err1, err2 error
+		if id == part && len(p.cursor) == 2 {
+			line, err1 = strconv.ParseInt(p.cursor[0], 10, 64)
+			offset, err2 = strconv.ParseInt(p.cursor[1], 10, 64)
+		}
+		if id != part || len(p.cursor) != 2 || err1 != nil || err2 != nil || line < 0 || offset < 0 {
+			return &Error{Op: "resume", File: l.Path, Kind: ErrPosition, Err: fmt.Errorf("position %q is not one of this list", p.part),
+				Hint: "resume with the positions of a run over the same --list"}
+		}
+	}
+	r, err := l.open(ctx, offset)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	f := l.filter(&l.excluded)
+	return deliver(ctx, 2, fn, func(ctx context.Context, out emitter) error {
+		return l.read(ctx, r, line, offset, part, f, out)
+	})
+}
+
+func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error) {
+	if !strings.HasPrefix(l.Path, "s3://") {
+		f, err := os.Open(l.Path)
+		if err != nil {
+			e := &Error{Op: "read list", File: l.Path, Err: err}
+			if errors.Is(err, os.ErrNotExist) {
+				e.Kind = ErrNotFound
+			}
+			return nil, e
+		}
+		if offset > 0 {
+			if _, err := f.Seek(offset, io.SeekStart); err != nil {
+				f.Close()
+				return nil, &Error{Op: "read list", File: l.Path, Err: err}
+			}
+		}
+		return f, nil
+	}
+	bucket, key, err := ParseS3URL(l.Path)
+	if err == nil && key == "" {
+		err = errors.New("no key")
+	}
+	if err != nil {
+		return nil, &Error{Op: "read list", File: l.Path, Err: err, Hint: "give --list as FILE or s3://BUCKET/KEY"}
+	}
+	if l.Client == nil {
+		return nil, &Error{Op: "read list", File: l.Path, Err: errors.New("no S3 client")}
+	}
+	in := &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
+	if offset > 0 {
+		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
+	}
+	obj, err := l.Client.GetObject(ctx, in)
+	if err != nil {
+		if offset > 0 && apiCode(err) == codeInvalidRange {
+			return io.NopCloser(strings.NewReader("")), nil // resumed at the end
+		}
+		return nil, (&Error{Op: "read list", File: l.Path, Err: err}).classify("reading the list needs s3:GetObject on " + l.Path)
+	}
+	return obj.Body, nil
+}
+
+func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, part string, f filter, out emitter) error {
+	lr := newLineReader(r, line, offset)
+	batch := make([]Item, 0, listBatch)
+	var fields []string
+	for {
+		s, err := lr.next()
+		if errors.Is(err, io.EOF) {
+			return out.send(batch)
+		}
+		if err != nil {
+			e := &Error{Op: "read list", File: l.Path, Line: lr.line, Err: err}
+			if errors.Is(err, errLineTooLong) {
+				e.Kind = ErrMalformed
+				e.Hint = "a list has one object per line"
+			}
+			return e
+		}
+		if lr.line == 1 {
+			s = strings.TrimPrefix(s, "\ufeff")
+		}
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		fields, err = splitLine(fields, s)
+		if err == nil && lr.line == 1 && len(fields) >= 2 &&
+			strings.EqualFold(fields[0], "bucket") && strings.EqualFold(fields[1], "key") {
+			continue // a completion report's header
+		}
+		var rec listRecord
+		if err == nil {
+			rec, err = toListRecord(fields, l.RawKeys)
+		}
+		if err != nil {
+			hint := "each line is bucket,key[,version] with the key URL-encoded, as in S3 Batch Operations manifests"
+			if !l.RawKeys {
+				hint += " (--list-raw-keys for keys that are not encoded)"
+			}
+			return &Error{Op: "read list", File: l.Path, Line: lr.line, Kind: ErrMalformed, Err: err, Hint: hint}
+		}
+		if !f.keep(rec.Bucket, rec.Key) {
+			continue
+		}
+		batch = append(batch, Item{
+			Bucket:    rec.Bucket,
+			Key:       rec.Key,
+			VersionID: rec.VersionID,
+			IsLatest:  rec.VersionID == "",
+			Position:  part + "#" + strconv.FormatInt(lr.line, 10) + " " + strconv.FormatInt(lr.offset, 10),
+		})
+		if len(batch) == listBatch {
+			if err := out.send(batch); err != nil {
+				return err
+			}
+			batch = make([]Item, 0, listBatch)
+		}
+	}
+}
