@@ -71,6 +71,12 @@ type Object struct {
 	ETag      string
 	RunID     string    // the run that wrote this record
 	UpdatedAt time.Time // set to the ledger's clock when zero
+	// WrappedKeySHA256 identifies the wrapped data key the object held when
+	// the record was written (WrappedKeyFingerprint), empty when unknown.
+	// A KMS ciphertext blob does not name its key offline: a later run
+	// that finds the same fingerprint on the object knows its key from
+	// WrapKey without asking KMS.
+	WrappedKeySHA256 string
 }
 
 // Operations recorded in lineage events.

@@ -15,27 +15,29 @@ import (
 // strings are left out.
 
 type objectRecord struct {
-	Bucket    string `json:"bucket" dynamodbav:"bucket"`
-	Key       string `json:"object_key" dynamodbav:"object_key"`
-	VersionID string `json:"version_id,omitempty" dynamodbav:"version_id,omitempty"`
-	WrapKey   string `json:"wrap_key,omitempty" dynamodbav:"wrap_key,omitempty"`
-	Format    string `json:"format,omitempty" dynamodbav:"format,omitempty"`
-	Placement string `json:"placement,omitempty" dynamodbav:"placement,omitempty"`
-	CEKAlg    string `json:"cek_alg,omitempty" dynamodbav:"cek_alg,omitempty"`
-	State     string `json:"state" dynamodbav:"state"`
-	ETag      string `json:"etag,omitempty" dynamodbav:"etag,omitempty"`
-	RunID     string `json:"run_id,omitempty" dynamodbav:"run_id,omitempty"`
-	UpdatedAt string `json:"updated_at" dynamodbav:"updated_at"`
+	Bucket           string `json:"bucket" dynamodbav:"bucket"`
+	Key              string `json:"object_key" dynamodbav:"object_key"`
+	VersionID        string `json:"version_id,omitempty" dynamodbav:"version_id,omitempty"`
+	WrapKey          string `json:"wrap_key,omitempty" dynamodbav:"wrap_key,omitempty"`
+	Format           string `json:"format,omitempty" dynamodbav:"format,omitempty"`
+	Placement        string `json:"placement,omitempty" dynamodbav:"placement,omitempty"`
+	CEKAlg           string `json:"cek_alg,omitempty" dynamodbav:"cek_alg,omitempty"`
+	State            string `json:"state" dynamodbav:"state"`
+	ETag             string `json:"etag,omitempty" dynamodbav:"etag,omitempty"`
+	RunID            string `json:"run_id,omitempty" dynamodbav:"run_id,omitempty"`
+	UpdatedAt        string `json:"updated_at" dynamodbav:"updated_at"`
+	WrappedKeySHA256 string `json:"wrapped_key_sha256,omitempty" dynamodbav:"wrapped_key_sha256,omitempty"`
 }
 
 // objectAttrs are the attributes of an object record, in a fixed order.
-var objectAttrs = []string{"bucket", "object_key", "version_id", "wrap_key", "format", "placement", "cek_alg", "state", "etag", "run_id", "updated_at"}
+var objectAttrs = []string{"bucket", "object_key", "version_id", "wrap_key", "format", "placement", "cek_alg", "state", "etag", "run_id", "updated_at", "wrapped_key_sha256"}
 
 func toObjectRecord(o Object) objectRecord {
 	return objectRecord{
 		Bucket: o.ID.Bucket, Key: o.ID.Key, VersionID: o.ID.VersionID,
 		WrapKey: o.WrapKey, Format: o.Format, Placement: o.Placement, CEKAlg: o.CEKAlg,
 		State: string(o.State), ETag: o.ETag, RunID: o.RunID, UpdatedAt: formatTime(o.UpdatedAt),
+		WrappedKeySHA256: o.WrappedKeySHA256,
 	}
 }
 
@@ -48,6 +50,7 @@ func (r objectRecord) object() (Object, error) {
 		ID:      ObjectID{Bucket: r.Bucket, Key: r.Key, VersionID: r.VersionID},
 		WrapKey: r.WrapKey, Format: r.Format, Placement: r.Placement, CEKAlg: r.CEKAlg,
 		State: ObjectState(r.State), ETag: r.ETag, RunID: r.RunID, UpdatedAt: t,
+		WrappedKeySHA256: r.WrappedKeySHA256,
 	}, nil
 }
 
