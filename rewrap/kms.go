@@ -258,8 +258,11 @@ func (k *kmsKeyring) ReEncrypt(ctx context.Context, from Keyring, w Wrapped, cek
 // typed way which of the two keys a DisabledException, KMSInvalidState or
 // NotFoundException is about, so the destination key is described: if it is
 // unusable the error is systemic, otherwise it concerns the object's key.
-// AccessDeniedException is systemic: it means the credentials lack
-// kms:ReEncryptFrom or kms:ReEncryptTo, which the message alone names.
+// AccessDeniedException is not marked systemic: KMS does not say whether
+// kms:ReEncryptFrom on the object's key (a per-object matter, say a key
+// policy that denies this role) or kms:ReEncryptTo on the destination was
+// refused. The pipeline's breaker stops a run in which every object fails
+// the same way.
 func (k *kmsKeyring) reEncryptError(ctx context.Context, from Keyring, err error) *Error {
 	src := ""
 	if from != nil {
@@ -276,7 +279,7 @@ func (k *kmsKeyring) reEncryptError(ctx context.Context, from Keyring, err error
 	)
 	switch {
 	case e.Code == "AccessDeniedException":
-		e.Systemic = true
+		e.Systemic = false
 	case errors.As(err, &disabled), errors.As(err, &invalidState), errors.As(err, &notFound), errors.As(err, &invalidUsage):
 		if derr := k.checkUsable(ctx); derr != nil {
 			derr.Op, derr.Err = "kms ReEncrypt", err
