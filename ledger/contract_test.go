@@ -108,7 +108,7 @@ func observed(id ObjectID, wrapKey string) Object {
 
 // change returns the object record and event of a rewrap of id by run.
 func change(id ObjectID, run, from, to string) (Object, Event) {
-	obj := Object{ID: id, WrapKey: to, Format: "s3ec-v2", Placement: "metadata", CEKAlg: "AES/GCM/NoPadding", State: StateRewrapped, ETag: `"e1"`, RunID: run, WrappedKeySHA256: WrappedKeyFingerprint([]byte("wrapped under "+to))}
+	obj := Object{ID: id, WrapKey: to, Format: "s3ec-v2", Placement: "metadata", CEKAlg: "AES/GCM/NoPadding", State: StateRewrapped, ETag: `"e1"`, RunID: run, WrappedKeySHA256: WrappedKeyFingerprint([]byte("wrapped under " + to))}
 	ev := Event{
 		ID: id, RunID: run, Op: OpRewrap, Method: "kms-reencrypt", FromKey: from, ToKey: to,
 		ETagBefore: `"e0"`, ETagAfter: `"e1"`, VersionBefore: id.VersionID, VersionAfter: id.VersionID,

@@ -27,6 +27,8 @@ import (
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
+	"golang.org/x/time/rate"
 )
 
 // Options tune the retryer.
@@ -91,4 +93,20 @@ func S3(cfg aws.Config, optFns ...func(*s3.Options)) *s3.Client {
 			o.UsePathStyle = true
 		}
 	}}, optFns...)...)
+}
+
+// RateLimit returns an API option that makes every attempt of every
+// request of a client wait for lim first (after the SDK's retry step, so a
+// retried attempt also spends budget). Use it as
+// s3.Options.APIOptions = append(..., awsx.RateLimit(lim)).
+func RateLimit(lim *rate.Limiter) func(*middleware.Stack) error {
+	return func(st *middleware.Stack) error {
+		return st.Finalize.Add(middleware.FinalizeMiddlewareFunc("rotator/RateLimit",
+			func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
+				if err := lim.Wait(ctx); err != nil {
+					return middleware.FinalizeOutput{}, middleware.Metadata{}, err
+				}
+				return next.HandleFinalize(ctx, in)
+			}), middleware.After)
+	}
 }

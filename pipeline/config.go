@@ -1,0 +1,257 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"golang.org/x/time/rate"
+
+	"github.com/rotator-dev/rotator/commit"
+	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/internal/awsx"
+	"github.com/rotator-dev/rotator/inventory"
+	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/rewrap"
+)
+
+// Config is a run's whole configuration: what the CLI's flags say, and what
+// the run record keeps (as JSON) so that 'rotator resume' rebuilds the same
+// run. It holds key specs and file names, never secrets: key specs name
+// where PINs and keys are read from (files, environment), not their values.
+type Config struct {
+	// One of Source (s3://BUCKET[/PREFIX]), Inventory (an S3 Inventory
+	// manifest.json URL) and List (a CSV file or s3:// URL).
+	Source      string `json:"source,omitempty"`
+	Inventory   string `json:"inventory,omitempty"`
+	List        string `json:"list,omitempty"`
+	AllVersions bool   `json:"all_versions,omitempty"`
+	// To is the target key spec; From restricts the run to objects under
+	// these keys.
+	To   string   `json:"to"`
+	From []string `json:"from,omitempty"`
+	Mode Mode     `json:"mode,omitempty"`
+	// Ledger is the ledger URL (ledger.Open).
+	Ledger string `json:"ledger"`
+	// Concurrency is the number of objects processed at once.
+	Concurrency int `json:"concurrency,omitempty"`
+	// Request budgets: requests per second to KMS (per region) and to S3;
+	// HSMSessions is the PKCS#11 session pool size.
+	KMSRPS      float64 `json:"kms_rps,omitempty"`
+	S3RPS       float64 `json:"s3_rps,omitempty"`
+	HSMSessions int     `json:"hsm_sessions,omitempty"`
+	// Shard is "i/N": this process handles one of N disjoint parts.
+	Shard string `json:"shard,omitempty"`
+	// ListWorkers bounds the partitions listed at once.
+	ListWorkers int `json:"list_workers,omitempty"`
+	// InstructionSuffix of instruction files (default ".instruction").
+	InstructionSuffix string `json:"instruction_suffix,omitempty"`
+	// Commit options (see commit.Options).
+	MultipartThreshold   int64 `json:"multipart_threshold,omitempty"`
+	NoMultipartChecksum  bool  `json:"no_multipart_checksum,omitempty"`
+	NoDestinationIfMatch bool  `json:"no_destination_if_match,omitempty"`
+	CopyObjectLock       bool  `json:"copy_object_lock,omitempty"`
+	DryRun               bool  `json:"dry_run,omitempty"`
+}
+
+// Validate checks what can be checked without network calls.
+func (c *Config) Validate() error {
+	n := 0
+	for _, s := range []string{c.Source, c.Inventory, c.List} {
+		if s != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return errors.New("give exactly one of --source s3://BUCKET[/PREFIX], --inventory s3://BUCKET/.../manifest.json and --list FILE")
+	}
+	if c.To == "" {
+		return errors.New("give the target key with --to (for example --to kms:alias/data-key-2026)")
+	}
+	if _, err := rewrap.ParseSpec(c.To); err != nil {
+		return fmt.Errorf("--to: %w", err)
+	}
+	for _, f := range c.From {
+		if _, err := rewrap.ParseSpec(f); err != nil {
+			return fmt.Errorf("--from: %w", err)
+		}
+	}
+	switch c.Mode {
+	case "", ModeRewrap, ModeReencrypt:
+	default:
+		return fmt.Errorf("--mode %q: want rewrap or reencrypt", c.Mode)
+	}
+	if c.Shard != "" {
+		if _, err := inventory.ParseShard(c.Shard); err != nil {
+			return fmt.Errorf("--shard: %w", err)
+		}
+	}
+	if c.Concurrency < 0 || c.KMSRPS < 0 || c.S3RPS < 0 || c.HSMSessions < 0 {
+		return errors.New("--concurrency, --kms-rps, --s3-rps and --hsm-sessions must not be negative")
+	}
+	return nil
+}
+
+// Env is everything a run works with, built from a Config by Open.
+type Env struct {
+	Config  Config
+	AWS     aws.Config
+	S3      *s3.Client
+	Deps    *rewrap.Deps
+	To      rewrap.Keyring
+	From    []rewrap.Keyring
+	Ledger  ledger.Ledger // nil when opened without one
+	Commit  *commit.Committer
+	S3Limit *rate.Limiter
+}
+
+// OpenOptions adjust Open.
+type OpenOptions struct {
+	// NoLedger opens no ledger (plan, verify).
+	NoLedger bool
+	// NoKeys opens no keyring (plan without key access).
+	NoKeys bool
+}
+
+// Open builds the clients, keyrings and ledger of cfg. AWS configuration
+// comes from the standard chain; AWS_ENDPOINT_URL_S3/KMS/DYNAMODB are
+// honoured and a custom S3 endpoint gets path-style addressing.
+func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	awsCfg, err := awsx.Load(ctx, awsx.Options{})
+	if err != nil {
+		return nil, err
+	}
+	e := &Env{Config: cfg, AWS: awsCfg}
+	var s3Opts []func(*s3.Options)
+	if cfg.S3RPS > 0 {
+		e.S3Limit = rate.NewLimiter(rate.Limit(cfg.S3RPS), max(1, int(cfg.S3RPS)))
+		s3Opts = append(s3Opts, func(o *s3.Options) { o.APIOptions = append(o.APIOptions, awsx.RateLimit(e.S3Limit)) })
+	}
+	e.S3 = awsx.S3(awsCfg, s3Opts...)
+	e.Commit = commit.New(e.S3, commit.Options{
+		MultipartThreshold:   cfg.MultipartThreshold,
+		NoMultipartChecksum:  cfg.NoMultipartChecksum,
+		NoDestinationIfMatch: cfg.NoDestinationIfMatch,
+		CopyObjectLock:       cfg.CopyObjectLock,
+	})
+	ok := false
+	defer func() {
+		if !ok {
+			e.Close()
+		}
+	}()
+	if !o.NoKeys {
+		e.Deps = &rewrap.Deps{AWS: awsCfg, Limits: rewrap.Limits{KMSRPS: cfg.KMSRPS}, PKCS11PoolSize: cfg.HSMSessions}
+		if e.To, err = openKey(ctx, cfg.To, e.Deps); err != nil {
+			return nil, fmt.Errorf("--to: %w", err)
+		}
+		for _, f := range cfg.From {
+			k, err := openKey(ctx, f, e.Deps)
+			if err != nil {
+				return nil, fmt.Errorf("--from: %w", err)
+			}
+			e.From = append(e.From, k)
+		}
+	}
+	if !o.NoLedger {
+		if cfg.Ledger == "" {
+			return nil, errors.New("no ledger: give --ledger (a file path or dynamodb://TABLE)")
+		}
+		if e.Ledger, err = ledger.Open(ctx, cfg.Ledger); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return e, nil
+}
+
+func openKey(ctx context.Context, spec string, d *rewrap.Deps) (rewrap.Keyring, error) {
+	s, err := rewrap.ParseSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	return rewrap.Open(ctx, s, d)
+}
+
+// Core returns the per-object core of the run runID for this process.
+func (e *Env) Core(runID, worker string) *Core {
+	owner := ""
+	if worker != "" {
+		owner = runID + "/" + worker
+	}
+	var l Ledger
+	if e.Ledger != nil {
+		l = e.Ledger
+	}
+	mode := e.Config.Mode
+	if mode == "" {
+		mode = ModeRewrap
+	}
+	return &Core{
+		S3: e.Commit, Ledger: l, To: e.To, From: e.From, Mode: mode,
+		RunID: runID, Owner: owner, InstructionSuffix: e.Config.InstructionSuffix,
+		DryRun: e.Config.DryRun, Parse: envelope.ParseOptions{AllowLegacy: true},
+	}
+}
+
+// Source opens the run's inventory, resuming after positions.
+func (e *Env) Source(ctx context.Context, after []string) (inventory.Source, error) {
+	suffix := e.Config.InstructionSuffix
+	if suffix == "" {
+		suffix = inventory.DefaultExcludeSuffix
+	}
+	spec := inventory.Spec{
+		Source: e.Config.Source, Inventory: e.Config.Inventory, List: e.Config.List,
+		AllVersions: e.Config.AllVersions, TempDir: os.TempDir(),
+		Options: inventory.Options{Workers: e.Config.ListWorkers, ExcludeSuffix: suffix, After: after},
+	}
+	if e.Config.Shard != "" {
+		sh, err := inventory.ParseShard(e.Config.Shard)
+		if err != nil {
+			return nil, err
+		}
+		spec.Shard = sh
+	}
+	return inventory.Open(ctx, e.S3, spec)
+}
+
+// Close releases the keyrings (clearing local keys, closing HSM sessions)
+// and the ledger.
+func (e *Env) Close() error {
+	var errs []error
+	if e.Deps != nil {
+		errs = append(errs, e.Deps.Close())
+	}
+	if e.Ledger != nil {
+		errs = append(errs, e.Ledger.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Describe is a one-line description of a run configuration for logs.
+func (c *Config) Describe() string {
+	var b strings.Builder
+	src := c.Source + c.Inventory + c.List
+	fmt.Fprintf(&b, "%s %s -> %s", c.mode(), src, c.To)
+	if len(c.From) > 0 {
+		fmt.Fprintf(&b, " (from %s)", strings.Join(c.From, ", "))
+	}
+	if c.Shard != "" {
+		fmt.Fprintf(&b, " shard %s", c.Shard)
+	}
+	return b.String()
+}
+
+func (c *Config) mode() Mode {
+	if c.Mode == "" {
+		return ModeRewrap
+	}
+	return c.Mode
+}

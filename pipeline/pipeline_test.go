@@ -1,0 +1,382 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/rotator-dev/rotator/commit"
+	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/internal/awsx"
+	"github.com/rotator-dev/rotator/internal/sample"
+	"github.com/rotator-dev/rotator/internal/testenv"
+	"github.com/rotator-dev/rotator/inventory"
+	"github.com/rotator-dev/rotator/kmsserver"
+	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/pipeline"
+	"github.com/rotator-dev/rotator/rewrap"
+)
+
+var ctx = context.Background()
+
+// fixture is a bucket of samples under KMS key A, an in-process KMS test
+// server (so that calls can be counted) and keyrings for A and B.
+type fixture struct {
+	s3      *s3.Client
+	bucket  string
+	kms     *kmsserver.Server
+	deps    *rewrap.Deps
+	a, b    rewrap.Keyring
+	objs    []sample.Object
+	plain   map[string][]byte // plaintext of each sample, read before the run
+	ledger  ledger.Ledger
+	commit  *commit.Committer
+	version bool
+}
+
+func newFixture(t *testing.T, n int, versioned bool) *fixture {
+	t.Helper()
+	testenv.Need(t, testenv.S3)
+	f := &fixture{s3: awsx.S3(testenv.AWSConfig(t)), version: versioned}
+	f.bucket = testenv.Name(t)
+	if _, err := f.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &f.bucket}); err != nil {
+		t.Fatalf("create bucket: %v", err)
+	}
+	if versioned {
+		if _, err := f.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &f.bucket,
+			VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}}); err != nil {
+			t.Fatalf("versioning: %v", err)
+		}
+	}
+	t.Cleanup(func() { emptyBucket(f.s3, f.bucket) })
+	f.kms = kmsserver.NewTestServer(t, kmsserver.Options{})
+	kc := f.kms.Client("")
+	arnA := createKey(t, kc, "A")
+	arnB := createKey(t, kc, "B")
+	f.deps = &rewrap.Deps{AWS: f.kms.AWSConfig("")}
+	t.Cleanup(func() { f.deps.Close() })
+	f.a = openKey(t, f.deps, "kms:"+arnA)
+	f.b = openKey(t, f.deps, "kms:"+arnB)
+	objs, err := sample.Seed(ctx, f.s3, kc, sample.Options{Bucket: f.bucket, KMSKeyID: arnA, Count: n, MaxSize: 3000})
+	if err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	f.objs = objs
+	f.plain = map[string][]byte{}
+	for _, o := range objs {
+		f.plain[o.Key] = f.decrypt(t, o.Key, f.a)
+	}
+	l, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	f.ledger = l
+	f.commit = commit.New(f.s3, commit.Options{NoMultipartChecksum: true})
+	return f
+}
+
+func createKey(t *testing.T, c *kms.Client, desc string) string {
+	t.Helper()
+	out, err := c.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String(desc)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return *out.KeyMetadata.Arn
+}
+
+func openKey(t *testing.T, d *rewrap.Deps, spec string) rewrap.Keyring {
+	t.Helper()
+	s, err := rewrap.ParseSpec(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := rewrap.Open(ctx, s, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func emptyBucket(c *s3.Client, bucket string) {
+	out, err := c.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket})
+	for err == nil {
+		for _, v := range out.Versions {
+			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: v.Key, VersionId: v.VersionId})
+		}
+		for _, v := range out.DeleteMarkers {
+			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: v.Key, VersionId: v.VersionId})
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			break
+		}
+		out, err = c.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket, KeyMarker: out.NextKeyMarker, VersionIdMarker: out.NextVersionIdMarker})
+	}
+	c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
+}
+
+// decrypt opens an object with key k, as a reader of the bucket would.
+func (f *fixture) decrypt(t *testing.T, key string, k rewrap.Keyring) []byte {
+	t.Helper()
+	b, err := f.tryDecrypt(key, k)
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	return b
+}
+
+func (f *fixture) tryDecrypt(key string, k rewrap.Keyring) ([]byte, error) {
+	out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &key})
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(out.Body)
+	out.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	var instr []byte
+	if envelope.NeedsInstructionFile(out.Metadata) {
+		ik := key + envelope.DefaultInstructionSuffix
+		io2, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &ik})
+		if err != nil {
+			return nil, err
+		}
+		instr, _ = io.ReadAll(io2.Body)
+		io2.Body.Close()
+	}
+	env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
+	if err != nil {
+		return nil, err
+	}
+	w, cek := rewrap.FromEnvelope(env)
+	dek, err := k.Unwrap(ctx, w, cek)
+	if err != nil {
+		return nil, err
+	}
+	defer dek.Clear()
+	return envelope.DecryptContent(env, dek, body)
+}
+
+func (f *fixture) core(runID string) *pipeline.Core {
+	return &pipeline.Core{S3: f.commit, Ledger: f.ledger, To: f.b, Mode: pipeline.ModeRewrap, RunID: runID,
+		Parse: envelope.ParseOptions{AllowLegacy: true}}
+}
+
+func (f *fixture) source(t *testing.T) inventory.Source {
+	t.Helper()
+	src, err := inventory.Open(ctx, f.s3, inventory.Spec{Source: "s3://" + f.bucket,
+		Options: inventory.Options{ExcludeSuffix: inventory.DefaultExcludeSuffix}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func (f *fixture) run(t *testing.T, c *pipeline.Core) (*pipeline.Report, *bytes.Buffer) {
+	t.Helper()
+	var buf bytes.Buffer
+	rep, err := pipeline.NewReport(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &ledger.Run{ID: c.RunID, Config: []byte(`{}`), State: ledger.RunRunning}
+	if err := f.ledger.CreateRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	r := &pipeline.Runner{Core: c, Source: f.source(t), Workers: 8, Runs: f.ledger, Run: run, Report: rep}
+	if err := r.Execute(ctx, nil); err != nil {
+		t.Fatalf("run: %v\n%s", err, buf.String())
+	}
+	got, err := f.ledger.GetRun(ctx, c.RunID)
+	if err != nil || got.State != ledger.RunDone {
+		t.Fatalf("run record: %+v %v", got, err)
+	}
+	return rep, &buf
+}
+
+func put(t *testing.T, f *fixture, key string, body []byte, meta map[string]string) {
+	t.Helper()
+	if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: &key, Body: bytes.NewReader(body), Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+type snapshot struct {
+	meta map[string]string
+	tags map[string]string
+	ct   string
+	body []byte
+}
+
+func snap(t *testing.T, f *fixture, key string) snapshot {
+	t.Helper()
+	out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	tg, err := f.s3.GetObjectTagging(ctx, &s3.GetObjectTaggingInput{Bucket: &f.bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := map[string]string{}
+	for _, x := range tg.TagSet {
+		tags[*x.Key] = *x.Value
+	}
+	s := snapshot{meta: map[string]string{}, tags: tags, ct: aws.ToString(out.ContentType), body: body}
+	for k, v := range out.Metadata {
+		if !envelope.IsEnvelopeField(k) {
+			s.meta[k] = v
+		}
+	}
+	return s
+}
+
+func TestRunRewrapsEverySampleAndSecondRunIsNoop(t *testing.T) {
+	f := newFixture(t, 24, false)
+	put(t, f, "plain/not-encrypted", []byte("hello"), nil)
+	put(t, f, "bad/corrupt-envelope", []byte("x"), map[string]string{"x-amz-key-v2": "!!!", "x-amz-iv": "AAAA", "x-amz-cek-alg": "AES/GCM/NoPadding", "x-amz-wrap-alg": "kms+context", "x-amz-matdesc": "{}"})
+	before := map[string]snapshot{}
+	for _, o := range f.objs {
+		before[o.Key] = snap(t, f, o.Key)
+	}
+	f.kms.ResetCounts()
+	rep, buf := f.run(t, f.core("run-1"))
+	c := rep.Counts()
+	if c[pipeline.StatusSucceeded] != int64(len(f.objs)) || c[pipeline.StatusSkipped] != 1 || c[pipeline.StatusFailed] != 1 {
+		t.Fatalf("counts %v\n%s", c, buf)
+	}
+	if !strings.Contains(buf.String(), ",bad%2Fcorrupt-envelope,,failed,BadEnvelope,") {
+		t.Errorf("report lacks the corrupt object:\n%s", buf)
+	}
+	if n := f.kms.Count("Decrypt"); n != 0 {
+		t.Errorf("KMS Decrypt called %d times: the data key must stay in KMS", n)
+	}
+	if n := f.kms.Count("ReEncrypt"); n != int64(len(f.objs)) {
+		t.Errorf("ReEncrypt calls %d, want %d", n, len(f.objs))
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the run", o.Key)
+		}
+		if _, err := f.tryDecrypt(o.Key, f.a); err == nil {
+			t.Errorf("%s still opens under key A", o.Key)
+		}
+		after := snap(t, f, o.Key)
+		b := before[o.Key]
+		if !maps.Equal(after.meta, b.meta) || !maps.Equal(after.tags, b.tags) || after.ct != b.ct {
+			t.Errorf("%s: metadata, tags or content type changed:\n%+v\n%+v", o.Key, b, after)
+		}
+	}
+	counts, err := f.ledger.CountsByKey(ctx)
+	if err != nil || counts[f.b.ID()] != int64(len(f.objs)) || counts[f.a.ID()] != 0 {
+		t.Errorf("ledger counts %v %v", counts, err)
+	}
+
+	// A second run changes nothing and asks KMS nothing.
+	f.kms.ResetCounts()
+	rep2, buf2 := f.run(t, f.core("run-2"))
+	c2 := rep2.Counts()
+	if c2[pipeline.StatusSucceeded] != 0 || c2[pipeline.StatusSkipped] != int64(len(f.objs))+1 {
+		t.Errorf("second run: %v\n%s", c2, buf2)
+	}
+	if n := f.kms.Count("ReEncrypt"); n != 0 {
+		t.Errorf("second run called ReEncrypt %d times", n)
+	}
+}
+
+// overwriter changes an object just before the pipeline's write, as a
+// concurrent application would.
+type overwriter struct {
+	*commit.Committer
+	f      *fixture
+	t      *testing.T
+	target string
+}
+
+func (w *overwriter) MetadataEnvelope(ctx context.Context, obj *commit.Object, meta map[string]string) (commit.Result, error) {
+	if obj.Key == w.target {
+		put(w.t, w.f, obj.Key, []byte("someone else's data"), map[string]string{"owner": "other"})
+	}
+	return w.Committer.MetadataEnvelope(ctx, obj, meta)
+}
+
+func TestRunLeavesObjectChangedMidRun(t *testing.T) {
+	f := newFixture(t, 4, false)
+	target := ""
+	for _, o := range f.objs {
+		if o.Kind.Placement == envelope.PlacementMetadata {
+			target = o.Key
+			break
+		}
+	}
+	c := f.core("run-changed")
+	c.S3 = &overwriter{Committer: f.commit, f: f, t: t, target: target}
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusChanged] != 1 || rep.Counts()[pipeline.StatusSucceeded] != 3 {
+		t.Fatalf("counts %v\n%s", rep.Counts(), buf)
+	}
+	if s := snap(t, f, target); string(s.body) != "someone else's data" || s.meta["owner"] != "other" {
+		t.Errorf("the other writer's object was not left as it was: %+v", s)
+	}
+	if err := f.ledger.Prepared(ctx, "run-changed", func(ev ledger.Event) error { return fmt.Errorf("left prepared: %v", ev.ID) }); err != nil {
+		t.Error(err)
+	}
+}
+
+// lostResponse performs the write and then reports a network failure, as
+// when a response is lost: the core must find out that the write landed.
+type lostResponse struct {
+	*commit.Committer
+	n atomic.Int64
+}
+
+var errLost = errors.New("connection reset by peer")
+
+func (w *lostResponse) MetadataEnvelope(ctx context.Context, obj *commit.Object, meta map[string]string) (commit.Result, error) {
+	if _, err := w.Committer.MetadataEnvelope(ctx, obj, meta); err != nil {
+		return commit.Result{}, err
+	}
+	w.n.Add(1)
+	return commit.Result{}, errLost
+}
+
+func (w *lostResponse) WriteInstruction(ctx context.Context, instr *commit.Object, body []byte) (commit.Result, error) {
+	if _, err := w.Committer.WriteInstruction(ctx, instr, body); err != nil {
+		return commit.Result{}, err
+	}
+	w.n.Add(1)
+	return commit.Result{}, errLost
+}
+
+func TestLostResponseIsReconciled(t *testing.T) {
+	f := newFixture(t, 8, false)
+	lr := &lostResponse{Committer: f.commit}
+	c := f.core("run-lost")
+	c.S3 = lr
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusSucceeded] != 8 || lr.n.Load() != 8 {
+		t.Fatalf("counts %v, writes %d\n%s", rep.Counts(), lr.n.Load(), buf)
+	}
+	n := 0
+	if err := f.ledger.Events(ctx, func(ledger.Event) error { n++; return nil }); err != nil || n != 8 {
+		t.Errorf("lineage events %d (%v), want 8", n, err)
+	}
+	for _, o := range f.objs {
+		f.decrypt(t, o.Key, f.b)
+	}
+}

@@ -1,0 +1,355 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rotator-dev/rotator/inventory"
+	"github.com/rotator-dev/rotator/ledger"
+)
+
+// Runs is the part of the ledger that keeps run records.
+type Runs interface {
+	GetRun(ctx context.Context, id string) (ledger.Run, error)
+	UpdateRun(ctx context.Context, r *ledger.Run) error
+}
+
+// Checkpoint is what a run stores in its ledger record (Run.Checkpoint) to
+// be resumed: the inventory positions done and why it stopped. It never
+// holds key material.
+type Checkpoint struct {
+	// Positions are inventory.Progress positions: Options.After of the
+	// resumed run's source.
+	Positions []string `json:"positions,omitempty"`
+	// Error is the systemic failure that stopped the run, if any.
+	Error string `json:"error,omitempty"`
+}
+
+// DecodeCheckpoint reads a run's checkpoint (empty: none).
+func DecodeCheckpoint(b []byte) (Checkpoint, error) {
+	var cp Checkpoint
+	if len(b) == 0 {
+		return cp, nil
+	}
+	if err := json.Unmarshal(b, &cp); err != nil {
+		return cp, fmt.Errorf("run checkpoint is not valid JSON: %w", err)
+	}
+	return cp, nil
+}
+
+// Defaults of a Runner.
+const (
+	DefaultWorkers            = 32
+	DefaultCheckpointInterval = 5 * time.Second
+	// DefaultBreaker is how many objects in a row may fail with the same
+	// configuration-like error before the run stops.
+	DefaultBreaker = 50
+)
+
+// Stats are a run's live counters, safe to read while it runs.
+type Stats struct {
+	Listed    atomic.Int64
+	Done      atomic.Int64
+	Succeeded atomic.Int64
+	Skipped   atomic.Int64
+	Failed    atomic.Int64
+	Changed   atomic.Int64
+	Pending   atomic.Int64
+	// Bytes is the size of the objects listed, when the source knows it.
+	Bytes atomic.Int64
+	// ListingDone is set when the source has delivered every item.
+	ListingDone atomic.Bool
+}
+
+func (s *Stats) add(o Outcome) {
+	s.Done.Add(1)
+	switch o.Status {
+	case StatusSucceeded:
+		s.Succeeded.Add(1)
+	case StatusSkipped:
+		s.Skipped.Add(1)
+	case StatusFailed:
+		s.Failed.Add(1)
+	case StatusChanged:
+		s.Changed.Add(1)
+	case StatusPending:
+		s.Pending.Add(1)
+	}
+}
+
+// Counts returns the counters as the run record stores them.
+func (s *Stats) Counts() map[string]int64 {
+	return map[string]int64{
+		"listed":    s.Listed.Load(),
+		"done":      s.Done.Load(),
+		"succeeded": s.Succeeded.Load(),
+		"skipped":   s.Skipped.Load(),
+		"failed":    s.Failed.Load(),
+		"changed":   s.Changed.Load(),
+		"pending":   s.Pending.Load(),
+	}
+}
+
+// Runner runs the pipeline: the source lists items, Workers goroutines run
+// the Core on each, and one collector writes the report, tracks progress
+// and checkpoints the run in the ledger.
+//
+//	source --items--> workers (Core.Process) --outcomes--> collector
+//
+// Every stage is an errgroup goroutine; every send selects on the context.
+type Runner struct {
+	Core   *Core
+	Source inventory.Source
+	// Workers bounds the objects processed at once (default
+	// DefaultWorkers).
+	Workers int
+	// Runs and Run: the run record to checkpoint (nil: no checkpoints).
+	Runs Runs
+	Run  *ledger.Run
+	// Progress turns completions into resume positions; make it with
+	// inventory.NewProgress(positions the run resumes from).
+	Progress *inventory.Progress
+	Report   *Report
+	Stats    *Stats
+	// OnOutcome, if set, is called by the collector for every outcome.
+	OnOutcome func(Outcome)
+	// CheckpointInterval is how often the run record is updated (default
+	// DefaultCheckpointInterval).
+	CheckpointInterval time.Duration
+	// Breaker stops the run after this many objects in a row failed with
+	// the same configuration-like error (default DefaultBreaker; negative
+	// turns it off).
+	Breaker int
+}
+
+// ErrInterrupted is returned by Execute when the run stopped on an
+// interrupt after finishing the objects in flight.
+var ErrInterrupted = errors.New("interrupted: the objects in flight were finished and the run checkpointed")
+
+type job struct {
+	it     inventory.Item
+	ticket *inventory.Ticket
+}
+
+type result struct {
+	o      Outcome
+	ticket *inventory.Ticket
+}
+
+// Execute runs until the source is exhausted, a systemic error occurs, ctx
+// ends, or interrupt is closed. On interrupt the listing stops, the objects
+// already handed to workers are finished, the run is checkpointed and
+// ErrInterrupted returned. The run record ends in state done, interrupted
+// or failed.
+func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
+	if r.Stats == nil {
+		r.Stats = &Stats{}
+	}
+	if r.Progress == nil {
+		r.Progress = inventory.NewProgress(nil)
+	}
+	if r.Report == nil {
+		r.Report, _ = NewReport(nil)
+	}
+	workers := r.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	listCtx, stopListing := context.WithCancel(gctx)
+	defer stopListing()
+	var interrupted atomic.Bool
+	go func() {
+		select {
+		case <-interrupt:
+			interrupted.Store(true)
+			stopListing()
+		case <-listCtx.Done():
+		}
+	}()
+
+	jobs := make(chan job, workers)
+	results := make(chan result, workers)
+
+	g.Go(func() error {
+		defer close(jobs)
+		err := r.Source.Stream(listCtx, func(it inventory.Item) error {
+			t := r.Progress.Begin(it)
+			r.Stats.Listed.Add(1)
+			r.Stats.Bytes.Add(it.Size)
+			select {
+			case jobs <- job{it: it, ticket: t}:
+				return nil
+			case <-listCtx.Done():
+				return listCtx.Err()
+			}
+		})
+		if err != nil && interrupted.Load() && errors.Is(err, context.Canceled) && gctx.Err() == nil {
+			return nil
+		}
+		if err == nil {
+			r.Stats.ListingDone.Store(true)
+		}
+		return err
+	})
+
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		g.Go(func() error {
+			defer wg.Done()
+			for j := range jobs {
+				o, err := r.Core.Process(gctx, j.it)
+				if err != nil {
+					return fmt.Errorf("%s: %w", j.it, err)
+				}
+				select {
+				case results <- result{o: o, ticket: j.ticket}:
+				case <-gctx.Done():
+					return gctx.Err()
+				}
+			}
+			return nil
+		})
+	}
+	go func() {
+		wg.Wait()
+		close(results)
+	}()
+
+	g.Go(func() error { return r.collect(gctx, results) })
+
+	err := g.Wait()
+	if err == nil && interrupted.Load() {
+		err = ErrInterrupted
+	}
+	state := ledger.RunDone
+	switch {
+	case errors.Is(err, ErrInterrupted), errors.Is(err, context.Canceled):
+		state = ledger.RunInterrupted
+	case err != nil:
+		state = ledger.RunFailed
+	}
+	if cerr := r.checkpoint(context.WithoutCancel(ctx), state, err); cerr != nil && err == nil {
+		err = cerr
+	}
+	if ferr := r.Report.Flush(); ferr != nil && err == nil {
+		err = ferr
+	}
+	return err
+}
+
+// collect is the last stage: report, progress, breaker and checkpoints.
+func (r *Runner) collect(ctx context.Context, results <-chan result) error {
+	interval := r.CheckpointInterval
+	if interval <= 0 {
+		interval = DefaultCheckpointInterval
+	}
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	var br breaker
+	br.limit = r.Breaker
+	if br.limit == 0 {
+		br.limit = DefaultBreaker
+	}
+	for {
+		select {
+		case res, ok := <-results:
+			if !ok {
+				return nil
+			}
+			if err := r.Report.Add(res.o); err != nil {
+				return err
+			}
+			r.Stats.add(res.o)
+			r.Progress.Done(res.ticket)
+			if r.OnOutcome != nil {
+				r.OnOutcome(res.o)
+			}
+			if err := br.add(res.o); err != nil {
+				return err
+			}
+		case <-tick.C:
+			if err := r.checkpoint(ctx, ledger.RunRunning, nil); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// checkpoint writes the run record: counts, positions and state.
+func (r *Runner) checkpoint(ctx context.Context, state ledger.RunState, runErr error) error {
+	if r.Runs == nil || r.Run == nil {
+		return nil
+	}
+	cp := Checkpoint{Positions: r.Progress.Positions()}
+	if runErr != nil && !errors.Is(runErr, ErrInterrupted) && !errors.Is(runErr, context.Canceled) {
+		cp.Error = runErr.Error()
+	}
+	b, err := json.Marshal(cp)
+	if err != nil {
+		return err
+	}
+	for attempt := 0; ; attempt++ {
+		r.Run.State, r.Run.Checkpoint, r.Run.Counts = state, b, r.Stats.Counts()
+		err := r.Runs.UpdateRun(ctx, r.Run)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, ledger.ErrConflict) || attempt == 3 {
+			return fmt.Errorf("ledger: checkpoint run %s: %w", r.Run.ID, err)
+		}
+		cur, gerr := r.Runs.GetRun(ctx, r.Run.ID)
+		if gerr != nil {
+			return fmt.Errorf("ledger: checkpoint run %s: %w", r.Run.ID, gerr)
+		}
+		r.Run.Revision = cur.Revision
+	}
+}
+
+// breaker trips when the same configuration-like failure repeats.
+type breaker struct {
+	limit int
+	code  string
+	n     int
+	last  string
+}
+
+// objectCodes are failures that concern the object itself: many of them
+// in a row say nothing about the configuration.
+var objectCodes = map[string]bool{
+	CodeBadEnvelope: true, CodeNeedFromKey: true, CodeNotFromKey: true, CodeChanged: true,
+	CodeClaimed: true, CodeUnsupported: true, CodeGone: true,
+	"IncorrectKeyException": true, "InvalidCiphertextException": true,
+	"AuthenticationFailed": true, "AlgorithmMismatch": true, "BadInput": true,
+}
+
+func (b *breaker) add(o Outcome) error {
+	if b.limit < 0 {
+		return nil
+	}
+	if o.Status != StatusFailed || objectCodes[o.ErrorCode] {
+		if o.Status == StatusSucceeded {
+			b.n = 0
+		}
+		return nil
+	}
+	if o.ErrorCode != b.code {
+		b.code, b.n = o.ErrorCode, 0
+	}
+	b.n++
+	b.last = o.Message
+	if b.n >= b.limit {
+		return fmt.Errorf("stopping: the last %d objects all failed with %s (last: %s); fix the cause, then run 'rotator resume'", b.n, b.code, b.last)
+	}
+	return nil
+}
