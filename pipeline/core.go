@@ -291,6 +291,10 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 	o.Action = action
 	switch action {
 	case ActionSkip:
+		if code == CodeAlreadyTarget && cl.KeySource == "ledger" {
+			// The ledger says so already: nothing to write.
+			return o.skip(code, msg), nil
+		}
 		if code == CodeNeedFromKey {
 			o = o.fail(code, msg)
 		} else {

@@ -65,6 +65,12 @@ func NewReport(w io.Writer) (*Report, error) {
 	return r, nil
 }
 
+// ContinueReport continues a report on w without writing the header again
+// (a resumed run appending to its report).
+func ContinueReport(w io.Writer) *Report {
+	return &Report{counts: map[Status]int64{}, w: csv.NewWriter(w)}
+}
+
 // Add records one outcome.
 func (r *Report) Add(o Outcome) error {
 	r.mu.Lock()

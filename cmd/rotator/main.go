@@ -2,8 +2,8 @@
 // Encryption Client formats) at scale.
 //
 // main maps errors to the exit codes below and nothing else: every
-// subcommand lives in its own file with an options struct and a runX
-// function.
+// subcommand lives in its own file with its flags and a cmdX function; the
+// work is done by the pipeline package.
 //
 // Exit codes (a contract for runbooks and automation):
 //
@@ -11,10 +11,11 @@
 //	1    fatal error
 //	2    usage error
 //	3    finished with per-object failures (see the report)
-//	130  interrupted (SIGINT); the run can be resumed
+//	130  interrupted (SIGINT, SIGTERM); the run can be resumed
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -36,20 +37,46 @@ type usageError struct{ msg string }
 
 func (e usageError) Error() string { return e.msg }
 
-const usage = `rotator re-keys client-side encrypted S3 objects.
+// exitError carries an exit code other than 1 (per-object failures,
+// interrupted).
+type exitError struct {
+	code int
+	msg  string
+}
 
-usage: rotator <command> [flags]
+func (e exitError) Error() string { return e.msg }
+
+const usage = `rotator re-keys client-side encrypted S3 objects (S3 Encryption Client formats).
+
+usage: rotator <command> [flags]     (rotator <command> -h for its flags)
 
 commands:
+  plan      count objects by current key, format and action; estimate requests, cost and duration
+  run       rewrap every selected object's data key under the target key
+  resume    finish an interrupted run (--run-id ID)
+  status    show a run's state and counts (--run-id ID)
+  verify    decrypt objects with a key and check their tags before the old key is retired
+  ledger    query the key-lineage ledger: lineage, counts, runs, objects, export
   version   print the version
   help      print this help
+
+examples:
+  rotator plan   --source s3://bucket/prefix --to kms:alias/data-2026
+  rotator run    --source s3://bucket/prefix --from kms:alias/data-2025 --to kms:alias/data-2026
+  rotator verify --source s3://bucket/prefix --key kms:alias/data-2026 --sample 1000
+  rotator ledger counts
+
+AWS configuration comes from the standard chain (environment, shared files,
+SSO, instance roles); AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_KMS and
+AWS_ENDPOINT_URL_DYNAMODB are honoured. Secrets (HSM PINs, local keys) are
+read from files or the environment named in key specs, never from flags.
 
 exit codes:
   0    done
   1    fatal error
   2    usage error
   3    finished with per-object failures (see the report)
-  130  interrupted; resume the run with 'rotator resume'
+  130  interrupted; resume the run with 'rotator resume --run-id ID'
 `
 
 func main() {
@@ -57,9 +84,16 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(args, stdout)
+	err := dispatch(context.Background(), args, stdout, stderr)
 	if err == nil {
 		return exitOK
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		if ee.msg != "" {
+			fmt.Fprintf(stderr, "rotator: %s\n", ee.msg)
+		}
+		return ee.code
 	}
 	fmt.Fprintf(stderr, "rotator: error: %v\n", err)
 	var ue usageError
@@ -70,10 +104,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return exitFatal
 }
 
-func dispatch(args []string, stdout io.Writer) error {
+func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return usageError{"no command given"}
 	}
+	rest := args[1:]
 	switch args[0] {
 	case "help", "-h", "--help":
 		_, err := io.WriteString(stdout, usage)
@@ -81,6 +116,18 @@ func dispatch(args []string, stdout io.Writer) error {
 	case "version", "--version":
 		_, err := fmt.Fprintln(stdout, "rotator", version())
 		return err
+	case "plan":
+		return cmdPlan(ctx, rest, stdout, stderr)
+	case "run":
+		return cmdRun(ctx, rest, stdout, stderr)
+	case "resume":
+		return cmdResume(ctx, rest, stdout, stderr)
+	case "status":
+		return cmdStatus(ctx, rest, stdout, stderr)
+	case "verify":
+		return cmdVerify(ctx, rest, stdout, stderr)
+	case "ledger":
+		return cmdLedger(ctx, rest, stdout, stderr)
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", args[0])}
 	}

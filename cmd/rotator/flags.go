@@ -1,0 +1,75 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/rotator-dev/rotator/pipeline"
+)
+
+// DefaultLedger is the embedded ledger's file when --ledger is not given.
+const DefaultLedger = "rotator-ledger.db"
+
+// stringList is a repeatable flag.
+type stringList []string
+
+func (s *stringList) String() string { return strings.Join(*s, ",") }
+func (s *stringList) Set(v string) error {
+	*s = append(*s, v)
+	return nil
+}
+
+// newFlagSet returns a flag set that reports errors as usage errors.
+func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: rotator %s %s\n\nflags:\n", name, synopsis)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// parse parses args and turns flag errors into usage errors; -h is not an
+// error.
+func parse(fs *flag.FlagSet, args []string) (help bool, err error) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return false, usageError{fmt.Sprintf("unexpected argument %q (flags come as --name value)", fs.Arg(0))}
+	}
+	return false, nil
+}
+
+// sourceFlags binds the flags that select objects and keys.
+func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
+	fs.StringVar(&c.Source, "source", "", "list the objects of `s3://BUCKET[/PREFIX]`")
+	fs.StringVar(&c.Inventory, "inventory", "", "read the objects from an S3 Inventory report: `s3://BUCKET/.../manifest.json`")
+	fs.StringVar(&c.List, "list", "", "read the objects from a CSV `FILE` (or s3://BUCKET/KEY) of bucket,key[,version] lines, keys URL-encoded like S3 Batch Operations manifests")
+	fs.BoolVar(&c.AllVersions, "all-versions", false, "consider every version of every key (older versions are reported, never changed in place)")
+	fs.Var((*stringList)(&c.From), "from", "only objects wrapped under this key `SPEC` (repeatable); needed to unwrap local, HSM and cross-region KMS keys")
+	fs.StringVar(&c.Shard, "shard", "", "process shard `i/N` of the objects (disjoint by a hash of bucket and key), for array jobs")
+	fs.StringVar(&c.InstructionSuffix, "instruction-suffix", "", "suffix of instruction files (default .instruction)")
+	fs.IntVar(&c.ListWorkers, "list-workers", 0, "prefixes or report files listed at once (default 8)")
+	fs.IntVar(&c.Concurrency, "concurrency", pipeline.DefaultWorkers, "objects processed at once")
+	fs.Float64Var(&c.S3RPS, "s3-rps", 0, "cap on S3 requests per second (0: none)")
+}
+
+// runFlags binds the flags of run (and plan's budget flags).
+func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
+	fs.StringVar(&c.To, "to", "", "the target key `SPEC`: kms:KEY-ID|ARN|alias/NAME, pkcs11:token=T;object=L?pin-source=file:/path, aes:/path/key, rsa:/path/key.pem")
+	fs.StringVar((*string)(&c.Mode), "mode", string(pipeline.ModeRewrap), "rewrap (the data key moves to the target key) or reencrypt (a fresh data key; reported as pending in this version)")
+	fs.Float64Var(&c.KMSRPS, "kms-rps", 0, "cap on KMS requests per second per region (0: none; the account's quota is shared with everything else)")
+	fs.IntVar(&c.HSMSessions, "hsm-sessions", 0, "PKCS#11 sessions in the pool (default 16)")
+	fs.Int64Var(&c.MultipartThreshold, "multipart-threshold", 0, "objects larger than this many bytes are copied with a multipart copy (default and maximum 5 GiB)")
+	fs.BoolVar(&c.NoMultipartChecksum, "s3-no-multipart-checksum", false, "create multipart copies without a checksum algorithm (for S3-compatible servers that compute part checksums wrongly)")
+	fs.BoolVar(&c.NoDestinationIfMatch, "s3-no-destination-if-match", false, "leave out If-Match on copy destinations (for S3-compatible servers that reject it)")
+	fs.BoolVar(&c.CopyObjectLock, "copy-object-lock", false, "give rewritten objects the Object Lock retention and legal hold of the original")
+}

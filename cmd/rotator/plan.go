@@ -1,0 +1,113 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rotator-dev/rotator/pipeline"
+)
+
+func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg pipeline.Config
+	var asJSON bool
+	prices := pipeline.DefaultPrices
+	fs := newFlagSet("plan", "--source s3://BUCKET[/PREFIX] --to KEYSPEC [--from KEYSPEC]... [flags]", stderr)
+	sourceFlags(fs, &cfg)
+	runFlags(fs, &cfg)
+	fs.StringVar(&cfg.Ledger, "ledger", "", "a ledger to learn KMS objects' keys from earlier runs (read only; default none)")
+	fs.BoolVar(&asJSON, "json", false, "print the plan as one JSON object")
+	fs.Func("price", "override a per-request price: `NAME=USD` (s3-put, s3-get, kms, ddb-write, ddb-read; repeatable)", prices.Set)
+	if help, err := parse(fs, args); help || err != nil {
+		return err
+	}
+	cfg.DryRun = true
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{NoLedger: cfg.Ledger == ""})
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	src, err := env.Source(ctx, nil)
+	if err != nil {
+		return err
+	}
+	core := env.Core("plan", "")
+	p, err := pipeline.MakePlan(ctx, core, src, pipeline.PlanOptions{
+		Concurrency: cfg.Concurrency, KMSRPS: cfg.KMSRPS, S3RPS: cfg.S3RPS, Prices: prices,
+		DynamoDBLedger: true, MultipartThreshold: cfg.MultipartThreshold,
+	})
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	printPlan(stdout, cfg, p, env.To.ID())
+	return nil
+}
+
+func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string) {
+	fmt.Fprintf(w, "plan: %s\n", cfg.Describe())
+	fmt.Fprintf(w, "target key: %s\n\n", target)
+	fmt.Fprintf(w, "%d objects, %s\n\n", p.Objects, bytesString(p.Bytes))
+	section := func(title string, m map[string]int64) {
+		fmt.Fprintf(w, "%s:\n", title)
+		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
+		for _, k := range sortedByCount(m) {
+			fmt.Fprintf(tw, "\t%d\t  %s\n", m[k], k)
+		}
+		tw.Flush()
+		fmt.Fprintln(w)
+	}
+	section("by current key", p.ByKey)
+	section("by format and placement", p.ByFormat)
+	section("by action", p.ByAction)
+	section("requests the run will send", p.Requests)
+	fmt.Fprintf(w, "estimated cost (list prices, us-east-1, DynamoDB ledger; the embedded ledger costs nothing):\n")
+	for _, k := range []string{"s3", "kms", "dynamodb", "total"} {
+		fmt.Fprintf(w, "  %-9s $%.4f\n", k, p.CostUSD[k])
+	}
+	fmt.Fprintf(w, "\nestimated duration: %s (bound by %s; measured S3 latency %s)\n",
+		p.Duration.Round(time.Second), p.Bound, p.HeadLatency.Round(time.Microsecond))
+	if p.ByKey[pipeline.KeyUnknown] > 0 {
+		fmt.Fprintf(w, "\nnote: %d KMS-wrapped objects do not name their KMS key (the S3 Encryption Client stores none); the run learns it from KMS ReEncrypt and skips those already under the target.\n", p.ByKey[pipeline.KeyUnknown])
+	}
+}
+
+func sortedByCount(m map[string]int64) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if m[keys[i]] != m[keys[j]] {
+			return m[keys[i]] > m[keys[j]]
+		}
+		return keys[i] < keys[j]
+	})
+	return keys
+}
+
+func bytesString(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	f := float64(n)
+	i := 0
+	for f >= 1024 && i < len(units)-1 {
+		f /= 1024
+		i++
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0") + " " + units[i]
+}

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/rotator-dev/rotator/pipeline"
+)
+
+func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var cfg pipeline.Config
+	var sample int
+	var all, asJSON bool
+	var reportPath string
+	fs := newFlagSet("verify", "--source s3://BUCKET[/PREFIX] --key KEYSPEC [--sample N | --all]", stderr)
+	sourceFlags(fs, &cfg)
+	fs.StringVar(&cfg.To, "key", "", "the key `SPEC` the objects must open under")
+	fs.IntVar(&sample, "sample", 100, "verify `N` objects chosen at random")
+	fs.BoolVar(&all, "all", false, "verify every object")
+	fs.BoolVar(&asJSON, "json", false, "print JSON lines")
+	fs.StringVar(&reportPath, "report", "", "write every outcome to this CSV `FILE`")
+	if help, err := parse(fs, args); help || err != nil {
+		return err
+	}
+	if cfg.To == "" {
+		return usageError{"give the key the objects must open under with --key (for example --key kms:alias/data-2026)"}
+	}
+	if err := cfg.Validate(); err != nil {
+		return usageError{err.Error()}
+	}
+	if all {
+		sample = 0
+	} else if sample <= 0 {
+		return usageError{"--sample must be positive (or use --all)"}
+	}
+	env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{NoLedger: true})
+	if err != nil {
+		return err
+	}
+	defer env.Close()
+	src, err := env.Source(ctx, nil)
+	if err != nil {
+		return err
+	}
+	var rep *pipeline.Report
+	if reportPath != "" {
+		f, r, err := openReport(reportPath)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		rep = r
+	} else {
+		rep, _ = pipeline.NewReport(nil)
+	}
+	stats := &pipeline.Stats{}
+	ui := newProgressUI(outputFlags{json: asJSON, noProgress: true}, stdout, stderr, stats)
+	v := &pipeline.Verifier{Core: env.Core("verify", ""), Bodies: env.S3, Key: env.To}
+	err = v.Verify(ctx, src, sample, cfg.Concurrency, func(o pipeline.Outcome) {
+		_ = rep.Add(o)
+		stats.Done.Add(1)
+		switch o.Status {
+		case pipeline.StatusSucceeded:
+			stats.Succeeded.Add(1)
+		case pipeline.StatusFailed:
+			stats.Failed.Add(1)
+			if !asJSON {
+				fmt.Fprintf(stderr, "rotator: FAILED s3://%s/%s: %s: %s\n", o.Bucket, o.Key, o.ErrorCode, o.Message)
+			}
+		default:
+			stats.Skipped.Add(1)
+		}
+		ui.outcome(o)
+	})
+	if ferr := rep.Flush(); err == nil {
+		err = ferr
+	}
+	if err != nil {
+		return err
+	}
+	ok, failed, skipped := stats.Succeeded.Load(), stats.Failed.Load(), stats.Skipped.Load()
+	if asJSON {
+		ui.emit(map[string]any{"message_type": "summary", "verified": ok, "failed": failed, "skipped": skipped, "key": env.To.ID()})
+	} else {
+		fmt.Fprintf(stdout, "verify: %d objects open under %s with valid tags, %d failed, %d skipped (not encrypted)\n", ok, env.To.ID(), failed, skipped)
+	}
+	if failed > 0 {
+		return exitError{exitPartial, fmt.Sprintf("%d objects do not open under %s: keep the old key", failed, env.To.ID())}
+	}
+	if ok == 0 {
+		return exitError{exitPartial, "no encrypted object was verified"}
+	}
+	return nil
+}

@@ -1,0 +1,287 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/inventory"
+	"github.com/rotator-dev/rotator/rewrap"
+)
+
+// KeyUnknown is the plan's name for KMS-wrapped keys whose KMS key is not
+// known yet: the official clients store no key id beside a KMS ciphertext
+// blob, so only KMS can tell (the run asks it with ReEncrypt, which also
+// rewraps), unless the ledger remembers the object from an earlier run.
+const KeyUnknown = "kms:(unknown until the run asks KMS)"
+
+// Prices are per-request prices in USD. The defaults are AWS's public
+// list prices in us-east-1 (S3 Standard requests, KMS requests, DynamoDB
+// on-demand request units); --price overrides them.
+type Prices struct {
+	S3Put    float64 `json:"s3_put"`    // PUT, COPY, POST, LIST
+	S3Get    float64 `json:"s3_get"`    // GET, HEAD and others
+	KMS      float64 `json:"kms"`       // any KMS request
+	DDBWrite float64 `json:"ddb_write"` // one write request unit
+	DDBRead  float64 `json:"ddb_read"`  // one read request unit
+	// CloudHSM is billed per instance hour, not per request.
+}
+
+// DefaultPrices are the us-east-1 list prices.
+var DefaultPrices = Prices{
+	S3Put:    0.005 / 1000,
+	S3Get:    0.0004 / 1000,
+	KMS:      0.03 / 10000,
+	DDBWrite: 0.625 / 1e6,
+	DDBRead:  0.125 / 1e6,
+}
+
+// Set parses one override, NAME=USD per request (s3-put, s3-get, kms,
+// ddb-write, ddb-read).
+func (p *Prices) Set(s string) error {
+	name, val, ok := strings.Cut(s, "=")
+	var v float64
+	if _, err := fmt.Sscanf(val, "%g", &v); !ok || err != nil || v < 0 {
+		return fmt.Errorf("--price %q: want NAME=USD_PER_REQUEST, e.g. kms=0.000003", s)
+	}
+	switch name {
+	case "s3-put":
+		p.S3Put = v
+	case "s3-get":
+		p.S3Get = v
+	case "kms":
+		p.KMS = v
+	case "ddb-write":
+		p.DDBWrite = v
+	case "ddb-read":
+		p.DDBRead = v
+	default:
+		return fmt.Errorf("--price %q: unknown name %q (s3-put, s3-get, kms, ddb-write, ddb-read)", s, name)
+	}
+	return nil
+}
+
+// Plan is what a run would do: counts from reading every object's envelope
+// (HEAD and instruction files; no key backend is called), the requests the
+// run would send per service, their cost and the run's duration at the
+// configured budgets.
+type Plan struct {
+	Objects int64 `json:"objects"`
+	Bytes   int64 `json:"bytes"`
+	// ByKey counts encrypted objects by the key that wraps them now.
+	ByKey map[string]int64 `json:"by_key"`
+	// ByFormat counts by envelope format and placement ("V2 metadata").
+	ByFormat map[string]int64 `json:"by_format"`
+	// ByAction counts by action: "rewrap", "reencrypt", "skip: CODE",
+	// "failed: CODE".
+	ByAction map[string]int64 `json:"by_action"`
+	// Requests are the run's expected requests by "service:Operation".
+	Requests map[string]int64 `json:"requests"`
+	// CostUSD is the cost of Requests by service, and "total".
+	CostUSD map[string]float64 `json:"cost_usd"`
+	// Estimated duration, the bound that sets it, and the measured HEAD
+	// latency it builds on.
+	Duration    time.Duration `json:"duration_ns"`
+	Bound       string        `json:"bound"`
+	HeadLatency time.Duration `json:"head_latency_ns"`
+}
+
+// PlanOptions are the budgets a plan estimates against.
+type PlanOptions struct {
+	Concurrency        int
+	KMSRPS, S3RPS      float64
+	Prices             Prices
+	DynamoDBLedger     bool
+	MultipartThreshold int64
+	// KMSLatency is the assumed latency of one KMS request (default 15ms).
+	KMSLatency time.Duration
+}
+
+// MakePlan classifies every item of src with c (which must be a DryRun
+// core without ledger writes) and estimates the run.
+func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions) (*Plan, error) {
+	p := &Plan{ByKey: map[string]int64{}, ByFormat: map[string]int64{}, ByAction: map[string]int64{},
+		Requests: map[string]int64{}, CostUSD: map[string]float64{}}
+	workers := o.Concurrency
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	var mu sync.Mutex
+	var headNanos, heads atomic.Int64
+	g, gctx := errgroup.WithContext(ctx)
+	items := make(chan inventory.Item, workers)
+	g.Go(func() error { return inventory.Send(gctx, src, items) })
+	for w := 0; w < workers; w++ {
+		g.Go(func() error {
+			for it := range items {
+				start := time.Now()
+				cl, out, done := c.Classify(gctx, it, Outcome{Bucket: it.Bucket, Key: it.Key, VersionID: it.VersionID})
+				headNanos.Add(int64(time.Since(start)))
+				heads.Add(1)
+				if err := gctx.Err(); err != nil {
+					return err
+				}
+				mu.Lock()
+				p.add(c, it, cl, out, done, o)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if n := heads.Load(); n > 0 {
+		p.HeadLatency = time.Duration(headNanos.Load() / n)
+	}
+	p.Requests["s3:ListObjects"] = (p.Objects + 999) / 1000
+	p.estimate(o)
+	return p, nil
+}
+
+// add counts one classified item and the requests a run would spend on it.
+func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions) {
+	p.Objects++
+	p.Bytes += it.Size
+	if it.DeleteMarker {
+		p.ByAction["skip: "+CodeDeleteMarker]++
+		return
+	}
+	p.Requests["s3:HeadObject"]++
+	ddbWrite := func(n int64) {
+		if o.DynamoDBLedger {
+			p.Requests["dynamodb:write"] += n
+		}
+	}
+	if done {
+		if out.ErrorCode == CodeNotEncrypted {
+			p.Requests["s3:GetObject"]++ // the missing instruction file
+		}
+		p.ByAction[string(out.Status)+": "+out.ErrorCode]++
+		return
+	}
+	if cl.Instr != nil {
+		p.Requests["s3:GetObject"]++
+	}
+	key := cl.Key
+	if key == "" {
+		key = KeyUnknown
+		if o.DynamoDBLedger {
+			p.Requests["dynamodb:read"]++
+		}
+	}
+	p.ByKey[key]++
+	p.ByFormat[cl.Env.Format.String()+" "+cl.Placement()]++
+	action, code, _ := c.Decide(cl)
+	switch action {
+	case ActionSkip:
+		p.ByAction["skip: "+code]++
+		ddbWrite(1)
+		return
+	case ActionReencrypt:
+		p.ByAction["reencrypt (pending)"]++
+		ddbWrite(1)
+		return
+	}
+	p.ByAction["rewrap"]++
+	switch {
+	case cl.Wrapped.Alg.IsKMS() && c.To.Kind() == rewrap.KindKMS:
+		p.Requests["kms:ReEncrypt"]++
+	default:
+		if cl.Wrapped.Alg.IsKMS() {
+			p.Requests["kms:Decrypt"]++
+		} else if cl.Wrapped.Alg == envelope.WrapAESGCM && strings.HasPrefix(cl.Key, "pkcs11:") {
+			p.Requests["hsm:Decrypt"]++
+		}
+		switch c.To.Kind() {
+		case rewrap.KindKMS:
+			p.Requests["kms:Encrypt"]++
+		case rewrap.KindPKCS11:
+			p.Requests["hsm:Encrypt"]++
+		}
+	}
+	threshold := o.MultipartThreshold
+	if threshold <= 0 {
+		threshold = 5 << 30
+	}
+	switch {
+	case cl.Instr != nil:
+		p.Requests["s3:GetObjectTagging"]++
+		p.Requests["s3:PutObject"]++
+	case cl.Obj.Size > threshold:
+		parts := (cl.Obj.Size + (128 << 20) - 1) / (128 << 20)
+		p.Requests["s3:CreateMultipartUpload"]++
+		p.Requests["s3:UploadPartCopy"] += parts
+		p.Requests["s3:CompleteMultipartUpload"]++
+		p.Requests["s3:GetObjectTagging"]++
+	default:
+		p.Requests["s3:CopyObject"]++
+	}
+	ddbWrite(5) // claim, prepare, event, record (with release), drop prepared
+}
+
+// estimate prices the requests and bounds the duration.
+func (p *Plan) estimate(o PlanOptions) {
+	var s3Put, s3Get, kmsN, s3All int64
+	for op, n := range p.Requests {
+		switch {
+		case op == "s3:PutObject", op == "s3:CopyObject", op == "s3:ListObjects", op == "s3:CreateMultipartUpload",
+			op == "s3:UploadPartCopy", op == "s3:CompleteMultipartUpload":
+			s3Put += n
+			s3All += n
+		case strings.HasPrefix(op, "s3:"):
+			s3Get += n
+			s3All += n
+		case strings.HasPrefix(op, "kms:"):
+			kmsN += n
+		}
+	}
+	pr := o.Prices
+	p.CostUSD["s3"] = float64(s3Put)*pr.S3Put + float64(s3Get)*pr.S3Get
+	p.CostUSD["kms"] = float64(kmsN) * pr.KMS
+	p.CostUSD["dynamodb"] = float64(p.Requests["dynamodb:write"])*pr.DDBWrite + float64(p.Requests["dynamodb:read"])*pr.DDBRead
+	p.CostUSD["total"] = p.CostUSD["s3"] + p.CostUSD["kms"] + p.CostUSD["dynamodb"]
+
+	// Each worker spends, per object, its requests one after another.
+	lat := p.HeadLatency
+	if lat <= 0 {
+		lat = 20 * time.Millisecond
+	}
+	kmsLat := o.KMSLatency
+	if kmsLat <= 0 {
+		kmsLat = 15 * time.Millisecond
+	}
+	workers := o.Concurrency
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	serial := time.Duration(s3All)*lat + time.Duration(kmsN)*kmsLat
+	type bound struct {
+		name string
+		d    time.Duration
+	}
+	bounds := []bound{{fmt.Sprintf("%d workers at the measured S3 latency", workers), serial / time.Duration(workers)}}
+	if o.KMSRPS > 0 {
+		bounds = append(bounds, bound{fmt.Sprintf("--kms-rps %g", o.KMSRPS), secs(float64(kmsN) / o.KMSRPS)})
+	}
+	if o.S3RPS > 0 {
+		bounds = append(bounds, bound{fmt.Sprintf("--s3-rps %g", o.S3RPS), secs(float64(s3All) / o.S3RPS)})
+	}
+	sort.Slice(bounds, func(i, j int) bool { return bounds[i].d > bounds[j].d })
+	p.Duration, p.Bound = bounds[0].d, bounds[0].name
+}
+
+func secs(s float64) time.Duration {
+	if math.IsInf(s, 0) || math.IsNaN(s) {
+		return 0
+	}
+	return time.Duration(s * float64(time.Second))
+}
