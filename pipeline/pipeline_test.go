@@ -380,3 +380,57 @@ func TestLostResponseIsReconciled(t *testing.T) {
 		f.decrypt(t, o.Key, f.b)
 	}
 }
+
+// crashingLedger fails every Commit and Abandon, as a process killed right
+// after its S3 write would never make them.
+type crashingLedger struct{ ledger.Ledger }
+
+var errCrash = errors.New("process killed")
+
+func (crashingLedger) Commit(context.Context, ledger.Object, ledger.Event) error { return errCrash }
+func (crashingLedger) Abandon(context.Context, ledger.ObjectID, string, string) error {
+	return errCrash
+}
+
+func TestReconcileRunFinishesWritesLeftByACrash(t *testing.T) {
+	f := newFixture(t, 6, false)
+	c := f.core("run-crash")
+	c.Ledger = crashingLedger{f.ledger}
+	src := f.source(t)
+	var landed int
+	err := src.Stream(ctx, func(it inventory.Item) error {
+		o, err := c.Process(ctx, it)
+		if err == nil || o.Status != pipeline.StatusFailed {
+			return fmt.Errorf("%s: want a ledger failure after the write, got %+v %v", it, o, err)
+		}
+		landed++
+		return nil
+	})
+	if err != nil || landed != 6 {
+		t.Fatalf("%d processed: %v", landed, err)
+	}
+	// Every write landed, nothing is recorded yet: all six are prepared.
+	prepared := 0
+	if err := f.ledger.Prepared(ctx, "run-crash", func(ledger.Event) error { prepared++; return nil }); err != nil || prepared != 6 {
+		t.Fatalf("%d prepared (%v)", prepared, err)
+	}
+	// One object is changed by someone else before the resume: reconcile
+	// must not record it as rewrapped.
+	other := f.objs[0].Key
+	put(t, f, other, []byte("new data"), nil)
+	n, err := pipeline.ReconcileRun(ctx, f.core("run-crash"), f.ledger, "run-crash")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Committed != 5 || n.Changed != 1 || n.Abandoned != 0 {
+		t.Errorf("reconciled %+v, want 5 committed and 1 changed", n)
+	}
+	events := 0
+	if err := f.ledger.Events(ctx, func(ledger.Event) error { events++; return nil }); err != nil || events != 5 {
+		t.Errorf("%d events (%v), want 5", events, err)
+	}
+	// Resuming again finds nothing to do.
+	if n, err := pipeline.ReconcileRun(ctx, f.core("run-crash"), f.ledger, "run-crash"); err != nil || n != (pipeline.Reconciled{}) {
+		t.Errorf("second reconcile: %+v %v", n, err)
+	}
+}

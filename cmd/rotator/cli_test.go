@@ -1,0 +1,378 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/internal/awsx"
+	"github.com/rotator-dev/rotator/internal/sample"
+	"github.com/rotator-dev/rotator/internal/testenv"
+	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/rewrap"
+)
+
+// The test binary doubles as the rotator binary for the tests that kill it.
+const envMain = "ROTATOR_TEST_RUN_MAIN"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envMain) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+var ctx = context.Background()
+
+type cliFixture struct {
+	s3     *s3.Client
+	kms    *kms.Client
+	bucket string
+	arnA   string
+	arnB   string
+	objs   []sample.Object
+	dir    string
+}
+
+func newCLIFixture(t *testing.T, n int) *cliFixture {
+	t.Helper()
+	testenv.Need(t, testenv.S3, testenv.KMS)
+	cfg := testenv.AWSConfig(t)
+	f := &cliFixture{s3: awsx.S3(cfg), kms: kms.NewFromConfig(cfg), bucket: testenv.Name(t), dir: t.TempDir()}
+	if _, err := f.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &f.bucket}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emptyBucket(f.s3, f.bucket) })
+	for _, p := range []*string{&f.arnA, &f.arnB} {
+		out, err := f.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("cli test " + t.Name())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p = *out.KeyMetadata.Arn
+	}
+	objs, err := sample.Seed(ctx, f.s3, f.kms, sample.Options{Bucket: f.bucket, KMSKeyID: f.arnA, Count: n, MaxSize: 2000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.objs = objs
+	return f
+}
+
+func emptyBucket(c *s3.Client, bucket string) {
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket})
+	for p.HasMorePages() {
+		out, err := p.NextPage(ctx)
+		if err != nil {
+			break
+		}
+		for _, o := range out.Contents {
+			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: o.Key})
+		}
+	}
+	c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
+}
+
+// cmd returns the rotator command (the test binary in main mode).
+func (f *cliFixture) cmd(args ...string) *exec.Cmd {
+	c := exec.Command(os.Args[0], args...)
+	c.Env = append(os.Environ(), envMain+"=1")
+	c.Dir = f.dir
+	return c
+}
+
+// rotator runs rotator to completion and returns its exit code and output.
+func (f *cliFixture) rotator(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	c := f.cmd(args...)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	err := c.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String()
+}
+
+// opensUnder checks that every sample opens under key arn, as a reader
+// would (unwrap with the key, decrypt, check the tag).
+func (f *cliFixture) opensUnder(t *testing.T, arn string) {
+	t.Helper()
+	d := &rewrap.Deps{AWS: testenv.AWSConfig(t)}
+	defer d.Close()
+	spec, _ := rewrap.ParseSpec("kms:" + arn)
+	k, err := rewrap.Open(ctx, spec, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range f.objs {
+		out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(out.Body)
+		out.Body.Close()
+		var instr []byte
+		if envelope.NeedsInstructionFile(out.Metadata) {
+			ik := o.Key + envelope.DefaultInstructionSuffix
+			io2, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &ik})
+			if err != nil {
+				t.Fatal(err)
+			}
+			instr, _ = io.ReadAll(io2.Body)
+			io2.Body.Close()
+		}
+		env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
+		if err != nil {
+			t.Fatalf("%s: %v", o.Key, err)
+		}
+		w, cek := rewrap.FromEnvelope(env)
+		dek, err := k.Unwrap(ctx, w, cek)
+		if err != nil {
+			t.Fatalf("%s does not open under %s: %v", o.Key, arn, err)
+		}
+		pt, err := envelope.DecryptContent(env, dek, body)
+		dek.Clear()
+		if err != nil || len(pt) != o.Size {
+			t.Fatalf("%s: decrypt: %v (%d bytes, want %d)", o.Key, err, len(pt), o.Size)
+		}
+	}
+}
+
+// events counts the lineage events of the bucket in the ledger.
+func (f *cliFixture) events(t *testing.T, ledgerURL string) int {
+	t.Helper()
+	l, err := ledger.Open(ctx, ledgerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := 0
+	if err := l.Events(ctx, func(ev ledger.Event) error {
+		if ev.ID.Bucket == f.bucket {
+			n++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// exactlyOnce checks that the ledger holds one rewrap event per sample and
+// nothing prepared.
+func (f *cliFixture) exactlyOnce(t *testing.T, ledgerURL, runID string) {
+	t.Helper()
+	l, err := ledger.Open(ctx, ledgerURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	seen := map[string]int{}
+	if err := l.Events(ctx, func(ev ledger.Event) error {
+		if ev.ID.Bucket == f.bucket {
+			seen[ev.ID.Key]++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range f.objs {
+		if seen[o.Key] != 1 {
+			t.Errorf("%s: %d rewrap events, want exactly 1", o.Key, seen[o.Key])
+		}
+	}
+	if len(seen) != len(f.objs) {
+		t.Errorf("%d objects with events, want %d", len(seen), len(f.objs))
+	}
+	if err := l.Prepared(ctx, runID, func(ev ledger.Event) error { return fmt.Errorf("left prepared: %s", ev.ID) }); err != nil {
+		t.Error(err)
+	}
+	counts, err := l.CountsByKey(ctx)
+	if err != nil || counts[f.arnB] != int64(len(f.objs)) {
+		t.Errorf("counts by key %v (%v), want %d under B", counts, err, len(f.objs))
+	}
+}
+
+func TestCLIKilledAndResumedIsExactlyOnce(t *testing.T) {
+	f := newCLIFixture(t, 240)
+	ledgerPath := filepath.Join(f.dir, "ledger.db")
+	const runID = "kill-test"
+	args := []string{"--ledger", ledgerPath, "--run-id", runID, "--concurrency", "8", "--no-progress"}
+	// --s3-rps keeps the run slow enough to be killed in the middle.
+	c := f.cmd(append([]string{"run", "--source", "s3://" + f.bucket, "--to", "kms:" + f.arnB, "--from", "kms:" + f.arnA,
+		"--s3-rps", "300"}, args...)...)
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Duration(300+rand.IntN(500)) * time.Millisecond)
+	_ = c.Process.Signal(syscall.SIGKILL)
+	_ = c.Wait()
+	t.Logf("killed the run after %d of %d objects were recorded", f.events(t, ledgerPath), len(f.objs))
+
+	// Kill resumes twice more at random points, then let one finish.
+	for i := 0; i < 2; i++ {
+		r := f.cmd("resume", "--run-id", runID, "--ledger", ledgerPath, "--no-progress")
+		var rout bytes.Buffer
+		r.Stdout, r.Stderr = &rout, &rout
+		if err := r.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(600+rand.IntN(1000)) * time.Millisecond)
+		_ = r.Process.Signal(syscall.SIGKILL)
+		_ = r.Wait()
+		t.Logf("killed resume %d after %d objects were recorded", i+1, f.events(t, ledgerPath))
+	}
+	code, o := f.rotator(t, "resume", "--run-id", runID, "--ledger", ledgerPath, "--no-progress")
+	if code != exitOK {
+		t.Fatalf("resume exit %d:\n%s", code, o)
+	}
+	code, o = f.rotator(t, "status", "--run-id", runID, "--ledger", ledgerPath)
+	if code != 0 || !strings.Contains(o, ": done") {
+		t.Errorf("status after resume (%d):\n%s", code, o)
+	}
+	f.opensUnder(t, f.arnB)
+	f.exactlyOnce(t, ledgerPath, runID)
+
+	// Running the same rotation again does nothing.
+	code, o = f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
+		"--run-id", "again", "--no-progress", "--report", "again.csv")
+	if code != 0 || !strings.Contains(o, "0 rewrapped") {
+		t.Errorf("second run (%d):\n%s", code, o)
+	}
+	f.exactlyOnce(t, ledgerPath, "again")
+}
+
+func TestCLIInterruptExits130AndResumes(t *testing.T) {
+	f := newCLIFixture(t, 120)
+	ledgerPath := filepath.Join(f.dir, "ledger.db")
+	c := f.cmd("run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
+		"--run-id", "sigint", "--s3-rps", "150", "--no-progress")
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(400 * time.Millisecond)
+	_ = c.Process.Signal(os.Interrupt)
+	err := c.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitInterrupted {
+		t.Fatalf("exit %v, want %d:\n%s", err, exitInterrupted, out.String())
+	}
+	if !strings.Contains(out.String(), "rotator resume --run-id sigint") {
+		t.Errorf("no resume hint:\n%s", out.String())
+	}
+	code, o := f.rotator(t, "status", "--run-id", "sigint", "--ledger", ledgerPath)
+	if !strings.Contains(o, ": interrupted") {
+		t.Errorf("status (%d):\n%s", code, o)
+	}
+	if code, o := f.rotator(t, "resume", "--run-id", "sigint", "--ledger", ledgerPath, "--no-progress"); code != 0 {
+		t.Fatalf("resume (%d):\n%s", code, o)
+	}
+	f.opensUnder(t, f.arnB)
+	f.exactlyOnce(t, ledgerPath, "sigint")
+}
+
+func TestCLIPerObjectFailureExits3WithReport(t *testing.T) {
+	f := newCLIFixture(t, 6)
+	bad := "corrupt/object"
+	if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: &bad, Body: strings.NewReader("x"),
+		Metadata: map[string]string{"x-amz-key-v2": "AAAA", "x-amz-iv": "short", "x-amz-cek-alg": "AES/GCM/NoPadding",
+			"x-amz-wrap-alg": "kms+context", "x-amz-matdesc": "{}"}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &bad})
+	ledgerURL := filepath.Join(f.dir, "l.db")
+	code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerURL,
+		"--run-id", "partial", "--report", "report.csv", "--json")
+	if code != exitPartial {
+		t.Fatalf("exit %d, want %d:\n%s", code, exitPartial, out)
+	}
+	for _, want := range []string{`"message_type":"error"`, `"message_type":"summary"`, `"error_code":"BadEnvelope"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("JSON output lacks %s:\n%s", want, out)
+		}
+	}
+	rf, err := os.Open(filepath.Join(f.dir, "report.csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rf.Close()
+	rows, err := csv.NewReader(rf).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != 1+len(f.objs)+1 || strings.Join(rows[0], ",") != "Bucket,Key,VersionId,Status,ErrorCode,Message,Action,FromKey,ToKey" {
+		t.Fatalf("report has %d rows: %v", len(rows), rows[0])
+	}
+	after, _ := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &bad})
+	if aws.ToString(before.ETag) != aws.ToString(after.ETag) || !aws.ToTime(before.LastModified).Equal(aws.ToTime(after.LastModified)) {
+		t.Error("the corrupt object was written")
+	}
+	f.opensUnder(t, f.arnB)
+}
+
+func TestCLIDynamoDBLedger(t *testing.T) {
+	testenv.Need(t, testenv.DynamoDB)
+	f := newCLIFixture(t, 20)
+	table := "dynamodb://" + testenv.Name(t) + "?create=true"
+	code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", table,
+		"--run-id", "ddb", "--no-progress")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	f.opensUnder(t, f.arnB)
+	f.exactlyOnce(t, table, "ddb")
+	code, out = f.rotator(t, "ledger", "counts", "--ledger", table)
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("%d  %s", len(f.objs), f.arnB)) {
+		t.Errorf("ledger counts (%d):\n%s", code, out)
+	}
+}
+
+func TestCLIUsageErrors(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--source", "s3://b"}, "--to"},
+		{[]string{"run", "--to", "kms:alias/x"}, "exactly one of --source"},
+		{[]string{"run", "--source", "s3://b", "--to", "gpg:whatever"}, "--to"},
+		{[]string{"run", "--source", "s3://b", "--to", "pkcs11:token=t;object=k?pin-value=98765"}, "pin-value"},
+		{[]string{"plan", "--source", "s3://b", "--to", "kms:alias/x", "--price", "kms"}, "NAME=USD"},
+		{[]string{"resume"}, "--run-id"},
+		{[]string{"status"}, "--run-id"},
+		{[]string{"verify", "--source", "s3://b"}, "--key"},
+		{[]string{"ledger"}, "no ledger query"},
+		{[]string{"ledger", "frob", "--ledger", filepath.Join(t.TempDir(), "l.db")}, "unknown ledger query"},
+	} {
+		var out, errb bytes.Buffer
+		if code := run(tc.args, &out, &errb); code != exitUsage {
+			t.Errorf("rotator %v: exit %d, want %d (%s)", tc.args, code, exitUsage, errb.String())
+		}
+		if !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("rotator %v: %q lacks %q", tc.args, errb.String(), tc.want)
+		}
+		if strings.Contains(errb.String(), "98765") {
+			t.Errorf("rotator %v: a PIN value was echoed: %s", tc.args, errb.String())
+		}
+	}
+}
