@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/aws/amazon-s3-encryption-client-go/v4/commitment"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/amazon-s3-encryption-client-go/v4/commitment"
 
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/internal/testenv"
