@@ -401,7 +401,9 @@ func (c *Core) rewrap(ctx context.Context, cl *Classification, o Outcome) (Outco
 		OldWrappedKeySHA256: cl.Fingerprint, NewWrappedKeySHA256: ledger.WrappedKeyFingerprint(res.Key),
 	}
 	if cl.Instr != nil {
-		ev.ETagBefore, ev.VersionBefore = cl.Instr.ETag, cl.Instr.VersionID
+		// The change is to the instruction file: its ETags are recorded;
+		// the object's version does not change.
+		ev.ETagBefore = cl.Instr.ETag
 	}
 	if err := c.Ledger.Prepare(ctx, ev); err != nil {
 		return o.fail(CodeLedger, err.Error()), fmt.Errorf("ledger: prepare %s: %w", id, err)
@@ -494,6 +496,9 @@ func (c *Core) writeFailed(ctx context.Context, cl *Classification, ev ledger.Ev
 // commitLedger records a landed write.
 func (c *Core) commitLedger(ctx context.Context, cl *Classification, ev ledger.Event, cr commit.Result, o Outcome) (Outcome, error) {
 	ev.ETagAfter, ev.VersionAfter = cr.ETagAfter, cr.VersionAfter
+	if cl.Instr != nil || ev.VersionAfter == ev.VersionBefore {
+		ev.VersionAfter = "" // no new version of the object
+	}
 	obj := ledger.Object{
 		ID: ev.ID, WrapKey: ev.ToKey, Format: cl.Env.Format.String(), Placement: cl.Placement(),
 		CEKAlg: string(cl.CEK), State: ledger.StateRewrapped, ETag: cl.Obj.ETag, RunID: c.RunID,

@@ -434,3 +434,56 @@ func TestReconcileRunFinishesWritesLeftByACrash(t *testing.T) {
 		t.Errorf("second reconcile: %+v %v", n, err)
 	}
 }
+
+func TestVersionedBucketAllVersions(t *testing.T) {
+	f := newFixture(t, 4, true)
+	// An older version of one sample, and a deleted key (delete marker on
+	// top of an encrypted version).
+	first := f.objs[0].Key
+	old := snap(t, f, first)
+	put(t, f, first+"-v", []byte("x"), nil)
+	gone := f.objs[1].Key
+	if _, err := f.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &f.bucket, Key: &gone}); err != nil {
+		t.Fatal(err)
+	}
+	// Re-put the first sample's bytes so that its first version becomes
+	// noncurrent and its current version is the same encrypted object.
+	out, _ := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &first})
+	meta := out.Metadata
+	if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: &first, Body: bytes.NewReader(old.body), Metadata: meta}); err != nil {
+		t.Fatal(err)
+	}
+	src, err := inventory.Open(ctx, f.s3, inventory.Spec{Source: "s3://" + f.bucket, AllVersions: true,
+		Options: inventory.Options{ExcludeSuffix: inventory.DefaultExcludeSuffix}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	rep, _ := pipeline.NewReport(&buf)
+	r := &pipeline.Runner{Core: f.core("run-versions"), Source: src, Workers: 4, Report: rep}
+	if err := r.Execute(ctx, nil); err != nil {
+		t.Fatal(err)
+	}
+	report := buf.String()
+	c := rep.Counts()
+	// Current versions: samples 0, 2, 3 rewrapped (sample 1 is deleted);
+	// the unencrypted helper object skipped; the older version of sample 0
+	// and the version under sample 1's delete marker pending; the delete
+	// marker skipped.
+	if c[pipeline.StatusSucceeded] != 3 || c[pipeline.StatusPending] != 2 {
+		t.Errorf("counts %v\n%s", c, report)
+	}
+	for _, want := range []string{",skipped,DeleteMarker,", ",pending,NoncurrentVersion,"} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	for _, o := range f.objs {
+		if o.Key == gone {
+			continue
+		}
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs", o.Key)
+		}
+	}
+}
