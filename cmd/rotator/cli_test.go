@@ -376,3 +376,36 @@ func TestCLIUsageErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestCLIDryRunChangesNothingAndShardsCoverAll(t *testing.T) {
+	f := newCLIFixture(t, 30)
+	ledgerPath := filepath.Join(f.dir, "ledger.db")
+	etags := map[string]string{}
+	for _, o := range f.objs {
+		h, err := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		etags[o.Key] = aws.ToString(h.ETag) + aws.ToTime(h.LastModified).String()
+	}
+	code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
+		"--run-id", "dry", "--dry-run", "--no-progress")
+	if code != 0 || !strings.Contains(out, "30 pending") {
+		t.Fatalf("dry run (%d):\n%s", code, out)
+	}
+	f.opensUnder(t, f.arnA)
+	if n := f.events(t, ledgerPath); n != 0 {
+		t.Errorf("dry run recorded %d events", n)
+	}
+	// Two shards of one job, run one after the other on one ledger, cover
+	// every object exactly once.
+	for i := 0; i < 2; i++ {
+		code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
+			"--run-id", fmt.Sprintf("shard-%d", i), "--shard", fmt.Sprintf("%d/2", i), "--no-progress")
+		if code != 0 || strings.Contains(out, " 0 rewrapped") {
+			t.Fatalf("shard %d (%d):\n%s", i, code, out)
+		}
+	}
+	f.opensUnder(t, f.arnB)
+	f.exactlyOnce(t, ledgerPath, "shard-1")
+}
