@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/gcmstream"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/rewrap"
 )
@@ -20,7 +21,6 @@ import (
 const (
 	CodeWrongKey   = "NotUnderKey"
 	CodeBadTag     = "AuthenticationFailed"
-	CodeTooLarge   = "TooLargeToVerify"
 	CodeLegacyBody = "LegacyContent"
 )
 
@@ -32,14 +32,14 @@ type Getter interface {
 // Verifier checks that objects open under a key: it unwraps each data key
 // with Key and decrypts the body, checking the authentication tag, exactly
 // as a reader would; so an old key is retired only after its objects are
-// proven readable under the new one. Plaintext is discarded as it is
-// checked and never stored.
+// proven readable under the new one. Bodies are streamed through the GCM
+// authentication (gcmstream.Hasher) in chunks: memory stays flat whatever
+// the object size, and no plaintext is produced at all (AES-GCM decryption
+// cannot fail once the tag verifies).
 type Verifier struct {
 	Core   *Core // its S3 reads the envelopes (Classify)
 	Bodies Getter
 	Key    rewrap.Keyring
-	// MaxBytes bounds the body size verified in one piece (default 256 MiB).
-	MaxBytes int64
 }
 
 // VerifyObject checks one object. Status succeeded: it opened under Key with
@@ -70,13 +70,6 @@ func (v *Verifier) VerifyObject(ctx context.Context, it inventory.Item) (Outcome
 		return o.fail(CodeWrongKey, err.Error()), nil
 	}
 	defer dek.Clear()
-	limit := v.MaxBytes
-	if limit <= 0 {
-		limit = 256 << 20
-	}
-	if cl.Obj.Size > limit {
-		return o.fail(CodeTooLarge, fmt.Sprintf("%d bytes: larger than the %d bytes verified in one piece", cl.Obj.Size, limit)), nil
-	}
 	vid := cl.Obj.VersionID
 	in := &s3.GetObjectInput{Bucket: &cl.Obj.Bucket, Key: &cl.Obj.Key, IfMatch: &cl.Obj.ETag}
 	if vid != "" {
@@ -87,15 +80,8 @@ func (v *Verifier) VerifyObject(ctx context.Context, it inventory.Item) (Outcome
 		return o.fromS3Error("read the body", err), nil
 	}
 	defer out.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(out.Body, limit+1))
-	if err != nil {
-		return o.fail(CodeS3, "read the body: "+err.Error()), nil
-	}
-	pt, err := envelope.DecryptContent(cl.Env, dek, body)
-	clear(pt)
-	clear(body)
-	if err != nil {
-		return o.fail(CodeBadTag, "the body does not decrypt under the data key: "+err.Error()), nil
+	if err := checkTag(cl.Env, dek, out.Body, cl.Obj.Size); err != nil {
+		return o.fail(CodeBadTag, "the body does not authenticate under the data key: "+err.Error()), nil
 	}
 	o.Status, o.Message = StatusSucceeded, "opens under the key; tag verified"
 	return o, nil
@@ -159,4 +145,42 @@ func (v *Verifier) Verify(ctx context.Context, src inventory.Source, sample, wor
 		})
 	}
 	return g.Wait()
+}
+
+// verifyChunk is the size of the body reads of a verification.
+const verifyChunk = 1 << 20
+
+// checkTag streams an AES-GCM body (ciphertext then 16-byte tag) through
+// the GCM authentication under the envelope's content key.
+func checkTag(env *envelope.Envelope, dek *envelope.DataKey, body io.Reader, size int64) error {
+	if size < gcmstream.TagSize {
+		return fmt.Errorf("%d bytes: shorter than the %d-byte tag", size, gcmstream.TagSize)
+	}
+	key, err := env.ContentKey(dek)
+	if err != nil {
+		return err
+	}
+	defer key.Clear()
+	st, err := gcmstream.New(key.Bytes(), env.ContentIV(), env.ContentAAD())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	h := st.NewHasher()
+	buf := make([]byte, verifyChunk)
+	for left := size - gcmstream.TagSize; left > 0; {
+		n := int(min(left, verifyChunk))
+		if _, err := io.ReadFull(body, buf[:n]); err != nil {
+			return fmt.Errorf("read the body: %w", err)
+		}
+		if _, err := h.Write(buf[:n]); err != nil {
+			return err
+		}
+		left -= int64(n)
+	}
+	tag := make([]byte, gcmstream.TagSize)
+	if _, err := io.ReadFull(body, tag); err != nil {
+		return fmt.Errorf("read the tag: %w", err)
+	}
+	return h.Verify(tag)
 }
