@@ -146,7 +146,7 @@ type Classification struct {
 	Key string
 	// KeySource says how Key was learned: "offline" (the keyring
 	// recognised it), "ledger" (a previous run recorded the fingerprint),
-	// "kms" (the service's answer), or "".
+	// "probe" (a trial unwrap in the HSM), "kms" (the service's answer), or "".
 	KeySource string
 }
 
@@ -216,8 +216,10 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 	return cl, o, false
 }
 
-// identify learns the key the data key is wrapped under without a network
-// call to a key backend: the keyrings' offline recognition, then the ledger.
+// identify learns the key the data key is wrapped under: the keyrings'
+// offline recognition, then the ledger, then (for HSM wrappings, which name
+// no key) a trial unwrap with each HSM keyring, whose result is cleared at
+// once.
 func (c *Core) identify(ctx context.Context, cl *Classification) {
 	for _, k := range c.keyrings() {
 		if rewrap.Classify(k, cl.Wrapped) == rewrap.MatchYes {
@@ -225,12 +227,28 @@ func (c *Core) identify(ctx context.Context, cl *Classification) {
 			return
 		}
 	}
-	if c.Ledger == nil {
+	if c.Ledger != nil {
+		rec, err := c.Ledger.Get(ctx, c.id(cl))
+		if err == nil && rec.WrapKey != "" && rec.WrappedKeySHA256 == cl.Fingerprint {
+			cl.Key, cl.KeySource = rec.WrapKey, "ledger"
+			return
+		}
+	}
+	if cl.Wrapped.Alg.IsKMS() || c.DryRun {
+		// KMS: the run learns the key from ReEncrypt. Dry runs and plans
+		// call no key backend.
 		return
 	}
-	rec, err := c.Ledger.Get(ctx, c.id(cl))
-	if err == nil && rec.WrapKey != "" && rec.WrappedKeySHA256 == cl.Fingerprint {
-		cl.Key, cl.KeySource = rec.WrapKey, "ledger"
+	// An HSM wrapping names no key: a trial unwrap inside the HSM tells.
+	for _, k := range c.keyrings() {
+		if k.Kind() == rewrap.KindKMS || rewrap.Classify(k, cl.Wrapped) != rewrap.MatchUnknown {
+			continue
+		}
+		if dek, err := k.Unwrap(ctx, cl.Wrapped, cl.CEK); err == nil {
+			dek.Clear()
+			cl.Key, cl.KeySource = k.ID(), "probe"
+			return
+		}
 	}
 }
 

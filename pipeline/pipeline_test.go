@@ -487,3 +487,22 @@ func TestVersionedBucketAllVersions(t *testing.T) {
 		}
 	}
 }
+
+func headMeta(t *testing.T, f *fixture, key string) map[string]string {
+	t.Helper()
+	out, err := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.Metadata
+}
+
+func freshLedger(t *testing.T) ledger.Ledger {
+	t.Helper()
+	l, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "fresh.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}

@@ -73,9 +73,9 @@ type Deps struct {
 	PKCS11PoolSize int
 	// PKCS11Mechanism is how HSM keys wrap data keys: pkcs11.CKM_AES_GCM
 	// (the default, and the only one that gives S3EC AES/GCM objects the
-	// official clients can read) or pkcs11.CKM_AES_KEY_WRAP_PAD (stored as
-	// WrapPKCS11KeyWrap, which only rotator reads; see the package
-	// documentation).
+	// official clients can read). pkcs11.CKM_AES_KEY_WRAP_PAD only unwraps
+	// WrapPKCS11KeyWrap keys made elsewhere: wrapping with it is refused,
+	// since no S3EC envelope can store the result.
 	PKCS11Mechanism uint
 	// PKCS11AcquireTimeout bounds the wait for a free HSM session (default
 	// hsmpool.DefaultAcquireTimeout).

@@ -53,14 +53,17 @@
 // An HSM destination stores S3EC AES/GCM, computed inside the HSM with
 // CKM_AES_GCM: a 12-byte IV (read back from the HSM) || ciphertext || 16-byte
 // tag, AAD = the content algorithm's binding, 60 bytes. The material
-// description keeps the user entries and gains "x-rotator-kek" (MatDescKEK)
-// naming the HSM key by its URI, so the object stays a valid S3EC object that
-// an official client with a raw AES keyring holding the same key material
-// reads, and rotator recognises the HSM key offline. With
-// Deps.PKCS11Mechanism = CKM_AES_KEY_WRAP_PAD the HSM stores
-// WrapPKCS11KeyWrap instead, which NO official client reads and the envelope
-// package refuses to write: keep the default unless HSM policy forbids
-// AES-GCM on data keys.
+// description is the user entries only, exactly as the official raw AES
+// keyring writes it: the official clients compare a reader's encryption
+// context with the whole material description, so any entry rotator added
+// would break every reader that passes its context. The object stays a valid
+// S3EC object that an official client with a raw AES keyring holding the
+// same key material reads. Which HSM key wraps it is learned from the
+// ledger (the wrapped key's fingerprint) or by a trial unwrap inside the HSM;
+// objects migrated by earlier versions may carry "x-rotator-kek"
+// (MatDescKEK), which is still read. Key-wrap mechanisms
+// (CKM_AES_KEY_WRAP_PAD) are refused for wrapping: no S3EC envelope can store
+// their output (WrapPKCS11KeyWrap is read only).
 //
 // A local AES or RSA destination stores AES/GCM or RSA-OAEP-SHA1 with the
 // user entries as material description, as the official raw keyrings do.

@@ -20,9 +20,9 @@ import (
 // It is NOT an S3 Encryption Client algorithm: no official client reads such
 // an object, key wrap cannot bind the content algorithm as AES/GCM wrapping
 // does, and envelope.Envelope.WithWrappedKey refuses to write it (the
-// envelope package writes S3EC algorithms only). It exists for HSMs whose
-// policy forbids CKM_AES_GCM on data keys; the default, CKM_AES_GCM, stores
-// S3EC AES/GCM, which official clients read given the key.
+// envelope package writes S3EC algorithms only). rotator therefore never
+// writes it (Wrap refuses key-wrap mechanisms); Unwrap still reads it for
+// wrappings made elsewhere. The default, CKM_AES_GCM, stores S3EC AES/GCM.
 const WrapPKCS11KeyWrap envelope.WrapAlg = "x-rotator/pkcs11-key-wrap"
 
 // hsmKeyring is a secret key in an HSM, named by label, used through a
@@ -97,26 +97,23 @@ func (k *hsmKeyring) Recognize(w Wrapped) Match {
 // S3EC AES/GCM: a 12-byte IV (read back from the HSM, which may choose its
 // own) || ciphertext || 16-byte tag, AAD = cek.Binding(). With a key-wrap
 // mechanism it is WrapPKCS11KeyWrap. The material description is userDesc
-// plus MatDescKEK (and MatDescKEKMechanism for key wrap).
+// unchanged: nothing names the HSM key, because the official clients
+// compare a reader's encryption context with the whole material
+// description (an extra entry would break every reader that passes one).
+// Which HSM key wraps an object is found by the ledger (the wrapped key's
+// fingerprint) or a trial unwrap inside the HSM (Recognize says
+// MatchUnknown). A key-wrap mechanism is refused: its output cannot be
+// stored in an S3EC envelope.
 func (k *hsmKeyring) Wrap(ctx context.Context, dek *envelope.DataKey, cek envelope.ContentAlg, userDesc map[string]string) (Wrapped, error) {
 	if dek.Len() != envelope.DataKeySize {
 		return Wrapped{}, newError("hsm wrap", k.id, CodeBadInput, fmt.Sprintf("data key is %d bytes, want %d", dek.Len(), envelope.DataKeySize), "")
 	}
 	mech := k.pool.Mechanism()
 	md := UserEntries(userDesc)
-	md[MatDescKEK] = k.id
 	if mech != pkcs11.CKM_AES_GCM {
-		var blob []byte
-		err := k.pool.Do(ctx, func(s *hsmpool.Session) error {
-			var err error
-			blob, err = s.WrapDataKey(k.label, dek.Bytes(), nil)
-			return err
-		})
-		if err != nil {
-			return Wrapped{}, hsmError("wrap", k.id, sideDest, err)
-		}
-		md[MatDescKEKMechanism] = mechanismName(mech)
-		return Wrapped{Alg: WrapPKCS11KeyWrap, Key: blob, MatDesc: md}, nil
+		return Wrapped{}, &Error{Op: "hsm wrap", Key: k.id, Code: CodeUnsupported, Systemic: true,
+			detail: "the pool's mechanism " + mechanismName(mech) + " gives a wrapping no S3 Encryption Client envelope can store",
+			Hint:   "wrap with CKM_AES_GCM (the default): the result is S3EC AES/GCM, which official clients read given the key"}
 	}
 	var iv, ct []byte
 	err := k.pool.Do(ctx, func(s *hsmpool.Session) error {

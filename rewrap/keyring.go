@@ -181,9 +181,10 @@ func wrapOp(k Kind) string {
 // Material description entries rotator reserves.
 const (
 	// MatDescKEK names the HSM key that wrapped the data key, as a PKCS#11
-	// key URI (pkcs11:token=T;object=L). The official clients ignore
-	// entries they do not know, so an HSM-wrapped object stays a valid S3EC
-	// AES/GCM object.
+	// key URI (pkcs11:token=T;object=L). rotator no longer writes it (the
+	// official clients compare a reader's encryption context with the whole
+	// material description, so it broke readers that pass one); it is read
+	// on objects migrated by earlier versions and dropped by every rewrap.
 	MatDescKEK = "x-rotator-kek"
 	// MatDescKEKMechanism names the PKCS#11 mechanism of a key wrapped with
 	// WrapPKCS11KeyWrap (never present with AES/GCM).
