@@ -235,11 +235,13 @@ func (c *Core) identify(ctx context.Context, cl *Classification) {
 		}
 	}
 	if cl.Wrapped.Alg.IsKMS() || c.DryRun {
-		// KMS: the run learns the key from ReEncrypt. Dry runs and plans
-		// call no key backend.
+		// KMS: the run learns the key from ReEncrypt. Dry runs (and so
+		// plans) call no key backend, not even for a probe: there an HSM
+		// wrapping the ledger does not know stays unknown.
 		return
 	}
 	// An HSM wrapping names no key: a trial unwrap inside the HSM tells.
+	// A failure only means "not this key"; the data key is cleared at once.
 	for _, k := range c.keyrings() {
 		if k.Kind() == rewrap.KindKMS || rewrap.Classify(k, cl.Wrapped) != rewrap.MatchUnknown {
 			continue

@@ -32,7 +32,9 @@
 //   - Match: whether a keyring can unwrap a wrapped key, told without a
 //     network call: yes, no or unknown. KMS-wrapped keys are always unknown:
 //     the blob is opaque and the official clients store no key id for
-//     KMS-wrapped keys, so only a KMS call can tell.
+//     KMS-wrapped keys, so only a KMS call can tell. AES/GCM keys wrapped by
+//     an HSM key name no key either: unknown to HSM keyrings, until a trial
+//     unwrap inside the HSM tells (local AES keyrings try offline).
 //   - Budget: every backend call first waits for its limiter: KMS requests
 //     per second per region (Limits), HSM sessions (the pool's size). KMS
 //     throttling that still happens is retried by the SDK's adaptive retry
@@ -61,9 +63,10 @@
 // same key material reads. Which HSM key wraps it is learned from the
 // ledger (the wrapped key's fingerprint) or by a trial unwrap inside the HSM;
 // objects migrated by earlier versions may carry "x-rotator-kek"
-// (MatDescKEK), which is still read. Key-wrap mechanisms
-// (CKM_AES_KEY_WRAP_PAD) are refused for wrapping: no S3EC envelope can store
-// their output (WrapPKCS11KeyWrap is read only).
+// (MatDescKEK), which is still read, and dropped by the next rewrap.
+// Key-wrap mechanisms (Deps.PKCS11Mechanism = CKM_AES_KEY_WRAP_PAD) are
+// refused for wrapping with a systemic CodeUnsupported error: no S3EC
+// envelope can store their output (WrapPKCS11KeyWrap is read only).
 //
 // A local AES or RSA destination stores AES/GCM or RSA-OAEP-SHA1 with the
 // user entries as material description, as the official raw keyrings do.

@@ -68,11 +68,14 @@ func (k *hsmKeyring) ID() string { return k.id }
 // Kind returns KindPKCS11.
 func (k *hsmKeyring) Kind() Kind { return KindPKCS11 }
 
-// Recognize tells from the material description: an AES/GCM or key-wrap
-// wrapped key whose MatDescKEK names this key is MatchYes, one naming
-// another key MatchNo. An AES/GCM key without the entry is MatchUnknown (a
-// raw AES key later imported into the HSM could have wrapped it: only the
-// HSM can tell).
+// Recognize tells what it can offline. An AES/GCM wrapped key carries no
+// key name (Wrap writes none), so it is MatchUnknown: only a trial unwrap
+// inside the HSM can tell (the pipeline does one when the ledger does not
+// know the key). Objects migrated by earlier versions carry MatDescKEK: the
+// entry naming this key is MatchYes, naming another key MatchNo. A
+// WrapPKCS11KeyWrap key made elsewhere is MatchYes when MatDescKEK names
+// this key and MatDescKEKMechanism the pool's mechanism. Anything else is
+// MatchNo.
 func (k *hsmKeyring) Recognize(w Wrapped) Match {
 	named, ok := w.MatDesc[MatDescKEK]
 	switch w.Alg {
@@ -93,17 +96,19 @@ func (k *hsmKeyring) Recognize(w Wrapped) Match {
 	return MatchNo
 }
 
-// Wrap wraps dek inside the HSM. With CKM_AES_GCM (the default) the result is
-// S3EC AES/GCM: a 12-byte IV (read back from the HSM, which may choose its
-// own) || ciphertext || 16-byte tag, AAD = cek.Binding(). With a key-wrap
-// mechanism it is WrapPKCS11KeyWrap. The material description is userDesc
-// unchanged: nothing names the HSM key, because the official clients
+// Wrap wraps dek inside the HSM with CKM_AES_GCM (the default). The result
+// is S3EC AES/GCM: a 12-byte IV (read back from the HSM, which may choose its
+// own) || ciphertext || 16-byte tag, AAD = cek.Binding(). The material
+// description is the user entries of userDesc (UserEntries) and nothing
+// else: nothing names the HSM key, because the official clients
 // compare a reader's encryption context with the whole material
 // description (an extra entry would break every reader that passes one).
 // Which HSM key wraps an object is found by the ledger (the wrapped key's
 // fingerprint) or a trial unwrap inside the HSM (Recognize says
-// MatchUnknown). A key-wrap mechanism is refused: its output cannot be
-// stored in an S3EC envelope.
+// MatchUnknown). A key-wrap mechanism (Deps.PKCS11Mechanism =
+// CKM_AES_KEY_WRAP_PAD or CKM_AES_KEY_WRAP) is refused before any HSM call
+// with a systemic CodeUnsupported error: its output (WrapPKCS11KeyWrap)
+// cannot be stored in an S3EC envelope.
 func (k *hsmKeyring) Wrap(ctx context.Context, dek *envelope.DataKey, cek envelope.ContentAlg, userDesc map[string]string) (Wrapped, error) {
 	if dek.Len() != envelope.DataKeySize {
 		return Wrapped{}, newError("hsm wrap", k.id, CodeBadInput, fmt.Sprintf("data key is %d bytes, want %d", dek.Len(), envelope.DataKeySize), "")

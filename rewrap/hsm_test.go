@@ -133,6 +133,22 @@ func TestHSMErrors(t *testing.T) {
 			t.Errorf("KMS blob: %v", m)
 		}
 	})
+	t.Run("legacy entry dropped", func(t *testing.T) {
+		// A rewrap of an object that names its HSM key (to the same key
+		// or another) stores the user entries only.
+		for _, to := range []Keyring{a, b, local} {
+			res, err := Rewrap(ctx, a, to, named, envelope.ContentAESGCM)
+			if err != nil {
+				t.Fatalf("to %s: %v", to.ID(), err)
+			}
+			if len(res.MatDesc) != 1 || res.MatDesc["tenant"] != "t-1" {
+				t.Errorf("to %s: material description %v, want the user entries only", to.ID(), res.MatDesc)
+			}
+			if dk, err := to.Unwrap(ctx, res.Wrapped, envelope.ContentAESGCM); err != nil || !dk.Equal(dek) {
+				t.Errorf("to %s: unwrap: %v", to.ID(), err)
+			}
+		}
+	})
 	t.Run("named another key", func(t *testing.T) {
 		_, err := Rewrap(ctx, b, local, named, envelope.ContentAESGCM)
 		wantError(t, err, "hsm unwrap", CodeNotFromKey, false, "--from")
@@ -189,7 +205,8 @@ func TestHSMErrors(t *testing.T) {
 }
 
 // TestHSMKeyWrapPad: a key-wrap mechanism is refused for wrapping, with a
-// clear systemic error: no S3EC envelope can store its output.
+// clear systemic error: no S3EC envelope can store its output. Keys wrapped
+// with it elsewhere are still read.
 func TestHSMKeyWrapPad(t *testing.T) {
 	ctx := t.Context()
 	d := newDeps(t, aws.Config{}, func(d *Deps) { hsmDeps(t, d); d.PKCS11Mechanism = pkcs11.CKM_AES_KEY_WRAP_PAD })
@@ -203,7 +220,44 @@ func TestHSMKeyWrapPad(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Rewrap(ctx, local, k, wl, envelope.ContentAESGCM)
+	e := wantError(t, err, "hsm wrap", CodeUnsupported, true, "CKM_AES_GCM")
+	if !strings.Contains(err.Error(), "CKM_AES_KEY_WRAP_PAD") || e.Key != k.ID() {
+		t.Errorf("the error names neither the mechanism nor the key: %v (key %q)", err, e.Key)
+	}
+	_, err = k.Wrap(ctx, dek, envelope.ContentAESGCM, nil)
 	wantError(t, err, "hsm wrap", CodeUnsupported, true, "CKM_AES_GCM")
+
+	// A key wrapped with the mechanism by another tool (or an earlier
+	// version) is recognised and unwrapped.
+	label := spec[strings.LastIndex(spec, "=")+1:]
+	var blob []byte
+	if err := testPool(t, d).Do(ctx, func(s *hsmpool.Session) error {
+		var err error
+		blob, err = s.WrapDataKey(label, dek.Bytes(), nil)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kw := Wrapped{Alg: WrapPKCS11KeyWrap, Key: blob, MatDesc: map[string]string{
+		"tenant": "t-1", MatDescKEK: k.ID(), MatDescKEKMechanism: "CKM_AES_KEY_WRAP_PAD"}}
+	if m := Classify(k, kw); m != MatchYes {
+		t.Errorf("Classify of a key-wrap wrapping naming the key: %v", m)
+	}
+	other := kw
+	other.MatDesc = map[string]string{MatDescKEK: k.ID(), MatDescKEKMechanism: "CKM_AES_KEY_WRAP"}
+	if m := Classify(k, other); m != MatchNo {
+		t.Errorf("Classify of a wrapping with another mechanism: %v", m)
+	}
+	res, err := Rewrap(ctx, k, local, kw, envelope.ContentAESGCM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.MatDesc) != 1 || res.MatDesc["tenant"] != "t-1" || res.Method != "hsm-unwrap+aes-wrap" {
+		t.Errorf("out of key wrap: %v %+v", res.MatDesc, res.Lineage)
+	}
+	if got, err := local.Unwrap(ctx, res.Wrapped, envelope.ContentAESGCM); err != nil || !got.Equal(dek) {
+		t.Errorf("out of key wrap: %v", err)
+	}
 }
 
 // TestConcurrentHSMAndKMS runs many goroutines through one HSM pool and one

@@ -32,8 +32,10 @@ func FromEnvelope(e *envelope.Envelope) (Wrapped, envelope.ContentAlg) {
 // Wrapper wraps data keys under one key.
 type Wrapper interface {
 	// Wrap wraps dek for content algorithm cek. userDesc holds the user
-	// entries of the material description to keep (see UserEntries); the
-	// keyring adds its own entries. It never keeps dek.
+	// entries of the material description to keep (see UserEntries). A KMS
+	// keyring adds aws:x-amz-cek-alg to them (its encryption context);
+	// every other keyring stores them as they are, as the official raw
+	// keyrings do. It never keeps dek.
 	Wrap(ctx context.Context, dek *envelope.DataKey, cek envelope.ContentAlg, userDesc map[string]string) (Wrapped, error)
 }
 
@@ -71,12 +73,14 @@ const (
 	// key named in the material description, or a trial unwrap failed).
 	MatchNo Match = iota
 	// MatchUnknown: only a call to the backend can tell. Always the answer
-	// for kms+context: the ciphertext blob is opaque, and the official
-	// clients store no key id for KMS-wrapped keys.
+	// for kms+context (the ciphertext blob is opaque, and the official
+	// clients store no key id for KMS-wrapped keys), and an HSM keyring's
+	// answer for AES/GCM wrapped keys that name no key (a trial unwrap
+	// inside the HSM tells).
 	MatchUnknown
 	// MatchYes: the keyring unwraps it (checked offline: by a trial unwrap
-	// with a local key, or by the material description naming this HSM
-	// key).
+	// with a local key, or by the MatDescKEK entry of objects migrated by
+	// earlier versions naming this HSM key).
 	MatchYes
 )
 
@@ -224,8 +228,9 @@ func UserEntries(matDesc map[string]string) map[string]string {
 //     to's region (MethodKMSDecryptEncrypt).
 //   - Every other pair: from unwraps, to wraps, and the data key is cleared
 //     at once. A KMS destination gets the user entries of the old material
-//     description plus aws:x-amz-cek-alg as its context; an HSM destination
-//     the user entries plus MatDescKEK.
+//     description plus aws:x-amz-cek-alg as its context; HSM and local
+//     destinations get the user entries only (MatDescKEK left by earlier
+//     versions is dropped).
 //
 // from may be nil only for a KMS source going to a KMS destination. Errors
 // are *Error.
