@@ -124,52 +124,64 @@ func DecryptContent(env *Envelope, dataKey *DataKey, ciphertext []byte) ([]byte,
 	return nil, ferr(env.cekField(), ErrUnknownAlgorithm, fmt.Sprintf("cannot decrypt %v content with %q", env.Format, truncate(string(env.CEKAlg), 40)))
 }
 
-// EncryptContent encrypts a whole object body held in memory as the official
-// Go client does: V2 with AES-256-GCM under a random 12-byte IV, V3 with
-// suite 115 under a random non-zero 28-byte message ID. The returned
-// envelope has no wrapping yet (set it with WithWrappedKey); its
-// UnencryptedContentLength is len(plaintext) for V2 and -1 for V3 (the Go
-// client writes it empty).
-func EncryptContent(format Format, dataKey *DataKey, plaintext []byte, rand io.Reader) (*Envelope, []byte, error) {
-	if len(plaintext) > MaxGCMPlaintext {
-		return nil, nil, ferr("content", ErrBadContentLength, fmt.Sprintf("%d bytes exceed the AES-GCM limit of %d", len(plaintext), int64(MaxGCMPlaintext)))
+// NewContent returns the envelope of a new message of plaintextLen bytes
+// under dataKey, for content encrypted by the caller (in segments, for
+// example): V2 gets a random 12-byte IV and UnencryptedContentLength =
+// plaintextLen, V3 a random non-zero 28-byte message ID and the key
+// commitment derived from dataKey. The envelope has no wrapping yet (set it
+// with WithWrappedKey); ContentKey, ContentIV and ContentAAD give what the
+// content cipher needs. V1 (AES/CBC) is never written.
+func NewContent(format Format, dataKey *DataKey, plaintextLen int64, rand io.Reader) (*Envelope, error) {
+	if plaintextLen < 0 || plaintextLen > MaxGCMPlaintext {
+		return nil, ferr("content", ErrBadContentLength, fmt.Sprintf("%d bytes: AES-GCM protects 0 to %d", plaintextLen, int64(MaxGCMPlaintext)))
 	}
 	if dataKey.Len() != DataKeySize {
-		return nil, nil, ferr("data key", ErrBadKeyLength, fmt.Sprintf("want %d bytes, got %d", DataKeySize, dataKey.Len()))
+		return nil, ferr("data key", ErrBadKeyLength, fmt.Sprintf("want %d bytes, got %d", DataKeySize, dataKey.Len()))
 	}
-	var e *Envelope
 	switch format {
 	case V2:
 		iv := make([]byte, GCMIVSize)
 		if _, err := io.ReadFull(rand, iv); err != nil {
-			return nil, nil, fmt.Errorf("envelope: generate IV: %w", err)
+			return nil, fmt.Errorf("envelope: generate IV: %w", err)
 		}
-		e = &Envelope{Format: V2, CEKAlg: ContentAESGCM, IV: iv, TagLenBits: TagLenBits,
-			UnencryptedContentLength: int64(len(plaintext)), MatDesc: map[string]string{}}
+		return &Envelope{Format: V2, CEKAlg: ContentAESGCM, IV: iv, TagLenBits: TagLenBits,
+			UnencryptedContentLength: plaintextLen, MatDesc: map[string]string{}}, nil
 	case V3:
 		id, err := nonZeroRandom(rand, MessageIDSize)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		e = &Envelope{Format: V3, CEKAlg: ContentCommitKey, MessageID: id,
-			UnencryptedContentLength: -1, MatDesc: map[string]string{}}
 		ck, commitment, err := DeriveV3(dataKey, id)
 		if err != nil {
-			return nil, nil, err
+			return nil, err
 		}
-		defer ck.Clear()
-		e.KeyCommitment = commitment
-		ct, err := gcmSeal(ck.Bytes(), V3ContentIV(), plaintext, V3ContentAAD())
-		if err != nil {
-			return nil, nil, err
-		}
-		return e, ct, nil
+		ck.Clear()
+		return &Envelope{Format: V3, CEKAlg: ContentCommitKey, MessageID: id, KeyCommitment: commitment,
+			UnencryptedContentLength: -1, MatDesc: map[string]string{}}, nil
 	case V1:
-		return nil, nil, ferr("format", ErrReadOnly, "V1 (AES/CBC) content is never written")
+		return nil, ferr("format", ErrReadOnly, "V1 (AES/CBC) content is never written")
 	default:
-		return nil, nil, ferr("format", ErrUnknownAlgorithm, fmt.Sprintf("unknown format %v", format))
+		return nil, ferr("format", ErrUnknownAlgorithm, fmt.Sprintf("unknown format %v", format))
 	}
-	ct, err := gcmSeal(dataKey.Bytes(), e.IV, plaintext, nil)
+}
+
+// EncryptContent encrypts a whole object body held in memory as the official
+// Go client does: V2 with AES-256-GCM under a random 12-byte IV, V3 with
+// suite 115 under a random non-zero 28-byte message ID (see NewContent). The
+// returned envelope has no wrapping yet (set it with WithWrappedKey); its
+// UnencryptedContentLength is len(plaintext) for V2 and -1 for V3 (the Go
+// client writes it empty).
+func EncryptContent(format Format, dataKey *DataKey, plaintext []byte, rand io.Reader) (*Envelope, []byte, error) {
+	e, err := NewContent(format, dataKey, int64(len(plaintext)), rand)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := e.ContentKey(dataKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer key.Clear()
+	ct, err := gcmSeal(key.Bytes(), e.ContentIV(), plaintext, e.ContentAAD())
 	if err != nil {
 		return nil, nil, err
 	}

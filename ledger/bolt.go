@@ -65,7 +65,7 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	}
 	db.MaxBatchDelay = time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta} {
+		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta, bucketUploads} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}

@@ -62,6 +62,7 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"PrepareTakenOver", testPrepareTakenOver},
 		{"PrepareChangedBySomeoneElse", testPrepareChangedBySomeoneElse},
 		{"PrepareConcurrent", testPrepareConcurrent},
+		{"Uploads", testUploads},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if parallel {

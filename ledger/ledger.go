@@ -250,6 +250,20 @@ type Ledger interface {
 	UpdateRun(ctx context.Context, r *Run) error
 	// ListRuns returns every run, oldest first.
 	ListRuns(ctx context.Context) ([]Run, error)
+	// SaveUpload creates or replaces the re-encryption checkpoint of
+	// (u.RunID, u.ID) and sets its UpdatedAt. The claim on u.ID must be held
+	// by u.RunID, else ErrNotClaimed; State above MaxUploadStateBytes is
+	// ErrInvalid.
+	SaveUpload(ctx context.Context, u Upload) error
+	// GetUpload returns the checkpoint of (runID, id), or ErrNotFound.
+	GetUpload(ctx context.Context, runID string, id ObjectID) (Upload, error)
+	// DeleteUpload drops the checkpoint of (runID, id); a no-op when there
+	// is none. It needs no claim (cleanup of abandoned uploads).
+	DeleteUpload(ctx context.Context, runID string, id ObjectID) error
+	// Uploads calls fn for every checkpoint of run runID, in no particular
+	// order, one call at a time; it stops at fn's first error. fn may call
+	// the ledger, DeleteUpload included.
+	Uploads(ctx context.Context, runID string, fn func(Upload) error) error
 	Close() error
 }
 
