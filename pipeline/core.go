@@ -22,8 +22,8 @@ const (
 	// key; the content is never read.
 	ModeRewrap Mode = "rewrap"
 	// ModeReencrypt re-encrypts each selected object under a fresh data key
-	// (incident re-keying). Until the re-encryption engine lands, objects
-	// that need it are reported as pending.
+	// wrapped by the target key (incident re-keying, format upgrades): the
+	// content is read, authenticated and written anew.
 	ModeReencrypt Mode = "reencrypt"
 )
 
@@ -107,6 +107,11 @@ type Core struct {
 	DryRun bool
 	// Parse holds the envelope parser's options.
 	Parse envelope.ParseOptions
+	// Reencrypter re-encrypts objects (ModeReencrypt); nil reports them as
+	// pending. Format is the format re-encrypted objects get: 0 keeps
+	// theirs (V1 becomes V2), envelope.V3 upgrades to key-committing.
+	Reencrypter Reencrypter
+	Format      envelope.Format
 }
 
 func (c *Core) owner() string {
@@ -144,6 +149,9 @@ type Classification struct {
 	// Key is the canonical id of the key the data key is wrapped under,
 	// "" while unknown (a KMS blob nobody has asked KMS about yet).
 	Key string
+	// ReencryptedBy is the run that re-encrypted the object, when the
+	// ledger's record says so and still matches its wrapped key.
+	ReencryptedBy string
 	// KeySource says how Key was learned: "offline" (the keyring
 	// recognised it), "ledger" (a previous run recorded the fingerprint),
 	// "probe" (a trial unwrap in the HSM), "kms" (the service's answer), or "".
@@ -230,6 +238,9 @@ func (c *Core) identify(ctx context.Context, cl *Classification) {
 	if c.Ledger != nil {
 		rec, err := c.Ledger.Get(ctx, c.id(cl))
 		if err == nil && rec.WrapKey != "" && rec.WrappedKeySHA256 == cl.Fingerprint {
+			if rec.State == ledger.StateReencrypted {
+				cl.ReencryptedBy = rec.RunID
+			}
 			cl.Key, cl.KeySource = rec.WrapKey, "ledger"
 			return
 		}
@@ -282,7 +293,9 @@ func (c *Core) selected(key string) bool {
 // code and message.
 func (c *Core) Decide(cl *Classification) (action, code, msg string) {
 	switch {
-	case cl.Key != "" && cl.Key == c.To.ID():
+	case cl.Key != "" && cl.Key == c.To.ID() && c.Mode == ModeReencrypt && cl.KeySource == "ledger" && cl.ReencryptedBy == c.RunID:
+		return ActionSkip, CodeAlreadyTarget, "already re-encrypted by this run"
+	case cl.Key != "" && cl.Key == c.To.ID() && !(c.Mode == ModeReencrypt && c.fromKeyring(cl.Key) != nil):
 		return ActionSkip, CodeAlreadyTarget, "already wrapped under the target key"
 	case cl.Key != "" && !c.selected(cl.Key):
 		return ActionSkip, CodeNotFromKey, "wrapped under " + cl.Key + ", not under a --from key"
@@ -325,9 +338,21 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 		}
 		return o, c.observe(ctx, cl, c.stateFor(o), o.FromKey)
 	case ActionReencrypt:
-		o.Status, o.ErrorCode = StatusPending, CodeNeedsReencrypt
-		o.Message = "needs re-encryption under a fresh data key (legacy algorithm or --mode reencrypt), which this version of rotator does not perform yet"
-		return o, c.observe(ctx, cl, ledger.StateCurrent, o.FromKey)
+		switch {
+		case c.Reencrypter == nil || c.Mode != ModeReencrypt:
+			o.Status, o.ErrorCode = StatusPending, CodeNeedsReencrypt
+			o.Message = "needs re-encryption under a fresh data key (a legacy algorithm): run with --mode reencrypt"
+			return o, c.observe(ctx, cl, ledger.StateCurrent, o.FromKey)
+		case cl.Obj.Noncurrent:
+			o = o.skip(CodeNoncurrent, "an older version: it cannot be re-encrypted in place (list it with 'rotator plan' and delete it once the current version is re-encrypted)")
+			o.Status = StatusPending
+			return o, c.observe(ctx, cl, ledger.StateCurrent, o.FromKey)
+		case c.DryRun:
+			o.Status, o.ErrorCode, o.ToKey = StatusPending, CodeDryRun, c.To.ID()
+			o.Message = "would re-encrypt under a fresh data key (dry run)"
+			return o, nil
+		}
+		return c.reencrypt(ctx, cl, o)
 	}
 	if c.DryRun {
 		o.Status, o.ErrorCode, o.ToKey = StatusPending, CodeDryRun, c.To.ID()
