@@ -30,6 +30,7 @@ var (
 	bucketClaims  = []byte("claims")          // tuple(bucket, key, version) -> boltClaim JSON
 	bucketEvents  = []byte("events")          // tuple(bucket, key, version, run, op) -> eventRecord JSON
 	bucketPrep    = []byte("prepared")        // tuple(run, bucket, key, version, op) -> eventRecord JSON
+	bucketUploads = []byte("uploads")         // tuple(run, bucket, key, version) -> uploadRecord JSON
 	bucketByKey   = []byte("by_wrap_key")     // tuple(wrap key, bucket, key, version) -> empty
 	bucketCounts  = []byte("wrap_key_counts") // wrap key -> int64, big endian
 	bucketRuns    = []byte("runs")            // run id -> runRecord JSON
@@ -65,6 +66,8 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	}
 	db.MaxBatchDelay = time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
+		// Every open creates the buckets a file lacks: one written before a
+		// bucket existed (uploads, prepared) gains it, schema still 1.
 		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta, bucketUploads} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err

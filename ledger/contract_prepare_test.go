@@ -176,9 +176,9 @@ func rawPrepared(t testing.TB, l Ledger, run string) int {
 		for i := range gsiShards {
 			p := dynamodb.NewQueryPaginator(l.c, &dynamodb.QueryInput{
 				TableName:              aws.String(l.table),
-				KeyConditionExpression: aws.String("PK = :pk"),
+				KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :prep)"),
 				ExpressionAttributeValues: map[string]types.AttributeValue{
-					":pk": s(preparedShard(run, fmt.Sprintf("%x", i))),
+					":pk": s(preparedShard(run, fmt.Sprintf("%x", i))), ":prep": s("prep#"),
 				},
 				ConsistentRead: aws.Bool(true),
 				Select:         types.SelectCount,

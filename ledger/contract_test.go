@@ -62,7 +62,8 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"PrepareTakenOver", testPrepareTakenOver},
 		{"PrepareChangedBySomeoneElse", testPrepareChangedBySomeoneElse},
 		{"PrepareConcurrent", testPrepareConcurrent},
-		{"Uploads", testUploads},
+		{"UploadSave", testUploadSave},
+		{"UploadsList", testUploadsList},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if parallel {

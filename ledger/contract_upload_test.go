@@ -2,98 +2,375 @@ package ledger
 
 import (
 	"bytes"
-	"context"
 	"errors"
+	"math/rand/v2"
+	"path/filepath"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
-// testUploads covers re-encryption checkpoints: the claim guard, the size
-// limit, replace, delete, per-run listing and odd keys.
-func testUploads(t *testing.T, open func(...Option) Ledger) {
-	ctx := context.Background()
-	l := open()
-	ids := []ObjectID{
-		{Bucket: "b", Key: "plain"},
-		{Bucket: "b", Key: "odd#%/ключ", VersionID: "v#1%"},
-		{Bucket: "b", Key: "big", VersionID: "3"},
+// The contract of re-encryption checkpoints (SaveUpload, GetUpload,
+// DeleteUpload, Uploads), part of testContract.
+
+// randomState returns n bytes that neither backend can compress, every byte
+// value included.
+func randomState(n int, seed uint64) []byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
 	}
-	u := Upload{ID: ids[0], RunID: "r1", UploadID: "up-1", State: []byte("state-1")}
+	return b
+}
+
+func mustClaim(t *testing.T, l Ledger, id ObjectID, owner string) {
+	t.Helper()
+	if err := l.Claim(ctx, id, owner, time.Hour); err != nil {
+		t.Fatalf("claim %s by %s: %v", id, owner, err)
+	}
+}
+
+func mustSaveUpload(t *testing.T, l Ledger, u Upload) {
+	t.Helper()
+	if err := l.SaveUpload(ctx, u); err != nil {
+		t.Fatalf("save checkpoint of %q by %s: %v", u.ID.String(), u.RunID, err)
+	}
+}
+
+func mustGetUpload(t *testing.T, l Ledger, run string, id ObjectID) Upload {
+	t.Helper()
+	u, err := l.GetUpload(ctx, run, id)
+	if err != nil {
+		t.Fatalf("get checkpoint of %q by %s: %v", id.String(), run, err)
+	}
+	return u
+}
+
+func wantNoUpload(t *testing.T, l Ledger, run string, id ObjectID) {
+	t.Helper()
+	if u, err := l.GetUpload(ctx, run, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get checkpoint of %q by %s: %+v, %v; want ErrNotFound", id.String(), run, u, err)
+	}
+}
+
+// listUploads returns the checkpoints Uploads lists for run, failing on a
+// version listed twice.
+func listUploads(t *testing.T, l Ledger, run string) map[ObjectID]Upload {
+	t.Helper()
+	got := map[ObjectID]Upload{}
+	err := l.Uploads(ctx, run, func(u Upload) error {
+		if _, dup := got[u.ID]; dup {
+			t.Errorf("Uploads(%s) lists %q twice", run, u.ID.String())
+		}
+		got[u.ID] = u
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("Uploads(%s): %v", run, err)
+	}
+	return got
+}
+
+// testUploadSave covers one checkpoint: round trip, replace, the claim
+// guard, validation and the size limit.
+func testUploadSave(t *testing.T, open func(...Option) Ledger) {
+	clk := newClock()
+	l := open(WithClock(clk.Now))
+	id := ObjectID{Bucket: "data-bucket", Key: "video/big.mp4", VersionID: "v1"}
+	wantNoUpload(t, l, "runA", id)
+
+	// The claim guard: none, then another run's.
+	u := Upload{ID: id, RunID: "runA", UploadID: "up-1", State: []byte("parts 1-3")}
 	if err := l.SaveUpload(ctx, u); !errors.Is(err, ErrNotClaimed) {
-		t.Fatalf("save without claim: %v, want ErrNotClaimed", err)
+		t.Fatalf("save without a claim: %v, want ErrNotClaimed", err)
 	}
-	if err := l.Claim(ctx, ids[0], "r2/w", time.Hour); err != nil {
+	mustClaim(t, l, id, "runB/w1")
+	if err := l.SaveUpload(ctx, u); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("save under runB's claim: %v, want ErrNotClaimed", err)
+	}
+	wantNoUpload(t, l, "runA", id)
+	if err := l.Release(ctx, id, "runB/w1"); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.SaveUpload(ctx, u); !errors.Is(err, ErrNotClaimed) {
-		t.Fatalf("save under another run's claim: %v, want ErrNotClaimed", err)
+
+	// Round trip: the bytes as given, UpdatedAt from the ledger's clock
+	// whatever the caller set.
+	mustClaim(t, l, id, "runA/w1")
+	u.State = randomState(4096, 1)
+	u.UpdatedAt = time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	mustSaveUpload(t, l, u)
+	got := mustGetUpload(t, l, "runA", id)
+	if got.ID != id || got.RunID != "runA" || got.UploadID != "up-1" || !bytes.Equal(got.State, u.State) {
+		t.Fatalf("got %+v", got)
 	}
-	if err := l.Release(ctx, ids[0], "r2/w"); err != nil {
-		t.Fatal(err)
+	if !got.UpdatedAt.Equal(clk.Now()) {
+		t.Errorf("UpdatedAt = %v, want the ledger's clock %v", got.UpdatedAt, clk.Now())
 	}
-	for _, id := range ids {
-		if err := l.Claim(ctx, id, "r1/w", time.Hour); err != nil {
-			t.Fatal(err)
+	wantNoUpload(t, l, "runB", id) // checkpoints belong to their run
+
+	// Replace, by another worker of the same run (the claim is the run's).
+	mustClaim(t, l, id, "runA/w2")
+	clk.Advance(time.Minute)
+	mustSaveUpload(t, l, Upload{ID: id, RunID: "runA", UploadID: "up-2", State: []byte("parts 1-4")})
+	got = mustGetUpload(t, l, "runA", id)
+	if got.UploadID != "up-2" || string(got.State) != "parts 1-4" || !got.UpdatedAt.Equal(clk.Now()) {
+		t.Fatalf("after replace: %+v", got)
+	}
+	// Replace with an empty one: nothing of the old one stays.
+	clk.Advance(time.Minute)
+	mustSaveUpload(t, l, Upload{ID: id, RunID: "runA"})
+	got = mustGetUpload(t, l, "runA", id)
+	if got.UploadID != "" || len(got.State) != 0 || !got.UpdatedAt.Equal(clk.Now()) {
+		t.Fatalf("after replace with an empty checkpoint: %+v", got)
+	}
+
+	// The size limit: MaxUploadStateBytes (300 KiB) fits a DynamoDB item,
+	// one byte more is refused and leaves the stored checkpoint alone.
+	big := randomState(MaxUploadStateBytes, 2)
+	mustSaveUpload(t, l, Upload{ID: id, RunID: "runA", UploadID: "up-3", State: big})
+	if got := mustGetUpload(t, l, "runA", id); !bytes.Equal(got.State, big) || got.UploadID != "up-3" {
+		t.Fatalf("a state of %d bytes did not round-trip (%d bytes back)", len(big), len(got.State))
+	}
+	if err := l.SaveUpload(ctx, Upload{ID: id, RunID: "runA", State: randomState(MaxUploadStateBytes+1, 3)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("save of %d bytes of state: %v, want ErrInvalid", MaxUploadStateBytes+1, err)
+	}
+	if got := mustGetUpload(t, l, "runA", id); !bytes.Equal(got.State, big) {
+		t.Fatal("a refused save changed the checkpoint")
+	}
+
+	// Bad arguments.
+	for _, bad := range []Upload{
+		{ID: id, RunID: ""},
+		{ID: id, RunID: "runA/w1"},
+		{ID: id, RunID: "run#A"},
+		{ID: ObjectID{Key: "k"}, RunID: "runA"},
+		{ID: ObjectID{Bucket: "b"}, RunID: "runA"},
+		{ID: ObjectID{Bucket: "b", Key: "\xff"}, RunID: "runA"},
+		{ID: id, RunID: "runA", UploadID: "\xfe"},
+	} {
+		if err := l.SaveUpload(ctx, bad); !errors.Is(err, ErrInvalid) {
+			t.Errorf("SaveUpload(%+v): %v, want ErrInvalid", bad, err)
 		}
 	}
-	if _, err := l.GetUpload(ctx, "r1", ids[0]); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("get before save: %v, want ErrNotFound", err)
+	for _, run := range []string{"", "a/b", "run#A"} {
+		if _, err := l.GetUpload(ctx, run, id); !errors.Is(err, ErrInvalid) {
+			t.Errorf("GetUpload(%q): %v, want ErrInvalid", run, err)
+		}
+		if err := l.DeleteUpload(ctx, run, id); !errors.Is(err, ErrInvalid) {
+			t.Errorf("DeleteUpload(%q): %v, want ErrInvalid", run, err)
+		}
+		if err := l.Uploads(ctx, run, func(Upload) error { return nil }); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Uploads(%q): %v, want ErrInvalid", run, err)
+		}
 	}
-	if err := l.SaveUpload(ctx, u); err != nil {
+	if _, err := l.GetUpload(ctx, "runA", ObjectID{Bucket: "b"}); !errors.Is(err, ErrInvalid) {
+		t.Errorf("GetUpload without a key: %v, want ErrInvalid", err)
+	}
+
+	// Commit leaves the checkpoint alone, and without the claim it can no
+	// longer be saved.
+	obj, ev := change(id, "runA", keyA, keyB)
+	if err := l.Commit(ctx, obj, ev); err != nil {
 		t.Fatal(err)
 	}
-	u.State = []byte("state-2")
-	if err := l.SaveUpload(ctx, u); err != nil {
+	if got := mustGetUpload(t, l, "runA", id); !bytes.Equal(got.State, big) {
+		t.Fatal("Commit changed the checkpoint")
+	}
+	if err := l.SaveUpload(ctx, Upload{ID: id, RunID: "runA"}); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("save after Commit released the claim: %v, want ErrNotClaimed", err)
+	}
+
+	// A claim taken over by another run once the lease expired.
+	id2 := ObjectID{Bucket: "data-bucket", Key: "video/other.mp4"}
+	mustClaim(t, l, id2, "runA/w1")
+	mustSaveUpload(t, l, Upload{ID: id2, RunID: "runA", UploadID: "up-a"})
+	clk.Advance(2 * time.Hour)
+	mustClaim(t, l, id2, "runB/w1")
+	if err := l.SaveUpload(ctx, Upload{ID: id2, RunID: "runA", UploadID: "up-a2"}); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("save after runB took the claim over: %v, want ErrNotClaimed", err)
+	}
+	mustSaveUpload(t, l, Upload{ID: id2, RunID: "runB", UploadID: "up-b"})
+	if a, b := mustGetUpload(t, l, "runA", id2), mustGetUpload(t, l, "runB", id2); a.UploadID != "up-a" || b.UploadID != "up-b" {
+		t.Fatalf("runA's checkpoint %+v, runB's %+v", a, b)
+	}
+
+	// Delete needs no claim (runA lost it); deleting again, or what never
+	// existed, is no error.
+	for range 2 {
+		if err := l.DeleteUpload(ctx, "runA", id2); err != nil {
+			t.Fatal(err)
+		}
+		wantNoUpload(t, l, "runA", id2)
+	}
+	if err := l.DeleteUpload(ctx, "runC", ObjectID{Bucket: "b", Key: "never"}); err != nil {
+		t.Fatalf("delete of a checkpoint that never existed: %v", err)
+	}
+	if got := mustGetUpload(t, l, "runB", id2); got.UploadID != "up-b" {
+		t.Fatalf("deleting runA's checkpoint changed runB's: %+v", got)
+	}
+
+	// Checkpoints outlive the process.
+	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := l.GetUpload(ctx, "r1", ids[0])
-	if err != nil {
+	l = open(WithClock(clk.Now))
+	if got := mustGetUpload(t, l, "runA", id); !bytes.Equal(got.State, big) || got.UploadID != "up-3" {
+		t.Fatalf("after reopening: %d bytes, upload id %q", len(got.State), got.UploadID)
+	}
+}
+
+// testUploadsList covers Uploads: only the run's checkpoints, every one
+// once, across pages, with fn writing to the ledger; and versions whose
+// names look like separators or other sort keys.
+func testUploadsList(t *testing.T, open func(...Option) Ledger) {
+	l := open(WithPageSize(3))
+	ids := append([]ObjectID{
+		{Bucket: "b", Key: "upl#x", VersionID: "upl#"},
+		{Bucket: "b", Key: "prep#x", VersionID: "%"},
+		{Bucket: "b", Key: "nul\x00key", VersionID: "\x00"},
+		{Bucket: "b", Key: "same", VersionID: ""},
+		{Bucket: "b", Key: "same", VersionID: "%23"},
+		{Bucket: "b", Key: "same", VersionID: "%25"},
+		{Bucket: "b", Key: "same", VersionID: "%"},
+	}, oddIDs...)
+	state := func(id ObjectID) []byte { return []byte("state of " + id.String()) }
+	for i, id := range ids {
+		mustClaim(t, l, id, "r1/w")
+		mustSaveUpload(t, l, Upload{ID: id, RunID: "r1", UploadID: "up-" + string(rune('a'+i)), State: state(id)})
+	}
+	// Other runs, one whose id extends r1's, and a prepared event of r1 in
+	// the same partitions.
+	for _, run := range []string{"r10", "r", "r1.0"} {
+		id := ObjectID{Bucket: "b", Key: "of " + run}
+		mustClaim(t, l, id, run+"/w")
+		mustSaveUpload(t, l, Upload{ID: id, RunID: run, State: []byte(run)})
+	}
+	_, ev := change(ids[3], "r1", keyA, keyB)
+	if err := l.Prepare(ctx, ev); err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != ids[0] || got.RunID != "r1" || got.UploadID != "up-1" || string(got.State) != "state-2" || got.UpdatedAt.IsZero() {
-		t.Errorf("got %+v", got)
+
+	for i, id := range ids {
+		got := mustGetUpload(t, l, "r1", id)
+		if got.ID != id || got.UploadID != "up-"+string(rune('a'+i)) || !bytes.Equal(got.State, state(id)) {
+			t.Errorf("get %q: %+v: ids collide", id.String(), got)
+		}
 	}
-	big := bytes.Repeat([]byte{0xa5}, MaxUploadStateBytes)
-	if err := l.SaveUpload(ctx, Upload{ID: ids[2], RunID: "r1", State: append(big, 1)}); !errors.Is(err, ErrInvalid) {
-		t.Errorf("oversized state: %v, want ErrInvalid", err)
-	}
-	if err := l.SaveUpload(ctx, Upload{ID: ids[2], RunID: "r1", State: big}); err != nil {
-		t.Fatalf("state of MaxUploadStateBytes: %v", err)
-	}
-	if got, err := l.GetUpload(ctx, "r1", ids[2]); err != nil || !bytes.Equal(got.State, big) {
-		t.Fatalf("big state round trip: %v", err)
-	}
-	if err := l.SaveUpload(ctx, Upload{ID: ids[1], RunID: "r1", UploadID: "up-odd"}); err != nil {
-		t.Fatal(err)
-	}
-	// Another run's checkpoints are not listed.
-	other := ObjectID{Bucket: "b", Key: "other"}
-	if err := l.Claim(ctx, other, "r10/w", time.Hour); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.SaveUpload(ctx, Upload{ID: other, RunID: "r10"}); err != nil {
-		t.Fatal(err)
-	}
-	seen := map[ObjectID]bool{}
-	err = l.Uploads(ctx, "r1", func(u Upload) error {
-		seen[u.ID] = true
-		return l.DeleteUpload(ctx, u.RunID, u.ID)
+
+	// fn writes to the ledger (a save that replaces the checkpoint it is
+	// given): every checkpoint is still listed once.
+	n := 0
+	err := l.Uploads(ctx, "r1", func(u Upload) error {
+		n++
+		if u.RunID != "r1" || !bytes.Equal(u.State, state(u.ID)) {
+			t.Errorf("listed %+v", u)
+		}
+		u.State = append(u.State, " again"...)
+		return l.SaveUpload(ctx, u)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(seen) != 3 || !seen[ids[0]] || !seen[ids[1]] || !seen[ids[2]] {
-		t.Errorf("run r1 lists %v", seen)
+	got := listUploads(t, l, "r1")
+	if n != len(ids) || len(got) != len(ids) {
+		t.Fatalf("Uploads(r1) called fn %d times, then listed %d; want %d", n, len(got), len(ids))
 	}
 	for _, id := range ids {
-		if _, err := l.GetUpload(ctx, "r1", id); !errors.Is(err, ErrNotFound) {
-			t.Errorf("%s after delete: %v", id, err)
+		if u, ok := got[id]; !ok || string(u.State) != string(state(id))+" again" {
+			t.Errorf("%q: listed %v, %+v", id.String(), ok, u)
 		}
 	}
-	if err := l.DeleteUpload(ctx, "r1", ids[0]); err != nil {
-		t.Errorf("second delete: %v", err)
+
+	// Prepared events and checkpoints share partitions but not listings.
+	var prepared []Event
+	if err := l.Prepared(ctx, "r1", func(e Event) error { prepared = append(prepared, e); return nil }); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := l.GetUpload(ctx, "r10", other); err != nil {
-		t.Errorf("run r10's checkpoint: %v", err)
+	if len(prepared) != 1 || prepared[0].ID != ids[3] {
+		t.Fatalf("Prepared(r1) = %+v, want the one prepared event", prepared)
+	}
+
+	// fn's first error stops the listing.
+	stop := errors.New("stop")
+	n = 0
+	if err := l.Uploads(ctx, "r1", func(Upload) error { n++; return stop }); err != stop || n != 1 {
+		t.Fatalf("Uploads with a failing fn: %v after %d calls, want stop after 1", err, n)
+	}
+
+	// fn deletes what it is given.
+	n = 0
+	err = l.Uploads(ctx, "r1", func(u Upload) error {
+		n++
+		return l.DeleteUpload(ctx, u.RunID, u.ID)
+	})
+	if err != nil || n != len(ids) {
+		t.Fatalf("Uploads deleting: %v after %d calls, want %d", err, n, len(ids))
+	}
+	if got := listUploads(t, l, "r1"); len(got) != 0 {
+		t.Fatalf("after deleting them all, Uploads(r1) lists %d", len(got))
+	}
+	for _, id := range ids {
+		wantNoUpload(t, l, "r1", id)
+	}
+	for _, run := range []string{"r10", "r", "r1.0"} {
+		got := listUploads(t, l, run)
+		id := ObjectID{Bucket: "b", Key: "of " + run}
+		if len(got) != 1 || string(got[id].State) != run {
+			t.Errorf("Uploads(%s) = %+v", run, got)
+		}
+	}
+	if got := listUploads(t, l, "nobody"); len(got) != 0 {
+		t.Errorf("Uploads of a run without checkpoints: %+v", got)
+	}
+	if err := l.Abandon(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+		t.Fatal(err)
+	}
+	if n := rawPrepared(t, l, "r1"); n != 0 {
+		t.Fatalf("%d prepared events left", n)
+	}
+}
+
+// TestBoltUploadsOldFile opens a file written before the uploads bucket
+// existed (schema 1 without it): opening adds the bucket.
+func TestBoltUploadsOldFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	l, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := oid("old-file")
+	mustObserve(t, l, observed(id, keyA))
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error { return tx.DeleteBucket(bucketUploads) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err = Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if got := mustGet(t, l, id); got.WrapKey != keyA {
+		t.Fatalf("record lost: %+v", got)
+	}
+	wantNoUpload(t, l, "runA", id)
+	if got := listUploads(t, l, "runA"); len(got) != 0 {
+		t.Fatalf("Uploads: %+v", got)
+	}
+	mustClaim(t, l, id, "runA/w")
+	mustSaveUpload(t, l, Upload{ID: id, RunID: "runA", UploadID: "up"})
+	if got := mustGetUpload(t, l, "runA", id); got.UploadID != "up" {
+		t.Fatalf("got %+v", got)
 	}
 }

@@ -28,6 +28,12 @@
 //     under each key" from an index, never from a scan.
 //   - Fingerprint: the SHA-256 of a wrapped data key, which names the data
 //     key an event replaced (WrappedKeyFingerprint).
+//   - Upload checkpoint: per run and object version being re-encrypted, the
+//     S3 multipart upload it writes and an opaque state (parts done and
+//     their ETags, sealed GHASH states, the new data key in wrapped form
+//     only), so that a resumed run continues the upload instead of starting
+//     over, or aborts it. Saving one needs the claim, as Prepare does;
+//     deleting one does not. It is not lineage, and Commit leaves it alone.
 //
 // Two backends share one interface: DynamoDB for production (many workers)
 // and an embedded store (pure Go, no server) as the default. Writes are
@@ -79,7 +85,11 @@
 //	event          obj#<h>        evt#<esc(version id)>#<run>#<op>  t=event, bucket, object_key, version_id,
 //	                                                                run_id, op, method, from_key, to_key, at,
 //	                                                                etag_before, etag_after, version_before,
-//	                                                                version_after, old_wrapped_key_sha256
+//	                                                                version_after, old_wrapped_key_sha256,
+//	                                                                new_wrapped_key_sha256
+//	prepared event run#<run>#<d>  prep#<h>#<esc(version id)>#<op>   t=prepared, the event's attributes
+//	upload         run#<run>#<d>  upl#<h>#<esc(version id)>         t=upload, bucket, object_key, version_id,
+//	                                                                run_id, upload_id, state (B), updated_at
 //	run            run            <run id>                          t=run, run_id, config, state, counts,
 //	                                                                checkpoint, revision, created_at, updated_at
 //	key registry   meta           wrap_keys                         keys (string set)
@@ -90,9 +100,11 @@
 // the length prefixes keep the input unambiguous, and Get checks the clear
 // bucket and object_key attributes against a (128-bit) hash collision. esc() writes '%' as %25 and '#' as %23, so '#'
 // only separates fields; run ids ([A-Za-z0-9._:-]) and operations
-// ([a-z0-9+_-]) hold no '#'. An item that holds only claim attributes (a
-// version claimed and never recorded) is no object record and is deleted on
-// release.
+// ([a-z0-9+_-]) hold no '#'. <d> is the first hex digit of <h>: a run's
+// prepared events and upload checkpoints spread over 16 partitions of the
+// run, and Prepared and Uploads query those 16 (with begins_with on "prep#"
+// or "upl#"). An item that holds only claim attributes (a version claimed
+// and never recorded) is no object record and is deleted on release.
 //
 // GSI by_wrap_key: hash key wk_shard = wrap_key "#" one hex digit (a hash of
 // the object version picks one of 16), projecting the object record's
@@ -104,8 +116,10 @@
 // # Embedded store
 //
 // bbolt buckets: objects and claims (keyed by the tuple bucket, key,
-// version), events (bucket, key, version, run, op), by_wrap_key (wrap key,
-// bucket, key, version), wrap_key_counts (wrap key -> count), runs, meta. A
+// version), events (bucket, key, version, run, op), prepared (run, bucket,
+// key, version, op), uploads (run, bucket, key, version), by_wrap_key (wrap
+// key, bucket, key, version), wrap_key_counts (wrap key -> count), runs,
+// meta. Opening a file creates the buckets it lacks (schema 1 throughout). A
 // tuple key writes each component with 0x00 as 0x00 0xff and ends it with
 // 0x00 0x01, so components never run into each other and keys sort like the
 // tuples.

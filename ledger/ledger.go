@@ -251,18 +251,22 @@ type Ledger interface {
 	// ListRuns returns every run, oldest first.
 	ListRuns(ctx context.Context) ([]Run, error)
 	// SaveUpload creates or replaces the re-encryption checkpoint of
-	// (u.RunID, u.ID) and sets its UpdatedAt. The claim on u.ID must be held
-	// by u.RunID, else ErrNotClaimed; State above MaxUploadStateBytes is
-	// ErrInvalid.
+	// (u.RunID, u.ID), with UpdatedAt set to the ledger's clock (u.UpdatedAt
+	// is ignored). The claim on u.ID must be held by u.RunID, else
+	// ErrNotClaimed (the same check as Prepare's). State longer than
+	// MaxUploadStateBytes is refused with ErrInvalid. A checkpoint is not
+	// lineage: only GetUpload and Uploads see it, and Commit leaves it alone
+	// (the caller deletes it).
 	SaveUpload(ctx context.Context, u Upload) error
 	// GetUpload returns the checkpoint of (runID, id), or ErrNotFound.
 	GetUpload(ctx context.Context, runID string, id ObjectID) (Upload, error)
-	// DeleteUpload drops the checkpoint of (runID, id); a no-op when there
-	// is none. It needs no claim (cleanup of abandoned uploads).
+	// DeleteUpload drops the checkpoint of (runID, id); it is a no-op when
+	// there is none. It needs no claim, so that a run can clean up the
+	// uploads it abandoned.
 	DeleteUpload(ctx context.Context, runID string, id ObjectID) error
 	// Uploads calls fn for every checkpoint of run runID, in no particular
-	// order, one call at a time; it stops at fn's first error. fn may call
-	// the ledger, DeleteUpload included.
+	// order, one call at a time. It stops at fn's first error and returns
+	// it. fn may call the ledger, DeleteUpload included.
 	Uploads(ctx context.Context, runID string, fn func(Upload) error) error
 	Close() error
 }

@@ -1,7 +1,6 @@
 package ledger
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -25,7 +24,7 @@ const MaxUploadStateBytes = 300 << 10
 // envelope with its data key wrapped). It never holds a plaintext key; the
 // ledger does not interpret State. Its identity is (RunID, ID).
 type Upload struct {
-	ID        ObjectID
+	ID        ObjectID // the object version being re-encrypted
 	RunID     string
 	UploadID  string    // the S3 multipart upload id; may be empty
 	State     []byte    // at most MaxUploadStateBytes
@@ -60,21 +59,35 @@ func checkUpload(u Upload) error {
 		return err
 	}
 	if len(u.State) > MaxUploadStateBytes {
-		return fmt.Errorf("%w: upload checkpoint of %s: %d bytes of state, at most %d", ErrInvalid, u.ID, len(u.State), MaxUploadStateBytes)
+		return fmt.Errorf("%w: upload checkpoint of %s: %d bytes of state, at most %d (hint: the state must fit one DynamoDB item)", ErrInvalid, u.ID, len(u.State), MaxUploadStateBytes)
+	}
+	if err := validStrings(u.UploadID); err != nil {
+		return fmt.Errorf("upload checkpoint of %s: upload id: %w", u.ID, err)
 	}
 	return nil
 }
 
-func uploadNotClaimed(u Upload, holder string) error {
-	if holder == "" {
-		return fmt.Errorf("%w: checkpoint %s by run %s: no claim (hint: Claim before changing the object)", ErrNotClaimed, u.ID, u.RunID)
+// checkUploadID validates the identity (runID, id) of a checkpoint.
+func checkUploadID(runID string, id ObjectID) error {
+	if err := validRunID(runID); err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: checkpoint %s by run %s: claimed by %s", ErrNotClaimed, u.ID, u.RunID, holder)
+	return validID(id)
 }
 
-// bbolt: bucket "uploads", tuple(run, bucket, key, version) -> JSON.
+func uploadNotFound(runID string, id ObjectID) error {
+	return fmt.Errorf("%w: upload checkpoint of %s by run %s", ErrNotFound, id, runID)
+}
 
-var bucketUploads = []byte("uploads")
+func uploadNotClaimed(u Upload, holder string) error {
+	if holder == "" {
+		return fmt.Errorf("%w: save checkpoint of %s by run %s: no claim (hint: Claim before changing the object)", ErrNotClaimed, u.ID, u.RunID)
+	}
+	return fmt.Errorf("%w: save checkpoint of %s by run %s: claimed by %s", ErrNotClaimed, u.ID, u.RunID, holder)
+}
+
+// bbolt: bucket "uploads", keyed by run first so that Uploads is a prefix
+// scan, like prepared events.
 
 func uploadTuple(run string, id ObjectID) []byte {
 	return tupleKey(run, id.Bucket, id.Key, id.VersionID)
@@ -110,7 +123,7 @@ func (b *boltLedger) SaveUpload(ctx context.Context, u Upload) error {
 }
 
 func (b *boltLedger) GetUpload(ctx context.Context, runID string, id ObjectID) (Upload, error) {
-	if err := validRunID(runID); err != nil {
+	if err := checkUploadID(runID, id); err != nil {
 		return Upload{}, err
 	}
 	var rec uploadRecord
@@ -121,16 +134,19 @@ func (b *boltLedger) GetUpload(ctx context.Context, runID string, id ObjectID) (
 		return err
 	})
 	if err != nil {
-		return Upload{}, err
+		return Upload{}, fmt.Errorf("ledger: get checkpoint of %s: %w", id, err)
 	}
 	if !found {
-		return Upload{}, ErrNotFound
+		return Upload{}, uploadNotFound(runID, id)
 	}
 	return rec.upload()
 }
 
 func (b *boltLedger) DeleteUpload(ctx context.Context, runID string, id ObjectID) error {
-	if err := validRunID(runID); err != nil {
+	if err := checkUploadID(runID, id); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	err := b.write(func(tx *bolt.Tx) error {
@@ -148,21 +164,38 @@ func (b *boltLedger) Uploads(ctx context.Context, runID string, fn func(Upload) 
 	}
 	return pages(ctx, b, bucketUploads, tupleKey(runID), func(_ *bolt.Tx, _, v []byte) (Upload, error) {
 		var rec uploadRecord
-		if err := json.NewDecoder(bytes.NewReader(v)).Decode(&rec); err != nil {
+		if err := json.Unmarshal(v, &rec); err != nil {
 			return Upload{}, fmt.Errorf("ledger: corrupt upload checkpoint: %w", err)
 		}
 		return rec.upload()
 	}, fn)
 }
 
-// DynamoDB: in the run's partition (sharded like prepared events),
-// SK upl#<object hash>#<esc(version)>, t = upload.
+// DynamoDB: a checkpoint is one item (t = upload) in the partition of its
+// run that also holds the run's prepared events on the object (see
+// preparedPK), so that Uploads is a query of the run's 16 partitions. Its
+// sort key starts with "upl#", which no prepared event's does.
+//
+// SaveUpload reads the claim (strongly consistent) and then puts the item
+// unconditionally, as Prepare does: a worker that loses its claim in
+// between writes only its own run's checkpoint, which the new holder never
+// reads.
 
-const typeUpload = "upload"
+const (
+	typeUpload   = "upload"
+	uploadPrefix = "upl#"
+)
 
+// uploadKey returns the partition and sort key of the checkpoint of
+// (run, id).
 func uploadKey(run string, id ObjectID) (pk, sk string) {
 	opk := objectPK(id.Bucket, id.Key)
-	return preparedPK(run, opk), "upl#" + opk[len("obj#"):] + "#" + escape(id.VersionID)
+	return preparedPK(run, opk), uploadSK(opk, id.VersionID)
+}
+
+// uploadSK is unique per object version within the run's partition.
+func uploadSK(objPK, v string) string {
+	return uploadPrefix + objPK[len("obj#"):] + "#" + escape(v)
 }
 
 func (d *dynamoLedger) SaveUpload(ctx context.Context, u Upload) error {
@@ -190,7 +223,7 @@ func (d *dynamoLedger) SaveUpload(ctx context.Context, u Upload) error {
 }
 
 func (d *dynamoLedger) GetUpload(ctx context.Context, runID string, id ObjectID) (Upload, error) {
-	if err := validRunID(runID); err != nil {
+	if err := checkUploadID(runID, id); err != nil {
 		return Upload{}, err
 	}
 	pk, sk := uploadKey(runID, id)
@@ -199,25 +232,30 @@ func (d *dynamoLedger) GetUpload(ctx context.Context, runID string, id ObjectID)
 		return Upload{}, err
 	}
 	if item == nil {
-		return Upload{}, ErrNotFound
+		return Upload{}, uploadNotFound(runID, id)
 	}
-	return decodeUpload(item, id)
+	return decodeUpload(item, &id)
 }
 
-func decodeUpload(item map[string]types.AttributeValue, want ObjectID) (Upload, error) {
+// decodeUpload decodes a checkpoint item; with want, it also checks that the
+// checkpoint is want's (a hash collision would show here).
+func decodeUpload(item map[string]types.AttributeValue, want *ObjectID) (Upload, error) {
 	var rec uploadRecord
 	if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
-		return Upload{}, fmt.Errorf("ledger: corrupt upload checkpoint: %w", err)
+		return Upload{}, fmt.Errorf("ledger: decode upload checkpoint %s/%s: %w", strAttr(item, attrPK), strAttr(item, attrSK), err)
 	}
 	u, err := rec.upload()
-	if err == nil && want.Bucket != "" && u.ID != want {
-		return Upload{}, fmt.Errorf("ledger: checkpoint is on %s, not %s", u.ID, want)
+	if err != nil {
+		return Upload{}, err
 	}
-	return u, err
+	if want != nil && u.ID != *want {
+		return Upload{}, fmt.Errorf("ledger: upload checkpoint %s/%s is on %s, not %s", strAttr(item, attrPK), strAttr(item, attrSK), u.ID, *want)
+	}
+	return u, nil
 }
 
 func (d *dynamoLedger) DeleteUpload(ctx context.Context, runID string, id ObjectID) error {
-	if err := validRunID(runID); err != nil {
+	if err := checkUploadID(runID, id); err != nil {
 		return err
 	}
 	pk, sk := uploadKey(runID, id)
@@ -236,7 +274,7 @@ func (d *dynamoLedger) Uploads(ctx context.Context, runID string, fn func(Upload
 			TableName:              aws.String(d.table),
 			KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :upl)"),
 			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":pk": s(preparedShard(runID, strconv.FormatInt(int64(i), 16))), ":upl": s("upl#"),
+				":pk": s(preparedShard(runID, strconv.FormatInt(int64(i), 16))), ":upl": s(uploadPrefix),
 			},
 			ConsistentRead: aws.Bool(true),
 			Limit:          d.limit(),
@@ -247,7 +285,7 @@ func (d *dynamoLedger) Uploads(ctx context.Context, runID string, fn func(Upload
 				return d.wrap("checkpoints of run "+runID, err)
 			}
 			for _, item := range out.Items {
-				u, err := decodeUpload(item, ObjectID{})
+				u, err := decodeUpload(item, nil)
 				if err != nil {
 					return err
 				}
