@@ -315,10 +315,16 @@ func (r *run) upload(ctx context.Context, ps int64, parts int) (Result, error) {
 	total := obj.Size - tagSize
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.e.inFlight())
+	// The parts done before this call; workers add to r.done under r.mu.
+	r.mu.Lock()
+	todo := make([]int, 0, parts)
 	for n := 1; n < parts; n++ {
-		if _, ok := r.done[n]; ok {
-			continue
+		if _, ok := r.done[n]; !ok {
+			todo = append(todo, n)
 		}
+	}
+	r.mu.Unlock()
+	for _, n := range todo {
 		if gctx.Err() != nil {
 			break
 		}
