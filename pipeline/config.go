@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -16,6 +17,7 @@ import (
 	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/reencrypt"
 	"github.com/rotator-dev/rotator/rewrap"
 )
 
@@ -56,6 +58,25 @@ type Config struct {
 	NoDestinationIfMatch bool  `json:"no_destination_if_match,omitempty"`
 	CopyObjectLock       bool  `json:"copy_object_lock,omitempty"`
 	DryRun               bool  `json:"dry_run,omitempty"`
+	// Re-encryption (ModeReencrypt): Format is "v3" to upgrade objects to
+	// key-committing content (empty keeps each object's format; V1 is
+	// always upgraded); PartSize, PartsInFlight and ReencryptMemory tune
+	// the engine (see reencrypt.Engine).
+	Format          string `json:"format,omitempty"`
+	PartSize        int64  `json:"part_size,omitempty"`
+	PartsInFlight   int    `json:"parts_in_flight,omitempty"`
+	ReencryptMemory int64  `json:"reencrypt_memory,omitempty"`
+}
+
+// format returns the envelope format Format names (0: keep).
+func (c *Config) format() (envelope.Format, error) {
+	switch strings.ToLower(c.Format) {
+	case "", "keep":
+		return 0, nil
+	case "v3":
+		return envelope.V3, nil
+	}
+	return 0, fmt.Errorf("--format %q: want v3 (upgrade to key-committing content) or keep", c.Format)
 }
 
 // Validate checks what can be checked without network calls.
@@ -85,6 +106,21 @@ func (c *Config) Validate() error {
 	default:
 		return fmt.Errorf("--mode %q: want rewrap or reencrypt", c.Mode)
 	}
+	if _, err := c.format(); err != nil {
+		return err
+	}
+	if c.Format != "" && c.mode() != ModeReencrypt {
+		return errors.New("--format applies to --mode reencrypt only (a rewrap keeps the object's content and format)")
+	}
+	if c.mode() == ModeReencrypt && len(c.From) == 0 {
+		return errors.New("--mode reencrypt decrypts each object's data key: name the keys the objects are wrapped under with --from (one or more; with --list too)")
+	}
+	if c.PartSize < 0 || c.PartsInFlight < 0 || c.ReencryptMemory < 0 {
+		return errors.New("--part-size, --parts-in-flight and --reencrypt-memory must not be negative")
+	}
+	if c.PartSize > 0 && c.PartSize < reencrypt.MinPartSize {
+		return fmt.Errorf("--part-size %d: S3 parts are at least %d bytes (5 MiB)", c.PartSize, reencrypt.MinPartSize)
+	}
 	if c.Shard != "" {
 		if _, err := inventory.ParseShard(c.Shard); err != nil {
 			return fmt.Errorf("--shard: %w", err)
@@ -107,6 +143,11 @@ type Env struct {
 	Ledger  ledger.Ledger // nil when opened without one
 	Commit  *commit.Committer
 	S3Limit *rate.Limiter
+
+	// engine is the re-encryption engine of the run last given to Core;
+	// its memory budget is shared by all the run's workers.
+	engineMu sync.Mutex
+	engine   *reencrypt.Engine
 }
 
 // OpenOptions adjust Open.
@@ -190,15 +231,36 @@ func (e *Env) Core(runID, worker string) *Core {
 	if e.Ledger != nil {
 		l = e.Ledger
 	}
-	mode := e.Config.Mode
-	if mode == "" {
-		mode = ModeRewrap
-	}
-	return &Core{
+	mode := e.Config.mode()
+	c := &Core{
 		S3: e.Commit, Ledger: l, To: e.To, From: e.From, Mode: mode,
 		RunID: runID, Owner: owner, InstructionSuffix: e.Config.InstructionSuffix,
 		DryRun: e.Config.DryRun, Parse: envelope.ParseOptions{AllowLegacy: true},
 	}
+	if mode == ModeReencrypt && e.To != nil {
+		c.Format, _ = e.Config.format() // validated by Open
+		c.Reencrypter = e.Engine(runID)
+	}
+	return c
+}
+
+// Engine returns the re-encryption engine of run runID: one per run, so
+// that the run's workers share its memory budget and checkpoints are kept
+// under the run.
+func (e *Env) Engine(runID string) *reencrypt.Engine {
+	e.engineMu.Lock()
+	defer e.engineMu.Unlock()
+	if e.engine == nil || e.engine.RunID != runID {
+		var cp reencrypt.Checkpoints
+		if e.Ledger != nil {
+			cp = e.Ledger
+		}
+		e.engine = &reencrypt.Engine{
+			Reader: e.S3, Writer: e.Commit, Checkpoints: cp, RunID: runID,
+			PartSize: e.Config.PartSize, PartsInFlight: e.Config.PartsInFlight, Memory: e.Config.ReencryptMemory,
+		}
+	}
+	return e.engine
 }
 
 // Source opens the run's inventory, resuming after positions.
@@ -242,6 +304,9 @@ func (c *Config) Describe() string {
 	fmt.Fprintf(&b, "%s %s -> %s", c.mode(), src, c.To)
 	if len(c.From) > 0 {
 		fmt.Fprintf(&b, " (from %s)", strings.Join(c.From, ", "))
+	}
+	if c.Format != "" {
+		fmt.Fprintf(&b, " format %s", c.Format)
 	}
 	if c.Shard != "" {
 		fmt.Fprintf(&b, " shard %s", c.Shard)

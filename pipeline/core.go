@@ -549,6 +549,12 @@ func (c *Core) commitLedger(ctx context.Context, cl *Classification, ev ledger.E
 		CEKAlg: string(cl.CEK), State: ledger.StateRewrapped, ETag: cl.Obj.ETag, RunID: c.RunID,
 		WrappedKeySHA256: ev.NewWrappedKeySHA256,
 	}
+	if ev.Op == ledger.OpReencrypt {
+		// New content: the object's ETag is the new one whatever the
+		// placement (reconciled from the object as it is now).
+		obj.State = ledger.StateReencrypted
+		obj.ETag = cl.Obj.ETag
+	}
 	if cl.Instr == nil {
 		obj.ETag = cr.ETagAfter
 		if cr.VersionAfter != "" {
@@ -562,7 +568,11 @@ func (c *Core) commitLedger(ctx context.Context, cl *Classification, ev ledger.E
 	if cl.Instr == nil && cr.VersionAfter != "" {
 		o.VersionID = cr.VersionAfter
 	}
-	return o.succeed(ev), nil
+	o = o.succeed(ev)
+	if ev.Op == ledger.OpReencrypt {
+		o.Action = ActionReencrypt
+	}
+	return o, nil
 }
 
 // Reconcile outcomes.

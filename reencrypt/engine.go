@@ -217,9 +217,6 @@ func (e *Engine) Reencrypt(ctx context.Context, job Job) (Result, error) {
 	}
 	r := &run{e: e, job: job, id: ledger.ObjectID{Bucket: job.Obj.Bucket, Key: job.Obj.Key, VersionID: job.Obj.VersionID}}
 	defer r.close()
-	if err := r.openOld(ctx); err != nil {
-		return Result{}, err
-	}
 	ps := e.partSize(job.Obj.Size - tagSize)
 	ck, up, err := r.loadCheckpoint(ctx, ps)
 	if err != nil {
@@ -227,8 +224,13 @@ func (e *Engine) Reencrypt(ctx context.Context, job Job) (Result, error) {
 	}
 	if ck != nil && ck.Completed {
 		// The new content landed before an interruption; only the
-		// instruction file is left to write.
+		// instruction file is left to write. (The envelope read now mixes
+		// the new content's metadata with the old instruction file: the
+		// old data key is not needed, nor usable.)
 		return r.completed(ctx, ck)
+	}
+	if err := r.openOld(ctx); err != nil {
+		return Result{}, err
 	}
 	if job.Obj.Size <= ps {
 		return r.single(ctx)

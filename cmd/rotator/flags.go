@@ -65,7 +65,11 @@ func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 // runFlags binds the flags of run (and plan's budget flags).
 func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.To, "to", "", "the target key `SPEC`: kms:KEY-ID|ARN|alias/NAME, pkcs11:token=T;object=L?pin-source=file:/path, aes:/path/key, rsa:/path/key.pem")
-	fs.StringVar((*string)(&c.Mode), "mode", string(pipeline.ModeRewrap), "rewrap (the data key moves to the target key) or reencrypt (a fresh data key; reported as pending in this version)")
+	fs.StringVar((*string)(&c.Mode), "mode", string(pipeline.ModeRewrap), "rewrap (the data key moves to the target key; the body is never read) or reencrypt (the content is re-encrypted under a fresh data key wrapped by --to: for data keys that may be exposed; needs --from)")
+	fs.StringVar(&c.Format, "format", "", "with --mode reencrypt: v3 upgrades objects to key-committing content (default: keep each object's format)")
+	fs.Int64Var(&c.PartSize, "part-size", 0, "with --mode reencrypt: bytes per part of large objects (default 16 MiB, at least 5 MiB; raised to keep within 10,000 parts)")
+	fs.IntVar(&c.PartsInFlight, "parts-in-flight", 0, "with --mode reencrypt: parts of one object read, re-encrypted and uploaded at once (default 4)")
+	fs.Int64Var(&c.ReencryptMemory, "reencrypt-memory", 0, "with --mode reencrypt: bytes of part buffers held by all objects at once (default 128 MiB)")
 	fs.Float64Var(&c.KMSRPS, "kms-rps", 0, "cap on KMS requests per second per region (0: none; the account's quota is shared with everything else)")
 	fs.IntVar(&c.HSMSessions, "hsm-sessions", 0, "PKCS#11 sessions in the pool (default 16)")
 	fs.Int64Var(&c.MultipartThreshold, "multipart-threshold", 0, "objects larger than this many bytes are copied with a multipart copy (default and maximum 5 GiB)")

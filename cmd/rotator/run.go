@@ -108,9 +108,12 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if n.Committed+n.Abandoned+n.Changed > 0 && !out.json {
-		fmt.Fprintf(stderr, "rotator: finished the interrupted writes: %d recorded as done, %d had not landed (processed again), %d changed by someone else\n",
-			n.Committed, n.Abandoned, n.Changed)
+	if n.Committed+n.Abandoned+n.Changed+n.Reencrypted > 0 && !out.json {
+		fmt.Fprintf(stderr, "rotator: finished the interrupted writes: %d recorded as done, %d re-encryptions finished from their checkpoints, %d had not landed (processed again), %d changed by someone else\n",
+			n.Committed, n.Reencrypted, n.Abandoned, n.Changed)
+	}
+	for _, o := range n.Failed {
+		fmt.Fprintf(stderr, "rotator: %s/%s: %s: %s\n", o.Bucket, o.Key, o.ErrorCode, o.Message)
 	}
 	cur, err := env.Ledger.GetRun(ctx, runID)
 	if err != nil {
@@ -194,6 +197,9 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	stop := ui.start()
 	err = runner.Execute(runCtx, interrupt)
 	stop()
+	if err == nil {
+		err = settleUploads(ctx, env, runner.Core, out, stderr)
+	}
 	ui.summary(rec.ID, reportPath, time.Since(start), err)
 
 	switch {
@@ -242,4 +248,29 @@ func workerName() string {
 		h = "host"
 	}
 	return fmt.Sprintf("%s-%d", h, os.Getpid())
+}
+
+// settleUploads gives up the re-encryption checkpoints a finished run
+// still holds (aborting their multipart uploads), keeping those whose
+// instruction file is left to write.
+func settleUploads(ctx context.Context, env *pipeline.Env, core *pipeline.Core, out outputFlags, stderr io.Writer) error {
+	if core.Reencrypter == nil || env.Ledger == nil || env.Config.DryRun {
+		return nil
+	}
+	n, err := pipeline.SettleUploads(ctx, core, env.Ledger, env.Engine(core.RunID))
+	if err != nil {
+		return err
+	}
+	if out.json {
+		return nil
+	}
+	if n.Finished+n.Aborted > 0 {
+		fmt.Fprintf(stderr, "rotator: settled %d leftover re-encryption checkpoints: %d uploads aborted (objects untouched), %d already finished\n",
+			n.Finished+n.Aborted, n.Aborted, n.Finished)
+	}
+	for _, id := range n.Kept {
+		fmt.Fprintf(stderr, "rotator: %s: re-encrypted content landed but its instruction file is not written yet: run 'rotator resume --run-id %s --ledger %s'\n",
+			id, core.RunID, env.Config.Ledger)
+	}
+	return nil
 }

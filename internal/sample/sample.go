@@ -67,9 +67,9 @@ type Options struct {
 	// Count objects, written Concurrency at a time (default 16).
 	Count       int
 	Concurrency int
-	// MaxSize of a body in bytes; sizes are uniform in [0, MaxSize]
-	// (default 4096).
-	MaxSize int
+	// MinSize and MaxSize of a body in bytes; sizes are uniform in
+	// [MinSize, MaxSize] (default MaxSize 4096).
+	MinSize, MaxSize int
 	// Kinds to cycle through (default AllKinds).
 	Kinds []Kind
 }
@@ -98,6 +98,9 @@ func Seed(ctx context.Context, s3c S3, kmsc KMS, opts Options) ([]Object, error)
 	if opts.MaxSize <= 0 {
 		opts.MaxSize = 4096
 	}
+	if opts.MinSize < 0 || opts.MinSize > opts.MaxSize {
+		return nil, fmt.Errorf("sample: MinSize %d not in [0, MaxSize %d]", opts.MinSize, opts.MaxSize)
+	}
 	if len(opts.Kinds) == 0 {
 		opts.Kinds = AllKinds
 	}
@@ -107,11 +110,11 @@ func Seed(ctx context.Context, s3c S3, kmsc KMS, opts Options) ([]Object, error)
 	for i := range objs {
 		g.Go(func() error {
 			kind := opts.Kinds[i%len(opts.Kinds)]
-			n, err := rand.Int(rand.Reader, big.NewInt(int64(opts.MaxSize)+1))
+			n, err := rand.Int(rand.Reader, big.NewInt(int64(opts.MaxSize-opts.MinSize)+1))
 			if err != nil {
 				return err
 			}
-			o := Object{Key: fmt.Sprintf("%s%s/obj-%06d", opts.Prefix, kind, i), Kind: kind, Size: int(n.Int64())}
+			o := Object{Key: fmt.Sprintf("%s%s/obj-%06d", opts.Prefix, kind, i), Kind: kind, Size: opts.MinSize + int(n.Int64())}
 			if err := put(ctx, s3c, kmsc, opts, o); err != nil {
 				return fmt.Errorf("sample %s: %w", o.Key, err)
 			}
