@@ -115,6 +115,16 @@ func (f *cliFixture) rotator(t *testing.T, args ...string) (int, string) {
 // would (unwrap with the key, decrypt, check the tag).
 func (f *cliFixture) opensUnder(t *testing.T, arn string) {
 	t.Helper()
+	for _, o := range f.objs {
+		if pt := f.plaintext(t, o.Key, arn); len(pt) != o.Size {
+			t.Fatalf("%s: %d bytes of plaintext, want %d", o.Key, len(pt), o.Size)
+		}
+	}
+}
+
+// plaintext opens bucket object key under KMS key arn, as a reader would.
+func (f *cliFixture) plaintext(t *testing.T, key, arn string) []byte {
+	t.Helper()
 	d := &rewrap.Deps{AWS: testenv.AWSConfig(t)}
 	defer d.Close()
 	spec, _ := rewrap.ParseSpec("kms:" + arn)
@@ -122,38 +132,37 @@ func (f *cliFixture) opensUnder(t *testing.T, arn string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, o := range f.objs {
-		out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &o.Key})
+	out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	var instr []byte
+	if envelope.NeedsInstructionFile(out.Metadata) {
+		ik := key + envelope.DefaultInstructionSuffix
+		io2, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &ik})
 		if err != nil {
 			t.Fatal(err)
 		}
-		body, _ := io.ReadAll(out.Body)
-		out.Body.Close()
-		var instr []byte
-		if envelope.NeedsInstructionFile(out.Metadata) {
-			ik := o.Key + envelope.DefaultInstructionSuffix
-			io2, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &ik})
-			if err != nil {
-				t.Fatal(err)
-			}
-			instr, _ = io.ReadAll(io2.Body)
-			io2.Body.Close()
-		}
-		env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
-		if err != nil {
-			t.Fatalf("%s: %v", o.Key, err)
-		}
-		w, cek := rewrap.FromEnvelope(env)
-		dek, err := k.Unwrap(ctx, w, cek)
-		if err != nil {
-			t.Fatalf("%s does not open under %s: %v", o.Key, arn, err)
-		}
-		pt, err := envelope.DecryptContent(env, dek, body)
-		dek.Clear()
-		if err != nil || len(pt) != o.Size {
-			t.Fatalf("%s: decrypt: %v (%d bytes, want %d)", o.Key, err, len(pt), o.Size)
-		}
+		instr, _ = io.ReadAll(io2.Body)
+		io2.Body.Close()
 	}
+	env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
+	if err != nil {
+		t.Fatalf("%s: %v", key, err)
+	}
+	w, cek := rewrap.FromEnvelope(env)
+	dek, err := k.Unwrap(ctx, w, cek)
+	if err != nil {
+		t.Fatalf("%s does not open under %s: %v", key, arn, err)
+	}
+	defer dek.Clear()
+	pt, err := envelope.DecryptContent(env, dek, body)
+	if err != nil {
+		t.Fatalf("%s: decrypt: %v", key, err)
+	}
+	return pt
 }
 
 // events counts the lineage events of the bucket in the ledger.

@@ -20,12 +20,13 @@ type progressUI struct {
 	stdout io.Writer
 	stderr io.Writer
 	stats  *pipeline.Stats
+	verb   string // what a success did: "rewrapped" or "re-encrypted"
 	mu     sync.Mutex
 	began  time.Time
 }
 
 func newProgressUI(o outputFlags, stdout, stderr io.Writer, s *pipeline.Stats) *progressUI {
-	return &progressUI{json: o.json, bar: !o.json && !o.noProgress && isTerminal(stderr), stdout: stdout, stderr: stderr, stats: s}
+	return &progressUI{json: o.json, bar: !o.json && !o.noProgress && isTerminal(stderr), stdout: stdout, stderr: stderr, stats: s, verb: "rewrapped"}
 }
 
 // isTerminal reports whether w is a character device.
@@ -154,7 +155,7 @@ func (u *progressUI) summary(runID, report string, took time.Duration, err error
 		u.emit(m)
 		return
 	}
-	fmt.Fprintf(u.stdout, "run %s: %d objects in %s: %d rewrapped, %d skipped, %d pending, %d failed, %d changed by others\nreport: %s\n",
-		runID, s.Done.Load(), took.Round(time.Millisecond), s.Succeeded.Load(), s.Skipped.Load(), s.Pending.Load(),
+	fmt.Fprintf(u.stdout, "run %s: %d objects in %s: %d %s, %d skipped, %d pending, %d failed, %d changed by others\nreport: %s\n",
+		runID, s.Done.Load(), took.Round(time.Millisecond), s.Succeeded.Load(), u.verb, s.Skipped.Load(), s.Pending.Load(),
 		s.Failed.Load(), s.Changed.Load(), report)
 }

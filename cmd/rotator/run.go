@@ -167,6 +167,9 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 		Runs: env.Ledger, Run: rec, Progress: inventory.NewProgress(after), Report: rep, Stats: stats,
 	}
 	ui := newProgressUI(out, stdout, stderr, stats)
+	if env.Config.Mode == pipeline.ModeReencrypt {
+		ui.verb = "re-encrypted"
+	}
 	runner.OnOutcome = ui.outcome
 
 	interrupt := make(chan struct{})
