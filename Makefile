@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench
+.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench bench-big
 
 all: build
 
@@ -33,3 +33,11 @@ fuzz:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# bench-big re-encrypts one BIG_SIZE object through the local stack with
+# rotator and with the official client, and prints time, throughput and
+# peak RSS of each (bench/bigobject).
+BIG_SIZE ?= 4GiB
+bench-big:
+	scripts/stack up
+	. .stack/env && cd bench && $(GO) run ./bigobject -size $(BIG_SIZE)

@@ -1,6 +1,13 @@
-// Package bench holds the benchmarks that compare rotator with a baseline run
-// in the same process: rewraps per second against a bare loop, re-encryption
-// throughput against the standard library's one-shot AES-GCM and against the
-// official S3 Encryption Client. Results are ratios, because these machines
-// are noisy; nothing here is a timed test.
+// Package bench holds the benchmarks that compare rotator with the official
+// S3 Encryption Client and with baselines run in the same process. It is a
+// module of its own (it needs the official client, like interop). Results
+// are ratios or side-by-side figures from the same run, because these
+// machines are noisy; nothing here is a timed test.
+//
+//   - bigobject: one large object (4 GiB by default) re-encrypted through
+//     the local stack by rotator and copied by the official client: wall
+//     time, throughput and peak RSS of each.
+//
+// The in-process benchmarks live with their packages (go test -bench in
+// gcmstream, rewrap and ledger); README.md lists every figure.
 package bench

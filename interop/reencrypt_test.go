@@ -3,15 +3,20 @@ package interop
 import (
 	"bytes"
 	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
+	"strconv"
 	"testing"
 
 	"github.com/aws/amazon-s3-encryption-client-go/v4/commitment"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -33,7 +38,9 @@ import (
 // the new key, with and without the encryption context, with identical
 // plaintext; the old key no longer opens it; the ciphertext is new; user
 // metadata, content type and tags are kept. After the upgrade, v4.0.0
-// reads everything with REQUIRE_ENCRYPT_REQUIRE_DECRYPT.
+// reads everything with REQUIRE_ENCRYPT_REQUIRE_DECRYPT. Legacy V1 AES-CBC
+// objects of the same sizes in the bucket are upgraded to V2 AES-GCM by the
+// first run (V3 by the second).
 func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 	ctx := context.Background()
 	st := newStack(t)
@@ -76,6 +83,16 @@ func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 					ct: aws.ToString(head.ContentType), tags: tagString(t, st, bucket, key)})
 			}
 		}
+	}
+	// Legacy objects (V1, AES-CBC, written by the Java client v1 under KMS):
+	// always upgraded, to V2 AES-GCM (or V3).
+	for _, size := range []int{0, 1, 5*mib - 1, 5*mib + 1, 12*mib + 3} {
+		key := fmt.Sprintf("legacy-v1-cbc/%d bytes", size)
+		body := randomBytes(size)
+		putV1CBC(t, st, bucket, key, a, body)
+		raw, meta, head := st.raw(t, bucket, key)
+		objs = append(objs, written{key: key, body: body, writer: "legacy", raw: raw, meta: userMeta(meta),
+			ct: aws.ToString(head.ContentType), tags: tagString(t, st, bucket, key)})
 	}
 	ledgerURL := filepath.Join(t.TempDir(), "ledger.db")
 
@@ -138,6 +155,9 @@ func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 			}
 			for rname, cl := range readers {
 				for _, withContext := range []bool{false, true} {
+					if withContext && o.writer == "legacy" {
+						continue // written without an application context
+					}
 					var got []byte
 					var err error
 					if withContext {
@@ -161,4 +181,40 @@ func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 	t.Run("keep", func(t *testing.T) { check(t, b, a, false) })
 	run("reencrypt-v3", pipeline.Config{To: "kms:" + c, From: []string{"kms:" + b}, Format: "v3"})
 	t.Run("upgrade", func(t *testing.T) { check(t, c, b, true) })
+}
+
+// putV1CBC writes a legacy object as the Java client v1 wrote them under
+// KMS: x-amz-key (the KMS blob, context = the material description
+// {"kms_cmk_id": KEY}), x-amz-iv, x-amz-matdesc, x-amz-wrap-alg "kms", and
+// AES-256-CBC content with PKCS#5 padding.
+func putV1CBC(t *testing.T, st *stack, bucket, key, kmsKey string, plain []byte) {
+	t.Helper()
+	ctx := context.Background()
+	md := map[string]string{"kms_cmk_id": kmsKey}
+	dk, err := st.kms.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: &kmsKey, KeySpec: "AES_256", EncryptionContext: md})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv := randomBytes(aes.BlockSize)
+	b, err := aes.NewCipher(dk.Plaintext)
+	clear(dk.Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := aes.BlockSize - len(plain)%aes.BlockSize
+	ct := append(append([]byte(nil), plain...), bytes.Repeat([]byte{byte(p)}, p)...)
+	cipher.NewCBCEncrypter(b, iv).CryptBlocks(ct, ct)
+	mdJSON, _ := json.Marshal(md)
+	meta := map[string]string{
+		"x-amz-key":                        base64.StdEncoding.EncodeToString(dk.CiphertextBlob),
+		"x-amz-iv":                         base64.StdEncoding.EncodeToString(iv),
+		"x-amz-matdesc":                    string(mdJSON),
+		"x-amz-wrap-alg":                   "kms",
+		"x-amz-unencrypted-content-length": strconv.Itoa(len(plain)),
+		"owner":                            "team-x",
+	}
+	if _, err := st.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(ct),
+		Metadata: meta, ContentType: aws.String("text/plain"), Tagging: aws.String("project=interop")}); err != nil {
+		t.Fatal(err)
+	}
 }

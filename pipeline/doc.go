@@ -13,6 +13,17 @@
 //     the object: it is reported as changed and left alone.
 //   - Per-object core: classify, act and commit for one object, callable on
 //     its own (the pipeline, a shard, or an S3 Batch Operations handler).
+//   - Re-encrypt mode (ModeReencrypt): objects under the --from keys are
+//     re-encrypted under fresh data keys by a Reencrypter (reencrypt.Engine,
+//     one per run, so that the run's workers share its memory budget and
+//     checkpoints are kept under the run id). Under --from == --to an object
+//     is re-encrypted once per run (the ledger's record says which run did).
+//   - Reconcile: on resume, each prepared ledger event (a write whose
+//     outcome was not recorded) is settled from the object as it is now;
+//     a re-encryption that had not landed is taken up again at once from its
+//     checkpoint (ReconcileRun).
+//   - Settle: at the end of a run, checkpoints the run still holds are given
+//     up, their multipart uploads aborted (SettleUploads).
 //
 // Stages are errgroup goroutines joined by channels with bounded workers;
 // every send selects on the context. A failure of one object is reported and

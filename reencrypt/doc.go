@@ -50,6 +50,21 @@
 //     call finishes it on the next call (Completed), and a write whose
 //     response was lost is recognised by authenticating the object's
 //     current content under the new key.
+//   - Legacy AES-CBC content (V1, and V2 with AES/CBC/PKCS5Padding) is
+//     always upgraded (to V2 AES-GCM, or V3): each part is decrypted with
+//     the ciphertext block before it as IV (one more 16-byte ranged GET)
+//     and sealed under the new key. CBC has no tag: the PKCS#5 padding of
+//     the last block, read and checked before anything is written, gives
+//     the plaintext length (the new object's x-amz-unencrypted-content-length
+//     and size) and is the only check a wrong key or altered content can
+//     fail. Data keys under the legacy "kms" wrapping are unwrapped with KMS
+//     Decrypt (context = the material description); the other legacy
+//     wrappings (AESWrap, AES/ECB, RSA PKCS#1 v1.5) are not unwrapped.
+//   - Leftover and Settle: a checkpoint still in the ledger when its run
+//     ends (an object given up, or changed by someone else after an
+//     interruption). Settle aborts its upload and drops it, except when the
+//     new content landed and only its instruction file is left to write:
+//     then the checkpoint, the only copy of the new envelope, is kept.
 //   - Landed: a commit write whose response was lost fails its own retry. The
 //     engine then reads the object: it is ours when its metadata carries the
 //     new wrapped key, or (instruction file) its content authenticates under

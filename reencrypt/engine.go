@@ -206,34 +206,58 @@ func targetFormat(env *envelope.Envelope, want envelope.Format) envelope.Format 
 func (e *Engine) Reencrypt(ctx context.Context, job Job) (Result, error) {
 	e.init()
 	env := job.Env
+	r := &run{e: e, job: job, id: ledger.ObjectID{Bucket: job.Obj.Bucket, Key: job.Obj.Key, VersionID: job.Obj.VersionID}}
+	defer r.close()
 	switch {
 	case env.CEKAlg == envelope.ContentAESGCM && env.Format == envelope.V2,
 		env.CEKAlg == envelope.ContentCommitKey && env.Format == envelope.V3:
+		if job.Obj.Size < tagSize {
+			return Result{}, fmt.Errorf("%w: the object has %d bytes, less than an AES-GCM tag: it is not S3 Encryption Client content (left untouched)", ErrAuthentication, job.Obj.Size)
+		}
+	case isCBC(env):
+		r.cbc = true
 	default:
-		return Result{}, fmt.Errorf("%w: %v content %q (AES/CBC upgrades are not supported yet)", ErrUnsupported, env.Format, env.CEKAlg)
+		return Result{}, fmt.Errorf("%w: %v content %q", ErrUnsupported, env.Format, env.CEKAlg)
 	}
-	if job.Obj.Size < tagSize {
-		return Result{}, fmt.Errorf("%w: the object has %d bytes, less than an AES-GCM tag: it is not S3 Encryption Client content (left untouched)", ErrAuthentication, job.Obj.Size)
-	}
-	r := &run{e: e, job: job, id: ledger.ObjectID{Bucket: job.Obj.Bucket, Key: job.Obj.Key, VersionID: job.Obj.VersionID}}
-	defer r.close()
-	ps := e.partSize(job.Obj.Size - tagSize)
-	ck, up, err := r.loadCheckpoint(ctx, ps)
-	if err != nil {
+	// A checkpoint whose new content landed needs neither the old data key
+	// nor the old content's length: look for one first.
+	if ck, up, err := r.loadCheckpoint(ctx); err != nil {
 		return Result{}, err
-	}
-	if ck != nil && ck.Completed {
-		// The new content landed before an interruption; only the
-		// instruction file is left to write. (The envelope read now mixes
-		// the new content's metadata with the old instruction file: the
-		// old data key is not needed, nor usable.)
+	} else if ck != nil && ck.Completed {
+		// Only the instruction file is left to write. (The envelope read
+		// now mixes the new content's metadata with the old instruction
+		// file: the old data key is not needed, nor usable.)
 		return r.completed(ctx, ck)
+	} else if ck != nil {
+		r.resumeCk, r.resumeUp = ck, up
 	}
 	if err := r.openOld(ctx); err != nil {
 		return Result{}, err
 	}
-	if job.Obj.Size <= ps {
-		return r.single(ctx)
+	// textLen: the content's plaintext (and new ciphertext) length.
+	r.textLen = job.Obj.Size - tagSize
+	if r.cbc {
+		var err error
+		if r.textLen, err = r.cbcPlainLength(ctx, job.Obj.Size); err != nil {
+			return Result{}, err
+		}
+	}
+	ps := e.partSize(r.textLen)
+	ck, up := r.resumeCk, r.resumeUp
+	if ck != nil && ck.PartSize != ps {
+		// Another part size (the settings changed): start over.
+		if err := r.forgetStale(ctx, up); err != nil {
+			return Result{}, err
+		}
+		ck, up = nil, ""
+	}
+	if r.textLen+tagSize <= ps {
+		if ck != nil {
+			if err := r.forgetStale(ctx, up); err != nil {
+				return Result{}, err
+			}
+		}
+		return r.single(ctx, ps)
 	}
 	return r.multipart(ctx, ps, ck, up)
 }
@@ -244,8 +268,16 @@ type run struct {
 	job Job
 	id  ledger.ObjectID
 
-	old, new *gcmstream.Stream
-	newEnv   *envelope.Envelope
+	old    oldMessage
+	new    *gcmstream.Stream
+	newEnv *envelope.Envelope
+	// cbc: the old content is legacy AES-CBC; textLen is its plaintext
+	// length (the new ciphertext's), without the tag.
+	cbc     bool
+	textLen int64
+	// A checkpoint found for this object version, to resume.
+	resumeCk *checkpoint
+	resumeUp string
 
 	mu   sync.Mutex
 	ck   *checkpoint
@@ -279,6 +311,10 @@ func (r *run) openOld(ctx context.Context) error {
 		return err
 	}
 	defer ck.Clear()
+	if r.cbc {
+		r.old, err = openCBC(ck.Bytes(), r.job.Env.ContentIV())
+		return err
+	}
 	r.old, err = gcmstream.New(ck.Bytes(), r.job.Env.ContentIV(), r.job.Env.ContentAAD())
 	return err
 }
@@ -303,7 +339,7 @@ func (r *run) openNew(ctx context.Context, resume map[string]string) error {
 			return err
 		}
 		format := targetFormat(r.job.Env, r.job.Format)
-		env, err := envelope.NewContent(format, dek, r.job.Obj.Size-tagSize, r.e.rand())
+		env, err := envelope.NewContent(format, dek, r.textLen, r.e.rand())
 		if err != nil {
 			dek.Clear()
 			return err
@@ -397,11 +433,34 @@ func (r *run) get(ctx context.Context, buf []byte, off int64) error {
 	return nil
 }
 
-// reencrypt re-encrypts buf (ciphertext at offset off of the message) in
-// place and returns the Partials of the old and the new ciphertext.
-func (r *run) reencrypt(ctx context.Context, buf []byte, off int64) (gcmstream.Partial, gcmstream.Partial, error) {
-	w := window{buf: buf, base: off}
-	return r.e.Crypto.ReencryptRange(ctx, r.old, r.new, w, w, off, int64(len(buf)))
+// reencrypt re-encrypts in place the old ciphertext at offset off of the
+// content, buf[:oldLen], into the new ciphertext buf[:n], and returns the
+// Partials of the old and the new ciphertext. n == oldLen but for the last
+// part of AES-CBC content, whose padding is dropped.
+func (r *run) reencrypt(ctx context.Context, buf []byte, oldLen, n int, off int64) (gcmstream.Partial, gcmstream.Partial, error) {
+	if !r.cbc {
+		w := window{buf: buf[:n], base: off}
+		return r.e.Crypto.ReencryptRange(ctx, r.old.(*gcmstream.Stream), r.new, w, w, off, int64(n))
+	}
+	defer clear(buf[n:oldLen]) // padding
+	if err := r.cbcDecrypt(ctx, buf[:oldLen], off); err != nil {
+		return gcmstream.Partial{}, gcmstream.Partial{}, err
+	}
+	np, err := r.e.Crypto.SealAt(ctx, r.new, buf[:n], buf[:n], off)
+	return gcmstream.Partial{}, np, err
+}
+
+// oldLen returns how many bytes of old content the part at off of n bytes
+// of new ciphertext (without the tag) is read from.
+func (r *run) oldLen(off int64, n int64, last bool) int64 {
+	switch {
+	case !last:
+		return n
+	case r.cbc:
+		return r.job.Obj.Size - off // the padding too
+	default:
+		return n + tagSize
+	}
 }
 
 // window is a buffer seen as the bytes [base, base+len(buf)) of a message.
@@ -428,25 +487,30 @@ func (r *run) verifyOld(total gcmstream.Partial, tag []byte) error {
 
 // single re-encrypts an object that fits in one part: one GET, one
 // PutObject. Nothing needs a checkpoint: an interrupted call starts over.
-func (r *run) single(ctx context.Context) (Result, error) {
-	size := r.job.Obj.Size
+func (r *run) single(ctx context.Context, ps int64) (Result, error) {
+	n := r.textLen
+	size := n + tagSize // of the new object
 	if err := r.openNew(ctx, nil); err != nil {
 		return Result{}, err
 	}
-	buf, release, err := r.buffer(ctx, size)
+	oldLen := r.oldLen(0, n, true)
+	buf, release, err := r.buffer(ctx, max(size, oldLen))
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
-	if err := r.get(ctx, buf, 0); err != nil {
+	if err := r.get(ctx, buf[:oldLen], 0); err != nil {
 		return Result{}, err
 	}
-	n := size - tagSize
-	oldTag := append([]byte(nil), buf[n:]...)
-	op, np, err := r.reencrypt(ctx, buf[:n], 0)
+	var oldTag []byte
+	if !r.cbc {
+		oldTag = append([]byte(nil), buf[n:size]...)
+	}
+	op, np, err := r.reencrypt(ctx, buf, int(oldLen), int(n), 0)
 	if err != nil {
 		return Result{}, err
 	}
+	buf = buf[:size]
 	if err := r.verifyOld(op, oldTag); err != nil {
 		return Result{}, err
 	}
@@ -467,7 +531,7 @@ func (r *run) single(ctx context.Context) (Result, error) {
 	if r.job.Instr != nil {
 		// The instruction file is written after the object: a checkpoint
 		// keeps the new envelope in between.
-		r.ck = r.newCheckpoint(r.e.partSize(size - tagSize))
+		r.ck = r.newCheckpoint(ps)
 		if err := r.save(ctx); err != nil {
 			return Result{}, err
 		}

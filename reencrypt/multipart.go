@@ -20,7 +20,7 @@ import (
 // loadCheckpoint returns this run's checkpoint of the object, if any and
 // still valid for the object as classified. A checkpoint for another state
 // of the object (it changed since) is dropped and its upload aborted.
-func (r *run) loadCheckpoint(ctx context.Context, ps int64) (*checkpoint, string, error) {
+func (r *run) loadCheckpoint(ctx context.Context) (*checkpoint, string, error) {
 	if r.e.Checkpoints == nil {
 		return nil, "", nil
 	}
@@ -40,10 +40,9 @@ func (r *run) loadCheckpoint(ctx context.Context, ps int64) (*checkpoint, string
 	switch {
 	case ck.Completed && r.job.Obj.ETag == ck.ETagAfter && r.job.Instr != nil:
 		return ck, u.UploadID, nil
-	case !ck.Completed && ck.SourceETag == r.job.Obj.ETag && ck.Size == r.job.Obj.Size &&
-		ck.PartSize == ps && ck.ToKey == r.job.To.ID():
-		return ck, u.UploadID, nil
-	case r.job.Instr != nil && ck.SourceETag != r.job.Obj.ETag && ck.Size == r.job.Obj.Size && ck.ToKey == r.job.To.ID():
+	case !ck.Completed && ck.SourceETag == r.job.Obj.ETag && ck.Size == r.job.Obj.Size && ck.ToKey == r.job.To.ID():
+		return ck, u.UploadID, nil // the caller checks the part size
+	case r.job.Instr != nil && ck.SourceETag != r.job.Obj.ETag && ck.ToKey == r.job.To.ID():
 		// The object changed since the checkpoint: maybe by our own write,
 		// interrupted before it was recorded. Its content tells.
 		if err := r.openNew(ctx, ck.NewEnvelope); err != nil {
@@ -119,7 +118,7 @@ func (r *run) landed(ctx context.Context, werr error) (bool, error) {
 	}
 	ctx = context.WithoutCancel(ctx)
 	cur, err := r.e.Writer.Head(ctx, r.job.Obj.Bucket, r.job.Obj.Key, "")
-	if err != nil || cur.ETag == r.job.Obj.ETag || cur.Size != r.job.Obj.Size {
+	if err != nil || cur.ETag == r.job.Obj.ETag || cur.Size != r.textLen+tagSize {
 		return false, nil
 	}
 	if r.job.Instr == nil {
@@ -201,7 +200,7 @@ func (r *run) completed(ctx context.Context, ck *checkpoint) (Result, error) {
 		return Result{}, fmt.Errorf("reencrypt: checkpoint envelope: %w", err)
 	}
 	r.newEnv, r.ck = env, ck
-	res := Result{NewEnv: env, Bytes: r.job.Obj.Size, Parts: len(ck.Parts), Resumed: len(ck.Parts),
+	res := Result{NewEnv: env, Bytes: r.job.Obj.Size, Parts: max(1, len(ck.Parts)), Resumed: len(ck.Parts),
 		Commit: commit.Result{ETagBefore: ck.SourceETag, VersionBefore: ck.SourceVersion, ETagAfter: ck.ETagAfter, VersionAfter: ck.VersionAfter}}
 	return r.finish(ctx, res)
 }
@@ -209,7 +208,7 @@ func (r *run) completed(ctx context.Context, ck *checkpoint) (Result, error) {
 // multipart re-encrypts a large object part by part.
 func (r *run) multipart(ctx context.Context, ps int64, ck *checkpoint, up string) (Result, error) {
 	obj := r.job.Obj
-	total := obj.Size - tagSize
+	total := r.textLen
 	parts := int((total + ps - 1) / ps)
 	r.olds, r.news, r.done = map[int]gcmstream.Partial{}, map[int]gcmstream.Partial{}, map[int]types.CompletedPart{}
 	resumed := 0
@@ -270,7 +269,7 @@ func (r *run) finishLanded(ctx context.Context, parts, resumed int) (Result, err
 	if err != nil {
 		return Result{}, err
 	}
-	res := Result{NewEnv: r.newEnv, Parts: parts, Resumed: resumed, Bytes: r.job.Obj.Size,
+	res := Result{NewEnv: r.newEnv, Parts: parts, Resumed: resumed, Bytes: r.textLen + tagSize,
 		Commit: commit.Result{ETagBefore: r.job.Obj.ETag, VersionBefore: r.job.Obj.VersionID, ETagAfter: cur.ETag, VersionAfter: cur.VersionID, Parts: parts}}
 	return r.finish(ctx, res)
 }
@@ -285,7 +284,8 @@ func (r *run) restore(ck *checkpoint) error {
 		if r.newPrefix, err = r.new.UnmarshalPartial(ck.NewPrefix); err != nil {
 			return err
 		}
-		if r.oldPrefix.Offset() != 0 || r.oldPrefix.Len() != int64(ck.Prefix)*ck.PartSize || r.newPrefix.Len() != r.oldPrefix.Len() {
+		if n := int64(ck.Prefix) * ck.PartSize; r.newPrefix.Offset() != 0 || r.newPrefix.Len() != n ||
+			!r.cbc && (r.oldPrefix.Offset() != 0 || r.oldPrefix.Len() != n) {
 			return fmt.Errorf("%w: prefix state covers another range", errCheckpoint)
 		}
 	}
@@ -312,7 +312,7 @@ func (r *run) restore(ck *checkpoint) error {
 // the old tag and completes the upload.
 func (r *run) upload(ctx context.Context, ps int64, parts int) (Result, error) {
 	obj := r.job.Obj
-	total := obj.Size - tagSize
+	total := r.textLen
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(r.e.inFlight())
 	// The parts done before this call; workers add to r.done under r.mu.
@@ -338,7 +338,7 @@ func (r *run) upload(ctx context.Context, ps int64, parts int) (Result, error) {
 			if err := r.get(gctx, buf, off); err != nil {
 				return err
 			}
-			op, np, err := r.reencrypt(gctx, buf, off)
+			op, np, err := r.reencrypt(gctx, buf, int(ps), int(ps), off)
 			if err != nil {
 				return err
 			}
@@ -358,19 +358,24 @@ func (r *run) upload(ctx context.Context, ps int64, parts int) (Result, error) {
 	// The last part: the rest of the ciphertext, then the tag.
 	off := int64(parts-1) * ps
 	ln := total - off
-	buf, release, err := r.buffer(ctx, ln+tagSize)
+	oldLen := r.oldLen(off, ln, true)
+	buf, release, err := r.buffer(ctx, max(ln+tagSize, oldLen))
 	if err != nil {
 		return Result{}, err
 	}
 	defer release()
-	if err := r.get(ctx, buf, off); err != nil {
+	if err := r.get(ctx, buf[:oldLen], off); err != nil {
 		return Result{}, err
 	}
-	oldTag := append([]byte(nil), buf[ln:]...)
-	op, np, err := r.reencrypt(ctx, buf[:ln], off)
+	var oldTag []byte
+	if !r.cbc {
+		oldTag = append([]byte(nil), buf[ln:ln+tagSize]...)
+	}
+	op, np, err := r.reencrypt(ctx, buf, int(oldLen), int(ln), off)
 	if err != nil {
 		return Result{}, err
 	}
+	buf = buf[:ln+tagSize]
 	oldTotal, newTotal := op, np
 	if r.ck.Prefix > 0 {
 		if oldTotal, err = r.old.Combine(r.oldPrefix, op); err != nil {
@@ -407,7 +412,7 @@ func (r *run) upload(ctx context.Context, ps int64, parts int) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
-	return Result{NewEnv: r.newEnv, Commit: cr, Parts: parts, Bytes: obj.Size}, nil
+	return Result{NewEnv: r.newEnv, Commit: cr, Parts: parts, Bytes: r.textLen + tagSize}, nil
 }
 
 // record adds an uploaded part to the checkpoint, folding the parts that

@@ -75,7 +75,7 @@ func (e *Engine) Settle(ctx context.Context, lo Leftover) (string, error) {
 		// Unchanged: the upload never completed.
 	case lo.Instruction:
 		landed := ck.Completed && cur.ETag == ck.ETagAfter
-		if !landed && cur.Size == ck.Size {
+		if !landed {
 			landed, err = e.ownContent(ctx, cur, ck, lo.To, u.RunID)
 			if err != nil {
 				return "", err
