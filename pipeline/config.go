@@ -66,6 +66,10 @@ type Config struct {
 	PartSize        int64  `json:"part_size,omitempty"`
 	PartsInFlight   int    `json:"parts_in_flight,omitempty"`
 	ReencryptMemory int64  `json:"reencrypt_memory,omitempty"`
+	// DeleteOldVersions (ModeReencrypt with AllVersions): older versions
+	// under a --from key are deleted once the key's current version is
+	// re-encrypted, unless Object Lock protects them.
+	DeleteOldVersions bool `json:"delete_old_versions,omitempty"`
 }
 
 // format returns the envelope format Format names (0: keep).
@@ -114,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.mode() == ModeReencrypt && len(c.From) == 0 {
 		return errors.New("--mode reencrypt decrypts each object's data key: name the keys the objects are wrapped under with --from (one or more; with --list too)")
+	}
+	if c.DeleteOldVersions && (c.mode() != ModeReencrypt || !c.AllVersions) {
+		return errors.New("--delete-old-versions needs --mode reencrypt and --all-versions (run it with --dry-run first to see the versions it would delete)")
 	}
 	if c.PartSize < 0 || c.PartsInFlight < 0 || c.ReencryptMemory < 0 {
 		return errors.New("--part-size, --parts-in-flight and --reencrypt-memory must not be negative")
@@ -240,6 +247,9 @@ func (e *Env) Core(runID, worker string) *Core {
 	if mode == ModeReencrypt && e.To != nil {
 		c.Format, _ = e.Config.format() // validated by Open
 		c.Reencrypter = e.Engine(runID)
+		if e.Config.DeleteOldVersions {
+			c.Versions = e.Commit
+		}
 	}
 	return c
 }
@@ -307,6 +317,9 @@ func (c *Config) Describe() string {
 	}
 	if c.Format != "" {
 		fmt.Fprintf(&b, " format %s", c.Format)
+	}
+	if c.DeleteOldVersions {
+		b.WriteString(" deleting older versions")
 	}
 	if c.Shard != "" {
 		fmt.Fprintf(&b, " shard %s", c.Shard)

@@ -32,6 +32,9 @@ const (
 	ActionSkip      = "skip"
 	ActionRewrap    = "rewrap"
 	ActionReencrypt = "reencrypt"
+	// ActionDeleteVersion: an older version under a --from key deleted in
+	// re-encrypt mode (--delete-old-versions).
+	ActionDeleteVersion = "delete-version"
 )
 
 // Error codes of outcomes that are not AWS error codes. Codes of key
@@ -112,6 +115,9 @@ type Core struct {
 	// theirs (V1 becomes V2), envelope.V3 upgrades to key-committing.
 	Reencrypter Reencrypter
 	Format      envelope.Format
+	// Versions, in re-encrypt mode, deletes older versions under a --from
+	// key (--delete-old-versions); nil reports them as pending.
+	Versions VersionDeleter
 }
 
 func (c *Core) owner() string {
@@ -344,9 +350,7 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 			o.Message = "needs re-encryption under a fresh data key (a legacy algorithm): run with --mode reencrypt"
 			return o, c.observe(ctx, cl, ledger.StateCurrent, o.FromKey)
 		case cl.Obj.Noncurrent:
-			o = o.skip(CodeNoncurrent, "an older version: it cannot be re-encrypted in place (list it with 'rotator plan' and delete it once the current version is re-encrypted)")
-			o.Status = StatusPending
-			return o, c.observe(ctx, cl, ledger.StateCurrent, o.FromKey)
+			return c.oldVersion(ctx, cl, o)
 		case c.DryRun:
 			o.Status, o.ErrorCode, o.ToKey = StatusPending, CodeDryRun, c.To.ID()
 			o.Message = "would re-encrypt under a fresh data key (dry run)"
@@ -590,6 +594,9 @@ func (c *Core) Reconcile(ctx context.Context, ev ledger.Event) (string, error) {
 	owner := ev.RunID + "/reconcile"
 	if err := c.Ledger.Claim(ctx, ev.ID, owner, c.lease()); err != nil {
 		return "", fmt.Errorf("ledger: claim %s: %w", ev.ID, err)
+	}
+	if ev.Op == ledger.OpDeleteVersion {
+		return c.reconcileDeleted(ctx, ev, owner)
 	}
 	it := inventory.Item{Bucket: ev.ID.Bucket, Key: ev.ID.Key}
 	cl, o, done := c.Classify(ctx, it, Outcome{})

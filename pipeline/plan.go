@@ -83,6 +83,9 @@ type Plan struct {
 	// ByAction counts by action: "rewrap", "reencrypt", "skip: CODE",
 	// "failed: CODE".
 	ByAction map[string]int64 `json:"by_action"`
+	// ReencryptBytes is the content a re-encryption run reads and writes
+	// again (each byte once each way).
+	ReencryptBytes int64 `json:"reencrypt_bytes,omitempty"`
 	// Requests are the run's expected requests by "service:Operation".
 	Requests map[string]int64 `json:"requests"`
 	// CostUSD is the cost of Requests by service, and "total".
@@ -187,8 +190,29 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		ddbWrite(1)
 		return
 	case ActionReencrypt:
-		p.ByAction["reencrypt (pending)"]++
-		ddbWrite(1)
+		switch {
+		case c.Mode != ModeReencrypt || c.Reencrypter == nil:
+			p.ByAction["reencrypt (pending: needs --mode reencrypt)"]++
+			ddbWrite(1)
+		case cl.Obj.Noncurrent:
+			// Older versions under a --from key: kept as they are, or
+			// deleted with --delete-old-versions.
+			if c.Versions != nil {
+				p.ByAction["delete older version"]++
+				p.Requests["s3:GetObjectRetention"]++
+				p.Requests["s3:GetObjectLegalHold"]++
+				p.Requests["s3:HeadObject"]++ // the current version
+				p.Requests["s3:DeleteObject"]++
+				ddbWrite(4)
+			} else {
+				p.ByAction["older version under a --from key (kept; --delete-old-versions deletes it)"]++
+				ddbWrite(1)
+			}
+		default:
+			p.ByAction["reencrypt"]++
+			p.addReencrypt(c, cl)
+			ddbWrite(5)
+		}
 		return
 	}
 	p.ByAction["rewrap"]++
@@ -226,6 +250,41 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		p.Requests["s3:CopyObject"]++
 	}
 	ddbWrite(5) // claim, prepare, event, record (with release), drop prepared
+}
+
+// addReencrypt counts the requests of one re-encryption: the old data key
+// unwrapped, the new one wrapped, the content read in parts with ranged
+// GETs and written with PutObject (one part) or a multipart upload.
+func (p *Plan) addReencrypt(c *Core, cl *Classification) {
+	if cl.Wrapped.Alg.IsKMS() {
+		p.Requests["kms:Decrypt"]++
+	} else if strings.HasPrefix(cl.Key, "pkcs11:") {
+		p.Requests["hsm:Decrypt"]++
+	}
+	switch c.To.Kind() {
+	case rewrap.KindKMS:
+		p.Requests["kms:Encrypt"]++
+	case rewrap.KindPKCS11:
+		p.Requests["hsm:Encrypt"]++
+	}
+	ps := int64(16 << 20)
+	if e, ok := c.Reencrypter.(interface{ PartSizeFor(int64) int64 }); ok {
+		ps = e.PartSizeFor(cl.Obj.Size)
+	}
+	parts := max(1, (cl.Obj.Size+ps-1)/ps)
+	p.Requests["s3:GetObject"] += parts
+	p.Requests["s3:GetObjectTagging"]++
+	if parts == 1 {
+		p.Requests["s3:PutObject"]++
+	} else {
+		p.Requests["s3:CreateMultipartUpload"]++
+		p.Requests["s3:UploadPart"] += parts
+		p.Requests["s3:CompleteMultipartUpload"]++
+	}
+	if cl.Instr != nil {
+		p.Requests["s3:PutObject"]++
+	}
+	p.ReencryptBytes += cl.Obj.Size
 }
 
 // estimate prices the requests and bounds the duration.

@@ -121,6 +121,10 @@ func (e *Engine) inFlight() int {
 	return DefaultPartsInFlight
 }
 
+// PartSizeFor returns the part size the engine uses for an object of size
+// bytes.
+func (e *Engine) PartSizeFor(size int64) int64 { return e.partSize(size) }
+
 // partSize returns the part size for an object of size bytes.
 func (e *Engine) partSize(size int64) int64 {
 	ps := e.PartSize

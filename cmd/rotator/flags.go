@@ -69,6 +69,7 @@ func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.Format, "format", "", "with --mode reencrypt: v3 upgrades objects to key-committing content (default: keep each object's format)")
 	fs.Int64Var(&c.PartSize, "part-size", 0, "with --mode reencrypt: bytes per part of large objects (default 16 MiB, at least 5 MiB; raised to keep within 10,000 parts)")
 	fs.IntVar(&c.PartsInFlight, "parts-in-flight", 0, "with --mode reencrypt: parts of one object read, re-encrypted and uploaded at once (default 4)")
+	fs.BoolVar(&c.DeleteOldVersions, "delete-old-versions", false, "with --mode reencrypt --all-versions: permanently delete older versions still under a --from key, once the key's current version is re-encrypted; Object Lock is respected (locked versions are reported, never deleted). Dry run first")
 	fs.Int64Var(&c.ReencryptMemory, "reencrypt-memory", 0, "with --mode reencrypt: bytes of part buffers held by all objects at once (default 128 MiB)")
 	fs.Float64Var(&c.KMSRPS, "kms-rps", 0, "cap on KMS requests per second per region (0: none; the account's quota is shared with everything else)")
 	fs.IntVar(&c.HSMSessions, "hsm-sessions", 0, "PKCS#11 sessions in the pool (default 16)")

@@ -60,6 +60,9 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	fmt.Fprintf(w, "plan: %s\n", cfg.Describe())
 	fmt.Fprintf(w, "target key: %s\n\n", target)
 	fmt.Fprintf(w, "%d objects, %s\n\n", p.Objects, bytesString(p.Bytes))
+	if p.ReencryptBytes > 0 {
+		fmt.Fprintf(w, "re-encryption reads and writes %s of content again (the duration below counts requests only)\n\n", bytesString(p.ReencryptBytes))
+	}
 	section := func(title string, m map[string]int64) {
 		fmt.Fprintf(w, "%s:\n", title)
 		tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', tabwriter.AlignRight)
