@@ -396,14 +396,26 @@ func (c *Core) observe(ctx context.Context, cl *Classification, st ledger.Object
 	return nil
 }
 
+// claim claims object id for this worker. When it cannot, o says why and
+// failed is set; err is set when the ledger itself failed (systemic).
+func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome) (failed bool, err error) {
+	err = c.Ledger.Claim(ctx, id, c.owner(), c.lease())
+	switch {
+	case err == nil:
+		return false, nil
+	case errors.Is(err, ledger.ErrClaimed):
+		*o = o.fail(CodeClaimed, err.Error()+" (another run or shard is processing it; run again after it ends)")
+		return true, nil
+	}
+	*o = o.fail(CodeLedger, err.Error())
+	return true, fmt.Errorf("ledger: claim %s: %w", id, err)
+}
+
 // rewrap claims the object, rewraps its data key, and commits.
 func (c *Core) rewrap(ctx context.Context, cl *Classification, o Outcome) (Outcome, error) {
 	id := c.id(cl)
-	if err := c.Ledger.Claim(ctx, id, c.owner(), c.lease()); err != nil {
-		if errors.Is(err, ledger.ErrClaimed) {
-			return o.fail(CodeClaimed, err.Error()+" (another run or shard is processing it; run again after it ends)"), nil
-		}
-		return o.fail(CodeLedger, err.Error()), fmt.Errorf("ledger: claim %s: %w", id, err)
+	if failed, err := c.claim(ctx, id, &o); failed {
+		return o, err
 	}
 	claimed := true
 	defer func() {

@@ -79,11 +79,8 @@ func (f *firstOf) Unwrap(ctx context.Context, w rewrap.Wrapped, cek envelope.Con
 // records the change.
 func (c *Core) reencrypt(ctx context.Context, cl *Classification, o Outcome) (Outcome, error) {
 	id := c.id(cl)
-	if err := c.Ledger.Claim(ctx, id, c.owner(), c.lease()); err != nil {
-		if errors.Is(err, ledger.ErrClaimed) {
-			return o.fail(CodeClaimed, err.Error()+" (another run or shard is processing it; run again after it ends)"), nil
-		}
-		return o.fail(CodeLedger, err.Error()), fmt.Errorf("ledger: claim %s: %w", id, err)
+	if failed, err := c.claim(ctx, id, &o); failed {
+		return o, err
 	}
 	claimed := true
 	defer func() {

@@ -70,7 +70,7 @@ func (c *Core) oldVersion(ctx context.Context, cl *Classification, o Outcome) (O
 		return pending(CodeCurrentNotDone, "the key's current version is not a re-encrypted object ("+co.ErrorCode+"): older versions are kept")
 	case cur.ReencryptedBy != "":
 		// Re-encrypted under a fresh data key (this run or another).
-	case c.DryRun && decided(c.Decide(cur)) == ActionReencrypt:
+	case c.DryRun && c.wouldReencrypt(cur):
 		o.Status, o.ErrorCode = StatusPending, CodeDryRun
 		o.Message = "would delete this older version once the current version is re-encrypted (dry run)"
 		return o, nil
@@ -83,11 +83,8 @@ func (c *Core) oldVersion(ctx context.Context, cl *Classification, o Outcome) (O
 		return o, nil
 	}
 	id := c.id(cl)
-	if err := c.Ledger.Claim(ctx, id, c.owner(), c.lease()); err != nil {
-		if errors.Is(err, ledger.ErrClaimed) {
-			return o.fail(CodeClaimed, err.Error()), nil
-		}
-		return o.fail(CodeLedger, err.Error()), fmt.Errorf("ledger: claim %s: %w", id, err)
+	if failed, err := c.claim(ctx, id, &o); failed {
+		return o, err
 	}
 	ev := ledger.Event{ID: id, RunID: c.RunID, Op: ledger.OpDeleteVersion, FromKey: cl.Key, Method: "delete-version",
 		ETagBefore: cl.Obj.ETag, VersionBefore: cl.Obj.VersionID, OldWrappedKeySHA256: cl.Fingerprint}
@@ -110,8 +107,10 @@ func (c *Core) oldVersion(ctx context.Context, cl *Classification, o Outcome) (O
 // commitDeleted records a deleted version in the ledger.
 func (c *Core) commitDeleted(ctx context.Context, cl *Classification, ev ledger.Event, o Outcome) (Outcome, error) {
 	id := ev.ID
-	rec := ledger.Object{ID: id, State: ledger.StateDeleted, Format: cl.Env.Format.String(), Placement: cl.Placement(),
-		CEKAlg: string(cl.CEK), ETag: cl.Obj.ETag, RunID: c.RunID}
+	rec := ledger.Object{ID: id, State: ledger.StateDeleted, ETag: cl.Obj.ETag, RunID: ev.RunID}
+	if cl.Env != nil {
+		rec.Format, rec.Placement, rec.CEKAlg = cl.Env.Format.String(), cl.Placement(), string(cl.CEK)
+	}
 	if err := c.Ledger.Commit(context.WithoutCancel(ctx), rec, ev); err != nil {
 		o = o.fail(CodeLedger, "the older version was deleted but the ledger did not record it: "+err.Error())
 		return o, fmt.Errorf("ledger: commit %s: %w", id, err)
@@ -129,9 +128,7 @@ func (c *Core) reconcileDeleted(ctx context.Context, ev ledger.Event, owner stri
 	switch {
 	case errors.Is(err, commit.ErrGone):
 		cl := &Classification{Obj: &commit.Object{Bucket: ev.ID.Bucket, Key: ev.ID.Key, VersionID: ev.ID.VersionID, ETag: ev.ETagBefore}}
-		c2 := *c
-		c2.RunID = ev.RunID
-		if _, err := c2.commitDeleted(ctx, cl, ev, Outcome{}); err != nil {
+		if _, err := c.commitDeleted(ctx, cl, ev, Outcome{}); err != nil {
 			return "", err
 		}
 		return ReconcileCommitted, nil
@@ -161,4 +158,8 @@ func lockedBy(obj *commit.Object, l commit.Lock, now time.Time) string {
 	return ""
 }
 
-func decided(action, _, _ string) string { return action }
+// wouldReencrypt reports whether Decide re-encrypts cl.
+func (c *Core) wouldReencrypt(cl *Classification) bool {
+	action, _, _ := c.Decide(cl)
+	return action == ActionReencrypt
+}
