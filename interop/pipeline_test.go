@@ -103,30 +103,10 @@ func rotateOfficialObjects(t *testing.T, st *stack, ledgerURL string) {
 	cfg := pipeline.Config{Source: "s3://" + bucket, To: "kms:" + b, From: []string{"kms:" + a}, Ledger: ledgerURL,
 		Concurrency: 8, NoMultipartChecksum: true}
 	run := func(runID string) *pipeline.Stats {
-		env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer env.Close()
-		src, err := env.Source(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conf, _ := json.Marshal(cfg)
-		rec := &ledger.Run{ID: runID, Config: conf, State: ledger.RunRunning}
-		if err := env.Ledger.CreateRun(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
-		var rep bytes.Buffer
-		report, _ := pipeline.NewReport(&rep)
-		stats := &pipeline.Stats{}
-		r := &pipeline.Runner{Core: env.Core(runID, "interop"), Source: src, Workers: 8, Runs: env.Ledger, Run: rec,
-			Progress: inventory.NewProgress(nil), Report: report, Stats: stats}
-		if err := r.Execute(ctx, nil); err != nil {
-			t.Fatalf("run %s: %v\n%s", runID, err, rep.String())
-		}
+		t.Helper()
+		stats, report := runPipeline(t, cfg, runID, nil)
 		if stats.Failed.Load() > 0 {
-			t.Fatalf("run %s: failures:\n%s", runID, rep.String())
+			t.Fatalf("run %s: failures:\n%s", runID, report)
 		}
 		return stats
 	}
@@ -194,4 +174,40 @@ func tagString(t *testing.T, st *stack, bucket, key string) string {
 		s += aws.ToString(tg.Key) + "=" + aws.ToString(tg.Value) + ";"
 	}
 	return s
+}
+
+// runPipeline runs the pipeline over cfg as 'rotator run' does (a run
+// record, a report, the run's core); after, when set, is called with the
+// open environment and core when the run ended. It returns the run's stats
+// and report.
+func runPipeline(t *testing.T, cfg pipeline.Config, runID string, after func(env *pipeline.Env, core *pipeline.Core)) (*pipeline.Stats, string) {
+	t.Helper()
+	ctx := context.Background()
+	env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	src, err := env.Source(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf, _ := json.Marshal(cfg)
+	rec := &ledger.Run{ID: runID, Config: conf, State: ledger.RunRunning}
+	if err := env.Ledger.CreateRun(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	var rep bytes.Buffer
+	report, _ := pipeline.NewReport(&rep)
+	stats := &pipeline.Stats{}
+	core := env.Core(runID, "interop")
+	r := &pipeline.Runner{Core: core, Source: src, Workers: cfg.Concurrency, Runs: env.Ledger, Run: rec,
+		Progress: inventory.NewProgress(nil), Report: report, Stats: stats}
+	if err := r.Execute(ctx, nil); err != nil {
+		t.Fatalf("run %s: %v\n%s", runID, err, rep.String())
+	}
+	if after != nil {
+		after(env, core)
+	}
+	return stats, rep.String()
 }

@@ -22,8 +22,6 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/rotator-dev/rotator/envelope"
-	"github.com/rotator-dev/rotator/inventory"
-	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
 	"github.com/rotator-dev/rotator/reencrypt"
 )
@@ -100,34 +98,13 @@ func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 		t.Helper()
 		cfg.Source, cfg.Ledger, cfg.Mode = "s3://"+bucket, ledgerURL, pipeline.ModeReencrypt
 		cfg.Concurrency, cfg.NoMultipartChecksum, cfg.PartSize = 4, true, reencrypt.MinPartSize
-		env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer env.Close()
-		src, err := env.Source(ctx, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conf, _ := json.Marshal(cfg)
-		rec := &ledger.Run{ID: runID, Config: conf, State: ledger.RunRunning}
-		if err := env.Ledger.CreateRun(ctx, rec); err != nil {
-			t.Fatal(err)
-		}
-		var rep bytes.Buffer
-		report, _ := pipeline.NewReport(&rep)
-		stats := &pipeline.Stats{}
-		core := env.Core(runID, "interop")
-		r := &pipeline.Runner{Core: core, Source: src, Workers: 4, Runs: env.Ledger, Run: rec,
-			Progress: inventory.NewProgress(nil), Report: report, Stats: stats}
-		if err := r.Execute(ctx, nil); err != nil {
-			t.Fatalf("run %s: %v\n%s", runID, err, rep.String())
-		}
+		stats, report := runPipeline(t, cfg, runID, func(env *pipeline.Env, core *pipeline.Core) {
+			if n, err := pipeline.SettleUploads(ctx, core, env.Ledger, env.Engine(runID)); err != nil || n.Finished+n.Aborted+n.Busy+len(n.Kept) != 0 {
+				t.Errorf("run %s left checkpoints: %+v %v", runID, n, err)
+			}
+		})
 		if stats.Failed.Load() > 0 || stats.Succeeded.Load() != int64(len(objs)) {
-			t.Fatalf("run %s: %v\n%s", runID, stats.Counts(), rep.String())
-		}
-		if n, err := pipeline.SettleUploads(ctx, core, env.Ledger, env.Engine(runID)); err != nil || n.Finished+n.Aborted+n.Busy+len(n.Kept) != 0 {
-			t.Errorf("run %s left checkpoints: %+v %v", runID, n, err)
+			t.Fatalf("run %s: %v\n%s", runID, stats.Counts(), report)
 		}
 		ups, err := st.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &bucket})
 		if err != nil || len(ups.Uploads) != 0 {

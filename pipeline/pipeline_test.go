@@ -60,7 +60,7 @@ func newFixture(t *testing.T, n int, versioned bool) *fixture {
 			t.Fatalf("versioning: %v", err)
 		}
 	}
-	t.Cleanup(func() { emptyBucket(f.s3, f.bucket) })
+	t.Cleanup(func() { testenv.EmptyBucket(f.s3, f.bucket) })
 	f.kms = kmsserver.NewTestServer(t, kmsserver.Options{})
 	kc := f.kms.Client("")
 	arnA := createKey(t, kc, "A")
@@ -110,23 +110,6 @@ func openKey(t *testing.T, d *rewrap.Deps, spec string) rewrap.Keyring {
 	return k
 }
 
-func emptyBucket(c *s3.Client, bucket string) {
-	out, err := c.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket})
-	for err == nil {
-		for _, v := range out.Versions {
-			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: v.Key, VersionId: v.VersionId})
-		}
-		for _, v := range out.DeleteMarkers {
-			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: v.Key, VersionId: v.VersionId})
-		}
-		if !aws.ToBool(out.IsTruncated) {
-			break
-		}
-		out, err = c.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket, KeyMarker: out.NextKeyMarker, VersionIdMarker: out.NextVersionIdMarker})
-	}
-	c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
-}
-
 // decrypt opens an object with key k, as a reader of the bucket would.
 func (f *fixture) decrypt(t *testing.T, key string, k rewrap.Keyring) []byte {
 	t.Helper()
@@ -138,36 +121,8 @@ func (f *fixture) decrypt(t *testing.T, key string, k rewrap.Keyring) []byte {
 }
 
 func (f *fixture) tryDecrypt(key string, k rewrap.Keyring) ([]byte, error) {
-	out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &key})
-	if err != nil {
-		return nil, err
-	}
-	body, err := io.ReadAll(out.Body)
-	out.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	var instr []byte
-	if envelope.NeedsInstructionFile(out.Metadata) {
-		ik := key + envelope.DefaultInstructionSuffix
-		io2, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &ik})
-		if err != nil {
-			return nil, err
-		}
-		instr, _ = io.ReadAll(io2.Body)
-		io2.Body.Close()
-	}
-	env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
-	if err != nil {
-		return nil, err
-	}
-	w, cek := rewrap.FromEnvelope(env)
-	dek, err := k.Unwrap(ctx, w, cek)
-	if err != nil {
-		return nil, err
-	}
-	defer dek.Clear()
-	return envelope.DecryptContent(env, dek, body)
+	pt, _, err := sample.Open(ctx, f.s3, f.bucket, key, k)
+	return pt, err
 }
 
 func (f *fixture) core(runID string) *pipeline.Core {

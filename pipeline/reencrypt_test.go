@@ -14,6 +14,7 @@ import (
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/inventory"
+	"github.com/rotator-dev/rotator/kmsserver"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
 	"github.com/rotator-dev/rotator/reencrypt"
@@ -262,5 +263,73 @@ func TestReencryptInterruptedMidObjectResumesAndSettles(t *testing.T) {
 	}
 	if k := f.checkpoints(t, "run-k"); k != 0 {
 		t.Errorf("%d checkpoints left", k)
+	}
+}
+
+// TestReencryptBadInputIsReportedAndLeftUntouched: an object whose content
+// was altered, one whose data key KMS refuses to decrypt, and one whose
+// Decrypt is throttled twice: the first two are reported with their reason
+// and left byte for byte as they were, the third succeeds after retries,
+// and the others go on.
+func TestReencryptBadInputIsReportedAndLeftUntouched(t *testing.T) {
+	f := newFixture(t, 4, false)
+	c, _ := f.reencryptCore("run-bad", nil, f.a)
+	keys := make([]string, len(f.objs))
+	for i, o := range f.objs {
+		keys[i] = o.Key
+	}
+	// Alter the last byte (the tag) of the first object, keeping its
+	// metadata: it no longer authenticates.
+	altered := snap(t, f, keys[0])
+	altered.body[len(altered.body)-1] ^= 1
+	out, err := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &keys[0]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, f, keys[0], altered.body, out.Metadata)
+	before := map[string][]byte{}
+	for _, k := range keys {
+		before[k] = snap(t, f, k).body
+	}
+	process := func(key string) pipeline.Outcome {
+		t.Helper()
+		o, err := c.Process(ctx, inventory.Item{Bucket: f.bucket, Key: key})
+		if err != nil {
+			t.Fatalf("%s: the run would stop: %v", key, err)
+		}
+		return o
+	}
+	if o := process(keys[0]); o.Status != pipeline.StatusFailed || o.ErrorCode != pipeline.CodeContentAuth {
+		t.Errorf("altered content: %+v", o)
+	}
+	f.kms.FailNext("Decrypt", kmsserver.ErrAccessDenied, 1)
+	if o := process(keys[1]); o.Status != pipeline.StatusFailed || o.ErrorCode != kmsserver.ErrAccessDenied {
+		t.Errorf("denied Decrypt: %+v", o)
+	}
+	f.kms.FailNext("Decrypt", kmsserver.ErrThrottling, 2)
+	if o := process(keys[2]); o.Status != pipeline.StatusSucceeded {
+		t.Errorf("throttled Decrypt: %+v", o)
+	}
+	if o := process(keys[3]); o.Status != pipeline.StatusSucceeded {
+		t.Errorf("the next object: %+v", o)
+	}
+	for _, k := range keys[:2] {
+		if got := snap(t, f, k).body; !bytes.Equal(got, before[k]) {
+			t.Errorf("%s: changed although it failed", k)
+		}
+	}
+	if got := f.decrypt(t, keys[1], f.a); !bytes.Equal(got, f.plain[keys[1]]) {
+		t.Errorf("%s: no longer opens under A", keys[1])
+	}
+	for _, k := range keys[2:] {
+		if got := f.decrypt(t, k, f.b); !bytes.Equal(got, f.plain[k]) {
+			t.Errorf("%s: plaintext differs", k)
+		}
+	}
+	if n := f.multipartUploads(t); n != 0 {
+		t.Errorf("%d uploads left", n)
+	}
+	if n := f.checkpoints(t, "run-bad"); n != 0 {
+		t.Errorf("%d checkpoints left", n)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/rotator-dev/rotator/internal/sample"
+	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
@@ -60,7 +61,7 @@ func TestReencryptDeletesOldVersionsRespectingObjectLock(t *testing.T) {
 	if _, err := f.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &f.bucket, ObjectLockEnabledForBucket: aws.Bool(true)}); err != nil {
 		t.Fatalf("create bucket with Object Lock: %v", err)
 	}
-	t.Cleanup(func() { emptyBucket(f.s3, f.bucket) })
+	t.Cleanup(func() { testenv.EmptyBucket(f.s3, f.bucket) })
 	if _, err := f.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &f.bucket,
 		VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}}); err != nil {
 		t.Fatal(err)

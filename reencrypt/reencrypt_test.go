@@ -20,6 +20,7 @@ import (
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/internal/awsx"
+	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/kmsserver"
 	"github.com/rotator-dev/rotator/ledger"
@@ -51,7 +52,7 @@ func newFixture(t *testing.T) *fixture {
 	if _, err := f.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &f.bucket}); err != nil {
 		t.Fatalf("create bucket: %v", err)
 	}
-	t.Cleanup(func() { emptyBucket(f.s3, f.bucket) })
+	t.Cleanup(func() { testenv.EmptyBucket(f.s3, f.bucket) })
 	srv := kmsserver.NewTestServer(t, kmsserver.Options{})
 	f.kms = srv.Client("")
 	deps := &rewrap.Deps{AWS: srv.AWSConfig("")}
@@ -91,26 +92,6 @@ func openKey(t *testing.T, d *rewrap.Deps, spec string) rewrap.Keyring {
 		t.Fatal(err)
 	}
 	return k
-}
-
-func emptyBucket(c *s3.Client, bucket string) {
-	ups, err := c.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &bucket})
-	if err == nil {
-		for _, u := range ups.Uploads {
-			c.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{Bucket: &bucket, Key: u.Key, UploadId: u.UploadId})
-		}
-	}
-	out, err := c.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket})
-	for err == nil {
-		for _, v := range out.Versions {
-			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: v.Key, VersionId: v.VersionId})
-		}
-		if !aws.ToBool(out.IsTruncated) {
-			break
-		}
-		out, err = c.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket, KeyMarker: out.NextKeyMarker, VersionIdMarker: out.NextVersionIdMarker})
-	}
-	c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
 }
 
 // put writes an object as the official clients lay it out, under key A
@@ -191,34 +172,7 @@ func (f *fixture) job(t *testing.T, key string) reencrypt.Job {
 // open decrypts an object with keyring k, in memory, as a reader would.
 func (f *fixture) open(t *testing.T, key string, k rewrap.Keyring) ([]byte, *envelope.Envelope, error) {
 	t.Helper()
-	out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(out.Body)
-	out.Body.Close()
-	var instr []byte
-	if envelope.NeedsInstructionFile(out.Metadata) {
-		ik := key + envelope.DefaultInstructionSuffix
-		io2, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &ik})
-		if err != nil {
-			t.Fatal(err)
-		}
-		instr, _ = io.ReadAll(io2.Body)
-		io2.Body.Close()
-	}
-	env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
-	if err != nil {
-		return nil, nil, err
-	}
-	w, cek := rewrap.FromEnvelope(env)
-	dek, err := k.Unwrap(ctx, w, cek)
-	if err != nil {
-		return nil, env, err
-	}
-	defer dek.Clear()
-	pt, err := envelope.DecryptContent(env, dek, body)
-	return pt, env, err
+	return sample.Open(ctx, f.s3, f.bucket, key, k)
 }
 
 // engine returns an engine with 5 MiB parts reading through a counter.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -19,7 +18,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/internal/testenv"
@@ -57,7 +55,7 @@ func newCLIFixture(t *testing.T, n int) *cliFixture {
 	if _, err := f.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &f.bucket}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { emptyBucket(f.s3, f.bucket) })
+	t.Cleanup(func() { testenv.EmptyBucket(f.s3, f.bucket) })
 	for _, p := range []*string{&f.arnA, &f.arnB} {
 		out, err := f.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("cli test " + t.Name())})
 		if err != nil {
@@ -71,20 +69,6 @@ func newCLIFixture(t *testing.T, n int) *cliFixture {
 	}
 	f.objs = objs
 	return f
-}
-
-func emptyBucket(c *s3.Client, bucket string) {
-	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: &bucket})
-	for p.HasMorePages() {
-		out, err := p.NextPage(ctx)
-		if err != nil {
-			break
-		}
-		for _, o := range out.Contents {
-			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: o.Key})
-		}
-	}
-	c.DeleteBucket(ctx, &s3.DeleteBucketInput{Bucket: &bucket})
 }
 
 // cmd returns the rotator command (the test binary in main mode).
@@ -132,35 +116,9 @@ func (f *cliFixture) plaintext(t *testing.T, key, arn string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(out.Body)
-	out.Body.Close()
-	var instr []byte
-	if envelope.NeedsInstructionFile(out.Metadata) {
-		ik := key + envelope.DefaultInstructionSuffix
-		io2, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: &ik})
-		if err != nil {
-			t.Fatal(err)
-		}
-		instr, _ = io.ReadAll(io2.Body)
-		io2.Body.Close()
-	}
-	env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
-	if err != nil {
-		t.Fatalf("%s: %v", key, err)
-	}
-	w, cek := rewrap.FromEnvelope(env)
-	dek, err := k.Unwrap(ctx, w, cek)
+	pt, _, err := sample.Open(ctx, f.s3, f.bucket, key, k)
 	if err != nil {
 		t.Fatalf("%s does not open under %s: %v", key, arn, err)
-	}
-	defer dek.Clear()
-	pt, err := envelope.DecryptContent(env, dek, body)
-	if err != nil {
-		t.Fatalf("%s: decrypt: %v", key, err)
 	}
 	return pt
 }
