@@ -37,7 +37,7 @@ var allSentinels = []error{ErrNotEncrypted, ErrMissingField, ErrConflictingField
 	ErrBadIVLength, ErrBadKeyLength, ErrBadTagLength, ErrBadContentLength, ErrUnknownAlgorithm,
 	ErrLegacyAlgorithm, ErrReadOnly, ErrAlgorithmMismatch, ErrCommitmentMismatch,
 	ErrV3FieldInInstructionFile, ErrBadMaterialDescription, ErrBadInstructionFile,
-	ErrMetadataTooLarge, ErrAuthentication, ErrBadPadding}
+	ErrMetadataTooLarge, ErrAuthentication, ErrBadPadding, ErrNoWrappedKey}
 
 func checkTypedError(t *testing.T, err error) {
 	t.Helper()
@@ -245,6 +245,30 @@ func FuzzMatDescJSON(f *testing.F) {
 		}
 		if d, err := decodeS3Value(header); err == nil {
 			_, _ = parseMatDesc(d)
+		}
+	})
+}
+
+// FuzzWrappedKeyOf checks that the wrapped key lookup never panics and
+// agrees with Parse wherever Parse succeeds.
+func FuzzWrappedKeyOf(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(encodeMeta(s.meta), s.instr)
+	}
+	f.Add("x-amz-key-v2:\n", []byte(nil))
+	f.Add("", []byte(`{"x-amz-3":"!!"}`))
+	f.Fuzz(func(t *testing.T, metaText string, body []byte) {
+		meta := decodeMeta(metaText)
+		w, err := WrappedKeyOf(meta, body)
+		checkTypedError(t, err)
+		env, perr := Parse(meta, body, ParseOptions{AllowLegacy: true})
+		if perr != nil || err != nil {
+			return
+		}
+		if env.Placement == PlacementInstructionFile || body == nil {
+			if !bytes.Equal(w, env.WrappedKey) {
+				t.Fatalf("WrappedKeyOf = %x, Parse found %x", w, env.WrappedKey)
+			}
 		}
 	})
 }
