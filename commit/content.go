@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -27,6 +28,7 @@ const (
 	opComplete     = "complete multipart upload"
 	opAbort        = "abort multipart upload"
 	opPutContent   = "put object"
+	opListUploads  = "list multipart uploads"
 )
 
 const hintContentPerms = "re-encryption needs s3:GetObject, s3:PutObject, s3:AbortMultipartUpload, s3:ListMultipartUploadParts, s3:GetObjectTagging and s3:PutObjectTagging on the objects"
@@ -212,4 +214,30 @@ func (c *Committer) PutContent(ctx context.Context, obj *Object, meta map[string
 	}
 	return Result{ETagBefore: obj.ETag, VersionBefore: obj.VersionID,
 		ETagAfter: aws.ToString(out.ETag), VersionAfter: aws.ToString(out.VersionId)}, nil
+}
+
+// Upload is a multipart upload in progress.
+type Upload struct {
+	Key, ID   string
+	Initiated time.Time
+}
+
+// ListUploads lists the multipart uploads in progress on exactly key
+// (s3:ListBucketMultipartUploads).
+func (c *Committer) ListUploads(ctx context.Context, bucket, key string) ([]Upload, error) {
+	ref := &objRef{bucket: bucket, key: key}
+	p := s3.NewListMultipartUploadsPaginator(c.s3, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket), Prefix: aws.String(key)})
+	var out []Upload
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, ref.classify(opListUploads, err, "listing a key's uploads needs s3:ListBucketMultipartUploads on the bucket")
+		}
+		for _, u := range page.Uploads {
+			if aws.ToString(u.Key) == key {
+				out = append(out, Upload{Key: key, ID: aws.ToString(u.UploadId), Initiated: aws.ToTime(u.Initiated)})
+			}
+		}
+	}
+	return out, nil
 }

@@ -94,3 +94,49 @@ func noLockConfig(err error) bool {
 	}
 	return status == http.StatusNotFound && code != codeNoSuchKey && code != codeNoSuchVersion
 }
+
+// Version is one version of a key as a version listing shows it.
+type Version struct {
+	VersionID    string
+	ETag         string
+	Size         int64
+	IsLatest     bool
+	DeleteMarker bool
+}
+
+// Versions lists the versions and delete markers of exactly key
+// (s3:ListBucketVersions): the evidence of whether a version was deleted.
+func (c *Committer) Versions(ctx context.Context, bucket, key string) ([]Version, error) {
+	ref := &objRef{bucket: bucket, key: key}
+	in := &s3.ListObjectVersionsInput{Bucket: aws.String(bucket), Prefix: aws.String(key)}
+	var out []Version
+	for {
+		page, err := c.s3.ListObjectVersions(ctx, in)
+		if err != nil {
+			return nil, ref.classify(opListVersions, err, "listing a key's versions needs s3:ListBucketVersions on the bucket")
+		}
+		past := false
+		for _, v := range page.Versions {
+			switch k := aws.ToString(v.Key); {
+			case k == key:
+				out = append(out, Version{VersionID: aws.ToString(v.VersionId), ETag: aws.ToString(v.ETag), Size: aws.ToInt64(v.Size), IsLatest: aws.ToBool(v.IsLatest)})
+			case k > key:
+				past = true
+			}
+		}
+		for _, m := range page.DeleteMarkers {
+			switch k := aws.ToString(m.Key); {
+			case k == key:
+				out = append(out, Version{VersionID: aws.ToString(m.VersionId), IsLatest: aws.ToBool(m.IsLatest), DeleteMarker: true})
+			case k > key:
+				past = true
+			}
+		}
+		if past || !aws.ToBool(page.IsTruncated) {
+			return out, nil
+		}
+		in.KeyMarker, in.VersionIdMarker = page.NextKeyMarker, page.NextVersionIdMarker
+	}
+}
+
+const opListVersions = "list versions"

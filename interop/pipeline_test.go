@@ -200,9 +200,14 @@ func runPipeline(t *testing.T, cfg pipeline.Config, runID string, after func(env
 	var rep bytes.Buffer
 	report, _ := pipeline.NewReport(&rep)
 	stats := &pipeline.Stats{}
-	core := env.Core(runID, "interop")
+	lease, err := pipeline.AcquireRunLease(ctx, env.Ledger, runID, "all", pipeline.LeaseOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release(ctx)
+	core := env.Core(runID, lease.Owner())
 	r := &pipeline.Runner{Core: core, Source: src, Workers: cfg.Concurrency, Runs: env.Ledger, Run: rec,
-		Progress: inventory.NewProgress(nil), Report: report, Stats: stats}
+		Progress: inventory.NewProgress(nil), Report: report, Stats: stats, Intents: env.Ledger}
 	if err := r.Execute(ctx, nil); err != nil {
 		t.Fatalf("run %s: %v\n%s", runID, err, rep.String())
 	}

@@ -68,7 +68,7 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	err = db.Update(func(tx *bolt.Tx) error {
 		// Every open creates the buckets a file lacks: one written before a
 		// bucket existed (uploads, prepared) gains it, schema still 1.
-		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta, bucketUploads} {
+		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta, bucketUploads, bucketLeases} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
@@ -126,17 +126,18 @@ func putJSON(bk *bolt.Bucket, key []byte, v any) error {
 	return bk.Put(key, data)
 }
 
-func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) error {
+func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) (Claimed, error) {
 	if err := checkClaimArgs(id, owner, lease); err != nil {
-		return err
+		return Claimed{}, err
 	}
 	if err := ctx.Err(); err != nil {
-		return err
+		return Claimed{}, err
 	}
 	now := b.o.now()
 	var res error
+	var got Claimed
 	err := b.write(func(tx *bolt.Tx) error {
-		res = nil
+		res, got = nil, Claimed{}
 		claims := tx.Bucket(bucketClaims)
 		k := idKey(id)
 		var cur boltClaim
@@ -144,16 +145,27 @@ func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease
 		if err != nil {
 			return err
 		}
-		if found && cur.Run != runOf(owner) && now.UnixMilli() < cur.Expires {
+		if found && now.UnixMilli() < cur.Expires && !mayTakeOver(cur.Owner, owner) {
 			res = &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}
 			return nil
+		}
+		if found && cur.Owner != owner {
+			got.Prev = cur.Owner
+		}
+		var rec objectRecord
+		if ok, err := getJSON(tx.Bucket(bucketObjects), k, &rec); err != nil {
+			return err
+		} else if ok {
+			if got.Record, err = rec.object(); err != nil {
+				return err
+			}
 		}
 		return putJSON(claims, k, boltClaim{Owner: owner, Run: runOf(owner), Expires: now.Add(lease).UnixMilli()})
 	})
 	if err != nil {
-		return fmt.Errorf("ledger: claim %s: %w", id, err)
+		return Claimed{}, fmt.Errorf("ledger: claim %s: %w", id, err)
 	}
-	return res
+	return got, res
 }
 
 func (b *boltLedger) Release(ctx context.Context, id ObjectID, owner string) error {
@@ -205,8 +217,11 @@ func getClaim(tx *bolt.Tx, id ObjectID) (boltClaim, error) {
 	return cl, err
 }
 
-func (b *boltLedger) Prepare(ctx context.Context, ev Event) error {
+func (b *boltLedger) Prepare(ctx context.Context, owner string, ev Event) error {
 	ev, err := prepPrepare(ev, b.o.now())
+	if err == nil {
+		err = checkOwnerRun(owner, ev.RunID)
+	}
 	if err != nil {
 		return err
 	}
@@ -230,15 +245,15 @@ func (b *boltLedger) Prepare(ctx context.Context, ev Event) error {
 			}
 			return nil
 		}
-		if cl.Run != ev.RunID {
-			res = notClaimed("prepare", ev, cl.Owner)
+		if cl.Owner != owner {
+			res = notClaimed("prepare", ev, owner, cl.Owner)
 			return nil
 		}
 		prep, found, err := getEvent(tx.Bucket(bucketPrep), prepTuple(ev.ID, ev.RunID, ev.Op))
 		if err != nil {
 			return err
 		}
-		if found && prep.OldWrappedKeySHA256 != ev.OldWrappedKeySHA256 {
+		if found && !sameEvent(prep, ev) {
 			res = preparedElsewhere(ev)
 			return nil
 		}
@@ -253,8 +268,11 @@ func (b *boltLedger) Prepare(ctx context.Context, ev Event) error {
 	return res
 }
 
-func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
+func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Event) error {
 	obj, ev, err := prepCommit(obj, ev, b.o.now())
+	if err == nil {
+		err = checkOwnerRun(owner, ev.RunID)
+	}
 	if err != nil {
 		return err
 	}
@@ -270,7 +288,7 @@ func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 		if err != nil {
 			return err
 		}
-		held := cl.Run == ev.RunID
+		held := cl.Owner == owner
 		prep, prepared, err := getEvent(tx.Bucket(bucketPrep), pKey)
 		if err != nil {
 			return err
@@ -297,7 +315,7 @@ func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 		case found && !held:
 			return drop() // a retry of a complete commit
 		case !held:
-			res = notClaimed("commit", ev, cl.Owner)
+			res = notClaimed("commit", ev, owner, cl.Owner)
 			return nil
 		case prepared && !completes(ev, prep):
 			res = notPrepared(ev)
@@ -335,20 +353,63 @@ func (b *boltLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 	return res
 }
 
-func (b *boltLedger) Abandon(ctx context.Context, id ObjectID, runID, op string) error {
+func (b *boltLedger) Abandon(ctx context.Context, owner string, id ObjectID, runID, op string) error {
 	if err := checkIdentity(id, runID, op); err != nil {
+		return err
+	}
+	if err := checkOwnerRun(owner, runID); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var res error
 	err := b.write(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketPrep).Delete(prepTuple(id, runID, op))
+		res = nil
+		k := prepTuple(id, runID, op)
+		if tx.Bucket(bucketPrep).Get(k) == nil {
+			return nil
+		}
+		cl, err := getClaim(tx, id)
+		if err != nil {
+			return err
+		}
+		if cl.Owner != owner {
+			res = notHeld("abandon "+op+" of", id, owner, cl.Owner)
+			return nil
+		}
+		return tx.Bucket(bucketPrep).Delete(k)
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: abandon %s of %s by run %s: %w", op, id, runID, err)
 	}
-	return nil
+	return res
+}
+
+func (b *boltLedger) PreparedOn(ctx context.Context, runID string, id ObjectID) ([]Event, error) {
+	if err := checkUploadID(runID, id); err != nil {
+		return nil, err
+	}
+	var out []Event
+	err := b.db.View(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bucketPrep).Cursor()
+		prefix := tupleKey(runID, id.Bucket, id.Key, id.VersionID)
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			var rec eventRecord
+			if err := json.Unmarshal(v, &rec); err != nil {
+				return fmt.Errorf("ledger: corrupt prepared event: %w", err)
+			}
+			ev, err := rec.event()
+			if err != nil {
+				return err
+			}
+			if ev.ID == id {
+				out = append(out, ev)
+			}
+		}
+		return nil
+	})
+	return out, err
 }
 
 // prepItem is a prepared event as Prepared reads it.
@@ -393,11 +454,19 @@ func (b *boltLedger) Prepared(ctx context.Context, runID string, fn func(Event) 
 	})
 }
 
-func notClaimed(verb string, ev Event, holder string) error {
-	if holder == "" {
-		return fmt.Errorf("%w: %s %s of %s by run %s: no claim (hint: Claim before changing the object)", ErrNotClaimed, verb, ev.Op, ev.ID, ev.RunID)
+func notClaimed(verb string, ev Event, owner, holder string) error {
+	return notHeld(verb+" "+ev.Op+" of", ev.ID, owner, holder)
+}
+
+// checkOwnerRun checks that owner is a claim owner of run runID.
+func checkOwnerRun(owner, runID string) error {
+	if err := validOwner(owner); err != nil {
+		return err
 	}
-	return fmt.Errorf("%w: %s %s of %s by run %s: claimed by %s", ErrNotClaimed, verb, ev.Op, ev.ID, ev.RunID, holder)
+	if runOf(owner) != runID {
+		return fmt.Errorf("%w: owner %q does not work for run %s", ErrInvalid, owner, runID)
+	}
+	return nil
 }
 
 // putObject writes an object record and keeps the key index and counts in

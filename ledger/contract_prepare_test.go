@@ -81,16 +81,23 @@ func (o *s3Object) completed(ev Event) (Object, Event) {
 // Commit.
 func process(t testing.TB, l Ledger, o *s3Object, run string, attempt int) {
 	t.Helper()
-	if err := l.Claim(ctx, o.id(), run+"/w1", time.Hour); err != nil {
+	processAs(t, l, o, ownr(run), attempt)
+}
+
+// processAs is process by owner.
+func processAs(t testing.TB, l Ledger, o *s3Object, owner string, attempt int) {
+	t.Helper()
+	run := runOf(owner)
+	if _, err := l.Claim(ctx, o.id(), owner, time.Hour); err != nil {
 		t.Fatalf("claim %s: %v", o.id(), err)
 	}
 	ev, nw := o.rewrapEvent(run, attempt)
-	if err := l.Prepare(ctx, ev); err != nil {
+	if err := l.Prepare(ctx, owner, ev); err != nil {
 		t.Fatalf("prepare %s: %v", o.id(), err)
 	}
 	o.write(nw, keyB)
 	obj, ev := o.completed(ev)
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, owner, obj, ev); err != nil {
 		t.Fatalf("commit %s: %v", o.id(), err)
 	}
 }
@@ -106,19 +113,19 @@ func resume(t testing.TB, l Ledger, run string, objs ...*s3Object) {
 		byName[o.key] = o
 	}
 	err := l.Prepared(ctx, run, func(ev Event) error {
-		owner := run + "/resumed"
-		if err := l.Claim(ctx, ev.ID, owner, time.Hour); err != nil {
+		owner := epochOwner(run, 2, "resumed")
+		if _, err := l.Claim(ctx, ev.ID, owner, time.Hour); err != nil {
 			return err
 		}
 		o := byName[ev.ID.Key]
 		switch o.fingerprint() {
 		case ev.NewWrappedKeySHA256: // the write landed
 			obj, ev := o.completed(ev)
-			return l.Commit(ctx, obj, ev)
+			return l.Commit(ctx, owner, obj, ev)
 		case ev.OldWrappedKeySHA256: // it did not: process it again
-			return l.Abandon(ctx, ev.ID, ev.RunID, ev.Op)
+			return l.Abandon(ctx, owner, ev.ID, ev.RunID, ev.Op)
 		default: // someone else changed it
-			if err := l.Abandon(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+			if err := l.Abandon(ctx, owner, ev.ID, ev.RunID, ev.Op); err != nil {
 				return err
 			}
 			changed := Object{ID: o.id(), WrapKey: o.wrapKey, State: StateChanged, ETag: o.etag, RunID: run}
@@ -133,7 +140,7 @@ func resume(t testing.TB, l Ledger, run string, objs ...*s3Object) {
 	}
 	for _, o := range objs {
 		if o.wrapKey == keyA {
-			process(t, l, o, run, 2)
+			processAs(t, l, o, epochOwner(run, 2, "resumed"), 2)
 		}
 	}
 }
@@ -226,10 +233,10 @@ func checkRewrapped(t testing.TB, l Ledger, o *s3Object, run, oldFP string) {
 		if o.versioned {
 			id.VersionID = v
 		}
-		if err := l.Claim(ctx, id, "other/w1", time.Hour); err != nil {
+		if _, err := l.Claim(ctx, id, ownr("other"), time.Hour); err != nil {
 			t.Fatalf("claim on %s not released: %v", id, err)
 		}
-		if err := l.Release(ctx, id, "other/w1"); err != nil {
+		if err := l.Release(ctx, id, ownr("other")); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -240,22 +247,22 @@ func testPrepareCommit(t *testing.T, open func(...Option) Ledger) {
 	o := newS3Object("prepared", false)
 	mustObserve(t, l, observed(o.id(), keyA))
 	ev, nw := o.rewrapEvent("runA", 1)
-	if err := l.Prepare(ctx, ev); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("prepare without a claim: got %v, want ErrNotClaimed", err)
 	}
-	if err := l.Claim(ctx, o.id(), "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, o.id(), ownr("runB"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Prepare(ctx, ev); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("prepare under another run's claim: got %v, want ErrNotClaimed", err)
 	}
-	if err := l.Release(ctx, o.id(), "runB/w1"); err != nil {
+	if err := l.Release(ctx, o.id(), ownr("runB")); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Claim(ctx, o.id(), "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, o.id(), ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Prepare(ctx, ev); err != nil {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 		t.Fatal(err)
 	}
 
@@ -291,11 +298,11 @@ func testPrepareCommit(t *testing.T, open func(...Option) Ledger) {
 	} {
 		bad := cev
 		mod(&bad)
-		if err := l.Commit(ctx, obj, bad); !errors.Is(err, ErrConflict) {
+		if err := l.Commit(ctx, ownr(bad.RunID), obj, bad); !errors.Is(err, ErrConflict) {
 			t.Errorf("commit with %s than prepared: got %v, want ErrConflict", name, err)
 		}
 	}
-	if err := l.Commit(ctx, obj, cev); err != nil {
+	if err := l.Commit(ctx, ownr(cev.RunID), obj, cev); err != nil {
 		t.Fatal(err)
 	}
 	checkRewrapped(t, l, o, "runA", ev.OldWrappedKeySHA256)
@@ -304,7 +311,7 @@ func testPrepareCommit(t *testing.T, open func(...Option) Ledger) {
 		t.Fatalf("committed event %+v, want %+v", evs[0], cev)
 	}
 	// A retried Commit converges.
-	if err := l.Commit(ctx, obj, cev); err != nil {
+	if err := l.Commit(ctx, ownr(cev.RunID), obj, cev); err != nil {
 		t.Fatalf("retried commit: %v", err)
 	}
 	if evs := lineageOf(t, l, o.id()); len(evs) != 1 {
@@ -313,29 +320,29 @@ func testPrepareCommit(t *testing.T, open func(...Option) Ledger) {
 
 	// Validation.
 	id := oid("prepare-validated")
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	for name, mod := range map[string]func(*Event){
 		"no new fingerprint":        func(e *Event) { e.NewWrappedKeySHA256 = "" },
 		"uppercase new fingerprint": func(e *Event) { e.NewWrappedKeySHA256 = strings.ToUpper(e.NewWrappedKeySHA256) },
 		"plaintext-sized old":       func(e *Event) { e.OldWrappedKeySHA256 = e.OldWrappedKeySHA256[:32] },
-		"run id with slash":         func(e *Event) { e.RunID = "runA/w1" },
+		"run id with slash":         func(e *Event) { e.RunID = ownr("runA") },
 		"no op":                     func(e *Event) { e.Op = "" },
 		"other version before":      func(e *Event) { e.VersionBefore = "v9" },
 	} {
 		_, e := change(id, "runA", keyA, keyB)
 		mod(&e)
-		if err := l.Prepare(ctx, e); !errors.Is(err, ErrInvalid) {
+		if err := l.Prepare(ctx, ownr(e.RunID), e); !errors.Is(err, ErrInvalid) {
 			t.Errorf("prepare with %s: got %v, want ErrInvalid", name, err)
 		}
 	}
 	// A delete-version stores no wrapped key.
 	del := Event{ID: id, RunID: "runA", Op: OpDeleteVersion, Method: "s3-delete-object-version", FromKey: keyA}
-	if err := l.Prepare(ctx, del); err != nil {
+	if err := l.Prepare(ctx, ownr(del.RunID), del); err != nil {
 		t.Fatalf("prepare delete-version: %v", err)
 	}
-	if err := l.Commit(ctx, Object{ID: id, State: StateDeleted}, del); err != nil {
+	if err := l.Commit(ctx, ownr(del.RunID), Object{ID: id, State: StateDeleted}, del); err != nil {
 		t.Fatal(err)
 	}
 	if p := listPrepared(t, l, "runA"); len(p) != 0 {
@@ -347,16 +354,16 @@ func testPrepareAbandon(t *testing.T, open func(...Option) Ledger) {
 	l := open()
 	o := newS3Object("abandoned", false)
 	mustObserve(t, l, observed(o.id(), keyA))
-	if err := l.Claim(ctx, o.id(), "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, o.id(), ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	ev, _ := o.rewrapEvent("runA", 1)
-	if err := l.Prepare(ctx, ev); err != nil {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 		t.Fatal(err)
 	}
 	// The conditional write fails (ErrChanged): nothing landed.
 	for i := range 2 {
-		if err := l.Abandon(ctx, o.id(), "runA", OpRewrap); err != nil {
+		if err := l.Abandon(ctx, ownr("runA"), o.id(), "runA", OpRewrap); err != nil {
 			t.Fatalf("abandon %d: %v", i, err)
 		}
 	}
@@ -373,17 +380,17 @@ func testPrepareAbandon(t *testing.T, open func(...Option) Ledger) {
 		t.Fatalf("record after abandon: %+v", got)
 	}
 	// Abandon keeps the claim.
-	if err := l.Claim(ctx, o.id(), "runB/w1", time.Hour); !errors.Is(err, ErrClaimed) {
+	if _, err := l.Claim(ctx, o.id(), ownr("runB"), time.Hour); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("claim after abandon: got %v, want ErrClaimed", err)
 	}
-	if err := l.Abandon(ctx, oid("never-prepared"), "runA", OpRewrap); err != nil {
+	if err := l.Abandon(ctx, ownr("runA"), oid("never-prepared"), "runA", OpRewrap); err != nil {
 		t.Fatalf("abandon of nothing: %v", err)
 	}
 	for name, err := range map[string]error{
-		"bad run":  l.Abandon(ctx, o.id(), "run/A", OpRewrap),
-		"bad op":   l.Abandon(ctx, o.id(), "runA", "re#wrap"),
-		"no key":   l.Abandon(ctx, ObjectID{Bucket: "b"}, "runA", OpRewrap),
-		"bad utf8": l.Abandon(ctx, ObjectID{Bucket: "b", Key: "\xff"}, "runA", OpRewrap),
+		"bad run":  l.Abandon(ctx, ownr("run/A"), o.id(), "run/A", OpRewrap),
+		"bad op":   l.Abandon(ctx, ownr("runA"), o.id(), "runA", "re#wrap"),
+		"no key":   l.Abandon(ctx, ownr("runA"), ObjectID{Bucket: "b"}, "runA", OpRewrap),
+		"bad utf8": l.Abandon(ctx, ownr("runA"), ObjectID{Bucket: "b", Key: "\xff"}, "runA", OpRewrap),
 	} {
 		if !errors.Is(err, ErrInvalid) {
 			t.Errorf("abandon with %s: got %v, want ErrInvalid", name, err)
@@ -397,16 +404,16 @@ func testPrepareAbandon(t *testing.T, open func(...Option) Ledger) {
 func testPrepareTwice(t *testing.T, open func(...Option) Ledger) {
 	l := open()
 	o := newS3Object("twice", true)
-	if err := l.Claim(ctx, o.id(), "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, o.id(), ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	ev1, _ := o.rewrapEvent("runA", 1)
-	if err := l.Prepare(ctx, ev1); err != nil {
+	if err := l.Prepare(ctx, ownr(ev1.RunID), ev1); err != nil {
 		t.Fatal(err)
 	}
 	again := ev1
 	again.At = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC) // At is not compared
-	if err := l.Prepare(ctx, again); err != nil {
+	if err := l.Prepare(ctx, ownr(again.RunID), again); err != nil {
 		t.Fatalf("prepare of an identical event: %v", err)
 	}
 	if p := listPrepared(t, l, "runA"); len(p) != 1 || !sameEvent(p[0], ev1) {
@@ -414,60 +421,73 @@ func testPrepareTwice(t *testing.T, open func(...Option) Ledger) {
 	}
 
 	// kill -9 before the write. The resumed run re-claims and retries the
-	// object with a new wrapped key, from the same old one: it replaces.
+	// object with a new wrapped key, from the same old one: the prepared
+	// event is never replaced (only the object can tell whether its write
+	// landed), so the retry must settle it first.
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	l = open()
-	if err := l.Claim(ctx, o.id(), "runA/w2", time.Hour); err != nil {
+	p2 := epochOwner("runA", 2, "p2")
+	if _, err := l.Claim(ctx, o.id(), p2, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	ev2, nw2 := o.rewrapEvent("runA", 2)
-	if err := l.Prepare(ctx, ev2); err != nil {
+	if err := l.Prepare(ctx, p2, ev2); !errors.Is(err, ErrConflict) {
+		t.Fatalf("prepare of a retry over an unsettled event: got %v, want ErrConflict", err)
+	}
+	if p := listPrepared(t, l, "runA"); len(p) != 1 || !sameEvent(p[0], ev1) {
+		t.Fatalf("Prepared = %+v, want the first event still", p)
+	}
+	// The object still holds the old wrapped key: the first write did not
+	// land. Abandon it; now the retry prepares.
+	if err := l.Abandon(ctx, p2, o.id(), "runA", OpRewrap); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Prepare(ctx, p2, ev2); err != nil {
 		t.Fatalf("prepare of a retry: %v", err)
 	}
 	if p := listPrepared(t, l, "runA"); len(p) != 1 || !sameEvent(p[0], ev2) {
 		t.Fatalf("Prepared = %+v, want only the retry", p)
 	}
-	// A change from another wrapped key does not replace it: the prepared
-	// write may have landed.
+	// A change from another wrapped key does not replace it either.
 	ev3 := ev2
 	ev3.OldWrappedKeySHA256, ev3.NewWrappedKeySHA256 = ev2.NewWrappedKeySHA256, WrappedKeyFingerprint([]byte("third"))
-	if err := l.Prepare(ctx, ev3); !errors.Is(err, ErrConflict) {
+	if err := l.Prepare(ctx, p2, ev3); !errors.Is(err, ErrConflict) {
 		t.Fatalf("prepare from another wrapped key: got %v, want ErrConflict", err)
 	}
-	// The replaced attempt cannot be committed.
+	// The abandoned attempt cannot be committed.
 	o.write(nw2, keyB)
 	obj, cev1 := o.completed(ev1)
-	if err := l.Commit(ctx, obj, cev1); !errors.Is(err, ErrConflict) {
-		t.Fatalf("commit of the replaced attempt: got %v, want ErrConflict", err)
+	if err := l.Commit(ctx, p2, obj, cev1); !errors.Is(err, ErrConflict) {
+		t.Fatalf("commit of the abandoned attempt: got %v, want ErrConflict", err)
 	}
 	obj, cev2 := o.completed(ev2)
-	if err := l.Commit(ctx, obj, cev2); err != nil {
+	if err := l.Commit(ctx, p2, obj, cev2); err != nil {
 		t.Fatal(err)
 	}
 	checkRewrapped(t, l, o, "runA", ev1.OldWrappedKeySHA256)
 
 	// Without the claim nothing is replaced.
 	p := newS3Object("twice-unclaimed", false)
-	if err := l.Claim(ctx, p.id(), "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, p.id(), ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	pev1, _ := p.rewrapEvent("runA", 1)
-	if err := l.Prepare(ctx, pev1); err != nil {
+	if err := l.Prepare(ctx, ownr(pev1.RunID), pev1); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Release(ctx, p.id(), "runA/w1"); err != nil {
+	if err := l.Release(ctx, p.id(), ownr("runA")); err != nil {
 		t.Fatal(err)
 	}
 	pev2, _ := p.rewrapEvent("runA", 2)
-	if err := l.Prepare(ctx, pev2); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Prepare(ctx, ownr(pev2.RunID), pev2); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("replace without the claim: got %v, want ErrNotClaimed", err)
 	}
-	if err := l.Claim(ctx, p.id(), "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, p.id(), ownr("runB"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Prepare(ctx, pev2); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Prepare(ctx, ownr(pev2.RunID), pev2); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("replace under another run's claim: got %v, want ErrNotClaimed", err)
 	}
 	if got := listPrepared(t, l, "runA"); len(got) != 1 || !sameEvent(got[0], pev1) {
@@ -485,21 +505,21 @@ func testPrepareAfterCommit(t *testing.T, open func(...Option) Ledger) {
 	// with or without what the commit learnt after the write, with or
 	// without the claim.
 	for _, e := range []Event{ev, cev} {
-		if err := l.Prepare(ctx, e); err != nil {
+		if err := l.Prepare(ctx, ownr(e.RunID), e); err != nil {
 			t.Fatalf("prepare of a committed event: %v", err)
 		}
 	}
-	if err := l.Claim(ctx, o.id(), "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, o.id(), ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Prepare(ctx, ev); err != nil {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 		t.Fatalf("prepare of a committed event: %v", err)
 	}
 	if n := rawPrepared(t, l, "runA"); n != 0 {
 		t.Fatalf("a committed event was prepared again (%d)", n)
 	}
 	other, _ := newS3Object("committed", false).rewrapEvent("runA", 2)
-	if err := l.Prepare(ctx, other); !errors.Is(err, ErrConflict) {
+	if err := l.Prepare(ctx, ownr(other.RunID), other); !errors.Is(err, ErrConflict) {
 		t.Fatalf("prepare of another change with a committed identity: got %v, want ErrConflict", err)
 	}
 	if evs := lineageOf(t, l, o.id()); len(evs) != 1 {
@@ -521,18 +541,18 @@ func testPreparedPages(t *testing.T, open func(...Option) Ledger) {
 			want = append(want, id(i).Key)
 		}
 		g.Go(func() error {
-			if err := l.Claim(ctx, id(i), "runP/w", time.Hour); err != nil {
+			if _, err := l.Claim(ctx, id(i), ownr("runP"), time.Hour); err != nil {
 				return err
 			}
 			obj, ev := change(id(i), "runP", keyA, keyB)
-			if err := l.Prepare(ctx, ev); err != nil {
+			if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 				return err
 			}
 			switch i % 4 {
 			case 0:
-				return l.Commit(ctx, obj, ev)
+				return l.Commit(ctx, ownr(ev.RunID), obj, ev)
 			case 1:
-				return l.Abandon(ctx, ev.ID, ev.RunID, ev.Op)
+				return l.Abandon(ctx, ownr(ev.RunID), ev.ID, ev.RunID, ev.Op)
 			}
 			return nil
 		})
@@ -540,11 +560,11 @@ func testPreparedPages(t *testing.T, open func(...Option) Ledger) {
 	for i := range 20 {
 		g.Go(func() error {
 			qid := oid(fmt.Sprintf("other-run/%02d", i))
-			if err := l.Claim(ctx, qid, "runQ/w", time.Hour); err != nil {
+			if _, err := l.Claim(ctx, qid, ownr("runQ"), time.Hour); err != nil {
 				return err
 			}
 			_, ev := change(qid, "runQ", keyA, keyB)
-			return l.Prepare(ctx, ev)
+			return l.Prepare(ctx, ownr(ev.RunID), ev)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -577,10 +597,10 @@ func testPreparedPages(t *testing.T, open func(...Option) Ledger) {
 		}
 		seen[e.ID.Key] = true
 		if n++; n%2 == 0 {
-			return l.Abandon(ctx, e.ID, e.RunID, e.Op)
+			return l.Abandon(ctx, ownr(e.RunID), e.ID, e.RunID, e.Op)
 		}
 		obj, ev := change(e.ID, "runP", keyA, keyB)
-		return l.Commit(ctx, obj, ev)
+		return l.Commit(ctx, ownr(ev.RunID), obj, ev)
 	})
 	if err != nil || len(seen) != len(want) {
 		t.Fatalf("resume: %d of %d events, err %v", len(seen), len(want), err)
@@ -638,11 +658,11 @@ func testPrepareCrashPoints(t *testing.T, open func(...Option) Ledger) {
 					}
 					return nil
 				}))
-				if err := l.Claim(ctx, o.id(), run+"/w1", time.Hour); err != nil {
+				if _, err := l.Claim(ctx, o.id(), ownr(run), time.Hour); err != nil {
 					t.Fatal(err)
 				}
 				ev, nw := o.rewrapEvent(run, 1)
-				err := l.Prepare(ctx, ev)
+				err := l.Prepare(ctx, ownr(ev.RunID), ev)
 				if point == pointPrepared {
 					if !errors.Is(err, crash) {
 						t.Fatalf("%s: prepare: got %v, want the crash", name, err)
@@ -655,7 +675,7 @@ func testPrepareCrashPoints(t *testing.T, open func(...Option) Ledger) {
 				}
 				obj, cev := o.completed(ev)
 				if inCommit {
-					if err := l.Commit(ctx, obj, cev); !errors.Is(err, crash) {
+					if err := l.Commit(ctx, ownr(cev.RunID), obj, cev); !errors.Is(err, crash) {
 						t.Fatalf("%s: commit: got %v, want the crash", name, err)
 					}
 				}
@@ -665,7 +685,7 @@ func testPrepareCrashPoints(t *testing.T, open func(...Option) Ledger) {
 				}
 				l = open()
 				if retry {
-					if err := l.Commit(ctx, obj, cev); err != nil {
+					if err := l.Commit(ctx, ownr(cev.RunID), obj, cev); err != nil {
 						t.Fatalf("%s: retried commit: %v", name, err)
 					}
 					if n := rawPrepared(t, l, run); n != 0 {
@@ -702,16 +722,16 @@ func testPrepareTakenOver(t *testing.T, open func(...Option) Ledger) {
 		return nil
 	}))
 	o := newS3Object("taken-over", false)
-	if err := l.Claim(ctx, o.id(), "runA/w1", time.Minute); err != nil {
+	if _, err := l.Claim(ctx, o.id(), ownr("runA"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	ev, nw := o.rewrapEvent("runA", 1)
-	if err := l.Prepare(ctx, ev); err != nil {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 		t.Fatal(err)
 	}
 	o.write(nw, keyB)
 	obj, cev := o.completed(ev)
-	if err := l.Commit(ctx, obj, cev); !errors.Is(err, crash) {
+	if err := l.Commit(ctx, ownr(cev.RunID), obj, cev); !errors.Is(err, crash) {
 		t.Fatalf("commit: got %v, want the crash", err)
 	}
 	if err := l.Close(); err != nil {
@@ -720,18 +740,18 @@ func testPrepareTakenOver(t *testing.T, open func(...Option) Ledger) {
 	clk.Advance(time.Hour)
 	l = open(WithClock(clk.Now))
 	// Run B rewraps the object onto keyC.
-	if err := l.Claim(ctx, o.id(), "runB/w1", time.Minute); err != nil {
+	if _, err := l.Claim(ctx, o.id(), ownr("runB"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	bev := Event{ID: o.id(), RunID: "runB", Op: OpRewrap, Method: "kms-reencrypt", FromKey: keyB, ToKey: keyC,
 		ETagBefore: o.etag, OldWrappedKeySHA256: o.fingerprint(), NewWrappedKeySHA256: WrappedKeyFingerprint([]byte("runB's"))}
-	if err := l.Prepare(ctx, bev); err != nil {
+	if err := l.Prepare(ctx, ownr(bev.RunID), bev); err != nil {
 		t.Fatal(err)
 	}
 	o.write("runB's", keyC)
 	bobj, bev := o.completed(bev)
 	bobj.WrapKey = keyC
-	if err := l.Commit(ctx, bobj, bev); err != nil {
+	if err := l.Commit(ctx, ownr(bev.RunID), bobj, bev); err != nil {
 		t.Fatal(err)
 	}
 	resume(t, l, "runA", o)
@@ -761,11 +781,11 @@ func testPrepareChangedBySomeoneElse(t *testing.T, open func(...Option) Ledger) 
 	l := open()
 	o := newS3Object("changed", true)
 	start := o.id()
-	if err := l.Claim(ctx, start, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, start, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	ev, _ := o.rewrapEvent("runA", 1)
-	if err := l.Prepare(ctx, ev); err != nil {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 		t.Fatal(err)
 	}
 	// Our write fails its guard: someone else wrote first; then kill -9.
@@ -784,7 +804,7 @@ func testPrepareChangedBySomeoneElse(t *testing.T, open func(...Option) Ledger) 
 	if n := rawPrepared(t, l, "runA"); n != 0 {
 		t.Fatalf("%d prepared events left", n)
 	}
-	if err := l.Claim(ctx, start, "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, start, ownr("runB"), time.Hour); err != nil {
 		t.Fatalf("claim not released: %v", err)
 	}
 }
@@ -799,36 +819,36 @@ func testPrepareConcurrent(t *testing.T, open func(...Option) Ledger) {
 	for i := range distinct {
 		g.Go(func() error {
 			id := oid(fmt.Sprintf("conc/%02d", i))
-			if err := l.Claim(ctx, id, fmt.Sprintf("runC/w%d", i), time.Hour); err != nil {
+			if _, err := l.Claim(ctx, id, ownr("runC"), time.Hour); err != nil {
 				return err
 			}
 			obj, ev := change(id, "runC", keyA, keyB)
-			if err := l.Prepare(ctx, ev); err != nil {
+			if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 				return err
 			}
 			if i%4 == 3 {
-				return l.Abandon(ctx, id, "runC", OpRewrap)
+				return l.Abandon(ctx, ownr("runC"), id, "runC", OpRewrap)
 			}
-			return l.Commit(ctx, obj, ev)
+			return l.Commit(ctx, ownr(ev.RunID), obj, ev)
 		})
 	}
 	sid := oid("conc/same")
-	if err := l.Claim(ctx, sid, "runC/w", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, sid, ownr("runC"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	obj, ev := change(sid, "runC", keyA, keyB)
 	for i := range same {
 		g.Go(func() error {
 			if i%2 == 0 {
-				if err := l.Prepare(ctx, ev); err != nil {
+				if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 					return fmt.Errorf("prepare %d: %w", i, err)
 				}
 			}
-			if err := l.Commit(ctx, obj, ev); err != nil {
+			if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 				return fmt.Errorf("commit %d: %w", i, err)
 			}
 			if i%2 == 1 {
-				if err := l.Prepare(ctx, ev); err != nil {
+				if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 					return fmt.Errorf("prepare %d after commit: %w", i, err)
 				}
 			}

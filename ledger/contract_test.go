@@ -64,6 +64,8 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"PrepareConcurrent", testPrepareConcurrent},
 		{"UploadSave", testUploadSave},
 		{"UploadsList", testUploadsList},
+		{"Lease", testLease},
+		{"PreparedOn", testPreparedOn},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if parallel {
@@ -123,11 +125,11 @@ func change(id ObjectID, run, from, to string) (Object, Event) {
 // rewrap claims id for run and commits a rewrap from one key to another.
 func rewrap(t testing.TB, l Ledger, id ObjectID, run, from, to string) {
 	t.Helper()
-	if err := l.Claim(ctx, id, run+"/w1", time.Minute); err != nil {
+	if _, err := l.Claim(ctx, id, ownr(run), time.Minute); err != nil {
 		t.Fatalf("claim %s: %v", id, err)
 	}
 	obj, ev := change(id, run, from, to)
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 		t.Fatalf("commit %s: %v", id, err)
 	}
 }
@@ -190,7 +192,7 @@ func testClaimExclusive(t *testing.T, open func(...Option) Ledger) {
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
-		wg.Go(func() { errs[i] = l.Claim(ctx, id, fmt.Sprintf("run%02d/w0", i), time.Minute) })
+		wg.Go(func() { _, errs[i] = l.Claim(ctx, id, fmt.Sprintf("run%02d/w0", i), time.Minute) })
 	}
 	wg.Wait()
 	winner := -1
@@ -219,33 +221,33 @@ func testClaimLeaseExpiry(t *testing.T, open func(...Option) Ledger) {
 	clk := newClock()
 	l := open(WithClock(clk.Now))
 	id := oid("leased")
-	if err := l.Claim(ctx, id, "runA/w1", time.Minute); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	var ce *ClaimedError
-	if err := l.Claim(ctx, id, "runB/w1", time.Minute); !errors.As(err, &ce) {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Minute); !errors.As(err, &ce) {
 		t.Fatalf("claim held by runA: got %v, want ErrClaimed", err)
 	}
 	if want := clk.Now().Add(time.Minute); !ce.Expires.Equal(want) {
 		t.Errorf("ClaimedError.Expires = %v, want %v", ce.Expires, want)
 	}
 	clk.Advance(59 * time.Second)
-	if err := l.Claim(ctx, id, "runB/w1", time.Minute); !errors.Is(err, ErrClaimed) {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Minute); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("claim before expiry: got %v, want ErrClaimed", err)
 	}
 	clk.Advance(time.Second)
-	if err := l.Claim(ctx, id, "runB/w1", time.Minute); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Minute); err != nil {
 		t.Fatalf("claim after expiry: %v", err)
 	}
 	objA, evA := change(id, "runA", keyA, keyB)
-	if err := l.Commit(ctx, objA, evA); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Commit(ctx, ownr(evA.RunID), objA, evA); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("commit by the run whose lease was taken over: got %v, want ErrNotClaimed", err)
 	}
-	if err := l.Claim(ctx, id, "runA/w1", time.Minute); !errors.Is(err, ErrClaimed) {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Minute); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("re-claim by the old holder: got %v, want ErrClaimed", err)
 	}
 	objB, evB := change(id, "runB", keyA, keyC)
-	if err := l.Commit(ctx, objB, evB); err != nil {
+	if err := l.Commit(ctx, ownr(evB.RunID), objB, evB); err != nil {
 		t.Fatalf("commit by the new holder: %v", err)
 	}
 	if got := mustGet(t, l, id); got.WrapKey != keyC || got.RunID != "runB" {
@@ -253,12 +255,12 @@ func testClaimLeaseExpiry(t *testing.T, open func(...Option) Ledger) {
 	}
 	// An expired claim that nobody took over still lets its run commit.
 	id2 := oid("expired-not-taken")
-	if err := l.Claim(ctx, id2, "runA/w1", time.Second); err != nil {
+	if _, err := l.Claim(ctx, id2, ownr("runA"), time.Second); err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Hour)
 	obj, ev := change(id2, "runA", keyA, keyB)
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 		t.Fatalf("commit under an expired but untaken claim: %v", err)
 	}
 }
@@ -266,8 +268,9 @@ func testClaimLeaseExpiry(t *testing.T, open func(...Option) Ledger) {
 func testClaimSameRunAfterCrash(t *testing.T, open func(...Option) Ledger) {
 	l := open()
 	ids := []ObjectID{oid("c1"), oid("c2"), oid("c3")}
+	first := epochOwner("run7", 1, "host-1-a")
 	for _, id := range ids {
-		if err := l.Claim(ctx, id, "run7/w3", time.Hour); err != nil {
+		if _, err := l.Claim(ctx, id, first, time.Hour); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -276,55 +279,83 @@ func testClaimSameRunAfterCrash(t *testing.T, open func(...Option) Ledger) {
 		t.Fatal(err)
 	}
 	l = open()
-	if err := l.Claim(ctx, ids[0], "run8/w1", time.Hour); !errors.Is(err, ErrClaimed) {
+	if _, err := l.Claim(ctx, ids[0], ownr("run8"), time.Hour); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("another run: got %v, want ErrClaimed", err)
 	}
+	// Another lease of the same run (another shard) waits for expiry too.
+	shard := Owner{Run: "run7", Lease: "shard-1-of-2", Epoch: 9, Holder: "host-2-b"}.String()
+	if _, err := l.Claim(ctx, ids[0], shard, time.Hour); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("another lease of the run: got %v, want ErrClaimed", err)
+	}
+	// The next holder of the run's lease (a later epoch) takes the claims
+	// over at once, and learns whose they were.
+	resumed := epochOwner("run7", 2, "host-1-b")
 	for _, id := range ids {
-		// The resumed run, with other worker names, re-takes its claims.
-		if err := l.Claim(ctx, id, "run7/w9", time.Hour); err != nil {
+		got, err := l.Claim(ctx, id, resumed, time.Hour)
+		if err != nil {
 			t.Fatalf("resumed run re-claiming %s: %v", id, err)
 		}
+		if got.Prev != first {
+			t.Fatalf("Claimed.Prev = %q, want %q", got.Prev, first)
+		}
 	}
-	rewrap(t, l, ids[0], "run7", keyA, keyB)
+	// The earlier epoch is fenced: it can neither claim again nor record.
+	if _, err := l.Claim(ctx, ids[1], first, time.Hour); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("earlier epoch re-claiming: got %v, want ErrClaimed", err)
+	}
+	obj, ev := change(ids[1], "run7", keyA, keyB)
+	if err := l.Prepare(ctx, first, ev); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("earlier epoch preparing: got %v, want ErrNotClaimed", err)
+	}
+	if err := l.Commit(ctx, first, obj, ev); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("earlier epoch committing: got %v, want ErrNotClaimed", err)
+	}
+	// Claiming again as the holder is a renewal: nothing taken over.
+	if got, err := l.Claim(ctx, ids[1], resumed, time.Hour); err != nil || got.Prev != "" {
+		t.Fatalf("renewal: got %+v, %v", got, err)
+	}
+	if err := l.Commit(ctx, resumed, obj, ev); err != nil {
+		t.Fatal(err)
+	}
 	var ce *ClaimedError
-	if err := l.Claim(ctx, ids[1], "run8/w1", time.Hour); !errors.As(err, &ce) || ce.Owner != "run7/w9" {
-		t.Fatalf("claim now held by run7/w9: got %v", err)
+	if _, err := l.Claim(ctx, ids[2], ownr("run8"), time.Hour); !errors.As(err, &ce) || ce.Owner != resumed {
+		t.Fatalf("claim now held by %s: got %v", resumed, err)
 	}
 }
 
 func testReleaseOnlyByOwner(t *testing.T, open func(...Option) Ledger) {
 	l := open()
 	id := oid("released")
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Release(ctx, id, "runB/w1"); err != nil {
+	if err := l.Release(ctx, id, ownr("runB")); err != nil {
 		t.Fatalf("release by a non-holder: %v, want a no-op", err)
 	}
-	if err := l.Claim(ctx, id, "runB/w1", time.Hour); !errors.Is(err, ErrClaimed) {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("after a non-holder's release: got %v, want ErrClaimed", err)
 	}
-	if err := l.Release(ctx, id, "runA/w1"); err != nil {
+	if err := l.Release(ctx, id, ownr("runA")); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Get(ctx, id); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("a released claim left a record: %v", err)
 	}
-	if err := l.Claim(ctx, id, "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); err != nil {
 		t.Fatalf("claim after release: %v", err)
 	}
 	// Releasing keeps the object record.
 	mustObserve(t, l, observed(id, keyA))
-	if err := l.Release(ctx, id, "runB/w1"); err != nil {
+	if err := l.Release(ctx, id, ownr("runB")); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGet(t, l, id); got.WrapKey != keyA {
 		t.Fatalf("record after release: %+v", got)
 	}
-	if err := l.Claim(ctx, id, "runC/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runC"), time.Hour); err != nil {
 		t.Fatalf("claim after release: %v", err)
 	}
-	if err := l.Release(ctx, oid("never-claimed"), "runC/w1"); err != nil {
+	if err := l.Release(ctx, oid("never-claimed"), ownr("runC")); err != nil {
 		t.Fatalf("release of an unclaimed object: %v", err)
 	}
 }
@@ -334,25 +365,25 @@ func testCommitWithoutClaim(t *testing.T, open func(...Option) Ledger) {
 	id := oid("unclaimed")
 	mustObserve(t, l, observed(id, keyA))
 	obj, ev := change(id, "runA", keyA, keyB)
-	if err := l.Commit(ctx, obj, ev); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("commit without a claim: got %v, want ErrNotClaimed", err)
 	}
-	if err := l.Claim(ctx, id, "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Commit(ctx, obj, ev); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("commit under another run's claim: got %v, want ErrNotClaimed", err)
 	}
-	if err := l.Release(ctx, id, "runB/w1"); err != nil {
+	if err := l.Release(ctx, id, ownr("runB")); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Release(ctx, id, "runA/w1"); err != nil {
+	if err := l.Release(ctx, id, ownr("runA")); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Commit(ctx, obj, ev); !errors.Is(err, ErrNotClaimed) {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("commit after releasing: got %v, want ErrNotClaimed", err)
 	}
 	if evs := lineageOf(t, l, id); len(evs) != 0 {
@@ -367,7 +398,7 @@ func testCommitConcurrentDuplicates(t *testing.T, open func(...Option) Ledger) {
 	l := open()
 	id := oid("dup")
 	mustObserve(t, l, observed(id, keyA))
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	obj, ev := change(id, "runA", keyA, keyB)
@@ -378,7 +409,7 @@ func testCommitConcurrentDuplicates(t *testing.T, open func(...Option) Ledger) {
 		wg.Go(func() {
 			e := ev
 			e.At = time.Date(2026, 3, 1, 12, 0, i, 0, time.UTC) // At is not part of the identity
-			errs[i] = l.Commit(ctx, obj, e)
+			errs[i] = l.Commit(ctx, ownr(e.RunID), obj, e)
 		})
 	}
 	wg.Wait()
@@ -397,7 +428,7 @@ func testCommitConcurrentDuplicates(t *testing.T, open func(...Option) Ledger) {
 		t.Fatalf("counts = %v", c)
 	}
 	// The claim is gone: another run may take the object now.
-	if err := l.Claim(ctx, id, "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); err != nil {
 		t.Fatalf("claim after commit: %v", err)
 	}
 }
@@ -409,7 +440,7 @@ func testCommitRetried(t *testing.T, open func(...Option) Ledger) {
 	obj, ev := change(id, "runA", keyA, keyB)
 	ev.At = time.Now().Add(time.Hour)
 	for i := range 3 {
-		if err := l.Commit(ctx, obj, ev); err != nil {
+		if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 			t.Fatalf("retry %d of a completed commit: %v", i, err)
 		}
 	}
@@ -418,31 +449,32 @@ func testCommitRetried(t *testing.T, open func(...Option) Ledger) {
 	}
 	// A resumed run re-claims an object it had committed and commits again:
 	// still one event, and the claim is released.
-	if err := l.Claim(ctx, id, "runA/w9", time.Hour); err != nil {
+	resumed := epochOwner("runA", 2, "p2")
+	if _, err := l.Claim(ctx, id, resumed, time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, resumed, obj, ev); err != nil {
 		t.Fatalf("commit again after re-claiming: %v", err)
 	}
-	if err := l.Claim(ctx, id, "runZ/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runZ"), time.Hour); err != nil {
 		t.Fatalf("claim not released by the repeated commit: %v", err)
 	}
-	if err := l.Release(ctx, id, "runZ/w1"); err != nil {
+	if err := l.Release(ctx, id, ownr("runZ")); err != nil {
 		t.Fatal(err)
 	}
 	// Same identity, different content: not a retry.
 	other := ev
 	other.ToKey = keyC
-	if err := l.Commit(ctx, obj, other); !errors.Is(err, ErrConflict) {
+	if err := l.Commit(ctx, ownr(other.RunID), obj, other); !errors.Is(err, ErrConflict) {
 		t.Fatalf("same event identity with another to key: got %v, want ErrConflict", err)
 	}
 	// Another op by the same run on the same version is another event.
-	if err := l.Claim(ctx, id, "runA/w2", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	obj2, ev2 := change(id, "runA", keyB, keyC)
 	ev2.Op, ev2.Method, obj2.State = OpReencrypt, "kms-decrypt+local-encrypt", StateReencrypted
-	if err := l.Commit(ctx, obj2, ev2); err != nil {
+	if err := l.Commit(ctx, ownr(ev2.RunID), obj2, ev2); err != nil {
 		t.Fatal(err)
 	}
 	if evs := lineageOf(t, l, id); len(evs) != 2 {
@@ -462,23 +494,24 @@ func testCommitCrashBetweenWrites(t *testing.T, open func(...Option) Ledger) {
 	}))
 	id := oid("crashed")
 	mustObserve(t, l, observed(id, keyA))
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	obj, ev := change(id, "runA", keyA, keyB)
-	if err := l.Commit(ctx, obj, ev); !errors.Is(err, crash) {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); !errors.Is(err, crash) {
 		t.Fatalf("got %v, want the simulated crash", err)
 	}
 	// The claim survives the crash.
-	if err := l.Claim(ctx, id, "runB/w1", time.Hour); !errors.Is(err, ErrClaimed) {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("claim after the crash: got %v, want ErrClaimed", err)
 	}
 	// The resumed run re-claims and commits again: it converges.
-	if err := l.Claim(ctx, id, "runA/w2", time.Hour); err != nil {
+	resumed := epochOwner("runA", 2, "p2")
+	if _, err := l.Claim(ctx, id, resumed, time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	ev.At = time.Time{}
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, resumed, obj, ev); err != nil {
 		t.Fatalf("retry after the crash: %v", err)
 	}
 	if evs := lineageOf(t, l, id); len(evs) != 1 {
@@ -490,7 +523,7 @@ func testCommitCrashBetweenWrites(t *testing.T, open func(...Option) Ledger) {
 	if got := byKey(t, l, keyA); len(got) != 0 {
 		t.Fatalf("still listed under the old key: %v", got)
 	}
-	if err := l.Claim(ctx, id, "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); err != nil {
 		t.Fatalf("claim released after the retry: %v", err)
 	}
 }
@@ -500,12 +533,12 @@ func testCommitNewVersion(t *testing.T, open func(...Option) Ledger) {
 	v1 := ObjectID{Bucket: "versioned", Key: "doc.pdf", VersionID: "3HL4kqtJlcpXroDTDmJ.rmSpXd3dIbrHY"}
 	v2 := ObjectID{Bucket: "versioned", Key: "doc.pdf", VersionID: "ThZ.Yo0wvE8Lk1eFi7o7vDNGDQA7YyBD"}
 	mustObserve(t, l, observed(v1, keyA))
-	if err := l.Claim(ctx, v1, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, v1, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	obj, ev := change(v2, "runA", keyA, keyB)
 	ev.ID, ev.VersionBefore, ev.VersionAfter = v1, v1.VersionID, v2.VersionID
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGet(t, l, v2); got.WrapKey != keyB || got.State != StateRewrapped {
@@ -518,11 +551,11 @@ func testCommitNewVersion(t *testing.T, open func(...Option) Ledger) {
 	if c := counts(t, l); c[keyA] != 1 || c[keyB] != 1 {
 		t.Fatalf("counts = %v", c)
 	}
-	if err := l.Claim(ctx, v1, "runB/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, v1, ownr("runB"), time.Hour); err != nil {
 		t.Fatalf("claim on the old version not released: %v", err)
 	}
 	del := Event{ID: v1, RunID: "runB", Op: OpDeleteVersion, Method: "s3-delete-object-version", FromKey: keyA}
-	if err := l.Commit(ctx, Object{ID: v1, State: StateDeleted}, del); err != nil {
+	if err := l.Commit(ctx, ownr(del.RunID), Object{ID: v1, State: StateDeleted}, del); err != nil {
 		t.Fatal(err)
 	}
 	if c := counts(t, l); c[keyA] != 0 || c[keyB] != 1 {
@@ -538,7 +571,7 @@ func testCommitNewVersion(t *testing.T, open func(...Option) Ledger) {
 func testCommitValidation(t *testing.T, open func(...Option) Ledger) {
 	l := open()
 	id := oid("validated")
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	for name, mod := range map[string]func(*Object, *Event){
@@ -554,23 +587,23 @@ func testCommitValidation(t *testing.T, open func(...Option) Ledger) {
 		"other version":         func(o *Object, _ *Event) { o.ID.VersionID = "v9" },
 		"no op":                 func(_ *Object, e *Event) { e.Op = "" },
 		"op with separator":     func(_ *Object, e *Event) { e.Op = "re#wrap" },
-		"run id with slash":     func(_ *Object, e *Event) { e.RunID = "runA/w1" },
+		"run id with slash":     func(_ *Object, e *Event) { e.RunID = ownr("runA") },
 		"object of another run": func(o *Object, _ *Event) { o.RunID = "runB" },
 		"no state":              func(o *Object, _ *Event) { o.State = "" },
 		"invalid utf-8 key":     func(o *Object, e *Event) { o.ID.Key, e.ID.Key = "\xff", "\xff" },
 	} {
 		obj, ev := change(id, "runA", keyA, keyB)
 		mod(&obj, &ev)
-		if err := l.Commit(ctx, obj, ev); !errors.Is(err, ErrInvalid) {
+		if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: got %v, want ErrInvalid", name, err)
 		}
 	}
 	for _, owner := range []string{"", "/w1", "run A/w1", "run#1/w1"} {
-		if err := l.Claim(ctx, id, owner, time.Hour); !errors.Is(err, ErrInvalid) {
+		if _, err := l.Claim(ctx, id, owner, time.Hour); !errors.Is(err, ErrInvalid) {
 			t.Errorf("claim by %q: got %v, want ErrInvalid", owner, err)
 		}
 	}
-	if err := l.Claim(ctx, id, "runA/w1", 0); !errors.Is(err, ErrInvalid) {
+	if _, err := l.Claim(ctx, id, ownr("runA"), 0); !errors.Is(err, ErrInvalid) {
 		t.Errorf("zero lease: got %v, want ErrInvalid", err)
 	}
 	if evs := lineageOf(t, l, id); len(evs) != 0 {
@@ -602,15 +635,15 @@ func testObserveLaterWins(t *testing.T, open func(...Option) Ledger) {
 		t.Fatalf("Get = %+v, want %+v (cleared fields cleared)", got, latest)
 	}
 	// An observation keeps the claim.
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	mustObserve(t, l, observed(id, keyA))
-	if err := l.Claim(ctx, id, "runB/w1", time.Hour); !errors.Is(err, ErrClaimed) {
+	if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); !errors.Is(err, ErrClaimed) {
 		t.Fatalf("claim after an observation: got %v, want ErrClaimed", err)
 	}
 	obj, ev := change(id, "runA", keyA, keyB)
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 		t.Fatalf("commit after an observation: %v", err)
 	}
 	// Observe fills UpdatedAt, and a zero time is not older than anything.
@@ -627,7 +660,7 @@ func testGetNotFound(t *testing.T, open func(...Option) Ledger) {
 		t.Fatalf("got %v, want ErrNotFound", err)
 	}
 	id := oid("claimed-only")
-	if err := l.Claim(ctx, id, "runA/w1", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, ownr("runA"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := l.Get(ctx, id); !errors.Is(err, ErrNotFound) {
@@ -684,11 +717,11 @@ func testByKeyAndCounts(t *testing.T, open func(...Option) Ledger) {
 	}
 	// fn may write to the ledger (move every object as it is listed).
 	err = l.ByKey(ctx, keyB, func(o Object) error {
-		if err := l.Claim(ctx, o.ID, "runD/w1", time.Hour); err != nil {
+		if _, err := l.Claim(ctx, o.ID, ownr("runD"), time.Hour); err != nil {
 			return err
 		}
 		obj, ev := change(o.ID, "runD", keyB, keyC)
-		return l.Commit(ctx, obj, ev)
+		return l.Commit(ctx, ownr(ev.RunID), obj, ev)
 	})
 	if err != nil {
 		t.Fatalf("ByKey with a writing fn: %v", err)
@@ -711,13 +744,13 @@ func testLineage(t *testing.T, open func(...Option) Ledger) {
 		at       int
 		from, to string
 	}{{"run3", 3, keyC, keyA}, {"run1", 1, keyA, keyB}, {"run2", 2, keyB, keyC}} {
-		if err := l.Claim(ctx, id, step.run+"/w", time.Hour); err != nil {
+		if _, err := l.Claim(ctx, id, ownr(step.run), time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		obj, ev := change(id, step.run, step.from, step.to)
 		ev.At = t0.Add(time.Duration(step.at) * time.Hour)
 		obj.UpdatedAt = ev.At
-		if err := l.Commit(ctx, obj, ev); err != nil {
+		if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -743,23 +776,23 @@ func testLineage(t *testing.T, open func(...Option) Ledger) {
 	ver := func(v string) ObjectID { return ObjectID{Bucket: "data-bucket", Key: "multi", VersionID: v} }
 	step := func(run, from, to string, at int) {
 		t.Helper()
-		if err := l.Claim(ctx, ver(from), run+"/w", time.Hour); err != nil {
+		if _, err := l.Claim(ctx, ver(from), ownr(run), time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		obj, ev := change(ver(to), run, keyA, keyB)
 		ev.ID, ev.VersionBefore, ev.VersionAfter, ev.At = ver(from), from, to, t0.Add(time.Duration(at)*time.Minute)
-		if err := l.Commit(ctx, obj, ev); err != nil {
+		if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 			t.Fatal(err)
 		}
 	}
 	step("run1", "v1", "v2", 1)
 	step("run2", "v2", "v3", 2)
 	step("run1", "v8", "v9", 3)
-	if err := l.Claim(ctx, ver("v1"), "run4/w", time.Hour); err != nil {
+	if _, err := l.Claim(ctx, ver("v1"), ownr("run4"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
 	del := Event{ID: ver("v1"), RunID: "run4", Op: OpDeleteVersion, At: t0.Add(4 * time.Minute)}
-	if err := l.Commit(ctx, Object{ID: ver("v1"), State: StateDeleted}, del); err != nil {
+	if err := l.Commit(ctx, ownr(del.RunID), Object{ID: ver("v1"), State: StateDeleted}, del); err != nil {
 		t.Fatal(err)
 	}
 	desc := func(evs []Event) []string {
@@ -963,12 +996,12 @@ func testExport(t *testing.T, open func(...Option) Ledger) {
 	}
 	var want [][]string
 	for _, id := range ids {
-		if err := l.Claim(ctx, id, "runX/w", time.Hour); err != nil {
+		if _, err := l.Claim(ctx, id, ownr("runX"), time.Hour); err != nil {
 			t.Fatal(err)
 		}
 		obj, ev := change(id, "runX", keyA, keyB)
 		ev.At = at
-		if err := l.Commit(ctx, obj, ev); err != nil {
+		if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, []string{id.Bucket, id.Key, id.VersionID, "runX", "rewrap", "kms-reencrypt", keyA, keyB,
@@ -1044,11 +1077,11 @@ func testPages(t *testing.T, open func(...Option) Ledger) {
 			if i >= moved {
 				return nil
 			}
-			if err := l.Claim(ctx, id, "runP/w", time.Hour); err != nil {
+			if _, err := l.Claim(ctx, id, ownr("runP"), time.Hour); err != nil {
 				return err
 			}
 			obj, ev := change(id, "runP", keyA, keyB)
-			return l.Commit(ctx, obj, ev)
+			return l.Commit(ctx, ownr(ev.RunID), obj, ev)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -1109,11 +1142,11 @@ func testLargeTable(t *testing.T, open func(...Option) Ledger) {
 			if i%(total/changed) != 0 {
 				return nil
 			}
-			if err := l.Claim(ctx, id, "runL/w", time.Hour); err != nil {
+			if _, err := l.Claim(ctx, id, ownr("runL"), time.Hour); err != nil {
 				return err
 			}
 			obj, ev := change(id, "runL", keyA, keyA) // rewrapped in place
-			return l.Commit(ctx, obj, ev)
+			return l.Commit(ctx, ownr(ev.RunID), obj, ev)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -1139,11 +1172,11 @@ func benchCommit(b *testing.B, open func(...Option) Ledger) {
 	var seq atomic.Int64
 	one := func() error {
 		id := oid(fmt.Sprintf("bench/%08d", seq.Add(1)))
-		if err := l.Claim(ctx, id, "runB/w", time.Hour); err != nil {
+		if _, err := l.Claim(ctx, id, ownr("runB"), time.Hour); err != nil {
 			return err
 		}
 		obj, ev := change(id, "runB", keyA, keyB)
-		return l.Commit(ctx, obj, ev)
+		return l.Commit(ctx, ownr(ev.RunID), obj, ev)
 	}
 	b.Run("serial", func(b *testing.B) {
 		for b.Loop() {
@@ -1165,4 +1198,13 @@ func benchCommit(b *testing.B, open func(...Option) Ledger) {
 		})
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
 	})
+}
+
+// ownr is the claim owner the tests use for run: the first process of
+// the run's lease "all" (epoch 1).
+func ownr(run string) string { return epochOwner(run, 1, "p1") }
+
+// epochOwner is an owner of run's lease "all" at epoch e.
+func epochOwner(run string, e int64, holder string) string {
+	return Owner{Run: run, Lease: "all", Epoch: e, Holder: holder}.String()
 }

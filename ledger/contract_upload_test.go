@@ -27,14 +27,14 @@ func randomState(n int, seed uint64) []byte {
 
 func mustClaim(t *testing.T, l Ledger, id ObjectID, owner string) {
 	t.Helper()
-	if err := l.Claim(ctx, id, owner, time.Hour); err != nil {
+	if _, err := l.Claim(ctx, id, owner, time.Hour); err != nil {
 		t.Fatalf("claim %s by %s: %v", id, owner, err)
 	}
 }
 
 func mustSaveUpload(t *testing.T, l Ledger, u Upload) {
 	t.Helper()
-	if err := l.SaveUpload(ctx, u); err != nil {
+	if err := l.SaveUpload(ctx, ownr(u.RunID), u); err != nil {
 		t.Fatalf("save checkpoint of %q by %s: %v", u.ID.String(), u.RunID, err)
 	}
 }
@@ -83,21 +83,21 @@ func testUploadSave(t *testing.T, open func(...Option) Ledger) {
 
 	// The claim guard: none, then another run's.
 	u := Upload{ID: id, RunID: "runA", UploadID: "up-1", State: []byte("parts 1-3")}
-	if err := l.SaveUpload(ctx, u); !errors.Is(err, ErrNotClaimed) {
+	if err := l.SaveUpload(ctx, ownr(u.RunID), u); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("save without a claim: %v, want ErrNotClaimed", err)
 	}
-	mustClaim(t, l, id, "runB/w1")
-	if err := l.SaveUpload(ctx, u); !errors.Is(err, ErrNotClaimed) {
+	mustClaim(t, l, id, ownr("runB"))
+	if err := l.SaveUpload(ctx, ownr(u.RunID), u); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("save under runB's claim: %v, want ErrNotClaimed", err)
 	}
 	wantNoUpload(t, l, "runA", id)
-	if err := l.Release(ctx, id, "runB/w1"); err != nil {
+	if err := l.Release(ctx, id, ownr("runB")); err != nil {
 		t.Fatal(err)
 	}
 
 	// Round trip: the bytes as given, UpdatedAt from the ledger's clock
 	// whatever the caller set.
-	mustClaim(t, l, id, "runA/w1")
+	mustClaim(t, l, id, ownr("runA"))
 	u.State = randomState(4096, 1)
 	u.UpdatedAt = time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
 	mustSaveUpload(t, l, u)
@@ -110,14 +110,24 @@ func testUploadSave(t *testing.T, open func(...Option) Ledger) {
 	}
 	wantNoUpload(t, l, "runB", id) // checkpoints belong to their run
 
-	// Replace, by another worker of the same run (the claim is the run's).
-	mustClaim(t, l, id, "runA/w2")
+	// Replace, by the next process of the run (a later epoch of its lease).
+	next := epochOwner("runA", 2, "p2")
+	mustClaim(t, l, id, next)
 	clk.Advance(time.Minute)
-	mustSaveUpload(t, l, Upload{ID: id, RunID: "runA", UploadID: "up-2", State: []byte("parts 1-4")})
+	if err := l.SaveUpload(ctx, ownr("runA"), Upload{ID: id, RunID: "runA", UploadID: "up-x"}); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("save by the earlier epoch: got %v, want ErrNotClaimed", err)
+	}
+	if err := l.SaveUpload(ctx, next, Upload{ID: id, RunID: "runA", UploadID: "up-2", State: []byte("parts 1-4")}); err != nil {
+		t.Fatal(err)
+	}
 	got = mustGetUpload(t, l, "runA", id)
 	if got.UploadID != "up-2" || string(got.State) != "parts 1-4" || !got.UpdatedAt.Equal(clk.Now()) {
 		t.Fatalf("after replace: %+v", got)
 	}
+	if err := l.Release(ctx, id, next); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, l, id, ownr("runA"))
 	// Replace with an empty one: nothing of the old one stays.
 	clk.Advance(time.Minute)
 	mustSaveUpload(t, l, Upload{ID: id, RunID: "runA"})
@@ -133,7 +143,7 @@ func testUploadSave(t *testing.T, open func(...Option) Ledger) {
 	if got := mustGetUpload(t, l, "runA", id); !bytes.Equal(got.State, big) || got.UploadID != "up-3" {
 		t.Fatalf("a state of %d bytes did not round-trip (%d bytes back)", len(big), len(got.State))
 	}
-	if err := l.SaveUpload(ctx, Upload{ID: id, RunID: "runA", State: randomState(MaxUploadStateBytes+1, 3)}); !errors.Is(err, ErrInvalid) {
+	if err := l.SaveUpload(ctx, ownr("runA"), Upload{ID: id, RunID: "runA", State: randomState(MaxUploadStateBytes+1, 3)}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("save of %d bytes of state: %v, want ErrInvalid", MaxUploadStateBytes+1, err)
 	}
 	if got := mustGetUpload(t, l, "runA", id); !bytes.Equal(got.State, big) {
@@ -143,14 +153,14 @@ func testUploadSave(t *testing.T, open func(...Option) Ledger) {
 	// Bad arguments.
 	for _, bad := range []Upload{
 		{ID: id, RunID: ""},
-		{ID: id, RunID: "runA/w1"},
+		{ID: id, RunID: ownr("runA")},
 		{ID: id, RunID: "run#A"},
 		{ID: ObjectID{Key: "k"}, RunID: "runA"},
 		{ID: ObjectID{Bucket: "b"}, RunID: "runA"},
 		{ID: ObjectID{Bucket: "b", Key: "\xff"}, RunID: "runA"},
 		{ID: id, RunID: "runA", UploadID: "\xfe"},
 	} {
-		if err := l.SaveUpload(ctx, bad); !errors.Is(err, ErrInvalid) {
+		if err := l.SaveUpload(ctx, ownr(bad.RunID), bad); !errors.Is(err, ErrInvalid) {
 			t.Errorf("SaveUpload(%+v): %v, want ErrInvalid", bad, err)
 		}
 	}
@@ -158,7 +168,7 @@ func testUploadSave(t *testing.T, open func(...Option) Ledger) {
 		if _, err := l.GetUpload(ctx, run, id); !errors.Is(err, ErrInvalid) {
 			t.Errorf("GetUpload(%q): %v, want ErrInvalid", run, err)
 		}
-		if err := l.DeleteUpload(ctx, run, id); !errors.Is(err, ErrInvalid) {
+		if err := l.DeleteUpload(ctx, ownr(run), run, id); !errors.Is(err, ErrInvalid) {
 			t.Errorf("DeleteUpload(%q): %v, want ErrInvalid", run, err)
 		}
 		if err := l.Uploads(ctx, run, func(Upload) error { return nil }); !errors.Is(err, ErrInvalid) {
@@ -172,23 +182,23 @@ func testUploadSave(t *testing.T, open func(...Option) Ledger) {
 	// Commit leaves the checkpoint alone, and without the claim it can no
 	// longer be saved.
 	obj, ev := change(id, "runA", keyA, keyB)
-	if err := l.Commit(ctx, obj, ev); err != nil {
+	if err := l.Commit(ctx, ownr(ev.RunID), obj, ev); err != nil {
 		t.Fatal(err)
 	}
 	if got := mustGetUpload(t, l, "runA", id); !bytes.Equal(got.State, big) {
 		t.Fatal("Commit changed the checkpoint")
 	}
-	if err := l.SaveUpload(ctx, Upload{ID: id, RunID: "runA"}); !errors.Is(err, ErrNotClaimed) {
+	if err := l.SaveUpload(ctx, ownr("runA"), Upload{ID: id, RunID: "runA"}); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("save after Commit released the claim: %v, want ErrNotClaimed", err)
 	}
 
 	// A claim taken over by another run once the lease expired.
 	id2 := ObjectID{Bucket: "data-bucket", Key: "video/other.mp4"}
-	mustClaim(t, l, id2, "runA/w1")
+	mustClaim(t, l, id2, ownr("runA"))
 	mustSaveUpload(t, l, Upload{ID: id2, RunID: "runA", UploadID: "up-a"})
 	clk.Advance(2 * time.Hour)
-	mustClaim(t, l, id2, "runB/w1")
-	if err := l.SaveUpload(ctx, Upload{ID: id2, RunID: "runA", UploadID: "up-a2"}); !errors.Is(err, ErrNotClaimed) {
+	mustClaim(t, l, id2, ownr("runB"))
+	if err := l.SaveUpload(ctx, ownr("runA"), Upload{ID: id2, RunID: "runA", UploadID: "up-a2"}); !errors.Is(err, ErrNotClaimed) {
 		t.Fatalf("save after runB took the claim over: %v, want ErrNotClaimed", err)
 	}
 	mustSaveUpload(t, l, Upload{ID: id2, RunID: "runB", UploadID: "up-b"})
@@ -196,15 +206,27 @@ func testUploadSave(t *testing.T, open func(...Option) Ledger) {
 		t.Fatalf("runA's checkpoint %+v, runB's %+v", a, b)
 	}
 
-	// Delete needs no claim (runA lost it); deleting again, or what never
-	// existed, is no error.
+	// Delete needs the claim: runA lost it, and its checkpoint may hold
+	// the only copy of an envelope whose content landed.
+	if err := l.DeleteUpload(ctx, ownr("runA"), "runA", id2); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("delete after runB took the claim over: %v, want ErrNotClaimed", err)
+	}
+	if got := mustGetUpload(t, l, "runA", id2); got.UploadID != "up-a" {
+		t.Fatalf("a refused delete changed runA's checkpoint: %+v", got)
+	}
+	// Once runA holds the claim again: deleting, and deleting again, or
+	// what never existed, is no error.
+	if err := l.Release(ctx, id2, ownr("runB")); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, l, id2, ownr("runA"))
 	for range 2 {
-		if err := l.DeleteUpload(ctx, "runA", id2); err != nil {
+		if err := l.DeleteUpload(ctx, ownr("runA"), "runA", id2); err != nil {
 			t.Fatal(err)
 		}
 		wantNoUpload(t, l, "runA", id2)
 	}
-	if err := l.DeleteUpload(ctx, "runC", ObjectID{Bucket: "b", Key: "never"}); err != nil {
+	if err := l.DeleteUpload(ctx, ownr("runC"), "runC", ObjectID{Bucket: "b", Key: "never"}); err != nil {
 		t.Fatalf("delete of a checkpoint that never existed: %v", err)
 	}
 	if got := mustGetUpload(t, l, "runB", id2); got.UploadID != "up-b" {
@@ -237,18 +259,18 @@ func testUploadsList(t *testing.T, open func(...Option) Ledger) {
 	}, oddIDs...)
 	state := func(id ObjectID) []byte { return []byte("state of " + id.String()) }
 	for i, id := range ids {
-		mustClaim(t, l, id, "r1/w")
+		mustClaim(t, l, id, ownr("r1"))
 		mustSaveUpload(t, l, Upload{ID: id, RunID: "r1", UploadID: "up-" + string(rune('a'+i)), State: state(id)})
 	}
 	// Other runs, one whose id extends r1's, and a prepared event of r1 in
 	// the same partitions.
 	for _, run := range []string{"r10", "r", "r1.0"} {
 		id := ObjectID{Bucket: "b", Key: "of " + run}
-		mustClaim(t, l, id, run+"/w")
+		mustClaim(t, l, id, ownr(run))
 		mustSaveUpload(t, l, Upload{ID: id, RunID: run, State: []byte(run)})
 	}
 	_, ev := change(ids[3], "r1", keyA, keyB)
-	if err := l.Prepare(ctx, ev); err != nil {
+	if err := l.Prepare(ctx, ownr(ev.RunID), ev); err != nil {
 		t.Fatal(err)
 	}
 
@@ -268,7 +290,7 @@ func testUploadsList(t *testing.T, open func(...Option) Ledger) {
 			t.Errorf("listed %+v", u)
 		}
 		u.State = append(u.State, " again"...)
-		return l.SaveUpload(ctx, u)
+		return l.SaveUpload(ctx, ownr(u.RunID), u)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +325,7 @@ func testUploadsList(t *testing.T, open func(...Option) Ledger) {
 	n = 0
 	err = l.Uploads(ctx, "r1", func(u Upload) error {
 		n++
-		return l.DeleteUpload(ctx, u.RunID, u.ID)
+		return l.DeleteUpload(ctx, ownr(u.RunID), u.RunID, u.ID)
 	})
 	if err != nil || n != len(ids) {
 		t.Fatalf("Uploads deleting: %v after %d calls, want %d", err, n, len(ids))
@@ -324,7 +346,7 @@ func testUploadsList(t *testing.T, open func(...Option) Ledger) {
 	if got := listUploads(t, l, "nobody"); len(got) != 0 {
 		t.Errorf("Uploads of a run without checkpoints: %+v", got)
 	}
-	if err := l.Abandon(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+	if err := l.Abandon(ctx, ownr(ev.RunID), ev.ID, ev.RunID, ev.Op); err != nil {
 		t.Fatal(err)
 	}
 	if n := rawPrepared(t, l, "r1"); n != 0 {
@@ -368,7 +390,7 @@ func TestBoltUploadsOldFile(t *testing.T) {
 	if got := listUploads(t, l, "runA"); len(got) != 0 {
 		t.Fatalf("Uploads: %+v", got)
 	}
-	mustClaim(t, l, id, "runA/w")
+	mustClaim(t, l, id, ownr("runA"))
 	mustSaveUpload(t, l, Upload{ID: id, RunID: "runA", UploadID: "up"})
 	if got := mustGetUpload(t, l, "runA", id); got.UploadID != "up" {
 		t.Fatalf("got %+v", got)

@@ -53,6 +53,8 @@ const (
 	attrClaimOwner   = "claim_owner"
 	attrClaimRun     = "claim_run"
 	attrClaimExpires = "claim_expires"
+	attrClaimGroup   = "claim_group"
+	attrClaimEpoch   = "claim_epoch"
 	attrUpdatedAt    = "updated_at"
 	attrRevision     = "revision"
 	gsiByKey         = "by_wrap_key"
@@ -290,39 +292,75 @@ func (d *dynamoLedger) getItem(ctx context.Context, pk, sk string) (map[string]t
 	return out.Item, nil
 }
 
-func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) error {
+func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) (Claimed, error) {
 	if err := checkClaimArgs(id, owner, lease); err != nil {
-		return err
+		return Claimed{}, err
 	}
+	group, epoch := ownerFence(owner)
 	for range 5 {
 		now := d.o.now()
-		_, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName:           aws.String(d.table),
-			Key:                 objectKey(id),
-			UpdateExpression:    aws.String("SET claim_owner = :o, claim_run = :r, claim_expires = :e"),
-			ConditionExpression: aws.String("attribute_not_exists(claim_run) OR claim_expires <= :now OR claim_run = :r"),
-			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":o": s(owner), ":r": s(runOf(owner)),
-				":e": n(now.Add(lease).UnixMilli()), ":now": n(now.UnixMilli()),
-			},
+		vals := map[string]types.AttributeValue{
+			":o": s(owner), ":r": s(runOf(owner)),
+			":e": n(now.Add(lease).UnixMilli()), ":now": n(now.UnixMilli()),
+		}
+		cond := "attribute_not_exists(claim_owner) OR claim_expires <= :now OR claim_owner = :o"
+		update := "SET claim_owner = :o, claim_run = :r, claim_expires = :e"
+		if group != "" {
+			cond += " OR (claim_group = :g AND claim_epoch < :ep)"
+			update += ", claim_group = :g, claim_epoch = :ep"
+			vals[":g"], vals[":ep"] = s(group), n(epoch)
+		} else {
+			update += " REMOVE claim_group, claim_epoch"
+		}
+		out, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                 aws.String(d.table),
+			Key:                       objectKey(id),
+			UpdateExpression:          aws.String(update),
+			ConditionExpression:       aws.String(cond),
+			ExpressionAttributeValues: vals,
+			ReturnValues:              types.ReturnValueAllOld,
 		})
 		if err == nil {
-			return nil
+			var got Claimed
+			if prev := strAttr(out.Attributes, attrClaimOwner); prev != owner {
+				got.Prev = prev
+			}
+			if strAttr(out.Attributes, attrUpdatedAt) != "" {
+				rec, err := decodeObject(out.Attributes, &id)
+				if err != nil {
+					return Claimed{}, err
+				}
+				got.Record = rec
+			}
+			return got, nil
 		}
 		if !isCondFailed(err) {
-			return d.wrap("claim "+id.String(), err)
+			return Claimed{}, d.wrap("claim "+id.String(), err)
 		}
 		item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
 		if err != nil {
-			return err
+			return Claimed{}, err
 		}
 		exp := numAttr(item, attrClaimExpires)
-		if holder := strAttr(item, attrClaimOwner); holder != "" && exp > d.o.now().UnixMilli() {
-			return &ClaimedError{ID: id, Owner: holder, Expires: time.UnixMilli(exp).UTC()}
+		if holder := strAttr(item, attrClaimOwner); holder != "" && exp > d.o.now().UnixMilli() && !mayTakeOver(holder, owner) {
+			return Claimed{}, &ClaimedError{ID: id, Owner: holder, Expires: time.UnixMilli(exp).UTC()}
 		}
 		// Released or expired in between: try again.
 	}
-	return fmt.Errorf("%w: claim %s: the claim keeps changing hands", ErrConflict, id)
+	return Claimed{}, fmt.Errorf("%w: claim %s: the claim keeps changing hands", ErrConflict, id)
+}
+
+// held checks that owner holds the claim on id (a strongly consistent
+// read: see the package documentation for what it fences).
+func (d *dynamoLedger) held(ctx context.Context, id ObjectID, owner, verb string) error {
+	item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+	if err != nil {
+		return err
+	}
+	if holder := strAttr(item, attrClaimOwner); holder != owner {
+		return notHeld(verb, id, owner, holder)
+	}
+	return nil
 }
 
 func (d *dynamoLedger) Release(ctx context.Context, id ObjectID, owner string) error {
@@ -349,7 +387,7 @@ func (d *dynamoLedger) release(ctx context.Context, id ObjectID, cond, v string)
 	}
 	_, err = d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(d.table), Key: objectKey(id),
-		UpdateExpression:          aws.String("REMOVE claim_owner, claim_run, claim_expires"),
+		UpdateExpression:          aws.String("REMOVE claim_owner, claim_run, claim_expires, claim_group, claim_epoch"),
 		ConditionExpression:       aws.String(cond),
 		ExpressionAttributeValues: vals,
 	})
@@ -382,9 +420,12 @@ func (d *dynamoLedger) getEvent(ctx context.Context, pk, sk string, want ObjectI
 	return ev, true, nil
 }
 
-func (d *dynamoLedger) Prepare(ctx context.Context, ev Event) error {
+func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) error {
 	ev, err := prepPrepare(ev, d.o.now())
 	if err != nil {
+		return err
+	}
+	if err := checkOwnerRun(owner, ev.RunID); err != nil {
 		return err
 	}
 	pk := objectPK(ev.ID.Bucket, ev.ID.Key)
@@ -404,26 +445,29 @@ func (d *dynamoLedger) Prepare(ctx context.Context, ev Event) error {
 		}
 		return nil
 	}
-	if strAttr(item, attrClaimRun) != ev.RunID {
-		return notClaimed("prepare", ev, strAttr(item, attrClaimOwner))
+	if strAttr(item, attrClaimOwner) != owner {
+		return notClaimed("prepare", ev, owner, strAttr(item, attrClaimOwner))
 	}
-	// One conditional put: a new event, the same one again, or one that
-	// starts from the same wrapped key (a retry after an aborted attempt).
+	// One conditional put of a new event; an event already prepared for
+	// the identity must be the same one (a retried Prepare), never
+	// replaced: its write may have landed.
 	prep, err := attributevalue.MarshalMap(toEventRecord(ev))
 	if err != nil {
 		return err
 	}
 	ppk, psk := preparedKey(ev.ID, ev.RunID, ev.Op)
 	prep[attrPK], prep[attrSK], prep[attrType] = s(ppk), s(psk), s(typePrepared)
-	in := &dynamodb.PutItemInput{TableName: aws.String(d.table), Item: prep}
-	if ev.OldWrappedKeySHA256 == "" {
-		in.ConditionExpression = aws.String("attribute_not_exists(PK) OR attribute_not_exists(old_wrapped_key_sha256)")
-	} else {
-		in.ConditionExpression = aws.String("attribute_not_exists(PK) OR old_wrapped_key_sha256 = :old")
-		in.ExpressionAttributeValues = map[string]types.AttributeValue{":old": s(ev.OldWrappedKeySHA256)}
-	}
+	in := &dynamodb.PutItemInput{TableName: aws.String(d.table), Item: prep,
+		ConditionExpression: aws.String("attribute_not_exists(PK)")}
 	_, err = d.c.PutItem(ctx, in)
 	if isCondFailed(err) {
+		cur, found, gerr := d.getEvent(ctx, ppk, psk, ev.ID)
+		if gerr != nil {
+			return gerr
+		}
+		if found && sameEvent(cur, ev) {
+			return d.o.at(pointPrepared)
+		}
 		return preparedElsewhere(ev)
 	}
 	if err != nil {
@@ -432,9 +476,12 @@ func (d *dynamoLedger) Prepare(ctx context.Context, ev Event) error {
 	return d.o.at(pointPrepared)
 }
 
-func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
+func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev Event) error {
 	obj, ev, err := prepCommit(obj, ev, d.o.now())
 	if err != nil {
+		return err
+	}
+	if err := checkOwnerRun(owner, ev.RunID); err != nil {
 		return err
 	}
 	what := fmt.Sprintf("commit %s of %s", ev.Op, ev.ID)
@@ -446,7 +493,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 	if err != nil {
 		return err
 	}
-	if strAttr(item, attrClaimRun) != ev.RunID {
+	if strAttr(item, attrClaimOwner) != owner {
 		// Not (or no longer) ours: fine if this very event is recorded,
 		// which is what a retry after a complete commit sees. Drop the
 		// prepared event a crash may have left behind.
@@ -456,7 +503,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 			}
 			return d.dropPrepared(ctx, ev)
 		}
-		return notClaimed("commit", ev, strAttr(item, attrClaimOwner))
+		return notClaimed("commit", ev, owner, strAttr(item, attrClaimOwner))
 	}
 
 	// 2. The prepared event, if any, is this change.
@@ -504,13 +551,13 @@ func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 		if err := d.o.at(pointRecord); err != nil {
 			return err
 		}
-		if err := d.release(ctx, ev.ID, "claim_run = :v", ev.RunID); err != nil {
+		if err := d.release(ctx, ev.ID, "claim_owner = :v", owner); err != nil {
 			return err
 		}
 		if err := d.o.at(pointReleased); err != nil {
 			return err
 		}
-	} else if err := d.putObject(ctx, obj, ev.RunID); err == nil {
+	} else if err := d.putObject(ctx, obj, owner); err == nil {
 		if err := d.o.at(pointRecord); err != nil {
 			return err
 		}
@@ -530,7 +577,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, obj Object, ev Event) error {
 			if err := d.dropPrepared(ctx, ev); err != nil {
 				return err
 			}
-			return fmt.Errorf("%w (the event is recorded; the object record is left to the new holder)", notClaimed("commit", ev, holder))
+			return fmt.Errorf("%w (the event is recorded; the object record is left to the new holder)", notClaimed("commit", ev, owner, holder))
 		}
 		// A concurrent duplicate of this Commit finished first.
 	}
@@ -573,14 +620,55 @@ func (d *dynamoLedger) dropPrepared(ctx context.Context, ev Event) error {
 	return nil
 }
 
-func (d *dynamoLedger) Abandon(ctx context.Context, id ObjectID, runID, op string) error {
+func (d *dynamoLedger) Abandon(ctx context.Context, owner string, id ObjectID, runID, op string) error {
 	if err := checkIdentity(id, runID, op); err != nil {
 		return err
 	}
+	if err := checkOwnerRun(owner, runID); err != nil {
+		return err
+	}
+	pk, sk := preparedKey(id, runID, op)
+	if item, err := d.getItem(ctx, pk, sk); err != nil || item == nil {
+		return err
+	}
+	if err := d.held(ctx, id, owner, "abandon "+op+" of"); err != nil {
+		return err
+	}
 	_, err := d.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-		TableName: aws.String(d.table), Key: key(preparedKey(id, runID, op)),
+		TableName: aws.String(d.table), Key: key(pk, sk),
 	})
 	return d.wrap(fmt.Sprintf("abandon %s of %s by run %s", op, id, runID), err)
+}
+
+// PreparedOn queries the run's partition of id for its prepared events.
+func (d *dynamoLedger) PreparedOn(ctx context.Context, runID string, id ObjectID) ([]Event, error) {
+	if err := checkUploadID(runID, id); err != nil {
+		return nil, err
+	}
+	pk, sk := preparedKey(id, runID, "x")
+	prefix := strings.TrimSuffix(sk, "x")
+	out, err := d.c.Query(ctx, &dynamodb.QueryInput{
+		TableName:              aws.String(d.table),
+		KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :p)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":pk": s(pk), ":p": s(prefix),
+		},
+		ConsistentRead: aws.Bool(true),
+	})
+	if err != nil {
+		return nil, d.wrap("prepared events of run "+runID+" on "+id.String(), err)
+	}
+	var evs []Event
+	for _, item := range out.Items {
+		ev, err := decodeEvent(item)
+		if err != nil {
+			return nil, err
+		}
+		if ev.ID == id {
+			evs = append(evs, ev)
+		}
+	}
+	return evs, nil
 }
 
 // Prepared queries the run's 16 partitions of prepared events. For each
@@ -667,9 +755,9 @@ func (d *dynamoLedger) recorded(ctx context.Context, pk, esk string, ev Event) (
 
 // putObject writes an object record with one UpdateItem (so that a claim on
 // the item stays). With claimRun: on condition that the claim is held by
-// that run, and the claim is dropped. Without: on condition that the stored
+// that owner, and the claim is dropped. Without: on condition that the stored
 // record is not later than obj.
-func (d *dynamoLedger) putObject(ctx context.Context, obj Object, claimRun string) error {
+func (d *dynamoLedger) putObject(ctx context.Context, obj Object, owner string) error {
 	av, err := attributevalue.MarshalMap(toObjectRecord(obj))
 	if err != nil {
 		return err
@@ -692,10 +780,10 @@ func (d *dynamoLedger) putObject(ctx context.Context, obj Object, claimRun strin
 		}
 	}
 	var cond string
-	if claimRun != "" {
-		remove = append(remove, attrClaimOwner, attrClaimRun, attrClaimExpires)
-		cond = "claim_run = :run"
-		vals[":run"] = s(claimRun)
+	if owner != "" {
+		remove = append(remove, attrClaimOwner, attrClaimRun, attrClaimExpires, attrClaimGroup, attrClaimEpoch)
+		cond = "claim_owner = :owner"
+		vals[":owner"] = s(owner)
 	} else {
 		cond = "attribute_not_exists(updated_at) OR updated_at <= :t"
 		vals[":t"] = s(formatTime(obj.UpdatedAt))

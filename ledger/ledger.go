@@ -133,6 +133,10 @@ const (
 	RunInterrupted RunState = "interrupted"
 	RunDone        RunState = "done"
 	RunFailed      RunState = "failed"
+	// RunUnfinished: the run went through its listing, but changes whose
+	// outcome is not known yet remain (their intents are in the ledger):
+	// 'rotator resume' settles them.
+	RunUnfinished RunState = "unfinished"
 )
 
 // Run is a run record.
@@ -159,13 +163,16 @@ const MaxRunBytes = 300 << 10
 // Ledger is implemented by both backends. Callers declare the smaller
 // interfaces they need.
 type Ledger interface {
-	// Claim makes owner ("runID/worker") the only one allowed to commit the
-	// object version id, for lease. It succeeds when the version is
-	// unclaimed, its claim has expired, or its claim is held by the same run
-	// (the run id before the first '/'), so that a run resumed after a crash
-	// re-takes its own claims. Otherwise it returns a *ClaimedError, which
-	// matches ErrClaimed. Claiming again extends the lease.
-	Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) error
+	// Claim makes owner (Owner.String: "run/lease/epoch/holder") the only
+	// one allowed to record anything on the object version id, for lease.
+	// It succeeds when the version is unclaimed, its claim has expired, the
+	// claim is owner's already (the lease is extended), or the claim is held
+	// by an earlier epoch of owner's run and lease (a process that lost the
+	// run's lease: see Owner). Otherwise it returns a *ClaimedError, which
+	// matches ErrClaimed. Claimed says what was there before: the owner
+	// taken over, if any, and the object record (so that a caller can tell
+	// whether the object changed since it read it).
+	Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) (Claimed, error)
 	// Release drops owner's claim on id. It is a no-op when owner does not
 	// hold it.
 	Release(ctx context.Context, id ObjectID, owner string) error
@@ -173,27 +180,25 @@ type Ledger interface {
 	// S3, so that a run resumed after a crash between the write and the
 	// Commit can finish it (see Prepared). A prepared event is not lineage:
 	// only Prepared, Commit and Abandon see it. The claim on ev.ID must be
-	// held by ev.RunID, else ErrNotClaimed. ev.NewWrappedKeySHA256 is
+	// held by owner (whose run is ev.RunID), else ErrNotClaimed.
+	// ev.NewWrappedKeySHA256 is
 	// required unless ev.Op is OpDeleteVersion. ETagAfter and VersionAfter
 	// may be left empty (Commit fills them in); At defaults to now.
 	//
 	// For one identity (ID, RunID, Op):
 	//   - nothing prepared: ev is recorded;
 	//   - an identical event prepared (every field but At): success;
-	//   - another event prepared that starts from the same wrapped key (same
-	//     OldWrappedKeySHA256): ev replaces it. That is a retry after an
-	//     aborted attempt, which computed another new wrapped key: the
-	//     object still holding the old wrapped key proves that the earlier
-	//     write did not land;
-	//   - another event prepared that starts elsewhere: ErrConflict. Its
-	//     write may have landed: resolve it first (Commit or Abandon);
+	//   - another event prepared: ErrConflict, whatever it is. Its write may
+	//     have landed: only the object can tell, so the caller settles it
+	//     first (Commit or Abandon) and prepares again;
 	//   - the identity already committed: success if the committed event is
 	//     ev completed (see Commit), nothing is written; ErrConflict if not.
-	Prepare(ctx context.Context, ev Event) error
+	Prepare(ctx context.Context, owner string, ev Event) error
 	// Commit records a change exactly once: the event (identity: version,
 	// run id, op) if it is not recorded yet, then the object record, then it
 	// releases the claim, then it drops the prepared event. The claim on
-	// ev.ID must be held by ev.RunID, else ErrNotClaimed. Retrying a Commit
+	// ev.ID must be held by owner (whose run is ev.RunID), else
+	// ErrNotClaimed. Retrying a Commit
 	// (after a crash, a timeout, or concurrently) converges: an identical
 	// recorded event is success (At is not compared); a different one with
 	// the same identity is ErrConflict. obj.ID is ev.ID, or the version the
@@ -203,12 +208,14 @@ type Ledger interface {
 	// completed: every field equal but At, and ETagAfter and VersionAfter
 	// where the prepared event left them empty; else ErrConflict. Commit
 	// without Prepare works as well.
-	Commit(ctx context.Context, obj Object, ev Event) error
+	Commit(ctx context.Context, owner string, obj Object, ev Event) error
 	// Abandon drops the prepared event of the identity (id, runID, op): its
 	// S3 write did not happen (the conditional write failed, or a resumed
 	// run found the object still under the old wrapped key). It is a no-op
-	// when nothing is prepared, never touches lineage and keeps the claim.
-	Abandon(ctx context.Context, id ObjectID, runID, op string) error
+	// when nothing is prepared, never touches lineage and keeps the claim,
+	// which owner must hold (else ErrNotClaimed): a process that lost the
+	// object to another cannot drop what the other relies on.
+	Abandon(ctx context.Context, owner string, id ObjectID, runID, op string) error
 	// Prepared calls fn for every prepared event of run runID that is not
 	// committed, in no particular order, one call at a time, so that a
 	// resumed run can finish or abandon them (see the package
@@ -217,6 +224,10 @@ type Ledger interface {
 	// by a crash after its Commit had recorded it and released the claim is
 	// dropped instead of listed.
 	Prepared(ctx context.Context, runID string, fn func(Event) error) error
+	// PreparedOn returns the prepared events of run runID on the version
+	// id (at most one per operation), for a process that finds the run's
+	// claim on an object it is about to change.
+	PreparedOn(ctx context.Context, runID string, id ObjectID) ([]Event, error)
 	// Observe records an object version seen without a change (skipped,
 	// already under the target key, failed, changed by someone else). It
 	// never overwrites a record with a later UpdatedAt: of two observations
@@ -252,22 +263,39 @@ type Ledger interface {
 	ListRuns(ctx context.Context) ([]Run, error)
 	// SaveUpload creates or replaces the re-encryption checkpoint of
 	// (u.RunID, u.ID), with UpdatedAt set to the ledger's clock (u.UpdatedAt
-	// is ignored). The claim on u.ID must be held by u.RunID, else
-	// ErrNotClaimed (the same check as Prepare's). State longer than
+	// is ignored). The claim on u.ID must be held by owner (whose run is
+	// u.RunID), else ErrNotClaimed (the same check as Prepare's). State longer than
 	// MaxUploadStateBytes is refused with ErrInvalid. A checkpoint is not
 	// lineage: only GetUpload and Uploads see it, and Commit leaves it alone
 	// (the caller deletes it).
-	SaveUpload(ctx context.Context, u Upload) error
+	SaveUpload(ctx context.Context, owner string, u Upload) error
 	// GetUpload returns the checkpoint of (runID, id), or ErrNotFound.
 	GetUpload(ctx context.Context, runID string, id ObjectID) (Upload, error)
 	// DeleteUpload drops the checkpoint of (runID, id); it is a no-op when
-	// there is none. It needs no claim, so that a run can clean up the
-	// uploads it abandoned.
-	DeleteUpload(ctx context.Context, runID string, id ObjectID) error
+	// there is none. The claim on id must be held by owner (whose run is
+	// runID), else ErrNotClaimed: a checkpoint may hold the only copy of
+	// the envelope of content that landed.
+	DeleteUpload(ctx context.Context, owner, runID string, id ObjectID) error
 	// Uploads calls fn for every checkpoint of run runID, in no particular
 	// order, one call at a time. It stops at fn's first error and returns
 	// it. fn may call the ledger, DeleteUpload included.
 	Uploads(ctx context.Context, runID string, fn func(Upload) error) error
+	// AcquireLease makes want.Holder the holder of the lease (want.Run,
+	// want.Name) for ttl, with the next epoch, and returns it. It succeeds
+	// when the lease is new, expired, released, held by want.Holder
+	// already (the epoch is kept), or held by a holder takeOver accepts
+	// (nil accepts none), such as a process on this host that no longer
+	// exists. Otherwise it returns a *LeaseHeldError naming the holder.
+	AcquireLease(ctx context.Context, want Lease, ttl time.Duration, takeOver func(cur Lease) bool) (Lease, error)
+	// RenewLease extends l for ttl from now, on condition that l's holder
+	// and epoch still hold it; otherwise ErrLeaseLost.
+	RenewLease(ctx context.Context, l Lease, ttl time.Duration) (Lease, error)
+	// ReleaseLease ends l now if its holder and epoch still hold it (the
+	// epoch is kept, so that the next holder's is higher); a no-op
+	// otherwise.
+	ReleaseLease(ctx context.Context, l Lease) error
+	// Leases returns every lease of run runID (one per shard), by name.
+	Leases(ctx context.Context, runID string) ([]Lease, error)
 	Close() error
 }
 
@@ -279,7 +307,21 @@ var (
 	ErrRunExists  = errors.New("ledger: run already exists")
 	ErrConflict   = errors.New("ledger: conflicting update")
 	ErrInvalid    = errors.New("ledger: invalid record")
+	ErrLeaseHeld  = errors.New("ledger: lease held by another process")
+	ErrLeaseLost  = errors.New("ledger: lease lost")
 )
+
+// Claimed is what Claim found on an object version before taking it.
+type Claimed struct {
+	// Prev is the owner whose claim was taken over (expired, or held by
+	// an earlier epoch of the caller's run and lease): it may have left a
+	// change in progress (see PreparedOn). Empty when the version was
+	// unclaimed or the caller held the claim already.
+	Prev string
+	// Record is the version's object record; zero (empty State) when there
+	// is none.
+	Record Object
+}
 
 // ClaimedError is returned by Claim when another run holds the claim.
 type ClaimedError struct {
@@ -599,10 +641,10 @@ func notPrepared(ev Event) error {
 	return fmt.Errorf("%w: commit %s of %s by run %s: another change is prepared (hint: commit the prepared event, or Prepare this one again before its S3 write)", ErrConflict, ev.Op, ev.ID, ev.RunID)
 }
 
-// preparedElsewhere is Prepare's error when the prepared event it would
-// replace started from another wrapped key: its write may have landed.
+// preparedElsewhere is Prepare's error when another event is prepared for
+// the identity: its write may have landed.
 func preparedElsewhere(ev Event) error {
-	return fmt.Errorf("%w: prepare %s of %s by run %s: a change from another wrapped key is prepared and may have landed (hint: resolve it as a resumed run does: Commit it if the object holds its new wrapped key, else Abandon it)", ErrConflict, ev.Op, ev.ID, ev.RunID)
+	return fmt.Errorf("%w: prepare %s of %s by run %s: another change is prepared and may have landed (hint: settle it first, as a resumed run does: Commit it if the object holds its new wrapped key, else Abandon it)", ErrConflict, ev.Op, ev.ID, ev.RunID)
 }
 
 // committedOtherwise is Prepare's error when the identity is committed

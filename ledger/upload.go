@@ -79,11 +79,8 @@ func uploadNotFound(runID string, id ObjectID) error {
 	return fmt.Errorf("%w: upload checkpoint of %s by run %s", ErrNotFound, id, runID)
 }
 
-func uploadNotClaimed(u Upload, holder string) error {
-	if holder == "" {
-		return fmt.Errorf("%w: save checkpoint of %s by run %s: no claim (hint: Claim before changing the object)", ErrNotClaimed, u.ID, u.RunID)
-	}
-	return fmt.Errorf("%w: save checkpoint of %s by run %s: claimed by %s", ErrNotClaimed, u.ID, u.RunID, holder)
+func uploadNotClaimed(u Upload, owner, holder string) error {
+	return notHeld("save the checkpoint of", u.ID, owner, holder)
 }
 
 // bbolt: bucket "uploads", keyed by run first so that Uploads is a prefix
@@ -93,8 +90,11 @@ func uploadTuple(run string, id ObjectID) []byte {
 	return tupleKey(run, id.Bucket, id.Key, id.VersionID)
 }
 
-func (b *boltLedger) SaveUpload(ctx context.Context, u Upload) error {
+func (b *boltLedger) SaveUpload(ctx context.Context, owner string, u Upload) error {
 	if err := checkUpload(u); err != nil {
+		return err
+	}
+	if err := checkOwnerRun(owner, u.RunID); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
@@ -108,8 +108,8 @@ func (b *boltLedger) SaveUpload(ctx context.Context, u Upload) error {
 		if err != nil {
 			return err
 		}
-		if cl.Run != u.RunID {
-			res = uploadNotClaimed(u, cl.Owner)
+		if cl.Owner != owner {
+			res = uploadNotClaimed(u, owner, cl.Owner)
 			return nil
 		}
 		return putJSON(tx.Bucket(bucketUploads), uploadTuple(u.RunID, u.ID), uploadRecord{
@@ -142,20 +142,37 @@ func (b *boltLedger) GetUpload(ctx context.Context, runID string, id ObjectID) (
 	return rec.upload()
 }
 
-func (b *boltLedger) DeleteUpload(ctx context.Context, runID string, id ObjectID) error {
+func (b *boltLedger) DeleteUpload(ctx context.Context, owner, runID string, id ObjectID) error {
 	if err := checkUploadID(runID, id); err != nil {
+		return err
+	}
+	if err := checkOwnerRun(owner, runID); err != nil {
 		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	var res error
 	err := b.write(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketUploads).Delete(uploadTuple(runID, id))
+		res = nil
+		k := uploadTuple(runID, id)
+		if tx.Bucket(bucketUploads).Get(k) == nil {
+			return nil
+		}
+		cl, err := getClaim(tx, id)
+		if err != nil {
+			return err
+		}
+		if cl.Owner != owner {
+			res = notHeld("delete the checkpoint of", id, owner, cl.Owner)
+			return nil
+		}
+		return tx.Bucket(bucketUploads).Delete(k)
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: delete checkpoint of %s: %w", id, err)
 	}
-	return nil
+	return res
 }
 
 func (b *boltLedger) Uploads(ctx context.Context, runID string, fn func(Upload) error) error {
@@ -198,16 +215,15 @@ func uploadSK(objPK, v string) string {
 	return uploadPrefix + objPK[len("obj#"):] + "#" + escape(v)
 }
 
-func (d *dynamoLedger) SaveUpload(ctx context.Context, u Upload) error {
+func (d *dynamoLedger) SaveUpload(ctx context.Context, owner string, u Upload) error {
 	if err := checkUpload(u); err != nil {
 		return err
 	}
-	item, err := d.getItem(ctx, objectPK(u.ID.Bucket, u.ID.Key), versionSK(u.ID.VersionID))
-	if err != nil {
+	if err := checkOwnerRun(owner, u.RunID); err != nil {
 		return err
 	}
-	if strAttr(item, attrClaimRun) != u.RunID {
-		return uploadNotClaimed(u, strAttr(item, attrClaimOwner))
+	if err := d.held(ctx, u.ID, owner, "save the checkpoint of"); err != nil {
+		return err
 	}
 	rec, err := attributevalue.MarshalMap(uploadRecord{Bucket: u.ID.Bucket, Key: u.ID.Key, VersionID: u.ID.VersionID,
 		RunID: u.RunID, UploadID: u.UploadID, State: u.State, UpdatedAt: formatTime(d.o.now())})
@@ -254,11 +270,20 @@ func decodeUpload(item map[string]types.AttributeValue, want *ObjectID) (Upload,
 	return u, nil
 }
 
-func (d *dynamoLedger) DeleteUpload(ctx context.Context, runID string, id ObjectID) error {
+func (d *dynamoLedger) DeleteUpload(ctx context.Context, owner, runID string, id ObjectID) error {
 	if err := checkUploadID(runID, id); err != nil {
 		return err
 	}
+	if err := checkOwnerRun(owner, runID); err != nil {
+		return err
+	}
 	pk, sk := uploadKey(runID, id)
+	if item, err := d.getItem(ctx, pk, sk); err != nil || item == nil {
+		return err
+	}
+	if err := d.held(ctx, id, owner, "delete the checkpoint of"); err != nil {
+		return err
+	}
 	if _, err := d.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(d.table), Key: key(pk, sk)}); err != nil {
 		return d.wrap("delete checkpoint of "+id.String(), err)
 	}

@@ -228,12 +228,11 @@ func openKey(ctx context.Context, spec string, d *rewrap.Deps) (rewrap.Keyring, 
 	return rewrap.Open(ctx, s, d)
 }
 
-// Core returns the per-object core of the run runID for this process.
-func (e *Env) Core(runID, worker string) *Core {
-	owner := ""
-	if worker != "" {
-		owner = runID + "/" + worker
-	}
+// Core returns the per-object core of the run runID for this process:
+// owner is its claim owner (the ledger.Owner of the run's lease it holds;
+// "" for a core that changes nothing, such as a plan's). A dry run's core
+// has its writers wrapped (see DryRun).
+func (e *Env) Core(runID, owner string) *Core {
 	var l Ledger
 	if e.Ledger != nil {
 		l = e.Ledger
@@ -242,31 +241,45 @@ func (e *Env) Core(runID, worker string) *Core {
 	c := &Core{
 		S3: e.Commit, Ledger: l, To: e.To, From: e.From, Mode: mode,
 		RunID: runID, Owner: owner, InstructionSuffix: e.Config.InstructionSuffix,
-		DryRun: e.Config.DryRun, Parse: envelope.ParseOptions{AllowLegacy: true},
+		Parse: envelope.ParseOptions{AllowLegacy: true}, KeyFor: e.keyFor,
 	}
 	if mode == ModeReencrypt && e.To != nil {
 		c.Format, _ = e.Config.format() // validated by Open
-		c.Reencrypter = e.Engine(runID)
+		c.Reencrypter = e.Engine()
 		if e.Config.DeleteOldVersions {
 			c.Versions = e.Commit
 		}
 	}
+	if e.Config.DryRun {
+		return DryRun(c)
+	}
 	return c
 }
 
-// Engine returns the re-encryption engine of run runID: one per run, so
-// that the run's workers share its memory budget and checkpoints are kept
-// under the run.
-func (e *Env) Engine(runID string) *reencrypt.Engine {
+// keyFor opens the keyring of a canonical key id an intent recorded: a
+// KMS key ARN, or an HSM key URI (with the module and PIN of the run's
+// configuration). Local keys cannot be opened from their id.
+func (e *Env) keyFor(ctx context.Context, id string) (rewrap.Keyring, error) {
+	if e.Deps == nil {
+		return nil, errors.New("no key backends")
+	}
+	switch {
+	case strings.HasPrefix(id, "arn:"):
+		return openKey(ctx, "kms:"+id, e.Deps)
+	case strings.HasPrefix(id, "pkcs11:"):
+		return openKey(ctx, id, e.Deps)
+	}
+	return nil, fmt.Errorf("key %s cannot be opened from its id: name it with --to or --from", id)
+}
+
+// Engine returns the re-encryption engine of this process: one, so that
+// every worker of every run shares its memory budget.
+func (e *Env) Engine() *reencrypt.Engine {
 	e.engineMu.Lock()
 	defer e.engineMu.Unlock()
-	if e.engine == nil || e.engine.RunID != runID {
-		var cp reencrypt.Checkpoints
-		if e.Ledger != nil {
-			cp = e.Ledger
-		}
+	if e.engine == nil {
 		e.engine = &reencrypt.Engine{
-			Reader: e.S3, Writer: e.Commit, Checkpoints: cp, RunID: runID,
+			Reader: e.S3, Writer: e.Commit,
 			PartSize: e.Config.PartSize, PartsInFlight: e.Config.PartsInFlight, Memory: e.Config.ReencryptMemory,
 		}
 	}

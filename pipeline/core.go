@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/reencrypt"
 	"github.com/rotator-dev/rotator/rewrap"
 )
 
@@ -37,35 +39,17 @@ const (
 	ActionDeleteVersion = "delete-version"
 )
 
-// Error codes of outcomes that are not AWS error codes. Codes of key
-// backends (rewrap.Error.Code) and AWS error codes are passed through.
-const (
-	CodeDeleteMarker   = "DeleteMarker"
-	CodeNotEncrypted   = "NotEncrypted"
-	CodeAlreadyTarget  = "AlreadyUnderTargetKey"
-	CodeNotFromKey     = rewrap.CodeNotFromKey
-	CodeNeedFromKey    = rewrap.CodeNeedFromKey
-	CodeBadEnvelope    = "BadEnvelope"
-	CodeChanged        = "Changed"
-	CodeGone           = "Gone"
-	CodeNoncurrent     = "NoncurrentVersion"
-	CodeNeedsReencrypt = "NeedsReencrypt"
-	CodeClaimed        = "ClaimedByAnotherRun"
-	CodeDryRun         = "DryRun"
-	CodeLedger         = "LedgerError"
-	CodeS3             = "S3Error"
-	CodeAccessDenied   = "AccessDenied"
-	CodeUnsupported    = "Unsupported"
-	CodeCanceled       = "Canceled"
-)
-
 // Ledger is the part of the ledger the per-object core uses.
 type Ledger interface {
-	Claim(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) error
+	Claim(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) (ledger.Claimed, error)
 	Release(ctx context.Context, id ledger.ObjectID, owner string) error
-	Prepare(ctx context.Context, ev ledger.Event) error
-	Commit(ctx context.Context, obj ledger.Object, ev ledger.Event) error
-	Abandon(ctx context.Context, id ledger.ObjectID, runID, op string) error
+	Prepare(ctx context.Context, owner string, ev ledger.Event) error
+	Commit(ctx context.Context, owner string, obj ledger.Object, ev ledger.Event) error
+	Abandon(ctx context.Context, owner string, id ledger.ObjectID, runID, op string) error
+	PreparedOn(ctx context.Context, runID string, id ledger.ObjectID) ([]ledger.Event, error)
+	SaveUpload(ctx context.Context, owner string, u ledger.Upload) error
+	GetUpload(ctx context.Context, runID string, id ledger.ObjectID) (ledger.Upload, error)
+	DeleteUpload(ctx context.Context, owner, runID string, id ledger.ObjectID) error
 	Observe(ctx context.Context, obj ledger.Object) error
 	Get(ctx context.Context, id ledger.ObjectID) (ledger.Object, error)
 }
@@ -80,15 +64,17 @@ type Committer interface {
 
 var _ Committer = (*commit.Committer)(nil)
 
-// DefaultLease is how long a worker's claim on an object lasts: far longer
-// than one object takes, far shorter than an operator waits before
-// resuming.
+// DefaultLease is how long a worker's claim on an object lasts without a
+// renewal; claims are renewed every third of it while the object is being
+// changed, so it only matters when a process dies (and then only to other
+// runs: the next process of the same run takes its claims over at once).
 const DefaultLease = 10 * time.Minute
 
-// Core processes one object at a time: classify, rewrap, commit, record.
-// It is the per-object core the pipeline runs in its workers, and what a
-// shard or an S3 Batch Operations handler calls directly. A Core is safe for
-// concurrent use; set its fields before the first call.
+// Core processes one object at a time: classify, then change it through
+// the commit protocol (protocol.go). It is the per-object core the
+// pipeline runs in its workers, and what a shard or an S3 Batch Operations
+// handler calls directly. A Core is safe for concurrent use; set its
+// fields before the first call.
 type Core struct {
 	S3     Committer
 	Ledger Ledger
@@ -97,17 +83,15 @@ type Core struct {
 	To   rewrap.Keyring
 	From []rewrap.Keyring
 	Mode Mode
-	// RunID names the run in the ledger; Owner is the claim owner,
-	// "RunID/worker" (default RunID + "/core").
+	// RunID names the run in the ledger. Owner is this process's claim
+	// owner (ledger.Owner of the run's lease it holds; default
+	// RunID + "/core").
 	RunID string
 	Owner string
 	Lease time.Duration
 	// InstructionSuffix is the suffix of instruction files (default
 	// envelope.DefaultInstructionSuffix).
 	InstructionSuffix string
-	// DryRun classifies and decides, and changes nothing anywhere (no key
-	// backend call, no write to S3 or the ledger).
-	DryRun bool
 	// Parse holds the envelope parser's options.
 	Parse envelope.ParseOptions
 	// Reencrypter re-encrypts objects (ModeReencrypt); nil reports them as
@@ -116,8 +100,18 @@ type Core struct {
 	Reencrypter Reencrypter
 	Format      envelope.Format
 	// Versions, in re-encrypt mode, deletes older versions under a --from
-	// key (--delete-old-versions); nil reports them as pending.
+	// key once their key's current version is re-encrypted
+	// (--delete-old-versions); nil keeps them.
 	Versions VersionDeleter
+	// KeyFor opens the keyring of a canonical key id an intent recorded
+	// (an intent resumed after --to changed its meaning, an alias moved);
+	// nil knows only To and From.
+	KeyFor func(ctx context.Context, id string) (rewrap.Keyring, error)
+
+	// inflight holds the objects this process is changing now: a list
+	// naming one object twice must not have two workers on it (their
+	// claims would be the same owner's).
+	inflight sync.Map
 }
 
 func (c *Core) owner() string {
@@ -162,6 +156,10 @@ type Classification struct {
 	// recognised it), "ledger" (a previous run recorded the fingerprint),
 	// "probe" (a trial unwrap in the HSM), "kms" (the service's answer), or "".
 	KeySource string
+	// ProbeErr is the error of an HSM trial unwrap that could not tell
+	// (the HSM unavailable or busy, the login refused): the key is
+	// unknown for a reason that is not the object's.
+	ProbeErr error
 }
 
 // Placement names where the envelope lives, as the ledger records it.
@@ -224,10 +222,34 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 		return nil, o.fail(CodeBadEnvelope, err.Error()+" (the object is left as it is; check how it was written)"), true
 	}
 	cl.Env = env
+	if msg := lengthMismatch(obj, env); msg != "" {
+		return nil, o.fail(CodeLengthMismatch, msg), true
+	}
 	cl.Wrapped, cl.CEK = rewrap.FromEnvelope(env)
 	cl.Fingerprint = ledger.WrappedKeyFingerprint(cl.Wrapped.Key)
 	c.identify(ctx, cl)
 	return cl, o, false
+}
+
+// lengthMismatch says what is wrong when the object's size is not the
+// plaintext length its envelope records plus the tag (AES-GCM), or a
+// padded length (AES-CBC); "" when it is, or nothing is recorded.
+func lengthMismatch(obj *commit.Object, env *envelope.Envelope) string {
+	n := env.UnencryptedContentLength
+	if n < 0 {
+		return ""
+	}
+	var want int64
+	switch env.CEKAlg {
+	case envelope.ContentAESCBC:
+		want = (n/16 + 1) * 16
+	default:
+		want = n + 16
+	}
+	if obj.Size == want {
+		return ""
+	}
+	return fmt.Sprintf("the object has %d bytes; its envelope records %d bytes of plaintext, which encrypt to %d: the body was truncated or extended. Left untouched; restore it from a backup or an older version", obj.Size, n, want)
 }
 
 // identify learns the key the data key is wrapped under: the keyrings'
@@ -251,22 +273,25 @@ func (c *Core) identify(ctx context.Context, cl *Classification) {
 			return
 		}
 	}
-	if cl.Wrapped.Alg.IsKMS() || c.DryRun {
-		// KMS: the run learns the key from ReEncrypt. Dry runs (and so
-		// plans) call no key backend, not even for a probe: there an HSM
-		// wrapping the ledger does not know stays unknown.
+	if cl.Wrapped.Alg.IsKMS() {
+		// KMS: the run learns the key from ReEncrypt.
 		return
 	}
 	// An HSM wrapping names no key: a trial unwrap inside the HSM tells.
-	// A failure only means "not this key"; the data key is cleared at once.
+	// Only an answer about the key ("not this key") rules a key out; an
+	// HSM that cannot answer leaves the key unknown, and says so.
 	for _, k := range c.keyrings() {
 		if k.Kind() == rewrap.KindKMS || rewrap.Classify(k, cl.Wrapped) != rewrap.MatchUnknown {
 			continue
 		}
-		if dek, err := k.Unwrap(ctx, cl.Wrapped, cl.CEK); err == nil {
+		dek, err := k.Unwrap(ctx, cl.Wrapped, cl.CEK)
+		if err == nil {
 			dek.Clear()
-			cl.Key, cl.KeySource = k.ID(), "probe"
+			cl.Key, cl.KeySource, cl.ProbeErr = k.ID(), "probe", nil
 			return
+		}
+		if !rewrap.IsWrongKey(err) && !errors.Is(err, errDryRun) && cl.ProbeErr == nil {
+			cl.ProbeErr = err
 		}
 	}
 }
@@ -305,6 +330,9 @@ func (c *Core) Decide(cl *Classification) (action, code, msg string) {
 		return ActionSkip, CodeAlreadyTarget, "already wrapped under the target key"
 	case cl.Key != "" && !c.selected(cl.Key):
 		return ActionSkip, CodeNotFromKey, "wrapped under " + cl.Key + ", not under a --from key"
+	case cl.Key == "" && !cl.Wrapped.Alg.IsKMS() && cl.ProbeErr != nil:
+		return ActionSkip, CodeHSMUnavailable, "the HSM could not say which key wraps the data key: " + cl.ProbeErr.Error() +
+			" (nothing was changed; run again once the HSM answers)"
 	case cl.Key == "" && !cl.Wrapped.Alg.IsKMS():
 		// Local and HSM keys are recognised offline: no given key wraps it.
 		if len(c.From) > 0 {
@@ -313,6 +341,9 @@ func (c *Core) Decide(cl *Classification) (action, code, msg string) {
 		return ActionSkip, CodeNeedFromKey, "wrapped (" + string(cl.Wrapped.Alg) + ") under a key rotator was not given: name it with --from"
 	}
 	if c.Mode == ModeReencrypt {
+		if cl.Obj.Noncurrent {
+			return ActionDeleteVersion, "", ""
+		}
 		return ActionReencrypt, "", ""
 	}
 	if cl.Wrapped.Alg.Legacy() || cl.CEK.Legacy() {
@@ -324,46 +355,46 @@ func (c *Core) Decide(cl *Classification) (action, code, msg string) {
 	return ActionRewrap, "", ""
 }
 
+// act decides and acts on a classified object.
 func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome, error) {
 	o.FromKey = cl.Key
 	action, code, msg := c.Decide(cl)
 	o.Action = action
-	switch action {
-	case ActionSkip:
+	switch {
+	case action == ActionSkip:
 		if code == CodeAlreadyTarget && cl.KeySource == "ledger" {
 			// The ledger says so already: nothing to write.
+			if c.Mode == ModeReencrypt && c.Versions != nil && !cl.Obj.Noncurrent {
+				return c.sweepVersions(ctx, cl, nil, o.skip(code, msg))
+			}
 			return o.skip(code, msg), nil
 		}
-		if code == CodeNeedFromKey {
+		switch code {
+		case CodeNeedFromKey, CodeHSMUnavailable:
 			o = o.fail(code, msg)
-		} else {
+		case CodeNoncurrent:
+			o = o.pending(code, msg)
+		default:
 			o = o.skip(code, msg)
 		}
-		if code == CodeNoncurrent {
-			o.Status = StatusPending
+		if err := c.observe(ctx, cl, c.stateFor(o), o.FromKey); err != nil {
+			return o, err
 		}
-		return o, c.observe(ctx, cl, c.stateFor(o), o.FromKey)
-	case ActionReencrypt:
-		switch {
-		case c.Reencrypter == nil || c.Mode != ModeReencrypt:
-			o.Status, o.ErrorCode = StatusPending, CodeNeedsReencrypt
-			o.Message = "needs re-encryption under a fresh data key (a legacy algorithm): run with --mode reencrypt"
-			return o, c.observe(ctx, cl, ledger.StateCurrent, o.FromKey)
-		case cl.Obj.Noncurrent:
-			return c.oldVersion(ctx, cl, o)
-		case c.DryRun:
-			o.Status, o.ErrorCode, o.ToKey = StatusPending, CodeDryRun, c.To.ID()
-			o.Message = "would re-encrypt under a fresh data key (dry run)"
-			return o, nil
+		if code == CodeAlreadyTarget && c.Mode == ModeReencrypt && c.Versions != nil && !cl.Obj.Noncurrent {
+			return c.sweepVersions(ctx, cl, nil, o)
 		}
-		return c.reencrypt(ctx, cl, o)
-	}
-	if c.DryRun {
-		o.Status, o.ErrorCode, o.ToKey = StatusPending, CodeDryRun, c.To.ID()
-		o.Message = "would rewrap (dry run)"
 		return o, nil
+	case action == ActionReencrypt && (c.Reencrypter == nil || c.Mode != ModeReencrypt):
+		o = o.pending(CodeNeedsReencrypt, "needs re-encryption under a fresh data key (a legacy algorithm): run with --mode reencrypt")
+		return o, c.observe(ctx, cl, ledger.StateCurrent, o.FromKey)
+	case action == ActionDeleteVersion:
+		return c.olderVersion(ctx, cl, o)
 	}
-	return c.rewrap(ctx, cl, o)
+	out, err := c.change(ctx, cl, o, action)
+	if err == nil && action == ActionReencrypt && c.Versions != nil && (out.Status == StatusSucceeded || out.ErrorCode == CodeDryRun) {
+		return c.sweepVersions(ctx, cl, cl, out)
+	}
+	return out, err
 }
 
 func (c *Core) stateFor(o Outcome) ledger.ObjectState {
@@ -376,10 +407,10 @@ func (c *Core) stateFor(o Outcome) ledger.ObjectState {
 	return ledger.StateCurrent
 }
 
-// observe records an object seen without a change. Unencrypted objects and
-// dry runs leave no record.
+// observe records an object seen without a change. Unencrypted objects
+// leave no record.
 func (c *Core) observe(ctx context.Context, cl *Classification, st ledger.ObjectState, key string) error {
-	if c.DryRun || c.Ledger == nil || cl == nil || cl.Env == nil {
+	if c.Ledger == nil || cl == nil || cl.Env == nil {
 		return nil
 	}
 	fp := cl.Fingerprint
@@ -396,297 +427,22 @@ func (c *Core) observe(ctx context.Context, cl *Classification, st ledger.Object
 	return nil
 }
 
-// claim claims object id for this worker. When it cannot, o says why and
-// failed is set; err is set when the ledger itself failed (systemic).
-func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome) (failed bool, err error) {
-	err = c.Ledger.Claim(ctx, id, c.owner(), c.lease())
-	switch {
-	case err == nil:
-		return false, nil
-	case errors.Is(err, ledger.ErrClaimed):
-		*o = o.fail(CodeClaimed, err.Error()+" (another run or shard is processing it; run again after it ends)")
-		return true, nil
-	}
-	*o = o.fail(CodeLedger, err.Error())
-	return true, fmt.Errorf("ledger: claim %s: %w", id, err)
-}
-
-// rewrap claims the object, rewraps its data key, and commits.
-func (c *Core) rewrap(ctx context.Context, cl *Classification, o Outcome) (Outcome, error) {
-	id := c.id(cl)
-	if failed, err := c.claim(ctx, id, &o); failed {
-		return o, err
-	}
-	claimed := true
-	defer func() {
-		if claimed {
-			// The claim expires by itself if this fails.
-			_ = c.Ledger.Release(context.WithoutCancel(ctx), id, c.owner())
-		}
-	}()
-
-	res, err := c.newWrapping(ctx, cl)
-	if err != nil {
-		var re *rewrap.Error
-		if errors.As(err, &re) {
-			o = o.fail(re.Code, err.Error())
-			if re.Code == "IncorrectKeyException" || re.Code == CodeNotFromKey {
-				o = o.skip(CodeNotFromKey, "not wrapped under a --from key")
-			}
-			if rewrap.IsSystemic(err) {
-				return o, err
-			}
-			return o, c.observe(ctx, cl, c.stateFor(o), cl.Key)
-		}
-		return o.fail(CodeUnsupported, err.Error()), nil
-	}
-	o.FromKey, o.ToKey = res.FromKey, res.ToKey
-	cl.Key, cl.KeySource = res.FromKey, "kms"
-	if res.FromKey == c.To.ID() {
-		o = o.skip(CodeAlreadyTarget, "already wrapped under the target key (asked KMS)")
-		o.ToKey = ""
-		return o, c.observe(ctx, cl, ledger.StateCurrent, res.FromKey)
-	}
-	if !c.selected(res.FromKey) {
-		o = o.skip(CodeNotFromKey, "wrapped under "+res.FromKey+", not under a --from key")
-		o.ToKey = ""
-		return o, c.observe(ctx, cl, ledger.StateCurrent, res.FromKey)
-	}
-	newEnv, err := res.Apply(cl.Env)
-	if err != nil {
-		return o.fail(CodeBadEnvelope, err.Error()), nil
-	}
-	ev := ledger.Event{
-		ID: id, RunID: c.RunID, Op: ledger.OpRewrap, Method: res.Method, FromKey: res.FromKey, ToKey: res.ToKey,
-		ETagBefore: cl.Obj.ETag, VersionBefore: cl.Obj.VersionID,
-		OldWrappedKeySHA256: cl.Fingerprint, NewWrappedKeySHA256: ledger.WrappedKeyFingerprint(res.Key),
-	}
-	if cl.Instr != nil {
-		// The change is to the instruction file: its ETags are recorded;
-		// the object's version does not change.
-		ev.ETagBefore = cl.Instr.ETag
-	}
-	if err := c.Ledger.Prepare(ctx, ev); err != nil {
-		return o.fail(CodeLedger, err.Error()), fmt.Errorf("ledger: prepare %s: %w", id, err)
-	}
-	cr, err := c.write(ctx, cl, newEnv)
-	if err != nil {
-		return c.writeFailed(ctx, cl, ev, o, err)
-	}
-	claimed = false // Commit releases it
-	return c.commitLedger(ctx, cl, ev, cr, o)
-}
-
-// newWrapping asks the key backends for the new wrapping.
-func (c *Core) newWrapping(ctx context.Context, cl *Classification) (rewrap.Result, error) {
-	if from := c.fromKeyring(cl.Key); from != nil {
-		return rewrap.Rewrap(ctx, from, c.To, cl.Wrapped, cl.CEK)
-	}
-	if !cl.Wrapped.Alg.IsKMS() {
-		return rewrap.Result{}, &rewrap.Error{Op: "unwrap", Code: CodeNeedFromKey,
-			Hint: "name the key the object is wrapped under with --from"}
-	}
-	// A KMS blob under a key not given as a keyring (or not known yet).
-	if re, ok := c.To.(rewrap.ReEncrypter); ok && re.CanReEncrypt(nil) {
-		// ReEncrypt finds the source key itself and says which it was.
-		return rewrap.Rewrap(ctx, nil, c.To, cl.Wrapped, cl.CEK)
-	}
-	var last error
-	for _, k := range c.From {
-		if k.Kind() != rewrap.KindKMS {
-			continue
-		}
-		res, err := rewrap.Rewrap(ctx, k, c.To, cl.Wrapped, cl.CEK)
-		var re *rewrap.Error
-		if errors.As(err, &re) && re.Code == "IncorrectKeyException" {
-			last = err
-			continue
-		}
-		return res, err
-	}
-	if last != nil {
-		return rewrap.Result{}, last
-	}
-	return rewrap.Result{}, &rewrap.Error{Op: "unwrap", Code: CodeNeedFromKey,
-		Hint: "a KMS-wrapped data key going to a non-KMS key (or another region) needs its KMS key named with --from"}
-}
-
-// write stores the new envelope where the old one lives.
-func (c *Core) write(ctx context.Context, cl *Classification, newEnv *envelope.Envelope) (commit.Result, error) {
-	if cl.Instr == nil {
-		meta, err := newEnv.Metadata()
-		if err != nil {
-			return commit.Result{}, err
-		}
-		return c.S3.MetadataEnvelope(ctx, cl.Obj, meta)
-	}
-	side, body, err := newEnv.InstructionFile()
-	if err != nil {
-		return commit.Result{}, err
-	}
-	if err := commit.CheckObjectSide(cl.Obj, side); err != nil {
-		return commit.Result{}, err
-	}
-	return c.S3.WriteInstruction(ctx, cl.Instr, body)
-}
-
-// writeFailed handles a failed conditional write. A definite refusal
-// abandons the prepared event; an uncertain failure (the request may have
-// landed) is reconciled against the object right away.
-func (c *Core) writeFailed(ctx context.Context, cl *Classification, ev ledger.Event, o Outcome, werr error) (Outcome, error) {
-	id := ev.ID
-	bg := context.WithoutCancel(ctx)
-	definite := errors.Is(werr, commit.ErrChanged) || errors.Is(werr, commit.ErrGone) ||
-		errors.Is(werr, commit.ErrAccessDenied) || errors.Is(werr, commit.ErrUnsupported) ||
-		errors.Is(werr, commit.ErrNotRewrap) || errors.Is(werr, commit.ErrNotCurrent) ||
-		errors.Is(werr, envelope.ErrMetadataTooLarge)
-	if !definite {
-		st, err := c.Reconcile(bg, ev)
-		if err == nil && st == ReconcileCommitted {
-			return o.succeed(ev), nil
-		}
-	}
-	if err := c.Ledger.Abandon(bg, id, ev.RunID, ev.Op); err != nil {
-		return o.fail(CodeLedger, err.Error()), fmt.Errorf("ledger: abandon %s: %w", id, err)
-	}
-	o = o.fromS3Error("write the new envelope", werr)
-	o.ToKey = ""
-	return o, c.observe(bg, cl, c.stateFor(o), cl.Key)
-}
-
-// commitLedger records a landed write.
-func (c *Core) commitLedger(ctx context.Context, cl *Classification, ev ledger.Event, cr commit.Result, o Outcome) (Outcome, error) {
-	ev.ETagAfter, ev.VersionAfter = cr.ETagAfter, cr.VersionAfter
-	if cl.Instr != nil || ev.VersionAfter == ev.VersionBefore {
-		ev.VersionAfter = "" // no new version of the object
-	}
-	obj := ledger.Object{
-		ID: ev.ID, WrapKey: ev.ToKey, Format: cl.Env.Format.String(), Placement: cl.Placement(),
-		CEKAlg: string(cl.CEK), State: ledger.StateRewrapped, ETag: cl.Obj.ETag, RunID: c.RunID,
-		WrappedKeySHA256: ev.NewWrappedKeySHA256,
-	}
-	if ev.Op == ledger.OpReencrypt {
-		// New content: the object's ETag is the new one whatever the
-		// placement (reconciled from the object as it is now).
-		obj.State = ledger.StateReencrypted
-		obj.ETag = cl.Obj.ETag
-	}
-	if cl.Instr == nil {
-		obj.ETag = cr.ETagAfter
-		if cr.VersionAfter != "" {
-			obj.ID.VersionID = cr.VersionAfter
-		}
-	}
-	if err := c.Ledger.Commit(context.WithoutCancel(ctx), obj, ev); err != nil {
-		o = o.fail(CodeLedger, "the object was rewrapped but the ledger did not record it: "+err.Error()+" (run 'rotator resume' to record it)")
-		return o, fmt.Errorf("ledger: commit %s: %w", ev.ID, err)
-	}
-	if cl.Instr == nil && cr.VersionAfter != "" {
-		o.VersionID = cr.VersionAfter
-	}
-	o = o.succeed(ev)
-	if ev.Op == ledger.OpReencrypt {
-		o.Action = ActionReencrypt
-	}
-	return o, nil
-}
-
-// Reconcile outcomes.
-const (
-	ReconcileCommitted = "committed" // the write had landed: recorded
-	ReconcileAbandoned = "abandoned" // it had not: dropped
-	ReconcileChanged   = "changed"   // someone else changed the object: dropped
-)
-
-// Reconcile finishes a prepared event left by an interrupted write: it reads
-// the object's envelope now and compares its wrapped key with the event's
-// fingerprints. The claim on the object must be held by ev.RunID (a resumed
-// run re-takes its own claims).
-func (c *Core) Reconcile(ctx context.Context, ev ledger.Event) (string, error) {
-	owner := ev.RunID + "/reconcile"
-	if err := c.Ledger.Claim(ctx, ev.ID, owner, c.lease()); err != nil {
-		return "", fmt.Errorf("ledger: claim %s: %w", ev.ID, err)
-	}
-	if ev.Op == ledger.OpDeleteVersion {
-		return c.reconcileDeleted(ctx, ev, owner)
-	}
-	it := inventory.Item{Bucket: ev.ID.Bucket, Key: ev.ID.Key}
-	cl, o, done := c.Classify(ctx, it, Outcome{})
-	var fp string
-	if !done {
-		fp = cl.Fingerprint
-	} else if o.ErrorCode != CodeGone && o.ErrorCode != CodeNotEncrypted {
-		return "", fmt.Errorf("reconcile %s: %s: %s", ev.ID, o.ErrorCode, o.Message)
-	}
-	switch fp {
-	case ev.NewWrappedKeySHA256:
-		cr := commit.Result{ETagAfter: cl.Obj.ETag, VersionAfter: cl.Obj.VersionID}
-		if cl.Instr != nil {
-			cr = commit.Result{ETagAfter: cl.Instr.ETag, VersionAfter: cl.Instr.VersionID}
-		}
-		if cr.VersionAfter == ev.VersionBefore {
-			cr.VersionAfter = ""
-		}
-		// The object record: for a metadata envelope the version now
-		// current holds the change.
-		ev2 := ev
-		if _, err := c.commitLedger(ctx, cl, ev2, cr, Outcome{}); err != nil {
-			return "", err
-		}
-		return ReconcileCommitted, nil
-	case ev.OldWrappedKeySHA256:
-		if err := c.Ledger.Abandon(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
-			return "", err
-		}
-		_ = c.Ledger.Release(ctx, ev.ID, owner)
-		return ReconcileAbandoned, nil
-	default:
-		if err := c.Ledger.Abandon(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
-			return "", err
-		}
-		_ = c.Ledger.Release(ctx, ev.ID, owner)
-		return ReconcileChanged, nil
-	}
-}
-
-// Outcome helpers.
-
-func (o Outcome) skip(code, msg string) Outcome {
-	o.Status, o.ErrorCode, o.Message = StatusSkipped, code, msg
-	return o
-}
-
-func (o Outcome) fail(code, msg string) Outcome {
-	o.Status, o.ErrorCode, o.Message = StatusFailed, code, msg
-	return o
-}
-
-func (o Outcome) succeed(ev ledger.Event) Outcome {
-	o.Status, o.ErrorCode, o.Message = StatusSucceeded, "", ev.Method
-	o.Action, o.FromKey, o.ToKey = ActionRewrap, ev.FromKey, ev.ToKey
-	return o
-}
-
-// fromS3Error turns an error of the commit package into an outcome.
+// fromS3Error turns the error of a read into an outcome.
 func (o Outcome) fromS3Error(what string, err error) Outcome {
-	msg := "could not " + what + ": " + err.Error()
-	switch {
-	case errors.Is(err, commit.ErrChanged):
-		o = o.fail(CodeChanged, "changed by someone else since it was read: left untouched")
-		o.Status = StatusChanged
-	case errors.Is(err, commit.ErrGone):
-		o = o.skip(CodeGone, "deleted since it was listed")
-	case errors.Is(err, commit.ErrAccessDenied):
-		o = o.fail(CodeAccessDenied, msg)
-	case errors.Is(err, commit.ErrNotCurrent):
-		o = o.skip(CodeNoncurrent, msg)
-		o.Status = StatusPending
-	case errors.Is(err, commit.ErrUnsupported), errors.Is(err, commit.ErrNotRewrap), errors.Is(err, envelope.ErrMetadataTooLarge):
-		o = o.fail(CodeUnsupported, msg)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		o = o.fail(CodeCanceled, msg)
-	default:
-		o = o.fail(CodeS3, msg)
-	}
-	return o
+	out, _ := o.fromError(what, err)
+	return out
 }
+
+// Reencrypter re-encrypts objects (reencrypt.Engine): see the protocol's
+// use in reencrypt.go.
+type Reencrypter interface {
+	Begin(ctx context.Context, job reencrypt.Job) (*reencrypt.Intent, error)
+	Resume(u ledger.Upload) (*reencrypt.Intent, error)
+	Write(ctx context.Context, job reencrypt.Job, in *reencrypt.Intent, save func(context.Context) error) (reencrypt.Result, error)
+	Content(ctx context.Context, in *reencrypt.Intent, cur *commit.Object, to rewrap.Unwrapper) (reencrypt.Content, error)
+	Abort(ctx context.Context, in *reencrypt.Intent, bucket, key string) error
+	Orphans(ctx context.Context, in *reencrypt.Intent, bucket, key string) error
+	PartSizeFor(size int64) int64
+}
+
+var _ Reencrypter = (*reencrypt.Engine)(nil)

@@ -171,7 +171,8 @@ func TestRunMigratesToHSMAndBack(t *testing.T) {
 	f.ledger = freshLedger(t)
 	from := &countingKeyring{Keyring: hsm}
 	dry := f.core("dry")
-	dry.To, dry.From, dry.DryRun = f.b, []rewrap.Keyring{from}, true
+	dry.To, dry.From = f.b, []rewrap.Keyring{from}
+	dry = pipeline.DryRun(dry)
 	for _, o := range f.objs {
 		if _, err := dry.Process(ctx, inventory.Item{Bucket: f.bucket, Key: o.Key}); err != nil {
 			t.Fatalf("dry run: %v", err)

@@ -142,22 +142,33 @@ func (f *fixture) source(t *testing.T) inventory.Source {
 
 func (f *fixture) run(t *testing.T, c *pipeline.Core) (*pipeline.Report, *bytes.Buffer) {
 	t.Helper()
+	return f.runWant(t, c, ledger.RunDone, false)
+}
+
+// runWant runs c over the bucket (resuming the run: settling its intents
+// first) and checks the run record's final state.
+func (f *fixture) runWant(t *testing.T, c *pipeline.Core, want ledger.RunState, resume bool) (*pipeline.Report, *bytes.Buffer) {
+	t.Helper()
 	var buf bytes.Buffer
 	rep, err := pipeline.NewReport(&buf)
 	if err != nil {
 		t.Fatal(err)
 	}
 	run := &ledger.Run{ID: c.RunID, Config: []byte(`{}`), State: ledger.RunRunning}
-	if err := f.ledger.CreateRun(ctx, run); err != nil {
+	if err := f.ledger.CreateRun(ctx, run); errors.Is(err, ledger.ErrRunExists) {
+		if *run, err = f.ledger.GetRun(ctx, c.RunID); err != nil {
+			t.Fatal(err)
+		}
+	} else if err != nil {
 		t.Fatal(err)
 	}
-	r := &pipeline.Runner{Core: c, Source: f.source(t), Workers: 8, Runs: f.ledger, Run: run, Report: rep}
+	r := &pipeline.Runner{Core: c, Source: f.source(t), Workers: 8, Runs: f.ledger, Run: run, Report: rep, Intents: f.ledger, Resume: resume}
 	if err := r.Execute(ctx, nil); err != nil {
 		t.Fatalf("run: %v\n%s", err, buf.String())
 	}
 	got, err := f.ledger.GetRun(ctx, c.RunID)
-	if err != nil || got.State != ledger.RunDone {
-		t.Fatalf("run record: %+v %v", got, err)
+	if err != nil || got.State != want {
+		t.Fatalf("run record: %+v %v, want state %s\n%s", got, err, want, buf.String())
 	}
 	return rep, &buf
 }
@@ -342,8 +353,10 @@ type crashingLedger struct{ ledger.Ledger }
 
 var errCrash = errors.New("process killed")
 
-func (crashingLedger) Commit(context.Context, ledger.Object, ledger.Event) error { return errCrash }
-func (crashingLedger) Abandon(context.Context, ledger.ObjectID, string, string) error {
+func (crashingLedger) Commit(context.Context, string, ledger.Object, ledger.Event) error {
+	return errCrash
+}
+func (crashingLedger) Abandon(context.Context, string, ledger.ObjectID, string, string) error {
 	return errCrash
 }
 
@@ -355,8 +368,8 @@ func TestReconcileRunFinishesWritesLeftByACrash(t *testing.T) {
 	var landed int
 	err := src.Stream(ctx, func(it inventory.Item) error {
 		o, err := c.Process(ctx, it)
-		if err == nil || o.Status != pipeline.StatusFailed {
-			return fmt.Errorf("%s: want a ledger failure after the write, got %+v %v", it, o, err)
+		if err == nil || o.Status != pipeline.StatusUnfinished {
+			return fmt.Errorf("%s: want an unfinished object and a ledger failure after the write, got %+v %v", it, o, err)
 		}
 		landed++
 		return nil
@@ -373,20 +386,20 @@ func TestReconcileRunFinishesWritesLeftByACrash(t *testing.T) {
 	// must not record it as rewrapped.
 	other := f.objs[0].Key
 	put(t, f, other, []byte("new data"), nil)
-	n, err := pipeline.ReconcileRun(ctx, f.core("run-crash"), f.ledger, "run-crash")
+	n, err := pipeline.Recover(ctx, f.core("run-crash"), f.ledger, "run-crash", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.Committed != 5 || n.Changed != 1 || n.Abandoned != 0 {
-		t.Errorf("reconciled %+v, want 5 committed and 1 changed", n)
+	if n.Committed != 5 || n.Changed != 1 || n.Dropped != 0 || n.Kept != 0 {
+		t.Errorf("recovered %+v, want 5 committed and 1 changed", n)
 	}
 	events := 0
 	if err := f.ledger.Events(ctx, func(ledger.Event) error { events++; return nil }); err != nil || events != 5 {
 		t.Errorf("%d events (%v), want 5", events, err)
 	}
 	// Resuming again finds nothing to do.
-	if n, err := pipeline.ReconcileRun(ctx, f.core("run-crash"), f.ledger, "run-crash"); err != nil || n.Committed+n.Abandoned+n.Changed+n.Reencrypted+len(n.Failed) != 0 {
-		t.Errorf("second reconcile: %+v %v", n, err)
+	if n, err := pipeline.Recover(ctx, f.core("run-crash"), f.ledger, "run-crash", false); err != nil || len(n.Outcomes) != 0 {
+		t.Errorf("second recovery: %+v %v", n, err)
 	}
 }
 

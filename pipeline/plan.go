@@ -189,25 +189,26 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		p.ByAction["skip: "+code]++
 		ddbWrite(1)
 		return
+	case ActionDeleteVersion:
+		// Older versions under a --from key: kept as they are, or
+		// deleted with --delete-old-versions.
+		if c.Versions != nil {
+			p.ByAction["delete older version"]++
+			p.Requests["s3:GetObjectRetention"]++
+			p.Requests["s3:GetObjectLegalHold"]++
+			p.Requests["s3:HeadObject"] += 2 // the current version, the version again
+			p.Requests["s3:DeleteObject"]++
+			ddbWrite(5)
+		} else {
+			p.ByAction["older version under a --from key (kept; --delete-old-versions deletes it)"]++
+			ddbWrite(1)
+		}
+		return
 	case ActionReencrypt:
 		switch {
 		case c.Mode != ModeReencrypt || c.Reencrypter == nil:
 			p.ByAction["reencrypt (pending: needs --mode reencrypt)"]++
 			ddbWrite(1)
-		case cl.Obj.Noncurrent:
-			// Older versions under a --from key: kept as they are, or
-			// deleted with --delete-old-versions.
-			if c.Versions != nil {
-				p.ByAction["delete older version"]++
-				p.Requests["s3:GetObjectRetention"]++
-				p.Requests["s3:GetObjectLegalHold"]++
-				p.Requests["s3:HeadObject"]++ // the current version
-				p.Requests["s3:DeleteObject"]++
-				ddbWrite(4)
-			} else {
-				p.ByAction["older version under a --from key (kept; --delete-old-versions deletes it)"]++
-				ddbWrite(1)
-			}
 		default:
 			p.ByAction["reencrypt"]++
 			p.addReencrypt(c, cl)

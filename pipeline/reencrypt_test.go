@@ -27,7 +27,7 @@ func (f *fixture) reencryptCore(runID string, w reencrypt.Writer, from ...rewrap
 	if w == nil {
 		w = f.commit
 	}
-	e := &reencrypt.Engine{Reader: f.s3, Writer: w, Checkpoints: f.ledger, RunID: runID, PartSize: reencrypt.MinPartSize}
+	e := &reencrypt.Engine{Reader: f.s3, Writer: w, PartSize: reencrypt.MinPartSize}
 	c := f.core(runID)
 	c.Mode, c.From, c.Reencrypter = pipeline.ModeReencrypt, from, e
 	return c, e
@@ -80,8 +80,7 @@ func TestRunReencryptsUnderFreshDataKeys(t *testing.T) {
 
 	// A dry run reports every object and changes none.
 	dry, _ := f.reencryptCore("run-dry", nil, f.a)
-	dry.DryRun = true
-	rep, buf := f.run(t, dry)
+	rep, buf := f.run(t, pipeline.DryRun(dry))
 	if c := rep.Counts(); c[pipeline.StatusPending] != int64(len(f.objs)) {
 		t.Fatalf("dry run counts %v\n%s", c, buf)
 	}
@@ -181,27 +180,31 @@ func (w *failInstruction) WriteInstruction(ctx context.Context, instr *commit.Ob
 	return w.Committer.WriteInstruction(ctx, instr, body)
 }
 
+// TestReencryptInstructionFilePendingIsKeptAndResumed: the content of two
+// instruction-file objects lands and their instruction files cannot be
+// written (the in-line retry and the end-of-run settling fail too): the
+// run ends unfinished, keeping both intents (the only copies of the new
+// envelopes), and a resume writes the instruction files from them.
 func TestReencryptInstructionFilePendingIsKeptAndResumed(t *testing.T) {
 	f := newFixture(t, 4, false) // V2/V3 x metadata/instruction file
 	w := &failInstruction{Committer: f.commit}
-	w.n.Store(2)
-	c, e := f.reencryptCore("run-i", w, f.a)
-	rep, buf := f.run(t, c)
-	if got := rep.Counts(); got[pipeline.StatusSucceeded] != 2 || got[pipeline.StatusFailed] != 2 ||
-		strings.Count(buf.String(), pipeline.CodeInstructionPending) != 2 {
+	w.n.Store(1000)
+	c, _ := f.reencryptCore("run-i", w, f.a)
+	rep, buf := f.runWant(t, c, ledger.RunUnfinished, false)
+	if got := rep.Counts(); got[pipeline.StatusSucceeded] != 2 || got[pipeline.StatusUnfinished] < 2 {
 		t.Fatalf("counts %v\n%s", got, buf)
 	}
-	// The end-of-run sweep keeps both checkpoints: they hold the only copy
-	// of the new envelopes.
-	n, err := pipeline.SettleUploads(ctx, c, f.ledger, e)
-	if err != nil || len(n.Kept) != 2 || n.Aborted+n.Finished != 0 {
-		t.Fatalf("settled %+v %v", n, err)
+	if n := f.checkpoints(t, "run-i"); n != 2 {
+		t.Fatalf("%d checkpoints kept, want 2", n)
 	}
-	// Resume finishes them from their checkpoints.
+	if n, err := pipeline.Unfinished(ctx, f.ledger, "run-i"); err != nil || n != 2 {
+		t.Fatalf("unfinished %d %v, want 2", n, err)
+	}
+	// Resume finishes them from their intents.
 	c2, _ := f.reencryptCore("run-i", nil, f.a)
-	r, err := pipeline.ReconcileRun(ctx, c2, f.ledger, "run-i")
-	if err != nil || r.Reencrypted != 2 || len(r.Failed) != 0 {
-		t.Fatalf("reconcile %+v %v", r, err)
+	rep, buf = f.runWant(t, c2, ledger.RunDone, true)
+	if got := rep.Counts(); got[pipeline.StatusSucceeded] != 2 {
+		t.Fatalf("resume counts %v\n%s", got, buf)
 	}
 	for _, o := range f.objs {
 		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
@@ -230,8 +233,8 @@ func TestReencryptInterruptedMidObjectResumesAndSettles(t *testing.T) {
 		e.PartsInFlight = 1
 		o, _ := c.Process(cctx, inventory.Item{Bucket: f.bucket, Key: key})
 		cancel()
-		if o.Status == pipeline.StatusSucceeded {
-			t.Fatalf("%s: not interrupted: %+v", key, o)
+		if o.Status != pipeline.StatusUnfinished {
+			t.Fatalf("%s: not kept for resume: %+v", key, o)
 		}
 	}
 	e.AfterPart, e.PartsInFlight = nil, 0
@@ -251,8 +254,8 @@ func TestReencryptInterruptedMidObjectResumesAndSettles(t *testing.T) {
 	}
 	// The second is given up at the end of the run: its upload is aborted
 	// and the object left as it was.
-	n, err := pipeline.SettleUploads(ctx, c, f.ledger, e)
-	if err != nil || n.Aborted != 1 || len(n.Kept) != 0 {
+	n, err := pipeline.Recover(ctx, c, f.ledger, "run-k", true)
+	if err != nil || n.Dropped != 1 || n.Kept != 0 {
 		t.Fatalf("settled %+v %v", n, err)
 	}
 	if got := f.decrypt(t, keys[1], f.a); !bytes.Equal(got, f.plain[keys[1]]) {

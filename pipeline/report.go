@@ -20,6 +20,10 @@ const (
 	StatusChanged   Status = "changed"   // someone else changed the object mid-run: left untouched
 	StatusFailed    Status = "failed"    // could not be processed: left untouched, see ErrorCode and Message
 	StatusPending   Status = "pending"   // needs an action this run does not perform (e.g. re-encryption)
+	// StatusUnfinished: a change whose outcome is not known yet; its intent
+	// is kept in the ledger and 'rotator resume' finishes it (a later row
+	// for the same object supersedes this one).
+	StatusUnfinished Status = "unfinished"
 )
 
 // Outcome is the result of processing one object version: one row of the
@@ -33,9 +37,12 @@ type Outcome struct {
 	ErrorCode string
 	// Message says what happened and, for failures, what to do next.
 	Message string
-	Action  string // rewrap, reencrypt, skip
+	Action  string // rewrap, reencrypt, delete-version, skip
 	FromKey string
 	ToKey   string
+	// Also holds the rows of other versions changed while this one was
+	// processed (the older versions a re-encryption deleted).
+	Also []Outcome
 }
 
 // ReportHeader is the completion report's columns. The first six follow S3

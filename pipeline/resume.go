@@ -5,151 +5,169 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/rotator-dev/rotator/commit"
-	"github.com/rotator-dev/rotator/envelope"
-	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
-	"github.com/rotator-dev/rotator/reencrypt"
 )
 
-// PreparedLister lists a run's prepared events (ledger.Ledger.Prepared).
-type PreparedLister interface {
+// IntentLister lists a run's recovery state in the ledger: prepared events
+// (the intents of changes not committed) and re-encryption checkpoints.
+type IntentLister interface {
 	Prepared(ctx context.Context, runID string, fn func(ledger.Event) error) error
+	Uploads(ctx context.Context, runID string, fn func(ledger.Upload) error) error
 }
 
-// Reconciled counts what ReconcileRun did.
-type Reconciled struct {
-	Committed, Abandoned, Changed int
-	// Reencrypted counts re-encryptions finished from their checkpoints
-	// (Failed the outcomes of those that could not be).
-	Reencrypted int
-	Failed      []Outcome
+// Recovered is what Recover did with a run's intents.
+type Recovered struct {
+	// Committed: the change had landed and is now recorded; Dropped: it
+	// had not (the object is processed again by the listing); Changed:
+	// someone else changed the object; Resumed: re-encryptions taken up
+	// again from their checkpoints; Kept: intents left in the ledger
+	// (their outcome still unknown, or an operator must act).
+	Committed, Dropped, Changed, Resumed, Kept int
+	// Outcomes holds one row per intent settled.
+	Outcomes []Outcome
 }
 
-// ReconcileRun finishes the writes a crashed run left between its S3 write
-// and its ledger commit: for every prepared event of the run, the object
-// is read, and the change is committed in the ledger if the object holds
-// the new wrapped key, or dropped if it does not (the object is then
-// processed again by the resumed listing). A re-encryption whose write had
-// not landed is taken up again at once from its checkpoint (the listing may
-// have passed the object: its new instruction file may be all that is left
-// to write). A resumed run calls it before listing, so that no object is
-// committed twice and none is missed.
-func ReconcileRun(ctx context.Context, c *Core, l PreparedLister, runID string) (Reconciled, error) {
-	var n Reconciled
+// Recover settles every intent run runID holds in the ledger, from the
+// objects as they are now (the protocol's steps 5 and 6): a resumed run
+// calls it before it lists again, so that what a crash left is finished
+// first (an instruction file whose content landed, a commit that was not
+// recorded) and re-encryptions go on from their last part; the end of a
+// run calls it with giveUp, which aborts the uploads of re-encryptions
+// that did not land instead of going on with them. An intent is dropped
+// only on positive evidence that its change did or did not land; the
+// others are kept (Kept) and the run is unfinished.
+func Recover(ctx context.Context, c *Core, l IntentLister, runID string, giveUp bool) (Recovered, error) {
+	var n Recovered
 	err := l.Prepared(ctx, runID, func(ev ledger.Event) error {
-		st, err := c.Reconcile(ctx, ev)
-		if err != nil {
-			return fmt.Errorf("reconcile the interrupted change of %s: %w", ev.ID, err)
-		}
-		switch st {
-		case ReconcileCommitted:
+		o, v, err := c.recoverOne(ctx, ev, giveUp)
+		n.Outcomes = append(n.Outcomes, o)
+		switch v {
+		case resumable:
+			n.Resumed++
+		case committed:
 			n.Committed++
-		case ReconcileAbandoned:
-			n.Abandoned++
-			if ev.Op == ledger.OpReencrypt && c.Reencrypter != nil && !c.DryRun {
-				o, err := c.Process(ctx, inventory.Item{Bucket: ev.ID.Bucket, Key: ev.ID.Key})
-				if err != nil {
-					return fmt.Errorf("finish the interrupted re-encryption of %s: %w", ev.ID, err)
-				}
-				if o.Status == StatusSucceeded {
-					n.Abandoned--
-					n.Reencrypted++
-				} else if o.Status == StatusFailed {
-					n.Failed = append(n.Failed, o)
-				}
-			}
-		case ReconcileChanged:
+		case dropped:
+			n.Dropped++
+		case changedBy:
 			n.Changed++
+		default:
+			n.Kept++
 		}
+		if err != nil {
+			return fmt.Errorf("settle the interrupted %s of %s: %w", ev.Op, ev.ID, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return n, err
+	}
+	// A checkpoint without its prepared event was written by an earlier
+	// version of rotator (this one drops the checkpoint first): it may
+	// hold the only copy of an envelope, so it is kept and reported.
+	err = l.Uploads(ctx, runID, func(u ledger.Upload) error {
+		evs, err := c.Ledger.PreparedOn(ctx, runID, u.ID)
+		if err != nil || len(evs) > 0 {
+			return err
+		}
+		n.Kept++
+		o := Outcome{Bucket: u.ID.Bucket, Key: u.ID.Key, VersionID: u.ID.VersionID, Action: ActionReencrypt}
+		n.Outcomes = append(n.Outcomes, o.unfinished("a re-encryption checkpoint without its intent (written by an earlier version of rotator?): "+
+			"kept; finish it with the version that wrote it"))
 		return nil
 	})
 	return n, err
 }
 
-// UploadLister lists a run's re-encryption checkpoints
-// (ledger.Ledger.Uploads).
-type UploadLister interface {
-	Uploads(ctx context.Context, runID string, fn func(ledger.Upload) error) error
-}
-
-// Settler gives up a leftover checkpoint (reencrypt.Engine.Settle).
-type Settler interface {
-	Settle(ctx context.Context, lo reencrypt.Leftover) (string, error)
-}
-
-// Settled counts what SettleUploads did with the checkpoints left at the
-// end of a run.
-type Settled struct {
-	// Finished: the object already held the new content; Aborted: it
-	// never landed, the upload was aborted.
-	Finished, Aborted int
-	// Kept: new content landed but the instruction file was not written;
-	// 'rotator resume' writes it.
-	Kept []ledger.ObjectID
-	// Busy: claimed by another worker of the run, left to it.
-	Busy int
-}
-
-// SettleUploads runs at the end of a run: every re-encryption checkpoint
-// the run still holds is settled (its multipart upload aborted), so that
-// no upload is left behind, except those whose new content landed without
-// its instruction file, which are kept and returned.
-func SettleUploads(ctx context.Context, c *Core, l UploadLister, s Settler) (Settled, error) {
-	var n Settled
-	var ups []ledger.Upload
-	if err := l.Uploads(ctx, c.RunID, func(u ledger.Upload) error {
-		ups = append(ups, u)
-		return nil
-	}); err != nil {
-		return n, fmt.Errorf("list the re-encryption checkpoints of run %s: %w", c.RunID, err)
+// recoverOne claims the object of one intent and settles it; a
+// re-encryption that did not land goes on (or, with giveUp, is given up).
+// The verdict resumable says that it went on and succeeded.
+func (c *Core) recoverOne(ctx context.Context, ev ledger.Event, giveUp bool) (Outcome, verdict, error) {
+	o := Outcome{Bucket: ev.ID.Bucket, Key: ev.ID.Key, VersionID: ev.ID.VersionID, Action: actionOf(ev.Op), FromKey: ev.FromKey, ToKey: ev.ToKey}
+	if !c.enter(ev.ID) {
+		return o.unfinished("being changed by another worker of this process"), kept, nil
 	}
-	for _, u := range ups {
-		if err := c.Ledger.Claim(ctx, u.ID, c.owner(), c.lease()); err != nil {
-			if errors.Is(err, ledger.ErrClaimed) {
-				n.Busy++ // another worker of the run has it in hand
-				continue
-			}
-			return n, fmt.Errorf("ledger: claim %s: %w", u.ID, err)
+	defer c.leave(ev.ID)
+	h, _, err := c.claim(ctx, ev.ID, &o)
+	if h == nil {
+		if err == nil {
+			o = o.unfinished(o.Message)
 		}
-		st, err := settle(ctx, c, u, s)
-		_ = c.Ledger.Release(context.WithoutCancel(ctx), u.ID, c.owner())
-		if err != nil {
-			return n, err
-		}
-		switch st {
-		case reencrypt.SettleFinished:
-			n.Finished++
-		case reencrypt.SettleAborted:
-			n.Aborted++
-		case reencrypt.SettleKept:
-			n.Kept = append(n.Kept, u.ID)
-		}
+		return o, kept, err
 	}
-	return n, nil
-}
-
-// settle settles one checkpoint, reading the object as it is now.
-func settle(ctx context.Context, c *Core, u ledger.Upload, s Settler) (string, error) {
-	lo := reencrypt.Leftover{Upload: u, To: c.To}
-	cl, o, done := c.Classify(ctx, inventory.Item{Bucket: u.ID.Bucket, Key: u.ID.Key}, Outcome{})
+	defer c.end(ctx, h)
+	ctx = h.ctx
+	v, out, err := c.settle(ctx, h, ev, o)
+	if err != nil || v != resumable {
+		return out, v, err
+	}
+	if giveUp {
+		return c.giveUpReencrypt(ctx, h, ev, out)
+	}
+	out, _, err = c.resumeReencrypt(ctx, h, ev, out)
 	switch {
-	case !done:
-		lo.Current, lo.CurrentWrappedKey, lo.Instruction = cl.Obj, cl.Env.WrappedKey, cl.Instr != nil
-	case o.ErrorCode == CodeGone:
-	default:
-		obj, err := c.S3.Head(ctx, u.ID.Bucket, u.ID.Key, "")
-		if errors.Is(err, commit.ErrGone) {
-			break
-		}
-		if err != nil {
-			return "", fmt.Errorf("settle the checkpoint of %s: %w", u.ID, err)
-		}
-		lo.Current, lo.Instruction = obj, envelope.NeedsInstructionFile(obj.Metadata)
+	case out.Status == StatusSucceeded:
+		return out, resumable, err
+	case out.Status == StatusChanged:
+		return out, changedBy, err
+	case out.Status == StatusUnfinished:
+		return out, kept, err
 	}
-	st, err := s.Settle(ctx, lo)
+	return out, dropped, err
+}
+
+// giveUpReencrypt aborts a re-encryption that did not land (its upload,
+// its checkpoint, its intent).
+func (c *Core) giveUpReencrypt(ctx context.Context, h *hold, ev ledger.Event, o Outcome) (Outcome, verdict, error) {
+	u, err := c.Ledger.GetUpload(ctx, ev.RunID, ev.ID)
 	if err != nil {
-		return "", fmt.Errorf("settle the checkpoint of %s: %w", u.ID, err)
+		if errors.Is(err, ledger.ErrNotFound) {
+			v, out, err := c.dropAs(ctx, h, ev, o, dropped)
+			return out, v, err
+		}
+		return o.fail(CodeLedger, err.Error()), kept, ledgerError{err}
 	}
-	return st, nil
+	in, err := c.Reencrypter.Resume(u)
+	if err != nil {
+		return keepIntent(h, o, "cannot read the checkpoint", err), kept, nil
+	}
+	defer in.Close()
+	v, out, err := c.settleIntent(ctx, h, ev, in, o, true)
+	if v == dropped {
+		out = out.fail(CodeS3, "given up at the end of the run: the upload was aborted and the object is as it was (a later run re-encrypts it)")
+	}
+	return out, v, err
+}
+
+func actionOf(op string) string {
+	switch op {
+	case ledger.OpReencrypt:
+		return ActionReencrypt
+	case ledger.OpDeleteVersion:
+		return ActionDeleteVersion
+	}
+	return ActionRewrap
+}
+
+// Unfinished counts the intents run runID still holds in the ledger:
+// changes whose outcome is unknown. A run is done only when there are
+// none.
+func Unfinished(ctx context.Context, l IntentLister, runID string) (int, error) {
+	n := 0
+	err := l.Prepared(ctx, runID, func(ledger.Event) error { n++; return nil })
+	if err != nil {
+		return 0, err
+	}
+	// A checkpoint counts when no prepared event stands for it.
+	err = l.Uploads(ctx, runID, func(u ledger.Upload) error {
+		var prepared bool
+		perr := l.Prepared(ctx, runID, func(ev ledger.Event) error {
+			prepared = prepared || ev.ID == u.ID
+			return nil
+		})
+		if !prepared {
+			n++
+		}
+		return perr
+	})
+	return n, err
 }

@@ -62,6 +62,13 @@ type Stats struct {
 	Failed    atomic.Int64
 	Changed   atomic.Int64
 	Pending   atomic.Int64
+	// Unfinished counts changes whose outcome is not known yet (their
+	// intents stay in the ledger); at the end of a run, the intents the
+	// run still holds.
+	Unfinished atomic.Int64
+	// Deleted counts older versions deleted (--delete-old-versions), also
+	// counted in Succeeded.
+	Deleted atomic.Int64
 	// Bytes is the size of the objects listed, when the source knows it.
 	Bytes atomic.Int64
 	// ListingDone is set when the source has delivered every item.
@@ -81,19 +88,26 @@ func (s *Stats) add(o Outcome) {
 		s.Changed.Add(1)
 	case StatusPending:
 		s.Pending.Add(1)
+	case StatusUnfinished:
+		s.Unfinished.Add(1)
+	}
+	if o.Status == StatusSucceeded && o.Action == ActionDeleteVersion {
+		s.Deleted.Add(1)
 	}
 }
 
 // Counts returns the counters as the run record stores them.
 func (s *Stats) Counts() map[string]int64 {
 	return map[string]int64{
-		"listed":    s.Listed.Load(),
-		"done":      s.Done.Load(),
-		"succeeded": s.Succeeded.Load(),
-		"skipped":   s.Skipped.Load(),
-		"failed":    s.Failed.Load(),
-		"changed":   s.Changed.Load(),
-		"pending":   s.Pending.Load(),
+		"listed":     s.Listed.Load(),
+		"done":       s.Done.Load(),
+		"succeeded":  s.Succeeded.Load(),
+		"skipped":    s.Skipped.Load(),
+		"failed":     s.Failed.Load(),
+		"changed":    s.Changed.Load(),
+		"pending":    s.Pending.Load(),
+		"unfinished": s.Unfinished.Load(),
+		"deleted":    s.Deleted.Load(),
 	}
 }
 
@@ -127,6 +141,14 @@ type Runner struct {
 	// the same configuration-like error (default DefaultBreaker; negative
 	// turns it off).
 	Breaker int
+	// Intents lists the run's recovery state (the ledger). With Resume,
+	// the intents a crash left are settled before the listing starts (a
+	// re-encryption goes on from its checkpoint); at the end of a run that
+	// was not interrupted, those still held are settled once more, giving
+	// up re-encryptions that did not land. Stats.Unfinished is then the
+	// number still held: the run is done only when it is 0.
+	Intents IntentLister
+	Resume  bool
 }
 
 // ErrInterrupted is returned by Execute when the run stopped on an
@@ -161,6 +183,17 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 	workers := r.Workers
 	if workers <= 0 {
 		workers = DefaultWorkers
+	}
+	if r.Resume && r.Intents != nil {
+		n, err := Recover(ctx, r.Core, r.Intents, r.Core.RunID, false)
+		for _, o := range n.Outcomes {
+			if aerr := r.emit(o); aerr != nil && err == nil {
+				err = aerr
+			}
+		}
+		if err != nil {
+			return r.finish(ctx, fmt.Errorf("settle the changes the interrupted run left: %w", err), false)
+		}
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	listCtx, stopListing := context.WithCancel(gctx)
@@ -230,12 +263,36 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 	if err == nil && interrupted.Load() {
 		err = ErrInterrupted
 	}
+	return r.finish(ctx, err, err == nil)
+}
+
+// finish settles the run's leftover intents when it completed, counts
+// those still held, and checkpoints the run record.
+func (r *Runner) finish(ctx context.Context, err error, completed bool) error {
+	if completed && r.Intents != nil {
+		n, rerr := Recover(ctx, r.Core, r.Intents, r.Core.RunID, true)
+		for _, o := range n.Outcomes {
+			if aerr := r.emit(o); aerr != nil && rerr == nil {
+				rerr = aerr
+			}
+		}
+		if rerr == nil {
+			var left int
+			left, rerr = Unfinished(ctx, r.Intents, r.Core.RunID)
+			r.Stats.Unfinished.Store(int64(left))
+		}
+		if rerr != nil {
+			err = fmt.Errorf("settle the run's unfinished changes: %w", rerr)
+		}
+	}
 	state := ledger.RunDone
 	switch {
 	case errors.Is(err, ErrInterrupted), errors.Is(err, context.Canceled):
 		state = ledger.RunInterrupted
 	case err != nil:
 		state = ledger.RunFailed
+	case r.Stats.Unfinished.Load() > 0:
+		state = ledger.RunUnfinished
 	}
 	if cerr := r.checkpoint(context.WithoutCancel(ctx), state, err); cerr != nil && err == nil {
 		err = cerr
@@ -244,6 +301,26 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 		err = ferr
 	}
 	return err
+}
+
+// emit records one outcome and the rows it carries: report, counters and
+// the OnOutcome callback.
+func (r *Runner) emit(o Outcome) error {
+	also := o.Also
+	o.Also = nil
+	if err := r.Report.Add(o); err != nil {
+		return err
+	}
+	r.Stats.add(o)
+	if r.OnOutcome != nil {
+		r.OnOutcome(o)
+	}
+	for _, a := range also {
+		if err := r.emit(a); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // collect is the last stage: report, progress, breaker and checkpoints.
@@ -265,14 +342,10 @@ func (r *Runner) collect(ctx context.Context, results <-chan result) error {
 			if !ok {
 				return nil
 			}
-			if err := r.Report.Add(res.o); err != nil {
+			if err := r.emit(res.o); err != nil {
 				return err
 			}
-			r.Stats.add(res.o)
 			r.Progress.Done(res.ticket)
-			if r.OnOutcome != nil {
-				r.OnOutcome(res.o)
-			}
 			if err := br.add(res.o); err != nil {
 				return err
 			}

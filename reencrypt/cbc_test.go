@@ -71,7 +71,7 @@ func (f *fixture) putCBC(t *testing.T, key string, v2 bool, plain []byte) {
 // same plaintext, user metadata and tags; CBC content is always upgraded.
 func TestReencryptUpgradesCBC(t *testing.T) {
 	f := newFixture(t)
-	e := f.engine("run-cbc")
+	e := f.engine()
 	for _, size := range []int{0, 1, 15, 16, 17, 5*mib - 1, 5 * mib, 5*mib + 1, 11*mib + 5} {
 		for _, v2 := range []bool{false, true} {
 			for _, want := range []envelope.Format{0, envelope.V3} {
@@ -82,8 +82,7 @@ func TestReencryptUpgradesCBC(t *testing.T) {
 					f.putCBC(t, key, v2, plain)
 					j := f.legacyJob(t, key)
 					j.Format = want
-					f.claim(t, j, "run-cbc")
-					res, err := e.Reencrypt(ctx, j)
+					res, _, err := f.reencryptWith(ctx, e, j, nil)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -113,7 +112,7 @@ func TestReencryptUpgradesCBC(t *testing.T) {
 // refused before anything is written.
 func TestReencryptCBCBadPaddingIsLeftUntouched(t *testing.T) {
 	f := newFixture(t)
-	e := f.engine("run-cbc-bad")
+	e := f.engine()
 	for _, size := range []int{100, 6 * mib} {
 		key := fmt.Sprintf("cbc/bad/%d", size)
 		plain := make([]byte, size)
@@ -122,10 +121,9 @@ func TestReencryptCBCBadPaddingIsLeftUntouched(t *testing.T) {
 		f.corrupt(t, key, -17) // the padding byte, through the block before it
 		before := f.rawBody(t, key)
 		j := f.legacyJob(t, key)
-		f.claim(t, j, "run-cbc-bad")
-		_, err := e.Reencrypt(ctx, j)
+		_, err := e.Begin(ctx, j)
 		if !errors.Is(err, reencrypt.ErrAuthentication) {
-			t.Fatalf("%s: %v, want ErrAuthentication", key, err)
+			t.Fatalf("%s: %v, want ErrAuthentication (from the padding check, before anything is written)", key, err)
 		}
 		if after := f.rawBody(t, key); !bytes.Equal(after, before) {
 			t.Errorf("%s: changed", key)
@@ -173,8 +171,7 @@ func TestReencryptCBCResumesFromLastPart(t *testing.T) {
 	rand.Read(plain)
 	f.putCBC(t, "old", false, plain)
 	j := f.legacyJob(t, "old")
-	f.claim(t, j, "r1")
-	e := f.engine("r1")
+	e := f.engine()
 	e.PartsInFlight = 1
 	cctx, cancel := context.WithCancel(ctx)
 	e.AfterPart = func(n int) {
@@ -182,11 +179,12 @@ func TestReencryptCBCResumesFromLastPart(t *testing.T) {
 			cancel()
 		}
 	}
-	if _, err := e.Reencrypt(cctx, j); !errors.Is(err, context.Canceled) {
+	st := &saved{}
+	if _, _, err := f.reencryptWith(cctx, e, j, st); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted call: %v", err)
 	}
 	f.gets.Store(0)
-	res, err := f.engine("r1").Reencrypt(ctx, f.legacyJob(t, "old"))
+	res, _, err := f.resumeWith(ctx, f.engine(), f.legacyJob(t, "old"), st)
 	if err != nil {
 		t.Fatal(err)
 	}

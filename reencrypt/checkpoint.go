@@ -24,12 +24,24 @@ type checkpoint struct {
 	NewEnvelope map[string]string
 	// ToKey is the canonical id of the key that wraps the new data key.
 	ToKey string
+	// Instruction: the object's envelope lives in an instruction file.
+	// Multipart: the new content is written as a multipart upload.
+	Instruction, Multipart bool
+	// Created is when the intent began (Unix milliseconds): uploads on
+	// the key initiated before it are not this intent's.
+	Created int64
+	// UploadID is the multipart upload, "" until it is created.
+	UploadID string
 
-	// Completed is set once CompleteMultipartUpload (or PutObject)
-	// succeeded: the object now holds the new content, with ETagAfter.
-	Completed    bool
+	// Phase is how far the writes went. ETagAfter and VersionAfter are
+	// the object's once its new content landed (PhaseCompleted).
+	Phase        Phase
 	ETagAfter    string
 	VersionAfter string
+	// ExpectedETag is the ETag of the completed upload computed from the
+	// parts' MD5 ETags ("" when they are not MD5s): positive evidence that
+	// the object holds the new content.
+	ExpectedETag string
 
 	// Prefix is the number of parts 1..Prefix all uploaded; OldPrefix and
 	// NewPrefix are the sealed Partials of their ciphertext in the old and
@@ -53,7 +65,7 @@ type donePart struct {
 	Checksum string // base64 part checksum, "" when none
 }
 
-const checkpointMagic = "rrc1"
+const checkpointMagic = "rrc2"
 
 // maxCheckpointField bounds any one length-prefixed field when decoding.
 const maxCheckpointField = 1 << 20
@@ -78,13 +90,19 @@ func (c *checkpoint) Marshal() []byte {
 		b = appendString(b, c.NewEnvelope[k])
 	}
 	b = appendString(b, c.ToKey)
-	if c.Completed {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
+	var flags byte
+	if c.Instruction {
+		flags |= 1
 	}
+	if c.Multipart {
+		flags |= 2
+	}
+	b = append(b, flags, byte(c.Phase))
+	b = binary.AppendUvarint(b, uint64(c.Created))
+	b = appendString(b, c.UploadID)
 	b = appendString(b, c.ETagAfter)
 	b = appendString(b, c.VersionAfter)
+	b = appendString(b, c.ExpectedETag)
 	b = binary.AppendUvarint(b, uint64(c.Prefix))
 	b = appendString(b, string(c.OldPrefix))
 	b = appendString(b, string(c.NewPrefix))
@@ -179,7 +197,7 @@ func (d *decoder) byte(what string) byte {
 // unmarshalCheckpoint decodes what Marshal wrote and checks its invariants.
 func unmarshalCheckpoint(b []byte) (*checkpoint, error) {
 	if !strings.HasPrefix(string(b), checkpointMagic) {
-		return nil, fmt.Errorf("%w: unknown version (hint: a checkpoint written by another version of rotator; abort the run's uploads with 'rotator resume' of that version)", errCheckpoint)
+		return nil, fmt.Errorf("%w: unknown version (hint: a checkpoint written by another version of rotator; finish the run with 'rotator resume' of that version)", errCheckpoint)
 	}
 	d := &decoder{b: b[len(checkpointMagic):]}
 	c := &checkpoint{}
@@ -195,15 +213,20 @@ func unmarshalCheckpoint(b []byte) (*checkpoint, error) {
 		c.NewEnvelope[k] = d.string("envelope value")
 	}
 	c.ToKey = d.string("key")
-	switch d.byte("completed") {
-	case 0:
-	case 1:
-		c.Completed = true
-	default:
-		d.fail("completed flag")
+	flags := d.byte("flags")
+	if flags&^3 != 0 {
+		d.fail("flags")
 	}
+	c.Instruction, c.Multipart = flags&1 != 0, flags&2 != 0
+	c.Phase = Phase(d.byte("phase"))
+	if c.Phase > PhaseCompleted {
+		d.fail("phase")
+	}
+	c.Created = int64(d.uvarint("created", 1<<62))
+	c.UploadID = d.string("upload id")
 	c.ETagAfter = d.string("etag after")
 	c.VersionAfter = d.string("version after")
+	c.ExpectedETag = d.string("expected etag")
 	c.Prefix = int(d.uvarint("prefix", maxParts))
 	c.OldPrefix = []byte(d.string("old prefix"))
 	c.NewPrefix = []byte(d.string("new prefix"))
@@ -269,8 +292,11 @@ func (c *checkpoint) check() error {
 		}
 		seen[a.N] = true
 	}
-	if len(c.Parts) != c.Prefix+len(c.Ahead) && !c.Completed {
+	if len(c.Parts) != c.Prefix+len(c.Ahead) && c.Phase == PhaseUploading {
 		return fmt.Errorf("%w: %d parts listed, %d accounted for", errCheckpoint, len(c.Parts), c.Prefix+len(c.Ahead))
+	}
+	if c.Phase == PhaseCompleted && !c.Instruction {
+		return fmt.Errorf("%w: content landed without an instruction file to write", errCheckpoint)
 	}
 	if (c.Prefix == 0) != (len(c.OldPrefix) == 0) || len(c.OldPrefix) != len(c.NewPrefix) && (len(c.OldPrefix) == 0 || len(c.NewPrefix) == 0) {
 		return fmt.Errorf("%w: prefix state does not match %d parts", errCheckpoint, c.Prefix)

@@ -10,6 +10,7 @@ func sampleCheckpoint() *checkpoint {
 	return &checkpoint{
 		SourceETag: `"0123456789abcdef0123456789abcdef"`, SourceVersion: "v1", Size: 1 << 30, PartSize: 16 << 20,
 		NewEnvelope: map[string]string{"x-amz-key-v2": "AAAA", "x-amz-iv": "BBBB"}, ToKey: "arn:aws:kms:us-east-1:111122223333:key/k",
+		Instruction: true, Multipart: true, Created: 1764800000000, UploadID: "upload-1", ExpectedETag: `"aa-3"`,
 		Prefix: 2, OldPrefix: []byte("sealed-old"), NewPrefix: []byte("sealed-new"),
 		Ahead: []aheadPart{{N: 4, Old: []byte("o4"), New: []byte("n4")}},
 		Parts: []donePart{{N: 1, ETag: `"00112233445566778899aabbccddeeff"`}, {N: 2, ETag: "opaque-etag", Checksum: "AAAAAA=="},

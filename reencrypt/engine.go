@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -49,29 +50,18 @@ type Writer interface {
 	UploadPart(ctx context.Context, obj *commit.Object, uploadID string, n int, body []byte) (types.CompletedPart, error)
 	CompleteUpload(ctx context.Context, obj *commit.Object, uploadID string, parts []types.CompletedPart) (commit.Result, error)
 	AbortUpload(ctx context.Context, obj *commit.Object, uploadID string) error
+	ListUploads(ctx context.Context, bucket, key string) ([]commit.Upload, error)
 	PutContent(ctx context.Context, obj *commit.Object, meta map[string]string, body []byte) (commit.Result, error)
 	WriteInstruction(ctx context.Context, instr *commit.Object, body []byte) (commit.Result, error)
-	Head(ctx context.Context, bucket, key, versionID string) (*commit.Object, error)
 }
 
 var _ Writer = (*commit.Committer)(nil)
-
-// Checkpoints is the part of the ledger that keeps part-level checkpoints.
-type Checkpoints interface {
-	SaveUpload(ctx context.Context, u ledger.Upload) error
-	GetUpload(ctx context.Context, runID string, id ledger.ObjectID) (ledger.Upload, error)
-	DeleteUpload(ctx context.Context, runID string, id ledger.ObjectID) error
-}
 
 // Engine re-encrypts objects. Set its fields before the first call; it is
 // safe for concurrent use by many workers, which share its memory budget.
 type Engine struct {
 	Reader Reader
 	Writer Writer
-	// Checkpoints keeps part-level checkpoints under RunID; nil keeps none
-	// (an interrupted object starts over, its upload aborted).
-	Checkpoints Checkpoints
-	RunID       string
 	// PartSize is the preferred part size (default DefaultPartSize); it is
 	// rounded up to a multiple of 16, raised to MinPartSize and, for objects
 	// above PartSize x 10,000, to what keeps the upload within 10,000 parts.
@@ -88,6 +78,8 @@ type Engine struct {
 	// Rand is the source of data keys, IVs and message IDs (default
 	// crypto/rand).
 	Rand io.Reader
+	// Now is the clock of checkpoints (default time.Now).
+	Now func() time.Time
 
 	// AfterPart, when set, is called after each part's checkpoint is saved
 	// (tests use it to stop a run at a part boundary).
@@ -96,6 +88,10 @@ type Engine struct {
 	once sync.Once
 	mem  *semaphore.Weighted
 	bufs sync.Pool
+
+	statMu  sync.Mutex
+	held    int64 // budget bytes held now
+	maxHeld int64 // the most ever held at once
 }
 
 func (e *Engine) init() {
@@ -114,11 +110,26 @@ func (e *Engine) rand() io.Reader {
 	return rand.Reader
 }
 
+func (e *Engine) now() time.Time {
+	if e.Now != nil {
+		return e.Now()
+	}
+	return time.Now()
+}
+
 func (e *Engine) inFlight() int {
 	if e.PartsInFlight > 0 {
 		return e.PartsInFlight
 	}
 	return DefaultPartsInFlight
+}
+
+// PeakMemory returns the most bytes of the memory budget ever held at once
+// by this engine's part buffers (never more than Memory).
+func (e *Engine) PeakMemory() int64 {
+	e.statMu.Lock()
+	defer e.statMu.Unlock()
+	return e.maxHeld
 }
 
 // PartSizeFor returns the part size the engine uses for an object of size
@@ -141,7 +152,7 @@ func (e *Engine) partSize(size int64) int64 {
 
 // Job is one object to re-encrypt, as classified.
 type Job struct {
-	// Obj is the object as read at classify time; every read and write is
+	// Obj is the object as read after its claim; every read and write is
 	// guarded by its ETag.
 	Obj *commit.Object
 	// Instr is the instruction file when the envelope lives there.
@@ -149,16 +160,12 @@ type Job struct {
 	// Env is the object's envelope.
 	Env *envelope.Envelope
 	// From unwraps the old data key; To wraps the new one (and unwraps it
-	// again when a checkpoint is resumed).
+	// again when an intent is resumed).
 	From rewrap.Unwrapper
 	To   rewrap.Keyring
 	// Format is the new object's format: 0 keeps the object's (V1 is
 	// always upgraded to V2), envelope.V3 upgrades to key-committing.
 	Format envelope.Format
-	// Prepare, when set, is called with the new envelope after the old
-	// content authenticated and before the write that makes the new content
-	// visible (the ledger's prepared event).
-	Prepare func(ctx context.Context, newEnv *envelope.Envelope) error
 }
 
 // Result is what a re-encryption did.
@@ -185,10 +192,10 @@ var (
 	ErrAuthentication = errors.New("the object's content does not authenticate under its data key (corrupted or tampered): left untouched")
 	// ErrUnsupported: the object's format cannot be re-encrypted.
 	ErrUnsupported = errors.New("cannot re-encrypt this object")
-	// ErrInstructionNotWritten: the new content landed but its instruction
-	// file could not be written: the object cannot be decrypted until it
-	// is. The checkpoint keeps the new envelope; resume writes it.
-	ErrInstructionNotWritten = errors.New("the object was re-encrypted but its new instruction file was not written (run 'rotator resume' to write it)")
+	// ErrLength: the object's size is not what its envelope records
+	// (x-amz-unencrypted-content-length plus the tag): a truncated or
+	// extended body. Left untouched.
+	ErrLength = errors.New("the object's size does not match the plaintext length its envelope records (truncated or extended): left untouched")
 )
 
 // targetFormat returns the format of the new object.
@@ -199,74 +206,172 @@ func targetFormat(env *envelope.Envelope, want envelope.Format) envelope.Format 
 	return envelope.V2
 }
 
-// Reencrypt re-encrypts one object under a fresh data key wrapped by
-// job.To: it reads the object with ranged GETs, decrypts and re-encrypts
-// each part in memory, uploads the parts, and commits (PutObject or
-// CompleteMultipartUpload, If-Match the ETag read at classify time) only
-// after the old tag verified. On failure the upload is aborted and the
-// object left as it was. With Checkpoints, each uploaded part is recorded,
-// and a later call for the same object version and run resumes after the
-// last recorded part without reading earlier parts again.
-func (e *Engine) Reencrypt(ctx context.Context, job Job) (Result, error) {
+// Intent is one re-encryption between Begin (or Resume) and the end of
+// its writes: the new envelope and the checkpoint the ledger keeps
+// (State). It holds open content streams; Close clears them.
+type Intent struct {
+	// NewEnv is the new envelope; its data key is wrapped under To.
+	NewEnv *envelope.Envelope
+	ck     *checkpoint
+	r      *run // nil for an intent resumed from its state until Write
+}
+
+// Phase is how far an intent's writes went.
+type Phase int
+
+// Phases of an intent.
+const (
+	// PhaseUploading: the write that makes the new content visible was
+	// never sent (parts may be uploaded): the object is as it was.
+	PhaseUploading Phase = iota
+	// PhaseCompleting: that write was sent (CompleteMultipartUpload or
+	// PutObject); whether it landed is known only from the object.
+	PhaseCompleting
+	// PhaseCompleted: the new content landed; the new instruction file is
+	// still to be written (instruction-file objects only).
+	PhaseCompleted
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhaseUploading:
+		return "uploading"
+	case PhaseCompleting:
+		return "completing"
+	case PhaseCompleted:
+		return "content landed, instruction file pending"
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
+}
+
+// State is the checkpoint to save in the ledger (ledger.Upload.State): no
+// plaintext key, only the wrapped new data key and sealed GHASH states.
+func (in *Intent) State() []byte { return in.ck.Marshal() }
+
+// UploadID is the multipart upload the intent writes, "" when none.
+func (in *Intent) UploadID() string { return in.ck.UploadID }
+
+// Phase is how far the writes went.
+func (in *Intent) Phase() Phase { return in.ck.Phase }
+
+// Instruction reports whether the object's envelope lives in an
+// instruction file.
+func (in *Intent) Instruction() bool { return in.ck.Instruction }
+
+// ToKey is the canonical id of the key that wraps the new data key.
+func (in *Intent) ToKey() string { return in.ck.ToKey }
+
+// Source is the object version the intent re-encrypts, as the checkpoint
+// recorded it: ETag, version id and size.
+func (in *Intent) Source() (etag, versionID string, size int64) {
+	return in.ck.SourceETag, in.ck.SourceVersion, in.ck.Size
+}
+
+// NeedsCheckpoint reports whether the intent must be saved in the ledger
+// before Write: an object written in parts (its parts and upload are
+// recovery state) or whose envelope lives in an instruction file (the
+// new envelope exists nowhere else until its file is written). A
+// single-part object with the envelope in its metadata lands in one write
+// that carries its envelope: the ledger's prepared event is enough.
+func (in *Intent) NeedsCheckpoint() bool {
+	return in.ck.Instruction || in.ck.Multipart
+}
+
+// Close clears the intent's content streams.
+func (in *Intent) Close() {
+	if in.r != nil {
+		in.r.close()
+	}
+}
+
+// Begin starts the re-encryption of job: it unwraps the old data key (a
+// wrong key fails here), checks the object's size against its envelope,
+// makes a fresh data key, wraps it under job.To and builds the new
+// envelope. Nothing is written anywhere. The caller records the intent
+// (its new envelope's fingerprint, and State when NeedsCheckpoint) before
+// it calls Write.
+func (e *Engine) Begin(ctx context.Context, job Job) (*Intent, error) {
 	e.init()
+	r, err := e.newRun(job)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			r.close()
+		}
+	}()
+	if err := r.openOld(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.measure(ctx); err != nil {
+		return nil, err
+	}
+	if err := r.openNew(ctx, nil); err != nil {
+		return nil, err
+	}
+	ps := e.partSize(r.textLen)
+	ck := &checkpoint{SourceETag: job.Obj.ETag, SourceVersion: job.Obj.VersionID, Size: job.Obj.Size,
+		PartSize: ps, NewEnvelope: r.newEnvMeta(), ToKey: job.To.ID(), Instruction: job.Instr != nil,
+		Multipart: job.Instr != nil || r.textLen+tagSize > ps, Created: e.now().UnixMilli()}
+	r.ck = ck
+	ok = true
+	return &Intent{NewEnv: r.newEnv, ck: ck, r: r}, nil
+}
+
+// Resume loads an intent from the state a Write saved (ledger.Upload).
+func (e *Engine) Resume(u ledger.Upload) (*Intent, error) {
+	e.init()
+	ck, err := unmarshalCheckpoint(u.State)
+	if err != nil {
+		return nil, fmt.Errorf("the checkpoint of %s (run %s) is unreadable; it is left in place: %w", u.ID, u.RunID, err)
+	}
+	if ck.UploadID == "" {
+		ck.UploadID = u.UploadID
+	}
+	env, err := envelope.Parse(ck.NewEnvelope, nil, envelope.ParseOptions{MaxMetadataBytes: -1})
+	if err != nil {
+		return nil, fmt.Errorf("the checkpoint of %s (run %s) holds an unreadable envelope; it is left in place: %w", u.ID, u.RunID, err)
+	}
+	return &Intent{NewEnv: env, ck: ck}, nil
+}
+
+// newRun checks the job's content algorithm and starts a run.
+func (e *Engine) newRun(job Job) (*run, error) {
 	env := job.Env
 	r := &run{e: e, job: job, id: ledger.ObjectID{Bucket: job.Obj.Bucket, Key: job.Obj.Key, VersionID: job.Obj.VersionID}}
-	defer r.close()
 	switch {
 	case env.CEKAlg == envelope.ContentAESGCM && env.Format == envelope.V2,
 		env.CEKAlg == envelope.ContentCommitKey && env.Format == envelope.V3:
 		if job.Obj.Size < tagSize {
-			return Result{}, fmt.Errorf("%w: the object has %d bytes, less than an AES-GCM tag: it is not S3 Encryption Client content (left untouched)", ErrAuthentication, job.Obj.Size)
+			return nil, fmt.Errorf("%w: the object has %d bytes, less than an AES-GCM tag: it is not S3 Encryption Client content (left untouched)", ErrAuthentication, job.Obj.Size)
 		}
 	case isCBC(env):
 		r.cbc = true
 	default:
-		return Result{}, fmt.Errorf("%w: %v content %q", ErrUnsupported, env.Format, env.CEKAlg)
+		return nil, fmt.Errorf("%w: %v content %q", ErrUnsupported, env.Format, env.CEKAlg)
 	}
-	// A checkpoint whose new content landed needs neither the old data key
-	// nor the old content's length: look for one first.
-	if ck, up, err := r.loadCheckpoint(ctx); err != nil {
-		return Result{}, err
-	} else if ck != nil && ck.Completed {
-		// Only the instruction file is left to write. (The envelope read
-		// now mixes the new content's metadata with the old instruction
-		// file: the old data key is not needed, nor usable.)
-		return r.completed(ctx, ck)
-	} else if ck != nil {
-		r.resumeCk, r.resumeUp = ck, up
-	}
-	if err := r.openOld(ctx); err != nil {
-		return Result{}, err
-	}
-	// textLen: the content's plaintext (and new ciphertext) length.
-	r.textLen = job.Obj.Size - tagSize
-	if r.cbc {
-		var err error
-		if r.textLen, err = r.cbcPlainLength(ctx, job.Obj.Size); err != nil {
-			return Result{}, err
-		}
-	}
-	ps := e.partSize(r.textLen)
-	ck, up := r.resumeCk, r.resumeUp
-	if ck != nil && ck.PartSize != ps {
-		// Another part size (the settings changed): start over.
-		if err := r.forgetStale(ctx, up); err != nil {
-			return Result{}, err
-		}
-		ck, up = nil, ""
-	}
-	if r.textLen+tagSize <= ps {
-		if ck != nil {
-			if err := r.forgetStale(ctx, up); err != nil {
-				return Result{}, err
-			}
-		}
-		return r.single(ctx, ps)
-	}
-	return r.multipart(ctx, ps, ck, up)
+	return r, nil
 }
 
-// run is the state of one Reencrypt call.
+// measure sets the content's plaintext length and checks it against the
+// length the envelope records, when it records one.
+func (r *run) measure(ctx context.Context) error {
+	r.textLen = r.job.Obj.Size - tagSize
+	if r.cbc {
+		var err error
+		if r.textLen, err = r.cbcPlainLength(ctx, r.job.Obj.Size); err != nil {
+			return err
+		}
+	}
+	if n := r.job.Env.UnencryptedContentLength; n >= 0 && n != r.textLen {
+		return fmt.Errorf("%w: %d bytes of plaintext recorded, the object holds %d", ErrLength, n, r.textLen)
+	}
+	return nil
+}
+
+// run is the state of one intent's writes.
 type run struct {
 	e   *Engine
 	job Job
@@ -279,27 +384,32 @@ type run struct {
 	// length (the new ciphertext's), without the tag.
 	cbc     bool
 	textLen int64
-	// A checkpoint found for this object version, to resume.
-	resumeCk *checkpoint
-	resumeUp string
 
 	mu   sync.Mutex
 	ck   *checkpoint
-	up   string // upload id
 	olds map[int]gcmstream.Partial
 	news map[int]gcmstream.Partial
 	done map[int]types.CompletedPart
 	// prefix Partials of parts 1..ck.Prefix
 	oldPrefix, newPrefix gcmstream.Partial
+	// save persists the checkpoint (the ledger); nil keeps none.
+	save func(context.Context) error
 }
 
 func (r *run) close() {
 	if r.old != nil {
 		r.old.Close()
+		r.old = nil
 	}
 	if r.new != nil {
 		r.new.Close()
+		r.new = nil
 	}
+}
+
+func (r *run) newEnvMeta() map[string]string {
+	m, _ := r.newEnv.Metadata() // validated when it was built
+	return m
 }
 
 // openOld unwraps the old data key and sets up the old message.
@@ -324,7 +434,7 @@ func (r *run) openOld(ctx context.Context) error {
 }
 
 // openNew makes a fresh data key, wraps it under To and sets up the new
-// message, or (resuming) unwraps the checkpoint's.
+// message, or (resuming) unwraps the checkpoint's with to.
 func (r *run) openNew(ctx context.Context, resume map[string]string) error {
 	var dek *envelope.DataKey
 	if resume != nil {
@@ -375,7 +485,7 @@ func (r *run) openNew(ctx context.Context, resume map[string]string) error {
 // metadata returns the new object's user metadata and, for an
 // instruction-file object, the new instruction file's body.
 func (r *run) metadata() (map[string]string, []byte, error) {
-	if r.job.Instr == nil {
+	if !r.ck.Instruction {
 		m, err := r.newEnv.Metadata()
 		if err != nil {
 			return nil, nil, err
@@ -391,31 +501,48 @@ func (r *run) metadata() (map[string]string, []byte, error) {
 	return meta, body, err
 }
 
-// buffer takes n bytes of the memory budget and returns a buffer.
+// buffer takes n bytes of the memory budget and returns a buffer. A
+// caller never takes a second buffer while it holds one: the budget
+// cannot deadlock.
 func (r *run) buffer(ctx context.Context, n int64) ([]byte, func(), error) {
-	w := min(n, r.e.Memory)
-	if err := r.e.mem.Acquire(ctx, w); err != nil {
+	return r.e.buffer(ctx, n)
+}
+
+func (e *Engine) buffer(ctx context.Context, n int64) ([]byte, func(), error) {
+	e.init()
+	w := min(n, e.Memory)
+	if err := e.mem.Acquire(ctx, w); err != nil {
 		return nil, nil, err
 	}
+	e.statMu.Lock()
+	e.held += w
+	e.maxHeld = max(e.maxHeld, e.held)
+	e.statMu.Unlock()
 	var b []byte
-	if p, _ := r.e.bufs.Get().(*[]byte); p != nil && int64(cap(*p)) >= n {
+	if p, _ := e.bufs.Get().(*[]byte); p != nil && int64(cap(*p)) >= n {
 		b = (*p)[:n]
 	} else {
 		b = make([]byte, n)
 	}
 	return b, func() {
 		clear(b)
-		r.e.bufs.Put(&b)
-		r.e.mem.Release(w)
+		e.bufs.Put(&b)
+		e.statMu.Lock()
+		e.held -= w
+		e.statMu.Unlock()
+		e.mem.Release(w)
 	}, nil
 }
 
 // get reads bytes [off, off+len(buf)) of the object version into buf.
 func (r *run) get(ctx context.Context, buf []byte, off int64) error {
+	return r.e.get(ctx, r.job.Obj, buf, off)
+}
+
+func (e *Engine) get(ctx context.Context, obj *commit.Object, buf []byte, off int64) error {
 	if len(buf) == 0 {
 		return nil
 	}
-	obj := r.job.Obj
 	in := &s3.GetObjectInput{
 		Bucket:  aws.String(obj.Bucket),
 		Key:     aws.String(obj.Key),
@@ -425,7 +552,7 @@ func (r *run) get(ctx context.Context, buf []byte, off int64) error {
 	if obj.VersionID != "" {
 		in.VersionId = aws.String(obj.VersionID)
 	}
-	out, err := r.e.Reader.GetObject(ctx, in)
+	out, err := e.Reader.GetObject(ctx, in)
 	if err != nil {
 		return readError(obj, off, len(buf), err)
 	}
@@ -489,15 +616,165 @@ func (r *run) verifyOld(total gcmstream.Partial, tag []byte) error {
 	return nil
 }
 
-// single re-encrypts an object that fits in one part: one GET, one
-// PutObject. Nothing needs a checkpoint: an interrupted call starts over.
-func (r *run) single(ctx context.Context, ps int64) (Result, error) {
+// Write makes the intent's writes: for an object of one part with its
+// envelope in the metadata, one PutObject (If-Match); otherwise a
+// multipart upload (parts re-encrypted in parallel, each recorded through
+// save), completed (If-Match) only after the old tag verified, then, for
+// an instruction-file object, the new instruction file (If-Match). Before
+// each write whose outcome decides what the object holds, the phase is
+// recorded through save, which must make it durable (the ledger) before
+// Write goes on; save is not called for an intent that does not
+// NeedsCheckpoint.
+//
+// A resumed intent goes on where it stopped: parts already uploaded are
+// not read again; a completion that was sent is sent again (with the
+// same parts; if it had landed, its retry fails its guard and the caller
+// finds out from the object); an intent whose content landed only writes
+// its instruction file. job is the object as read now (for a resumed
+// intent it is the object still as the checkpoint recorded it, else the
+// caller must not resume) and job.To must unwrap the intent's new data key.
+//
+// Any error leaves the object either as it was or holding the new
+// content: the caller decides which from the object (see Content), never
+// from the error.
+func (e *Engine) Write(ctx context.Context, job Job, in *Intent, save func(context.Context) error) (Result, error) {
+	e.init()
+	r := in.r
+	if r == nil {
+		if in.ck.Phase == PhaseCompleted {
+			// Only the instruction file is left: no content key needed.
+			r = &run{e: e, job: job, newEnv: in.NewEnv}
+		} else {
+			var err error
+			if r, err = e.newRun(job); err != nil {
+				return Result{}, err
+			}
+			if err := r.openNew(ctx, in.ck.NewEnvelope); err != nil {
+				r.close()
+				return Result{}, err
+			}
+		}
+		r.ck = in.ck
+		r.id = ledger.ObjectID{Bucket: job.Obj.Bucket, Key: job.Obj.Key, VersionID: in.ck.SourceVersion}
+		in.r = r
+	}
+	r.job.Obj = job.Obj
+	r.job.Instr = job.Instr
+	r.save = nil
+	if in.NeedsCheckpoint() {
+		r.save = save
+	}
+	var res Result
+	var err error
+	switch in.ck.Phase {
+	case PhaseUploading, PhaseCompleting:
+		res, err = r.content(ctx)
+	case PhaseCompleted:
+		res = r.landedResult()
+	}
+	if err != nil || !in.ck.Instruction {
+		return res, err
+	}
+	return r.finishInstruction(ctx, res)
+}
+
+// MarkLanded records that the object holds the intent's new content, with
+// etag and versionID: found from the object after the response of its
+// completion was lost (instruction-file objects: the new instruction file
+// is what is left to write).
+func (in *Intent) MarkLanded(etag, versionID string) {
+	if in.ck.Instruction {
+		in.ck.Phase, in.ck.ETagAfter, in.ck.VersionAfter = PhaseCompleted, etag, versionID
+	}
+}
+
+// content writes the new content, from where the checkpoint stands.
+func (r *run) content(ctx context.Context) (Result, error) {
+	if r.ck.Phase == PhaseUploading && r.old == nil {
+		// Resumed before the content landed: the old message is needed
+		// again (parts still to re-encrypt, and the old tag).
+		if err := r.openOld(ctx); err != nil {
+			return Result{}, err
+		}
+		if err := r.measure(ctx); err != nil {
+			return Result{}, err
+		}
+	} else if r.textLen == 0 && r.ck.Phase == PhaseCompleting {
+		r.textLen = r.plainLenFromEnvelope()
+	}
+	if !r.ck.Multipart {
+		return r.single(ctx)
+	}
+	return r.multipart(ctx)
+}
+
+// plainLenFromEnvelope returns the new ciphertext's length without the
+// tag, from the new envelope (a resumed completion reads no content).
+func (r *run) plainLenFromEnvelope() int64 {
+	if n := r.newEnv.UnencryptedContentLength; n >= 0 {
+		return n
+	}
+	return r.ck.Size - tagSize
+}
+
+// setPhase records a new phase through save.
+func (r *run) setPhase(ctx context.Context, p Phase) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ck.Phase = p
+	return r.saveLocked(ctx)
+}
+
+// saveLocked saves the checkpoint; the caller holds r.mu or is alone.
+func (r *run) saveLocked(ctx context.Context) error {
+	if r.save == nil {
+		return nil
+	}
+	return r.save(ctx)
+}
+
+// landedResult is the result of an intent whose content landed earlier.
+func (r *run) landedResult() Result {
+	return Result{NewEnv: r.newEnv, Bytes: r.ck.Size, Parts: max(1, len(r.ck.Parts)), Resumed: len(r.ck.Parts),
+		Commit: commit.Result{ETagBefore: r.ck.SourceETag, VersionBefore: r.ck.SourceVersion, ETagAfter: r.ck.ETagAfter, VersionAfter: r.ck.VersionAfter}}
+}
+
+// contentLanded records that the new content landed (instruction-file
+// objects, whose envelope is written next).
+func (r *run) contentLanded(ctx context.Context, cr commit.Result) error {
+	if !r.ck.Instruction {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ck.Phase, r.ck.ETagAfter, r.ck.VersionAfter = PhaseCompleted, cr.ETagAfter, cr.VersionAfter
+	return r.saveLocked(ctx)
+}
+
+// finishInstruction writes the new instruction file of an object whose
+// content landed.
+func (r *run) finishInstruction(ctx context.Context, res Result) (Result, error) {
+	_, body, err := r.newEnv.InstructionFile()
+	if err != nil {
+		return res, err
+	}
+	if r.job.Instr == nil {
+		return res, fmt.Errorf("reencrypt %s: the instruction file was not read", r.id)
+	}
+	res.Instr, err = r.e.Writer.WriteInstruction(ctx, r.job.Instr, body)
+	return res, err
+}
+
+// single re-encrypts an object of one part with its envelope in the
+// metadata: one GET, one PutObject.
+func (r *run) single(ctx context.Context) (Result, error) {
 	n := r.textLen
 	size := n + tagSize // of the new object
-	if err := r.openNew(ctx, nil); err != nil {
+	oldLen := r.oldLen(0, n, true)
+	meta, _, err := r.metadata()
+	if err != nil {
 		return Result{}, err
 	}
-	oldLen := r.oldLen(0, n, true)
 	buf, release, err := r.buffer(ctx, max(size, oldLen))
 	if err != nil {
 		return Result{}, err
@@ -523,35 +800,12 @@ func (r *run) single(ctx context.Context, ps int64) (Result, error) {
 		return Result{}, err
 	}
 	copy(buf[n:], tag[:])
-	meta, _, err := r.metadata()
+	r.ck.Phase = PhaseCompleting
+	cr, err := r.e.Writer.PutContent(ctx, r.job.Obj, meta, buf)
 	if err != nil {
 		return Result{}, err
 	}
-	if r.job.Prepare != nil {
-		if err := r.job.Prepare(ctx, r.newEnv); err != nil {
-			return Result{}, err
-		}
-	}
-	if r.job.Instr != nil {
-		// The instruction file is written after the object: a checkpoint
-		// keeps the new envelope in between.
-		r.ck = r.newCheckpoint(ps)
-		if err := r.save(ctx); err != nil {
-			return Result{}, err
-		}
-	}
-	cr, err := r.e.Writer.PutContent(ctx, r.job.Obj, meta, buf)
-	if err != nil {
-		if landed, lerr := r.landed(ctx, err); !landed {
-			r.forget(ctx)
-			return Result{}, errors.Join(err, lerr)
-		}
-		cur, _ := r.e.Writer.Head(ctx, r.job.Obj.Bucket, r.job.Obj.Key, "")
-		if cur != nil {
-			cr = commit.Result{ETagBefore: r.job.Obj.ETag, VersionBefore: r.job.Obj.VersionID, ETagAfter: cur.ETag, VersionAfter: cur.VersionID}
-		}
-	}
-	return r.finish(ctx, Result{NewEnv: r.newEnv, Commit: cr, Parts: 1, Bytes: size})
+	return Result{NewEnv: r.newEnv, Commit: cr, Parts: 1, Bytes: size}, nil
 }
 
 // readError classifies a failed ranged GET like the commit package does.

@@ -7,15 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path/filepath"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
@@ -41,7 +38,6 @@ type fixture struct {
 	arnA   string
 	a, b   rewrap.Keyring
 	commit *commit.Committer
-	ledger ledger.Ledger
 	gets   atomic.Int64 // bytes read by the engine's ranged GETs
 }
 
@@ -60,15 +56,7 @@ func newFixture(t *testing.T) *fixture {
 	f.arnA = createKey(t, f.kms, "A")
 	f.a = openKey(t, deps, "kms:"+f.arnA)
 	f.b = openKey(t, deps, "kms:"+createKey(t, f.kms, "B"))
-	// versitygw v1.8.0 computes part checksums wrongly for copies; new
-	// content goes up without a checksum algorithm here.
-	f.commit = commit.New(f.s3, commit.Options{NoMultipartChecksum: true})
-	l, err := ledger.Open(ctx, filepath.Join(t.TempDir(), "ledger.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	f.ledger = l
+	f.commit = commit.New(f.s3, commit.Options{})
 	return f
 }
 
@@ -176,9 +164,47 @@ func (f *fixture) open(t *testing.T, key string, k rewrap.Keyring) ([]byte, *env
 }
 
 // engine returns an engine with 5 MiB parts reading through a counter.
-func (f *fixture) engine(run string) *reencrypt.Engine {
-	return &reencrypt.Engine{Reader: countingReader{f.s3, &f.gets}, Writer: f.commit, Checkpoints: f.ledger,
-		RunID: run, PartSize: 5 * mib, PartsInFlight: 3}
+func (f *fixture) engine() *reencrypt.Engine {
+	return &reencrypt.Engine{Reader: countingReader{f.s3, &f.gets}, Writer: f.commit, PartSize: 5 * mib, PartsInFlight: 3}
+}
+
+// saved is the checkpoint a Write saved, where the ledger would keep it.
+type saved struct {
+	state    []byte
+	uploadID string
+	saves    int
+}
+
+func (s *saved) save(in *reencrypt.Intent) func(context.Context) error {
+	return func(context.Context) error {
+		if s != nil {
+			s.state, s.uploadID = in.State(), in.UploadID()
+			s.saves++
+		}
+		return nil
+	}
+}
+
+// reencryptWith re-encrypts j with e as the commit protocol drives the
+// engine (Begin, then Write), keeping the checkpoint in st (nil: none).
+func (f *fixture) reencryptWith(ctx context.Context, e *reencrypt.Engine, j reencrypt.Job, st *saved) (reencrypt.Result, *reencrypt.Intent, error) {
+	in, err := e.Begin(ctx, j)
+	if err != nil {
+		return reencrypt.Result{}, nil, err
+	}
+	_ = st.save(in)(ctx)
+	res, err := e.Write(ctx, j, in, st.save(in))
+	return res, in, err
+}
+
+// resumeWith goes on from the checkpoint in st with e (a new process).
+func (f *fixture) resumeWith(ctx context.Context, e *reencrypt.Engine, j reencrypt.Job, st *saved) (reencrypt.Result, *reencrypt.Intent, error) {
+	in, err := e.Resume(ledger.Upload{ID: ledger.ObjectID{Bucket: j.Obj.Bucket, Key: j.Obj.Key}, RunID: "r1", UploadID: st.uploadID, State: st.state})
+	if err != nil {
+		return reencrypt.Result{}, nil, err
+	}
+	res, err := e.Write(ctx, j, in, st.save(in))
+	return res, in, err
 }
 
 type countingReader struct {
@@ -192,14 +218,6 @@ func (r countingReader) GetObject(ctx context.Context, in *s3.GetObjectInput, op
 		r.n.Add(aws.ToInt64(out.ContentLength))
 	}
 	return out, err
-}
-
-func (f *fixture) claim(t *testing.T, j reencrypt.Job, run string) {
-	t.Helper()
-	id := ledger.ObjectID{Bucket: j.Obj.Bucket, Key: j.Obj.Key, VersionID: j.Obj.VersionID}
-	if err := f.ledger.Claim(ctx, id, run+"/w", time.Hour); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func (f *fixture) uploads(t *testing.T) int {
@@ -252,9 +270,8 @@ func TestReencryptSizesFormatsPlacements(t *testing.T) {
 					plain := plaintext(size)
 					f.put(t, key, format, instr, plain)
 					j := f.job(t, key)
-					f.claim(t, j, "r1")
 					oldWrapped := j.Env.WrappedKey
-					res, err := f.engine("r1").Reencrypt(ctx, j)
+					res, _, err := f.reencryptWith(ctx, f.engine(), j, nil)
 					if err != nil {
 						t.Fatal(err)
 					}
@@ -285,9 +302,6 @@ func TestReencryptSizesFormatsPlacements(t *testing.T) {
 					if n := f.uploads(t); n != 0 {
 						t.Errorf("%d multipart uploads left", n)
 					}
-					if _, err := f.ledger.GetUpload(ctx, "r1", ledger.ObjectID{Bucket: f.bucket, Key: key}); !errors.Is(err, ledger.ErrNotFound) {
-						t.Errorf("checkpoint left behind: %v", err)
-					}
 				})
 			}
 		}
@@ -300,8 +314,7 @@ func TestReencryptUpgradesToV3(t *testing.T) {
 	f.put(t, "up", envelope.V2, false, plain)
 	j := f.job(t, "up")
 	j.Format = envelope.V3
-	f.claim(t, j, "r1")
-	if _, err := f.engine("r1").Reencrypt(ctx, j); err != nil {
+	if _, _, err := f.reencryptWith(ctx, f.engine(), j, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, env, err := f.open(t, "up", f.b)
@@ -348,11 +361,15 @@ func TestReencryptBadTagAborts(t *testing.T) {
 			f.put(t, key, envelope.V2, false, plaintext(tc.size))
 			f.corrupt(t, key, tc.off)
 			j := f.job(t, key)
-			f.claim(t, j, "r1")
 			before := j.Obj.ETag
-			_, err := f.engine("r1").Reencrypt(ctx, j)
+			e := f.engine()
+			_, in, err := f.reencryptWith(ctx, e, j, &saved{})
 			if !errors.Is(err, reencrypt.ErrAuthentication) {
 				t.Fatalf("err = %v, want ErrAuthentication", err)
+			}
+			// What the protocol does with an attempt given up.
+			if err := e.Abort(ctx, in, f.bucket, key); err != nil {
+				t.Fatal(err)
 			}
 			obj, _ := f.commit.Head(ctx, f.bucket, key, "")
 			if obj.ETag != before {
@@ -360,9 +377,6 @@ func TestReencryptBadTagAborts(t *testing.T) {
 			}
 			if n := f.uploads(t); n != 0 {
 				t.Errorf("%d multipart uploads left", n)
-			}
-			if _, err := f.ledger.GetUpload(ctx, "r1", ledger.ObjectID{Bucket: f.bucket, Key: key}); !errors.Is(err, ledger.ErrNotFound) {
-				t.Errorf("checkpoint left behind: %v", err)
 			}
 		})
 	}
@@ -372,8 +386,7 @@ func TestReencryptChangedMidRunAborts(t *testing.T) {
 	f := newFixture(t)
 	f.put(t, "moving", envelope.V2, false, plaintext(16*mib))
 	j := f.job(t, "moving")
-	f.claim(t, j, "r1")
-	e := f.engine("r1")
+	e := f.engine()
 	e.PartsInFlight = 1
 	other := []byte("someone else's bytes")
 	e.AfterPart = func(n int) {
@@ -383,9 +396,19 @@ func TestReencryptChangedMidRunAborts(t *testing.T) {
 			}
 		}
 	}
-	_, err := e.Reencrypt(ctx, j)
+	_, in, err := f.reencryptWith(ctx, e, j, &saved{})
 	if !errors.Is(err, commit.ErrChanged) {
 		t.Fatalf("err = %v, want ErrChanged", err)
+	}
+	cur, err := f.commit.Head(ctx, f.bucket, "moving", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := e.Content(ctx, in, cur, f.b); err != nil || c != reencrypt.ContentOther {
+		t.Fatalf("Content = %v, %v; want someone else's", c, err)
+	}
+	if err := e.Abort(ctx, in, f.bucket, "moving"); err != nil {
+		t.Fatal(err)
 	}
 	out, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: aws.String("moving")})
 	if err != nil {
@@ -401,6 +424,18 @@ func TestReencryptChangedMidRunAborts(t *testing.T) {
 	}
 }
 
+// keyRand is a deterministic source of data keys, IVs and message ids, so
+// that a test knows the new data key and can look for it.
+type keyRand struct{ n byte }
+
+func (r *keyRand) Read(p []byte) (int, error) {
+	for i := range p {
+		r.n++
+		p[i] = r.n
+	}
+	return len(p), nil
+}
+
 func TestReencryptResumesFromLastPart(t *testing.T) {
 	for _, instr := range []bool{false, true} {
 		t.Run(fmt.Sprintf("instr=%v", instr), func(t *testing.T) {
@@ -408,40 +443,55 @@ func TestReencryptResumesFromLastPart(t *testing.T) {
 			plain := plaintext(26*mib + 5) // 6 parts of 5 MiB
 			f.put(t, "big", envelope.V3, instr, plain)
 			j := f.job(t, "big")
-			f.claim(t, j, "r1")
 
 			// Interrupted after the third part is checkpointed.
-			e := f.engine("r1")
+			e := f.engine()
 			e.PartsInFlight = 1
+			e.Rand = &keyRand{}
+			// The new data key is the first 32 bytes the engine draws.
+			newDEK := make([]byte, envelope.DataKeySize)
+			_, _ = (&keyRand{}).Read(newDEK)
 			cctx, cancel := context.WithCancel(ctx)
 			e.AfterPart = func(n int) {
 				if n == 3 {
 					cancel()
 				}
 			}
-			_, err := e.Reencrypt(cctx, j)
+			st := &saved{}
+			_, _, err := f.reencryptWith(cctx, e, j, st)
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("interrupted call: err = %v, want context.Canceled", err)
 			}
 			if n := f.uploads(t); n != 1 {
 				t.Fatalf("%d uploads after the interruption, want 1 kept for resume", n)
 			}
-			u, err := f.ledger.GetUpload(ctx, "r1", ledger.ObjectID{Bucket: f.bucket, Key: "big"})
-			if err != nil {
-				t.Fatalf("checkpoint: %v", err)
-			}
-			if bytes.Contains(u.State, plain[:64]) {
+			// The checkpoint holds no plaintext, no new data key, nor the
+			// V3 content key derived from it: only the wrapped data key.
+			if bytes.Contains(st.state, plain[:64]) {
 				t.Fatal("checkpoint holds plaintext")
+			}
+			if bytes.Contains(st.state, newDEK) || bytes.Contains(st.state, newDEK[:16]) || bytes.Contains(st.state, newDEK[16:]) {
+				t.Fatal("checkpoint holds the new data key (or half of it)")
+			}
+			in, err := e.Resume(ledger.Upload{State: st.state, UploadID: st.uploadID})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ck, _, err := envelope.DeriveV3(envelope.NewDataKey(newDEK), in.NewEnv.MessageID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(st.state, ck.Bytes()) {
+				t.Fatal("checkpoint holds the content key")
 			}
 			// The object is untouched meanwhile.
 			if got, _, err := f.open(t, "big", f.a); err != nil || !bytes.Equal(got, plain) {
 				t.Fatalf("object changed by an interrupted re-encryption: %v", err)
 			}
 
-			// Resume: a fresh engine (a new process) with the same run.
+			// Resume: a fresh engine (a new process) from the checkpoint.
 			f.gets.Store(0)
-			e2 := f.engine("r1")
-			res, err := e2.Reencrypt(ctx, f.job(t, "big"))
+			res, _, err := f.resumeWith(ctx, f.engine(), f.job(t, "big"), st)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -477,30 +527,84 @@ func (w *failInstr) WriteInstruction(ctx context.Context, instr *commit.Object, 
 	return w.Committer.WriteInstruction(ctx, instr, body)
 }
 
-func TestReencryptInstructionFileFinishedLater(t *testing.T) {
-	for _, size := range []int{100, 12 * mib} {
-		t.Run(fmt.Sprint(size), func(t *testing.T) {
+// TestReencryptContentEvidence: after the content of an instruction-file
+// object landed and its instruction file did not, the checkpoint says so
+// (phase completed) and Content recognises the new content by its ETag
+// and, when someone re-uploads the same bytes under another ETag, by
+// authenticating it under the new key; the original object is old
+// content and anything else someone else's. A resumed Write then writes
+// only the instruction file.
+func TestReencryptContentEvidence(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		size   int
+		format envelope.Format
+	}{{"single-v2", 100, envelope.V2}, {"multipart-v2", 12 * mib, envelope.V2}, {"single-v3", 100, envelope.V3}} {
+		t.Run(tc.name, func(t *testing.T) {
 			f := newFixture(t)
-			plain := plaintext(size)
-			f.put(t, "ins", envelope.V2, true, plain)
+			plain := plaintext(tc.size)
+			f.put(t, "ins", tc.format, true, plain)
 			j := f.job(t, "ins")
-			f.claim(t, j, "r1")
-			e := f.engine("r1")
+			e := f.engine()
 			w := &failInstr{Committer: f.commit}
 			w.fail.Store(true)
 			e.Writer = w
-			_, err := e.Reencrypt(ctx, j)
-			if !errors.Is(err, reencrypt.ErrInstructionNotWritten) {
-				t.Fatalf("err = %v, want ErrInstructionNotWritten", err)
+			st := &saved{}
+			if _, in, err := f.reencryptWith(ctx, e, j, st); err == nil {
+				t.Fatal("the instruction file write did not fail")
+			} else if in.Phase() != reencrypt.PhaseCompleted {
+				t.Fatalf("phase %v after the content landed", in.Phase())
 			}
-			// The next call sees the new content with the old instruction
-			// file and finishes from the checkpoint.
-			res, err := e.Reencrypt(ctx, f.job(t, "ins"))
+			e = f.engine()
+			in, err := e.Resume(ledger.Upload{State: st.state, UploadID: st.uploadID})
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res.Instr.ETagAfter == "" {
-				t.Errorf("instruction file not written: %+v", res)
+			if in.Phase() != reencrypt.PhaseCompleted || !in.Instruction() {
+				t.Fatalf("checkpoint: phase %v, instruction %v", in.Phase(), in.Instruction())
+			}
+			cur, err := f.commit.Head(ctx, f.bucket, "ins", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c, err := e.Content(ctx, in, cur, nil); err != nil || c != reencrypt.ContentNew {
+				t.Fatalf("Content of the landed content = %v, %v", c, err)
+			}
+			if c, err := e.Content(ctx, in, j.Obj, nil); err != nil || c != reencrypt.ContentOld {
+				t.Fatalf("Content of the original = %v, %v", c, err)
+			}
+			// The same bytes under another ETag (a single PUT): only the
+			// tag under the new key can tell.
+			body := f.rawBody(t, "ins")
+			out, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: aws.String("ins"), Body: bytes.NewReader(body), Metadata: cur.Metadata})
+			if err != nil {
+				t.Fatal(err)
+			}
+			copied, err := f.commit.Head(ctx, f.bucket, "ins", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.format == envelope.V2 && tc.size > 5*mib && aws.ToString(out.ETag) == cur.ETag {
+				t.Fatal("the copy kept the multipart ETag")
+			}
+			if _, err := e.Content(ctx, in, copied, nil); tc.format == envelope.V2 && tc.size > 5*mib && err == nil {
+				t.Fatal("Content decided without evidence or a key")
+			}
+			if c, err := e.Content(ctx, in, copied, f.b); err != nil || c != reencrypt.ContentNew {
+				t.Fatalf("Content of a copy of the new content = %v, %v", c, err)
+			}
+			other := f.otherObject(t, "ins")
+			if c, err := e.Content(ctx, in, other, f.b); err != nil || c != reencrypt.ContentOther {
+				t.Fatalf("Content of someone else's object = %v, %v", c, err)
+			}
+			// Put the landed content back and finish: only the instruction
+			// file is written.
+			if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: aws.String("ins"), Body: bytes.NewReader(body), Metadata: cur.Metadata}); err != nil {
+				t.Fatal(err)
+			}
+			j2 := f.jobRaw(t, "ins")
+			if _, err := e.Write(ctx, j2, in, st.save(in)); err != nil {
+				t.Fatal(err)
 			}
 			got, _, err := f.open(t, "ins", f.b)
 			if err != nil || !bytes.Equal(got, plain) {
@@ -510,47 +614,30 @@ func TestReencryptInstructionFileFinishedLater(t *testing.T) {
 	}
 }
 
-// killAfterComplete completes the upload, then reports the run interrupted,
-// as a kill -9 right after CompleteMultipartUpload would leave things: the
-// new content landed, the checkpoint does not say so.
-type killAfterComplete struct {
-	*commit.Committer
-	cancel context.CancelFunc
-}
-
-func (w *killAfterComplete) CompleteUpload(ctx context.Context, obj *commit.Object, id string, parts []types.CompletedPart) (commit.Result, error) {
-	if _, err := w.Committer.CompleteUpload(ctx, obj, id, parts); err != nil {
-		return commit.Result{}, err
+// otherObject writes someone else's bytes over key and returns its state.
+func (f *fixture) otherObject(t *testing.T, key string) *commit.Object {
+	t.Helper()
+	if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: &key, Body: bytes.NewReader(plaintext(300))}); err != nil {
+		t.Fatal(err)
 	}
-	w.cancel()
-	return commit.Result{}, context.Canceled
-}
-
-func TestReencryptInstructionFileLandedUnrecorded(t *testing.T) {
-	f := newFixture(t)
-	plain := plaintext(12 * mib)
-	f.put(t, "ins", envelope.V2, true, plain)
-	j := f.job(t, "ins")
-	f.claim(t, j, "r1")
-	e := f.engine("r1")
-	cctx, cancel := context.WithCancel(ctx)
-	e.Writer = &killAfterComplete{Committer: f.commit, cancel: cancel}
-	if _, err := e.Reencrypt(cctx, j); !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
-	// New content, old instruction file: unreadable until finished.
-	if _, _, err := f.open(t, "ins", f.a); err == nil {
-		t.Fatal("expected the half-written object not to open")
-	}
-	res, err := f.engine("r1").Reencrypt(ctx, f.job(t, "ins"))
+	obj, err := f.commit.Head(ctx, f.bucket, key, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Instr.ETagAfter == "" {
-		t.Errorf("instruction file not written")
+	return obj
+}
+
+// jobRaw reads an object and its instruction file without parsing the
+// envelope (a half-written object's does not parse).
+func (f *fixture) jobRaw(t *testing.T, key string) reencrypt.Job {
+	t.Helper()
+	obj, err := f.commit.Head(ctx, f.bucket, key, "")
+	if err != nil {
+		t.Fatal(err)
 	}
-	got, _, err := f.open(t, "ins", f.b)
-	if err != nil || !bytes.Equal(got, plain) {
-		t.Fatalf("open under B: %v", err)
+	j := reencrypt.Job{Obj: obj, To: f.b}
+	if j.Instr, _, err = f.commit.ReadInstruction(ctx, f.bucket, key+envelope.DefaultInstructionSuffix, ""); err != nil {
+		t.Fatal(err)
 	}
+	return j
 }

@@ -269,3 +269,21 @@ func pkcs11Detail(what string, err error) string {
 	}
 	return what
 }
+
+// IsWrongKey reports whether err is an answer about the key: the wrapped
+// key is not under the key tried (KMS IncorrectKeyException or
+// InvalidCiphertextException, an unwrap whose tag or algorithm does not
+// fit). A backend that is unavailable, busy or refuses the login says
+// nothing about the key: IsWrongKey is false, and such a failure must
+// never be taken for "not this key".
+func IsWrongKey(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch e.Code {
+	case "IncorrectKeyException", "InvalidCiphertextException", CodeNotFromKey, CodeAuthentication, CodeAlgorithmMismatch:
+		return true
+	}
+	return false
+}

@@ -11,6 +11,9 @@
 //	1    fatal error
 //	2    usage error
 //	3    finished with per-object failures (see the report)
+//	4    unfinished: changes whose outcome is not known yet are kept in the
+//	     ledger; 'rotator resume' settles them (and exits 0 once none is left)
+//	5    busy: another process is working on the run (its lease is held)
 //	130  interrupted (SIGINT, SIGTERM); the run can be resumed
 package main
 
@@ -29,6 +32,8 @@ const (
 	exitFatal       = 1
 	exitUsage       = 2
 	exitPartial     = 3
+	exitUnfinished  = 4
+	exitBusy        = 5
 	exitInterrupted = 130
 )
 
@@ -76,6 +81,8 @@ exit codes:
   1    fatal error
   2    usage error
   3    finished with per-object failures (see the report)
+  4    unfinished: some changes' outcome is not known yet; run 'rotator resume --run-id ID'
+  5    busy: another process is working on the run (--wait waits for it)
   130  interrupted; resume the run with 'rotator resume --run-id ID'
 `
 

@@ -18,11 +18,13 @@ import (
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
-// outputFlags are the output options of run and resume.
+// outputFlags are the output and lease options of run and resume.
 type outputFlags struct {
 	json       bool
 	report     string
 	noProgress bool
+	// wait for the run's lease when another process holds it.
+	wait bool
 }
 
 func (o *outputFlags) bind(fs interface {
@@ -32,6 +34,7 @@ func (o *outputFlags) bind(fs interface {
 	fs.BoolVar(&o.json, "json", false, "print JSON lines (message_type status, error, summary) on stdout instead of text")
 	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends)")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar on a terminal")
+	fs.BoolVar(&o.wait, "wait", false, "when another process is working on the run, wait until it stops (default: exit with its name)")
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -70,7 +73,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 		return err
 	}
-	return execute(ctx, env, rec, nil, out, stdout, stderr)
+	return execute(ctx, env, rec, nil, false, out, stdout, stderr)
 }
 
 func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -103,24 +106,12 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer env.Close()
-	core := env.Core(runID, workerName())
-	n, err := pipeline.ReconcileRun(ctx, core, env.Ledger, runID)
-	if err != nil {
-		return err
-	}
-	if n.Committed+n.Abandoned+n.Changed+n.Reencrypted > 0 && !out.json {
-		fmt.Fprintf(stderr, "rotator: finished the interrupted writes: %d recorded as done, %d re-encryptions finished from their checkpoints, %d had not landed (processed again), %d changed by someone else\n",
-			n.Committed, n.Reencrypted, n.Abandoned, n.Changed)
-	}
-	for _, o := range n.Failed {
-		fmt.Fprintf(stderr, "rotator: %s/%s: %s: %s\n", o.Bucket, o.Key, o.ErrorCode, o.Message)
-	}
 	cur, err := env.Ledger.GetRun(ctx, runID)
 	if err != nil {
 		return err
 	}
 	cur.State = ledger.RunRunning
-	return execute(ctx, env, &cur, cp.Positions, out, stdout, stderr)
+	return execute(ctx, env, &cur, cp.Positions, true, out, stdout, stderr)
 }
 
 // loadRun reads a run record and its configuration.
@@ -144,9 +135,23 @@ func loadRun(ctx context.Context, ledgerURL, runID string) (ledger.Run, pipeline
 	return rec, cfg, nil
 }
 
-// execute runs the pipeline for rec, resuming after positions, and maps the
+// execute runs the pipeline for rec, resuming after positions (and, with
+// resume, settling first what an interrupted process left), and maps the
 // result to an exit code.
-func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, out outputFlags, stdout, stderr io.Writer) error {
+func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) error {
+	owner := ""
+	runCtx := ctx
+	if !env.Config.DryRun {
+		lease, err := acquireLease(ctx, env, rec.ID, out, stderr)
+		if err != nil {
+			return err
+		}
+		defer lease.Release(ctx)
+		var stopKeeping func()
+		runCtx, stopKeeping = lease.Keep(ctx)
+		defer stopKeeping()
+		owner = lease.Owner()
+	}
 	src, err := env.Source(ctx, after)
 	if err != nil {
 		return err
@@ -163,8 +168,12 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 
 	stats := &pipeline.Stats{}
 	runner := &pipeline.Runner{
-		Core: env.Core(rec.ID, workerName()), Source: src, Workers: env.Config.Concurrency,
+		Core: env.Core(rec.ID, owner), Source: src, Workers: env.Config.Concurrency,
 		Runs: env.Ledger, Run: rec, Progress: inventory.NewProgress(after), Report: rep, Stats: stats,
+		Resume: resume,
+	}
+	if !env.Config.DryRun {
+		runner.Intents = env.Ledger
 	}
 	ui := newProgressUI(out, stdout, stderr, stats)
 	if env.Config.Mode == pipeline.ModeReencrypt {
@@ -176,7 +185,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	runCtx, cancel := context.WithCancel(ctx)
+	runCtx, cancel := context.WithCancel(runCtx)
 	defer cancel()
 	go func() {
 		select {
@@ -200,20 +209,48 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	stop := ui.start()
 	err = runner.Execute(runCtx, interrupt)
 	stop()
-	if err == nil {
-		err = settleUploads(ctx, env, runner.Core, out, stderr)
+	if cause := context.Cause(runCtx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
+		err = cause // the lease was lost
 	}
 	ui.summary(rec.ID, reportPath, time.Since(start), err)
 
+	resumeHint := fmt.Sprintf("rotator resume --run-id %s --ledger %s", rec.ID, env.Config.Ledger)
 	switch {
 	case errors.Is(err, pipeline.ErrInterrupted), errors.Is(err, context.Canceled):
-		return exitError{exitInterrupted, fmt.Sprintf("interrupted; resume with: rotator resume --run-id %s --ledger %s", rec.ID, env.Config.Ledger)}
+		return exitError{exitInterrupted, "interrupted; resume with: " + resumeHint}
 	case err != nil:
-		return fmt.Errorf("run %s stopped: %w (resume with: rotator resume --run-id %s --ledger %s)", rec.ID, err, rec.ID, env.Config.Ledger)
+		return fmt.Errorf("run %s stopped: %w (resume with: %s)", rec.ID, err, resumeHint)
+	case stats.Unfinished.Load() > 0:
+		return exitError{exitUnfinished, fmt.Sprintf("%d changes are unfinished: their outcome is not known yet, and what they need is kept in the ledger; run '%s' (it exits 0 once none is left)",
+			stats.Unfinished.Load(), resumeHint)}
 	case stats.Failed.Load() > 0:
 		return exitError{exitPartial, fmt.Sprintf("%d objects failed and were left untouched: see %s", stats.Failed.Load(), reportPath)}
 	}
 	return nil
+}
+
+// acquireLease takes the run's lease for this process (the shard's, for
+// a sharded run): one process at a time works for a run.
+func acquireLease(ctx context.Context, env *pipeline.Env, runID string, out outputFlags, stderr io.Writer) (*pipeline.RunLease, error) {
+	name := "all"
+	if env.Config.Shard != "" {
+		if sh, err := inventory.ParseShard(env.Config.Shard); err == nil {
+			name = ledger.ShardLeaseName(sh.Index, sh.Count)
+		}
+	}
+	lease, err := pipeline.AcquireRunLease(ctx, env.Ledger, runID, name, pipeline.LeaseOptions{
+		Wait: out.wait,
+		OnWait: func(h ledger.LeaseHeldError) {
+			fmt.Fprintf(stderr, "rotator: waiting: %v\n", &h)
+		},
+	})
+	var held *ledger.LeaseHeldError
+	if errors.As(err, &held) {
+		return nil, exitError{exitBusy, fmt.Sprintf("another process is working on run %s: %s (pid %d on %s), its lease ends %s unless it renews it; "+
+			"wait for it to finish, stop it, or run again with --wait", runID, held.Lease.Holder, held.Lease.PID, held.Lease.Host,
+			held.Lease.Expires.UTC().Format(time.RFC3339))}
+	}
+	return lease, err
 }
 
 // openReport opens the completion report, appending to an existing one.
@@ -242,38 +279,4 @@ func newRunID() string {
 	var b [2]byte
 	_, _ = rand.Read(b[:])
 	return "run-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
-}
-
-// workerName names this process in claims: host and pid.
-func workerName() string {
-	h, _ := os.Hostname()
-	if h == "" {
-		h = "host"
-	}
-	return fmt.Sprintf("%s-%d", h, os.Getpid())
-}
-
-// settleUploads gives up the re-encryption checkpoints a finished run
-// still holds (aborting their multipart uploads), keeping those whose
-// instruction file is left to write.
-func settleUploads(ctx context.Context, env *pipeline.Env, core *pipeline.Core, out outputFlags, stderr io.Writer) error {
-	if core.Reencrypter == nil || env.Ledger == nil || env.Config.DryRun {
-		return nil
-	}
-	n, err := pipeline.SettleUploads(ctx, core, env.Ledger, env.Engine(core.RunID))
-	if err != nil {
-		return err
-	}
-	if out.json {
-		return nil
-	}
-	if n.Finished+n.Aborted > 0 {
-		fmt.Fprintf(stderr, "rotator: settled %d leftover re-encryption checkpoints: %d uploads aborted (objects untouched), %d already finished\n",
-			n.Finished+n.Aborted, n.Aborted, n.Finished)
-	}
-	for _, id := range n.Kept {
-		fmt.Fprintf(stderr, "rotator: %s: re-encrypted content landed but its instruction file is not written yet: run 'rotator resume --run-id %s --ledger %s'\n",
-			id, core.RunID, env.Config.Ledger)
-	}
-	return nil
 }

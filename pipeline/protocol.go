@@ -1,0 +1,348 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rotator-dev/rotator/commit"
+	"github.com/rotator-dev/rotator/inventory"
+	"github.com/rotator-dev/rotator/ledger"
+)
+
+// The commit protocol, written once for every change rotator makes to an
+// object (rewrap, re-encryption, deletion of an older version):
+//
+//  1. claim the object for this process (renewed while it works);
+//  2. settle any change this run left in progress on it, and re-read it
+//     if it may have changed since it was classified;
+//  3. record the intended change in the ledger (a prepared event, and for
+//     a re-encryption its checkpoint) before any write;
+//  4. make the conditional write(s);
+//  5. decide from positive evidence only whether they landed: a success
+//     response, or the object read back (see settle and
+//     ../shared/COMMIT.md); an error is never evidence;
+//  6. commit the lineage (which drops the intent and releases the claim),
+//     or drop the intent when the object proves the write did not land,
+//     or keep everything when nothing proves either (the outcome is
+//     Unfinished, the claim stays, and resume settles it later).
+//
+// Recovery (resume, the end of a run, a process finding its run's claim
+// on an object) runs step 5 and 6 from what the ledger holds.
+
+// verdict is what settling an intent decided.
+type verdict int
+
+const (
+	// committed: the change landed; its lineage is recorded and the
+	// intent dropped.
+	committed verdict = iota
+	// dropped: the change did not land; the intent is dropped and the
+	// object is as it was.
+	dropped
+	// changedBy: someone else changed the object; the intent is dropped.
+	changedBy
+	// kept: no evidence either way, or the change cannot be finished now;
+	// the intent stays in the ledger.
+	kept
+	// resumable: a re-encryption that did not land and can go on from its
+	// checkpoint (the intent stays, for Write).
+	resumable
+)
+
+// hold is a claim this process holds on one object, renewed every third of
+// the lease until end; its context is canceled if a renewal finds the
+// claim taken over.
+type hold struct {
+	id     ledger.ObjectID
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+	// keep: an intent stays in the ledger, so the claim stays too (the
+	// next process of the run takes it over; other runs wait for it).
+	keep bool
+}
+
+// claim claims id for this process. On failure the outcome says why (a
+// claim held by another run or shard: failed, left alone) and err is set
+// when the ledger itself failed.
+func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome) (*hold, ledger.Claimed, error) {
+	got, err := c.Ledger.Claim(ctx, id, c.owner(), c.lease())
+	if err != nil {
+		if errors.Is(err, ledger.ErrClaimed) || errors.Is(err, errDryRun) {
+			*o, _ = o.fromError("claim the object", err)
+			return nil, got, nil
+		}
+		*o = o.fail(CodeLedger, err.Error())
+		return nil, got, fmt.Errorf("ledger: claim %s: %w", id, err)
+	}
+	hctx, cancel := context.WithCancel(ctx)
+	h := &hold{id: id, ctx: hctx, cancel: cancel, done: make(chan struct{})}
+	go c.renew(h)
+	return h, got, nil
+}
+
+// renew renews h's claim every third of the lease until h ends.
+func (c *Core) renew(h *hold) {
+	t := time.NewTicker(c.lease() / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.done:
+			return
+		case <-h.ctx.Done():
+			return
+		case <-t.C:
+			if _, err := c.Ledger.Claim(h.ctx, h.id, c.owner(), c.lease()); errors.Is(err, ledger.ErrClaimed) {
+				h.cancel() // taken over: stop changing the object
+				return
+			}
+		}
+	}
+}
+
+// end stops the renewal and releases the claim, unless an intent stays.
+func (c *Core) end(ctx context.Context, h *hold) {
+	close(h.done)
+	h.cancel()
+	if !h.keep {
+		// The claim expires by itself if this fails.
+		_ = c.Ledger.Release(context.WithoutCancel(ctx), h.id, c.owner())
+	}
+}
+
+// enter marks id as being changed by this process; false when another
+// worker has it (the object was listed twice).
+func (c *Core) enter(id ledger.ObjectID) bool {
+	_, busy := c.inflight.LoadOrStore(id, struct{}{})
+	return !busy
+}
+
+func (c *Core) leave(id ledger.ObjectID) { c.inflight.Delete(id) }
+
+// change runs the protocol for one classified object and action.
+func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action string) (Outcome, error) {
+	id := c.id(cl)
+	if !c.enter(id) {
+		return o.skip(CodeDuplicate, "listed more than once: processed once, by another worker"), nil
+	}
+	defer c.leave(id)
+	h, got, err := c.claim(ctx, id, &o)
+	if h == nil {
+		return o, err
+	}
+	defer c.end(ctx, h)
+	ctx = h.ctx
+
+	// Step 2: what an earlier process left, and a fresh read.
+	out, done, err := c.prior(ctx, h, got, o)
+	if done || err != nil {
+		return out, err
+	}
+	if got.Prev != "" || recordMoved(got.Record, cl) {
+		fresh, fo, fdone := c.Classify(ctx, inventory.Item{Bucket: id.Bucket, Key: id.Key, VersionID: cl.Obj.VersionID}, o)
+		if fdone {
+			return fo, nil
+		}
+		if a, code, msg := c.Decide(fresh); a != action {
+			if a == ActionSkip {
+				return fo.skip(code, msg), nil
+			}
+			return fo.skip(CodeChanged, "changed since it was listed ("+a+" now): run again"), nil
+		}
+		cl = fresh
+	}
+	switch action {
+	case ActionRewrap:
+		return c.rewrap(ctx, h, cl, o)
+	case ActionReencrypt:
+		return c.reencrypt(ctx, h, cl, o, nil)
+	case ActionDeleteVersion:
+		return c.deleteVersion(ctx, h, cl, o)
+	}
+	return o.fail(CodeUnsupported, "unknown action "+action), nil
+}
+
+// recordMoved reports whether the ledger's record of the object names
+// another wrapped key than the one classified: another run changed it
+// between the read and the claim, so it is read again.
+func recordMoved(rec ledger.Object, cl *Classification) bool {
+	return rec.WrappedKeySHA256 != "" && rec.WrappedKeySHA256 != cl.Fingerprint
+}
+
+// prior settles the changes this run left in progress on the held object
+// (a process that died, a write whose outcome was unknown), and refuses an
+// object another run left in progress. done is set when the outcome is
+// decided (the earlier change was finished, or must stay as it is).
+func (c *Core) prior(ctx context.Context, h *hold, got ledger.Claimed, o Outcome) (Outcome, bool, error) {
+	if prev := got.Prev; prev != "" {
+		if run := runOfOwner(prev); run != c.RunID {
+			evs, err := c.Ledger.PreparedOn(ctx, run, h.id)
+			if err != nil {
+				return o.fail(CodeLedger, err.Error()), true, ledgerError{err}
+			}
+			if len(evs) > 0 {
+				h.keep = false
+				return o.fail(CodeOtherRunUnfinished, fmt.Sprintf("run %s left a %s of this object unfinished: it is left to that run (rotator resume --run-id %s)", run, evs[0].Op, run)), true, nil
+			}
+		}
+	}
+	evs, err := c.Ledger.PreparedOn(ctx, c.RunID, h.id)
+	if err != nil {
+		return o.fail(CodeLedger, err.Error()), true, ledgerError{err}
+	}
+	for _, ev := range evs {
+		v, out, err := c.settle(ctx, h, ev, o)
+		switch {
+		case err != nil:
+			return out, true, err
+		case v == committed, v == kept:
+			return out, true, nil
+		case v == resumable:
+			return c.resumeReencrypt(ctx, h, ev, out)
+		}
+	}
+	return o, false, nil
+}
+
+func runOfOwner(owner string) string {
+	o, err := ledger.ParseOwner(owner)
+	if err != nil {
+		return ""
+	}
+	return o.Run
+}
+
+// prepare records the intent ev. An intent of this run already prepared
+// on the object is settled first (only the object can tell whether its
+// write landed); then ev is prepared again, once.
+func (c *Core) prepare(ctx context.Context, h *hold, ev ledger.Event, o Outcome) (Outcome, bool, error) {
+	err := c.Ledger.Prepare(ctx, c.owner(), ev)
+	if errors.Is(err, ledger.ErrConflict) {
+		if out, done, perr := c.prior(ctx, h, ledger.Claimed{}, o); done || perr != nil {
+			return out, true, perr
+		}
+		err = c.Ledger.Prepare(ctx, c.owner(), ev)
+	}
+	switch {
+	case err == nil:
+		return o, false, nil
+	case errors.Is(err, ledger.ErrNotClaimed), errors.Is(err, context.Canceled):
+		out, _ := o.fromError("record the intended change", err)
+		return out, true, nil
+	}
+	return o.fail(CodeLedger, err.Error()), true, ledgerError{fmt.Errorf("prepare %s of %s: %w", ev.Op, ev.ID, err)}
+}
+
+// record commits ev's lineage with the object record rec: the intent is
+// dropped and the claim released. A failure keeps the intent (resume
+// commits it: the write is known to have landed).
+func (c *Core) record(ctx context.Context, h *hold, rec ledger.Object, ev ledger.Event, o Outcome, action string) (Outcome, error) {
+	if err := c.Ledger.Commit(ctx, c.owner(), rec, ev); err != nil {
+		h.keep = true
+		if errors.Is(err, ledger.ErrNotClaimed) || errors.Is(err, context.Canceled) {
+			return o.unfinished(fmt.Sprintf("the %s landed but the ledger did not record it (%v): run 'rotator resume' to record it", action, err)), nil
+		}
+		return o.unfinished(fmt.Sprintf("the %s landed but the ledger did not record it (%v): run 'rotator resume' to record it", action, err)),
+			ledgerError{fmt.Errorf("commit %s: %w", ev.ID, err)}
+	}
+	h.keep = false
+	if rec.ID.VersionID != ev.ID.VersionID {
+		o.VersionID = rec.ID.VersionID
+	}
+	return o.succeed(action, ev), nil
+}
+
+// drop abandons the intent ev: the object is proven not to hold it.
+func (c *Core) drop(ctx context.Context, h *hold, ev ledger.Event) error {
+	if err := c.Ledger.Abandon(ctx, c.owner(), ev.ID, ev.RunID, ev.Op); err != nil {
+		h.keep = true
+		return err
+	}
+	return nil
+}
+
+// keepIntent reports an intent whose outcome is unknown: it stays in the
+// ledger with the claim.
+func keepIntent(h *hold, o Outcome, why string, err error) Outcome {
+	h.keep = true
+	msg := why
+	if err != nil {
+		msg += ": " + err.Error()
+	}
+	return o.unfinished(msg + " (the intended change is kept in the ledger; 'rotator resume' finishes it)")
+}
+
+// afterWrite decides a change whose write returned werr (nil: it
+// landed, the response says so): from the write's success, or from the
+// object read back.
+func (c *Core) afterWrite(ctx context.Context, h *hold, ev ledger.Event, o Outcome, what string, werr error) (verdict, Outcome, error) {
+	if werr == nil {
+		return committed, o, nil
+	}
+	v, out, err := c.settle(ctx, h, ev, o)
+	if err != nil || v == committed || v == kept {
+		return v, out, err
+	}
+	// Not landed (or someone else's): report the write's failure.
+	out, systemic := out.fromError(what, werr)
+	if v == changedBy {
+		out = out.fail(CodeChanged, "changed by someone else since it was read: left untouched")
+		out.Status = StatusChanged
+	}
+	if systemic {
+		return v, out, werr
+	}
+	return v, out, nil
+}
+
+// settle decides the intent ev on the held object from the object as it
+// is now, and acts on the verdict: commit, drop or keep.
+func (c *Core) settle(ctx context.Context, h *hold, ev ledger.Event, o Outcome) (verdict, Outcome, error) {
+	switch ev.Op {
+	case ledger.OpRewrap:
+		return c.settleRewrap(ctx, h, ev, o)
+	case ledger.OpReencrypt:
+		return c.settleReencrypt(ctx, h, ev, o)
+	case ledger.OpDeleteVersion:
+		return c.settleDeleted(ctx, h, ev, o)
+	}
+	return kept, keepIntent(h, o, "an intent with an unknown operation "+ev.Op, nil), nil
+}
+
+// now is an object as it is now, read for evidence.
+type now struct {
+	obj   *commit.Object
+	instr *commit.Object // nil when the metadata holds the envelope, or the file is gone
+	body  []byte         // the instruction file's body
+	fp    string         // fingerprint of the wrapped key held; "" when none could be read
+	gone  bool           // the key's current version does not exist
+}
+
+// current reads the wrapped key the object holds now: from its metadata,
+// or from its instruction file when the metadata holds no envelope.
+func (c *Core) current(ctx context.Context, id ledger.ObjectID) (now, error) {
+	var n now
+	cur, err := c.S3.Head(ctx, id.Bucket, id.Key, "")
+	if errors.Is(err, commit.ErrGone) {
+		n.gone = true
+		return n, nil
+	}
+	if err != nil {
+		return n, err
+	}
+	n.obj = cur
+	if needsInstruction(cur) {
+		ik := instructionKey(id.Key, c.suffix())
+		instr, body, ierr := c.S3.ReadInstruction(ctx, id.Bucket, ik, "")
+		if ierr != nil && !errors.Is(ierr, commit.ErrGone) {
+			return n, ierr
+		}
+		n.instr, n.body = instr, body
+	}
+	if w, werr := wrappedKeyOf(cur, n.body); werr == nil {
+		n.fp = ledger.WrappedKeyFingerprint(w)
+	}
+	return n, nil
+}
