@@ -82,7 +82,10 @@ type Options struct {
 	// copy asks for the object's own algorithm and, for a full-object CRC,
 	// hands the object's checksum to the completion so S3 verifies that the
 	// copy holds the same bytes. Servers that compute part checksums wrongly
-	// then fail every multipart copy with BadDigest (versitygw v1.8.0).
+	// then fail every multipart copy of an object with a checksum (versitygw
+	// v1.8.0: BadDigest or InvalidArgument at the completion), and MinIO
+	// refuses UploadPartCopy into an upload with a checksum algorithm
+	// (InvalidArgument); the error's hint names this option.
 	NoMultipartChecksum bool
 }
 

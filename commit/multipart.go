@@ -137,7 +137,11 @@ func (c *Committer) copyParts(ctx context.Context, obj *Object, uploadID string,
 		})
 	}
 	if err := g.Wait(); err != nil {
-		return Result{}, c.recheck(ctx, obj, ref.classify(opMultipart, err, hintCopyPerms))
+		e := c.recheck(ctx, obj, ref.classify(opMultipart, err, hintCopyPerms))
+		if code, _ := apiCode(err); e.Kind == nil && checksumHint(code, ck, false) != "" {
+			e.Hint = checksumHint(code, ck, false) // a server that cannot copy checksummed parts
+		}
+		return Result{}, e
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, ref.classify(opMultipart, err, "")
@@ -175,10 +179,8 @@ func (c *Committer) copyParts(ctx context.Context, obj *Object, uploadID string,
 			}
 		}
 		e = c.recheck(ctx, obj, e)
-		if code == codeBadDigest && e.Kind == nil {
-			e.Hint = fmt.Sprintf("the %s checksums S3 computed for the copied parts do not add up to the object's own %s, so the copy was not completed; "+
-				"if the server computes part checksums wrongly (versitygw v1.8.0 reports the whole object's checksum for every UploadPartCopy range), "+
-				"set Options.NoMultipartChecksum", ck.alg, ck.full)
+		if h := checksumHint(code, ck, true); h != "" && e.Kind == nil {
+			e.Hint = h
 		}
 		return Result{}, e
 	}

@@ -29,6 +29,14 @@
 //     the same lease; the caller does not see the loss.
 //   - Probe: C_GetSessionInfo on an idle session, every HealthInterval and
 //     before lending out a session idle for longer.
+//   - Quirks: a module's documented departures from PKCS#11 that the pool
+//     works around, chosen per module from its C_GetInfo (knownQuirks in
+//     quirks.go) and off for any module not in the table. SoftHSM's one:
+//     it reports a bad GCM tag or a failed unwrap as CKR_GENERAL_ERROR, so
+//     for SoftHSM that code from an integrity check means ErrAuthentication.
+//     On any other module (CloudHSM included, until checked) it is what the
+//     standard says, a failure of the module, never a per-object
+//     authentication failure.
 //
 // Operations: AES-GCM (EncryptGCM, DecryptGCM; byte for byte Go's
 // crypto/cipher layout, ciphertext || tag), RFC 5649 key wrap (WrapKeyPad,

@@ -124,7 +124,7 @@ func staleKey(err error) bool {
 
 // authCode reports whether err is a return value that unambiguously means a
 // failed integrity check. CKR_GENERAL_ERROR (what SoftHSM returns) is
-// handled by the caller, which rules out the other causes first.
+// handled by the caller, and only for modules with that quirk (quirks.go).
 func authCode(err error) bool {
 	return hasCode(err, ckrAEADDecryptFailed, pkcs11.CKR_ENCRYPTED_DATA_INVALID, pkcs11.CKR_WRAPPED_KEY_INVALID)
 }

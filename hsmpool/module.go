@@ -42,6 +42,9 @@ type module struct {
 	refs   int  // pools using the module
 	owned  bool // we called C_Initialize, so we call C_Finalize
 	tokens map[uint]*tokenState
+	// quirks are the module's departures from PKCS#11 the package works
+	// around, from its C_GetInfo (see knownQuirks).
+	quirks quirks
 }
 
 // tokenState tracks one token (by slot) of a module.
@@ -83,6 +86,10 @@ func acquireModule(path string) (*module, error) {
 			m.owned = false
 		default:
 			return nil, newError(fmt.Sprintf("hsmpool: PKCS#11 module %s: C_Initialize: %v (hint: for SoftHSM check SOFTHSM2_CONF and its tokendir)", canon, err), err)
+		}
+		m.quirks = quirks{} // a module that cannot describe itself gets none
+		if info, err := m.ctx.GetInfo(); err == nil {
+			m.quirks = quirksFor(info)
 		}
 	}
 	m.refs++

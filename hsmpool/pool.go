@@ -25,6 +25,8 @@ type Pool struct {
 	token string // the token's label, for messages
 	pin   []byte // our copy of the PIN, cleared by Close
 
+	quirks quirks // mod's, copied at Open (tests change a pool's own)
+
 	sem        chan struct{} // one element per session slot taken
 	done       chan struct{} // closed when Close starts
 	healthDone chan struct{} // closed when the health loop exits
@@ -78,7 +80,7 @@ func Open(ctx context.Context, cfg Config) (*Pool, error) {
 	if err != nil {
 		return nil, err
 	}
-	p := &Pool{cfg: cfg, mod: mod, sem: make(chan struct{}, cfg.Size), done: make(chan struct{})}
+	p := &Pool{cfg: cfg, mod: mod, quirks: mod.quirks, sem: make(chan struct{}, cfg.Size), done: make(chan struct{})}
 	if err := p.findToken(); err != nil {
 		_ = mod.release()
 		return nil, err

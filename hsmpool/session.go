@@ -271,21 +271,27 @@ func (s *Session) DecryptGCM(label string, iv, ciphertext, aad []byte) ([]byte, 
 
 // authError classifies the failure of a step that verifies integrity (GCM
 // decrypt, key unwrap). Codes that mean a failed check map to
-// ErrAuthentication. So does CKR_GENERAL_ERROR, which is how SoftHSM reports
-// a bad tag, once the other causes are ruled out: the inputs passed our own
-// checks, the Init step accepted key and mechanism, and the session still
-// answers (if it does not, the probe's error goes back to call, which
-// replaces the session and retries).
+// ErrAuthentication. CKR_GENERAL_ERROR does too on a module with the
+// generalErrorIsAuth quirk (SoftHSM reports a bad tag that way), once the
+// other causes are ruled out: the inputs passed our own checks, the Init
+// step accepted key and mechanism, and the session still answers (if it
+// does not, the probe's error goes back to call, which replaces the session
+// and retries). On any other module CKR_GENERAL_ERROR is a failure of the
+// module, not of the object, and says so.
 func (s *Session) authError(what op, h pkcs11.SessionHandle, err error) error {
 	hint := "(hint: wrong key, IV or additional data, or the ciphertext was altered)"
 	if authCode(err) {
 		return newError(fmt.Sprintf("hsmpool: token %q: %s: authentication failed: %v %s", s.p.token, what, err, hint), ErrAuthentication, err)
 	}
 	if hasCode(err, pkcs11.CKR_GENERAL_ERROR) {
+		if !s.p.quirks.generalErrorIsAuth {
+			return newError(fmt.Sprintf("hsmpool: token %q: %s: the module failed: %v (hint: PKCS#11 reserves it for failures of the module or the HSM; "+
+				"check the HSM and its client's logs. If this module reports bad tags this way, it needs a quirks entry in hsmpool)", s.p.token, what, err), err)
+		}
 		if _, perr := s.p.mod.ctx.GetSessionInfo(h); perr != nil {
 			return perr
 		}
-		return newError(fmt.Sprintf("hsmpool: token %q: %s: authentication failed: %v %s", s.p.token, what, err, hint), ErrAuthentication, err)
+		return newError(fmt.Sprintf("hsmpool: token %q: %s: authentication failed: %v (as %s reports a failed check) %s", s.p.token, what, err, s.p.quirks.name, hint), ErrAuthentication, err)
 	}
 	return err
 }

@@ -101,7 +101,7 @@ func rotateOfficialObjects(t *testing.T, st *stack, ledgerURL string) {
 	}
 
 	cfg := pipeline.Config{Source: "s3://" + bucket, To: "kms:" + b, From: []string{"kms:" + a}, Ledger: ledgerURL,
-		Concurrency: 8, NoMultipartChecksum: true}
+		Concurrency: 8}
 	run := func(runID string) *pipeline.Stats {
 		t.Helper()
 		stats, report := runPipeline(t, cfg, runID, nil)

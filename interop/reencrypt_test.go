@@ -3,20 +3,14 @@ package interop
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
-	"strconv"
 	"testing"
 
 	"github.com/aws/amazon-s3-encryption-client-go/v4/commitment"
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/kms"
 	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -36,9 +30,9 @@ import (
 // the new key, with and without the encryption context, with identical
 // plaintext; the old key no longer opens it; the ciphertext is new; user
 // metadata, content type and tags are kept. After the upgrade, v4.0.0
-// reads everything with REQUIRE_ENCRYPT_REQUIRE_DECRYPT. Legacy V1 AES-CBC
-// objects of the same sizes in the bucket are upgraded to V2 AES-GCM by the
-// first run (V3 by the second).
+// reads everything with REQUIRE_ENCRYPT_REQUIRE_DECRYPT. Legacy AES-CBC
+// objects of the same sizes (the Java client v1's KMS layout) in the bucket
+// are upgraded to V2 AES-GCM by the first run (V3 by the second).
 func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 	ctx := context.Background()
 	st := newStack(t)
@@ -82,12 +76,16 @@ func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 			}
 		}
 	}
-	// Legacy objects (V1, AES-CBC, written by the Java client v1 under KMS):
-	// always upgraded, to V2 AES-GCM (or V3).
+	// Legacy objects (AES-CBC, written by the Java client v1 under KMS, in
+	// the layout of the official vector: see putVectorCBC): always
+	// upgraded, to V2 AES-GCM (or V3).
 	for _, size := range []int{0, 1, 5*mib - 1, 5*mib + 1, 12*mib + 3} {
-		key := fmt.Sprintf("legacy-v1-cbc/%d bytes", size)
+		key := fmt.Sprintf("legacy-kms-cbc/%d bytes", size)
 		body := randomBytes(size)
-		putV1CBC(t, st, bucket, key, a, body)
+		putVectorCBC(t, st, bucket, key, a, body, func(in *s3.PutObjectInput) {
+			in.Metadata["owner"] = "team-x"
+			in.ContentType, in.Tagging = aws.String("text/plain"), aws.String("project=interop")
+		})
 		raw, meta, head := st.raw(t, bucket, key)
 		objs = append(objs, written{key: key, body: body, writer: "legacy", raw: raw, meta: userMeta(meta),
 			ct: aws.ToString(head.ContentType), tags: tagString(t, st, bucket, key)})
@@ -97,7 +95,7 @@ func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 	run := func(runID string, cfg pipeline.Config) {
 		t.Helper()
 		cfg.Source, cfg.Ledger, cfg.Mode = "s3://"+bucket, ledgerURL, pipeline.ModeReencrypt
-		cfg.Concurrency, cfg.NoMultipartChecksum, cfg.PartSize = 4, true, reencrypt.MinPartSize
+		cfg.Concurrency, cfg.PartSize = 4, reencrypt.MinPartSize // the default checksum path
 		stats, report := runPipeline(t, cfg, runID, func(env *pipeline.Env, core *pipeline.Core) {
 			if n, err := pipeline.Unfinished(ctx, env.Ledger, runID); err != nil || n != 0 {
 				t.Errorf("run %s left %d intents in the ledger (%v)", runID, n, err)
@@ -158,40 +156,4 @@ func TestPipelineReencryptsOfficialObjects(t *testing.T) {
 	t.Run("keep", func(t *testing.T) { check(t, b, a, false) })
 	run("reencrypt-v3", pipeline.Config{To: "kms:" + c, From: []string{"kms:" + b}, Format: "v3"})
 	t.Run("upgrade", func(t *testing.T) { check(t, c, b, true) })
-}
-
-// putV1CBC writes a legacy object as the Java client v1 wrote them under
-// KMS: x-amz-key (the KMS blob, context = the material description
-// {"kms_cmk_id": KEY}), x-amz-iv, x-amz-matdesc, x-amz-wrap-alg "kms", and
-// AES-256-CBC content with PKCS#5 padding.
-func putV1CBC(t *testing.T, st *stack, bucket, key, kmsKey string, plain []byte) {
-	t.Helper()
-	ctx := context.Background()
-	md := map[string]string{"kms_cmk_id": kmsKey}
-	dk, err := st.kms.GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: &kmsKey, KeySpec: "AES_256", EncryptionContext: md})
-	if err != nil {
-		t.Fatal(err)
-	}
-	iv := randomBytes(aes.BlockSize)
-	b, err := aes.NewCipher(dk.Plaintext)
-	clear(dk.Plaintext)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := aes.BlockSize - len(plain)%aes.BlockSize
-	ct := append(append([]byte(nil), plain...), bytes.Repeat([]byte{byte(p)}, p)...)
-	cipher.NewCBCEncrypter(b, iv).CryptBlocks(ct, ct)
-	mdJSON, _ := json.Marshal(md)
-	meta := map[string]string{
-		"x-amz-key":                        base64.StdEncoding.EncodeToString(dk.CiphertextBlob),
-		"x-amz-iv":                         base64.StdEncoding.EncodeToString(iv),
-		"x-amz-matdesc":                    string(mdJSON),
-		"x-amz-wrap-alg":                   "kms",
-		"x-amz-unencrypted-content-length": strconv.Itoa(len(plain)),
-		"owner":                            "team-x",
-	}
-	if _, err := st.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(ct),
-		Metadata: meta, ContentType: aws.String("text/plain"), Tagging: aws.String("project=interop")}); err != nil {
-		t.Fatal(err)
-	}
 }

@@ -84,7 +84,7 @@ func newFixture(t *testing.T, n int, versioned bool) *fixture {
 	}
 	t.Cleanup(func() { l.Close() })
 	f.ledger = l
-	f.commit = commit.New(f.s3, commit.Options{NoMultipartChecksum: true})
+	f.commit = commit.New(f.s3, commit.Options{})
 	return f
 }
 

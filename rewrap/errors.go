@@ -257,6 +257,15 @@ func hsmError(op, key string, sd side, err error) *Error {
 	default:
 		e.Code, e.Systemic = CodeHSMError, dest
 		e.detail = err.Error()
+		var ce pkcs11.Error
+		if errors.As(err, &ce) && ce == pkcs11.CKR_GENERAL_ERROR {
+			// PKCS#11 reserves it for failures of the module or the HSM
+			// (hsmpool turns it into ErrAuthentication only for modules
+			// known to report bad tags that way): every object would
+			// fail, whichever end of the rewrap it is.
+			e.Systemic = true
+			e.Hint = "the HSM or its PKCS#11 library failed: check the HSM and its client's logs, then resume"
+		}
 	}
 	return e
 }

@@ -5,10 +5,13 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"io"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/internal/sample"
@@ -347,13 +351,22 @@ func TestCLIUsageErrors(t *testing.T) {
 func TestCLIDryRunChangesNothingAndShardsCoverAll(t *testing.T) {
 	f := newCLIFixture(t, 30)
 	ledgerPath := filepath.Join(f.dir, "ledger.db")
-	etags := map[string]string{}
-	for _, o := range f.objs {
-		h, err := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &o.Key})
-		if err != nil {
-			t.Fatal(err)
+	// Versioning on, so that any write of the dry run would also show as a
+	// new version (versitygw keeps ETag, Last-Modified and version id on a
+	// metadata self-copy: the metadata comparison catches that one).
+	if _, err := f.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &f.bucket,
+		VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}}); err != nil {
+		t.Fatal(err)
+	}
+	before := f.state(t)
+	instr := 0
+	for id := range before {
+		if strings.Contains(id, ".instruction@") {
+			instr++
 		}
-		etags[o.Key] = aws.ToString(h.ETag) + aws.ToTime(h.LastModified).String()
+	}
+	if len(before) != len(f.objs)+instr || instr == 0 {
+		t.Fatalf("%d versions with %d instruction files for %d samples: the fixture should hold both kinds", len(before), instr, len(f.objs))
 	}
 	code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
 		"--run-id", "dry", "--dry-run", "--no-progress")
@@ -363,6 +376,9 @@ func TestCLIDryRunChangesNothingAndShardsCoverAll(t *testing.T) {
 	f.opensUnder(t, f.arnA)
 	if n := f.events(t, ledgerPath); n != 0 {
 		t.Errorf("dry run recorded %d events", n)
+	}
+	if d := diffState(before, f.state(t)); len(d) != 0 {
+		t.Errorf("the dry run changed the bucket:\n%s", strings.Join(d, "\n"))
 	}
 	// Two shards of one job, run one after the other on one ledger, cover
 	// every object exactly once.
@@ -375,4 +391,83 @@ func TestCLIDryRunChangesNothingAndShardsCoverAll(t *testing.T) {
 	}
 	f.opensUnder(t, f.arnB)
 	f.exactlyOnce(t, ledgerPath, "shard-1")
+	// The comparison sees real writes: each sample's envelope changed, in
+	// its metadata or in its instruction file.
+	changed := map[string]bool{}
+	for _, d := range diffState(before, f.state(t)) {
+		key, _, _ := strings.Cut(d, "@")
+		changed[strings.TrimSuffix(key, ".instruction")] = true
+	}
+	for _, o := range f.objs {
+		if !changed[o.Key] {
+			t.Errorf("%s: the rotation changed nothing the state comparison sees", o.Key)
+		}
+	}
+}
+
+// objectState is everything a dry run must not change about one object
+// version, instruction files included.
+type objectState struct {
+	ETag, ContentType string
+	LastModified      time.Time
+	Metadata          map[string]string
+	Body              []byte
+}
+
+// state reads every version in the bucket: "key@version-id" -> its state.
+func (f *cliFixture) state(t *testing.T) map[string]objectState {
+	t.Helper()
+	st := map[string]objectState{}
+	p := s3.NewListObjectVersionsPaginator(f.s3, &s3.ListObjectVersionsInput{Bucket: &f.bucket})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.DeleteMarkers) != 0 {
+			t.Errorf("%d delete markers in the bucket", len(page.DeleteMarkers))
+		}
+		for _, v := range page.Versions {
+			g, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &f.bucket, Key: v.Key, VersionId: v.VersionId})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(g.Body)
+			g.Body.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			st[aws.ToString(v.Key)+"@"+aws.ToString(v.VersionId)] = objectState{
+				ETag: aws.ToString(g.ETag), ContentType: aws.ToString(g.ContentType), LastModified: aws.ToTime(g.LastModified),
+				Metadata: g.Metadata, Body: body,
+			}
+		}
+	}
+	return st
+}
+
+// diffState lists every difference between two states of the bucket.
+func diffState(before, after map[string]objectState) []string {
+	var d []string
+	for id, b := range before {
+		a, ok := after[id]
+		switch {
+		case !ok:
+			d = append(d, id+": gone")
+		case !bytes.Equal(a.Body, b.Body):
+			d = append(d, fmt.Sprintf("%s: body changed (%d -> %d bytes)", id, len(b.Body), len(a.Body)))
+		case !maps.Equal(a.Metadata, b.Metadata):
+			d = append(d, fmt.Sprintf("%s: metadata changed:\n%v\n%v", id, b.Metadata, a.Metadata))
+		case a.ETag != b.ETag || a.ContentType != b.ContentType || !a.LastModified.Equal(b.LastModified):
+			d = append(d, fmt.Sprintf("%s: ETag, content type or Last-Modified changed: %s %s %v -> %s %s %v", id,
+				b.ETag, b.ContentType, b.LastModified, a.ETag, a.ContentType, a.LastModified))
+		}
+	}
+	for id := range after {
+		if _, ok := before[id]; !ok {
+			d = append(d, id+": a new version")
+		}
+	}
+	slices.Sort(d)
+	return d
 }

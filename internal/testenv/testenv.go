@@ -1,5 +1,12 @@
 // Package testenv connects integration tests to the local stack (versitygw,
-// dynalite, the KMS test server and SoftHSM) that scripts/stack starts.
+// dynalite, the KMS test server, SoftHSM and MinIO) that scripts/stack
+// starts.
+//
+// versitygw is the S3 server of every test (the AWS_* variables point at
+// it). MinIO is a second S3 server for what versitygw gets wrong (it
+// computes UploadPartCopy checksums over the whole object, so every
+// multipart copy that asks for checksums fails with BadDigest): tests reach
+// it only on purpose, with MinIOS3 and its own credentials.
 //
 // A test calls Need with the services it uses. When the stack's variables are
 // missing the test is skipped with a message naming the command that starts
@@ -29,6 +36,8 @@ const (
 	KMS      = "kms"
 	DynamoDB = "dynamodb"
 	PKCS11   = "pkcs11"
+	// MinIO is the second S3 server (see MinIOS3).
+	MinIO = "minio"
 )
 
 // Variables the stack's env file (.stack/env) exports.
@@ -40,6 +49,9 @@ const (
 	EnvPKCS11Token      = "ROTATOR_PKCS11_TOKEN"
 	EnvPKCS11PinFile    = "ROTATOR_PKCS11_PIN_FILE"
 	EnvSoftHSMConf      = "SOFTHSM2_CONF"
+	EnvMinIOEndpoint    = "ROTATOR_MINIO_ENDPOINT"
+	EnvMinIOAccessKey   = "ROTATOR_MINIO_ACCESS_KEY"
+	EnvMinIOSecretKey   = "ROTATOR_MINIO_SECRET_KEY"
 	// EnvRequire set to "require" turns every skip into a failure.
 	EnvRequire = "ROTATOR_INTEGRATION"
 )
@@ -76,6 +88,13 @@ func check(service string) error {
 		return reachable(EnvKMSEndpoint)
 	case DynamoDB:
 		return reachable(EnvDynamoDBEndpoint)
+	case MinIO:
+		for _, v := range []string{EnvMinIOAccessKey, EnvMinIOSecretKey} {
+			if os.Getenv(v) == "" {
+				return fmt.Errorf("%s is not set", v)
+			}
+		}
+		return reachable(EnvMinIOEndpoint)
 	case PKCS11:
 		for _, v := range []string{EnvPKCS11Module, EnvPKCS11Token, EnvPKCS11PinFile, EnvSoftHSMConf} {
 			if os.Getenv(v) == "" {
