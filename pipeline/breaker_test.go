@@ -42,7 +42,7 @@ type memDisk struct {
 }
 
 func (m *memDisk) Head(_ context.Context, bucket, key, versionID string) (*commit.Object, error) {
-	obj := &commit.Object{Bucket: bucket, Key: key, VersionID: versionID, ETag: `"e"`, Size: 16, Metadata: map[string]string{}}
+	obj := &commit.Object{Bucket: bucket, Key: key, VersionID: versionID, ETag: `"e"`, Size: 32, Metadata: map[string]string{}} // 16 bytes of plaintext and the tag
 	e := &commit.Error{Op: "head object", Bucket: bucket, Key: key, VersionID: versionID, Err: errors.New("injected")}
 	switch kind, _, _ := strings.Cut(key, "/"); kind {
 	case "ok":
