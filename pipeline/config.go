@@ -311,9 +311,13 @@ func (e *Env) Close() error {
 func (c *Config) Describe() string {
 	var b strings.Builder
 	src := c.Source + c.Inventory + c.List
-	fmt.Fprintf(&b, "%s %s -> %s", c.mode(), src, c.To)
+	fmt.Fprintf(&b, "%s %s -> %s", c.mode(), src, rewrap.RedactSpec(c.To))
 	if len(c.From) > 0 {
-		fmt.Fprintf(&b, " (from %s)", strings.Join(c.From, ", "))
+		from := make([]string, len(c.From))
+		for i, f := range c.From {
+			from[i] = rewrap.RedactSpec(f)
+		}
+		fmt.Fprintf(&b, " (from %s)", strings.Join(from, ", "))
 	}
 	if c.Format != "" {
 		fmt.Fprintf(&b, " format %s", c.Format)
