@@ -43,6 +43,11 @@ import (
 //     delivered. Disk use is up to Workers data files (S3 writes data
 //     files of up to a few hundred MB).
 //
+// Every row must name the manifest's sourceBucket (or no bucket): a row
+// naming another bucket fails the stream with ErrForeignBucket before it is
+// delivered, so a tampered report cannot aim a run at another bucket.
+// Items before it have been delivered (they are in the source bucket).
+//
 // Without AllVersions only current versions are delivered (rows with
 // IsLatest true, when the report has that column, that are not delete
 // markers). With AllVersions every row is, delete markers included, and a
@@ -301,6 +306,18 @@ func (r *reportFile) finish(lastRow int64) error {
 	return r.out.send(r.batch)
 }
 
+// sameBucket refuses a row (line is its 1-based row) that names another
+// bucket than the manifest's source bucket: S3 writes none, and following
+// one would aim the run's writes at a bucket the operator never named.
+// Every row is checked, those the filters drop too.
+func (r *reportFile) sameBucket(line int64, bucket string) error {
+	if bucket == r.m.SourceBucket {
+		return nil
+	}
+	return r.fail(line, ErrForeignBucket, fmt.Errorf("row names bucket %q, the manifest's sourceBucket is %q", bucket, r.m.SourceBucket),
+		"the report was altered or mixed up with another bucket's: use the report S3 Inventory wrote for the bucket you mean to rotate, or list it with --source")
+}
+
 // wants applies the version selection and the filter to a row.
 func (r *reportFile) wants(bucket, key string, latest, hasLatest, deleteMarker bool) bool {
 	if !r.s.AllVersions && (deleteMarker || hasLatest && !latest) {
@@ -371,6 +388,9 @@ func (r *reportFile) readCSV(ctx context.Context, sc csvSchema) error {
 		}
 		if err != nil {
 			return r.fail(lr.line, ErrMalformed, err, "")
+		}
+		if err := r.sameBucket(lr.line, it.Bucket); err != nil {
+			return err
 		}
 		if !r.wants(it.Bucket, it.Key, it.IsLatest, hasLatest, it.DeleteMarker) {
 			continue
@@ -546,6 +566,9 @@ func (r *reportFile) readParquet(ctx context.Context) (err error) {
 			it := parquetItem(p, r.m.SourceBucket)
 			if err := checkKey(it.Key); err != nil {
 				return r.fail(row, ErrMalformed, err, "")
+			}
+			if err := r.sameBucket(row, it.Bucket); err != nil {
+				return err
 			}
 			if !r.wants(it.Bucket, it.Key, it.IsLatest, hasLatest, it.DeleteMarker) {
 				continue
