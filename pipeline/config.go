@@ -70,6 +70,11 @@ type Config struct {
 	// under a --from key are deleted once the key's current version is
 	// re-encrypted, unless Object Lock protects them.
 	DeleteOldVersions bool `json:"delete_old_versions,omitempty"`
+	// ExpectedBucketOwner is the AWS account id (12 digits) every bucket
+	// the run reads or writes must belong to: it is sent on every S3
+	// request (awsx.ExpectedBucketOwner), and S3 answers AccessDenied for
+	// a bucket of another account. Empty sends none.
+	ExpectedBucketOwner string `json:"expected_bucket_owner,omitempty"`
 }
 
 // format returns the envelope format Format names (0: keep).
@@ -133,6 +138,11 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--shard: %w", err)
 		}
 	}
+	if c.ExpectedBucketOwner != "" {
+		if err := awsx.CheckAccountID(c.ExpectedBucketOwner); err != nil {
+			return fmt.Errorf("--expected-bucket-owner: %w (the account that owns the buckets, as in arn:aws:iam::ACCOUNT:root)", err)
+		}
+	}
 	if c.Concurrency < 0 || c.KMSRPS < 0 || c.S3RPS < 0 || c.HSMSessions < 0 {
 		return errors.New("--concurrency, --kms-rps, --s3-rps and --hsm-sessions must not be negative")
 	}
@@ -181,6 +191,11 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 	if cfg.S3RPS > 0 {
 		e.S3Limit = rate.NewLimiter(rate.Limit(cfg.S3RPS), max(1, int(cfg.S3RPS)))
 		s3Opts = append(s3Opts, func(o *s3.Options) { o.APIOptions = append(o.APIOptions, awsx.RateLimit(e.S3Limit)) })
+	}
+	if cfg.ExpectedBucketOwner != "" {
+		s3Opts = append(s3Opts, func(o *s3.Options) {
+			o.APIOptions = append(o.APIOptions, awsx.ExpectedBucketOwner(cfg.ExpectedBucketOwner))
+		})
 	}
 	e.S3 = awsx.S3(awsCfg, s3Opts...)
 	e.Commit = commit.New(e.S3, commit.Options{
@@ -324,6 +339,9 @@ func (c *Config) Describe() string {
 	}
 	if c.DeleteOldVersions {
 		b.WriteString(" deleting older versions")
+	}
+	if c.ExpectedBucketOwner != "" {
+		fmt.Fprintf(&b, " buckets owned by %s", c.ExpectedBucketOwner)
 	}
 	if c.Shard != "" {
 		fmt.Fprintf(&b, " shard %s", c.Shard)

@@ -60,6 +60,7 @@ func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.IntVar(&c.ListWorkers, "list-workers", 0, "prefixes or report files listed at once (default 8)")
 	fs.IntVar(&c.Concurrency, "concurrency", pipeline.DefaultWorkers, "objects processed at once")
 	fs.Float64Var(&c.S3RPS, "s3-rps", 0, "cap on S3 requests per second (0: none)")
+	fs.StringVar(&c.ExpectedBucketOwner, "expected-bucket-owner", "", "the AWS `ACCOUNT` id (12 digits) that must own every bucket read or written (the --source bucket, the report's and the list's): sent on every S3 request, a bucket of another account answers AccessDenied")
 }
 
 // runFlags binds the flags of run (and plan's budget flags).
