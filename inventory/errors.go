@@ -28,6 +28,10 @@ var (
 	// row; a report that has one was tampered with or mixed up, and
 	// following it would aim writes at another bucket.
 	ErrForeignBucket = errors.New("row names another bucket than the report's source bucket")
+	// ErrTooLarge: a data file of an S3 Inventory report is larger than
+	// the bound on what a Parquet file may take on disk while it is read
+	// (S3Inventory.MaxFileBytes).
+	ErrTooLarge = errors.New("data file too large")
 	// ErrAccessDenied: S3 refused a request for lack of permission.
 	ErrAccessDenied = errors.New("access denied")
 	// ErrNotFound: the bucket, the manifest, a report file or the list does

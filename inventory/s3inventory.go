@@ -41,7 +41,10 @@ import (
 //     temporary file in TempDir while its MD5 is computed, checked, then
 //     read a page at a time. No item of a file that fails the check is
 //     delivered. Disk use is up to Workers data files (S3 writes data
-//     files of up to a few hundred MB).
+//     files of up to a few hundred MB) of at most MaxFileBytes each: a
+//     file the manifest lists as larger fails with ErrTooLarge unread.
+//
+// No data file is read beyond the size its manifest announces.
 //
 // Every row must name the manifest's sourceBucket (or no bucket): a row
 // naming another bucket fails the stream with ErrForeignBucket before it is
@@ -64,6 +67,11 @@ type S3Inventory struct {
 	// TempDir holds Parquet files while they are read (default
 	// os.TempDir()).
 	TempDir string
+	// MaxFileBytes bounds the size of a Parquet data file, which is copied
+	// to TempDir before it is read (default DefaultMaxFileBytes): a file
+	// the manifest lists as larger fails with ErrTooLarge before it is
+	// fetched.
+	MaxFileBytes int64
 	Options
 
 	excluded atomic.Int64
@@ -259,7 +267,13 @@ func (r *reportFile) get(ctx context.Context) (io.ReadCloser, error) {
 }
 
 // verify compares what was read with the manifest's size and MD5.
+// Reads stop one byte past the announced size: n above it says no more
+// than that the file is larger.
 func (r *reportFile) verify(h hash.Hash, n int64) error {
+	if n > r.file.Size {
+		return r.fail(0, ErrChecksum, fmt.Errorf("larger than the %d bytes the manifest says (read no further)", r.file.Size),
+			"the data file is corrupt or was replaced: use a complete report, or list the bucket with --source")
+	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if n != r.file.Size || sum != r.file.MD5 {
 		return r.fail(0, ErrChecksum, fmt.Errorf("read %d bytes with MD5 %s, the manifest says %d bytes with MD5 %s", n, sum, r.file.Size, r.file.MD5),
@@ -345,7 +359,9 @@ func (r *reportFile) readCSV(ctx context.Context, sc csvSchema) error {
 		return err
 	}
 	defer body.Close()
-	hr := &hashingReader{r: body, h: md5.New()}
+	// One byte more than announced tells a larger file (verify fails);
+	// nothing beyond is read.
+	hr := &hashingReader{r: io.LimitReader(body, r.file.Size+1), h: md5.New()}
 	br := bufio.NewReaderSize(hr, 64<<10)
 	var text io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -499,7 +515,22 @@ type parquetRow struct {
 // parquetBatch is the number of rows read from a Parquet file at once.
 const parquetBatch = 256
 
+// DefaultMaxFileBytes is the default of S3Inventory.MaxFileBytes. S3
+// writes Parquet data files of up to a few hundred MB.
+const DefaultMaxFileBytes = 1 << 30
+
+func (s *S3Inventory) maxFileBytes() int64 {
+	if s.MaxFileBytes > 0 {
+		return s.MaxFileBytes
+	}
+	return DefaultMaxFileBytes
+}
+
 func (r *reportFile) readParquet(ctx context.Context) (err error) {
+	if limit := r.s.maxFileBytes(); r.file.Size > limit {
+		return r.fail(0, ErrTooLarge, fmt.Errorf("the manifest lists it at %d bytes, above the %d bytes a Parquet file may take on disk while it is read", r.file.Size, limit),
+			"raise --inventory-max-file-bytes (each of --list-workers files needs that much room in TMPDIR), or configure the report as CSV, which is streamed")
+	}
 	body, err := r.get(ctx)
 	if err != nil {
 		return err
@@ -512,7 +543,9 @@ func (r *reportFile) readParquet(ctx context.Context) (err error) {
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	h := md5.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+	// One byte more than announced tells a larger file; nothing beyond is
+	// copied.
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(body, r.file.Size+1))
 	body.Close()
 	if err != nil {
 		if ctx.Err() != nil {

@@ -50,6 +50,10 @@ type Config struct {
 	Shard string `json:"shard,omitempty"`
 	// ListWorkers bounds the partitions listed at once.
 	ListWorkers int `json:"list_workers,omitempty"`
+	// InventoryMaxFileBytes bounds each Parquet data file of an S3
+	// Inventory report, copied to disk while it is read (default
+	// inventory.DefaultMaxFileBytes).
+	InventoryMaxFileBytes int64 `json:"inventory_max_file_bytes,omitempty"`
 	// InstructionSuffix of instruction files (default ".instruction").
 	InstructionSuffix string `json:"instruction_suffix,omitempty"`
 	// Commit options (see commit.Options).
@@ -143,8 +147,8 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--expected-bucket-owner: %w (the account that owns the buckets, as in arn:aws:iam::ACCOUNT:root)", err)
 		}
 	}
-	if c.Concurrency < 0 || c.KMSRPS < 0 || c.S3RPS < 0 || c.HSMSessions < 0 {
-		return errors.New("--concurrency, --kms-rps, --s3-rps and --hsm-sessions must not be negative")
+	if c.Concurrency < 0 || c.KMSRPS < 0 || c.S3RPS < 0 || c.HSMSessions < 0 || c.InventoryMaxFileBytes < 0 {
+		return errors.New("--concurrency, --kms-rps, --s3-rps, --hsm-sessions and --inventory-max-file-bytes must not be negative")
 	}
 	return nil
 }
@@ -296,7 +300,7 @@ func (e *Env) Source(ctx context.Context, after []string) (inventory.Source, err
 	}
 	spec := inventory.Spec{
 		Source: e.Config.Source, Inventory: e.Config.Inventory, List: e.Config.List,
-		AllVersions: e.Config.AllVersions, TempDir: os.TempDir(),
+		AllVersions: e.Config.AllVersions, TempDir: os.TempDir(), MaxParquetBytes: e.Config.InventoryMaxFileBytes,
 		Options: inventory.Options{Workers: e.Config.ListWorkers, ExcludeSuffix: suffix, After: after},
 	}
 	if e.Config.Shard != "" {

@@ -52,6 +52,7 @@ func parse(fs *flag.FlagSet, args []string) (help bool, err error) {
 func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.Source, "source", "", "list the objects of `s3://BUCKET[/PREFIX]`")
 	fs.StringVar(&c.Inventory, "inventory", "", "read the objects from an S3 Inventory report: `s3://BUCKET/.../manifest.json`")
+	fs.Int64Var(&c.InventoryMaxFileBytes, "inventory-max-file-bytes", 0, "with --inventory: the largest Parquet data file read, in bytes (default 1 GiB); each is copied to TMPDIR while it is read, --list-workers at once")
 	fs.StringVar(&c.List, "list", "", "read the objects from a CSV `FILE` (or s3://BUCKET/KEY) of bucket,key[,version] lines, keys URL-encoded like S3 Batch Operations manifests")
 	fs.BoolVar(&c.AllVersions, "all-versions", false, "consider every version of every key (older versions are reported, never changed in place)")
 	fs.Var((*stringList)(&c.From), "from", "only objects wrapped under this key `SPEC` (repeatable); needed to unwrap local, HSM and cross-region KMS keys")
