@@ -204,7 +204,7 @@ func (s *S3Inventory) Stream(ctx context.Context, fn func(Item) error) error {
 		}
 		cursors[i] = invCursor{row: row, last: p.cursor[1] == "last"}
 	}
-	f := s.filter(&s.excluded)
+	f := s.filter(&s.excluded, s.Client)
 	workers := s.workers()
 	return deliver(ctx, workers, fn, func(ctx context.Context, out emitter) error {
 		g, gctx := errgroup.WithContext(ctx)
@@ -217,7 +217,7 @@ func (s *S3Inventory) Stream(ctx context.Context, fn func(Item) error) error {
 				break
 			}
 			g.Go(func() error {
-				rf := &reportFile{s: s, m: m, file: file, part: parts[i], from: cursors[i].row, f: f, out: out.under(gctx)}
+				rf := &reportFile{s: s, m: m, file: file, part: parts[i], from: cursors[i].row, f: f.partition(), out: out.under(gctx)}
 				if m.FileFormat == FormatCSV {
 					return rf.readCSV(gctx, schema)
 				}
@@ -243,7 +243,7 @@ type reportFile struct {
 	file ManifestFile
 	part string
 	from int64 // rows to skip
-	f    filter
+	f    *partFilter
 	out  emitter
 
 	batch      []Item
@@ -332,12 +332,15 @@ func (r *reportFile) sameBucket(line int64, bucket string) error {
 		"the report was altered or mixed up with another bucket's: use the report S3 Inventory wrote for the bucket you mean to rotate, or list it with --source")
 }
 
-// wants applies the version selection and the filter to a row.
-func (r *reportFile) wants(bucket, key string, latest, hasLatest, deleteMarker bool) bool {
-	if !r.s.AllVersions && (deleteMarker || hasLatest && !latest) {
-		return false
+// wants applies the version selection and the filter to a row, and flags
+// it (Item.UnpairedSuffix).
+func (r *reportFile) wants(ctx context.Context, it *Item, hasLatest bool) (bool, error) {
+	if !r.s.AllVersions && (it.DeleteMarker || hasLatest && !it.IsLatest) {
+		return false, nil
 	}
-	return r.f.keep(bucket, key)
+	keep, unpaired, err := r.f.keep(ctx, it.Bucket, it.Key)
+	it.UnpairedSuffix = unpaired
+	return keep, err
 }
 
 type hashingReader struct {
@@ -408,7 +411,9 @@ func (r *reportFile) readCSV(ctx context.Context, sc csvSchema) error {
 		if err := r.sameBucket(lr.line, it.Bucket); err != nil {
 			return err
 		}
-		if !r.wants(it.Bucket, it.Key, it.IsLatest, hasLatest, it.DeleteMarker) {
+		if keep, err := r.wants(ctx, &it, hasLatest); err != nil {
+			return err
+		} else if !keep {
 			continue
 		}
 		if err := r.add(it, lr.line); err != nil {
@@ -603,7 +608,9 @@ func (r *reportFile) readParquet(ctx context.Context) (err error) {
 			if err := r.sameBucket(row, it.Bucket); err != nil {
 				return err
 			}
-			if !r.wants(it.Bucket, it.Key, it.IsLatest, hasLatest, it.DeleteMarker) {
+			if keep, err := r.wants(ctx, &it, hasLatest); err != nil {
+				return err
+			} else if !keep {
 				continue
 			}
 			if err := r.add(it, row); err != nil {

@@ -301,7 +301,10 @@ func (e *Env) Source(ctx context.Context, after []string) (inventory.Source, err
 	spec := inventory.Spec{
 		Source: e.Config.Source, Inventory: e.Config.Inventory, List: e.Config.List,
 		AllVersions: e.Config.AllVersions, TempDir: os.TempDir(), MaxParquetBytes: e.Config.InventoryMaxFileBytes,
-		Options: inventory.Options{Workers: e.Config.ListWorkers, ExcludeSuffix: suffix, After: after},
+		// Keys that end with the suffix while no object KEY exists are
+		// delivered (flagged) rather than dropped: an encrypted object whose
+		// own key ends in the suffix is rotated, not skipped in silence.
+		Options: inventory.Options{Workers: e.Config.ListWorkers, ExcludeSuffix: suffix, ReportUnpaired: true, After: after},
 	}
 	if e.Config.Shard != "" {
 		sh, err := inventory.ParseShard(e.Config.Shard)

@@ -83,6 +83,10 @@ type Plan struct {
 	// ByAction counts by action: "rewrap", "reencrypt", "skip: CODE",
 	// "failed: CODE".
 	ByAction map[string]int64 `json:"by_action"`
+	// UnpairedSuffix counts the keys that end with the instruction suffix
+	// although no object KEY exists (inventory.Item.UnpairedSuffix): they
+	// are classified as objects, and counted in the maps above too.
+	UnpairedSuffix int64 `json:"unpaired_suffix_keys,omitempty"`
 	// ReencryptBytes is the content a re-encryption run reads and writes
 	// again (each byte once each way).
 	ReencryptBytes int64 `json:"reencrypt_bytes,omitempty"`
@@ -153,6 +157,10 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 // add counts one classified item and the requests a run would spend on it.
 func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions) {
 	p.Objects++
+	if it.UnpairedSuffix {
+		p.UnpairedSuffix++
+		out = c.NoteUnpairedSuffix(it, out)
+	}
 	p.Bytes += it.Size
 	if it.DeleteMarker {
 		p.ByAction["skip: "+CodeDeleteMarker]++

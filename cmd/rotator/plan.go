@@ -82,6 +82,14 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	}
 	fmt.Fprintf(w, "\nestimated duration: %s (bound by %s; measured S3 latency %s)\n",
 		p.Duration.Round(time.Second), p.Bound, p.HeadLatency.Round(time.Microsecond))
+	if p.UnpairedSuffix > 0 {
+		suffix := cfg.InstructionSuffix
+		if suffix == "" {
+			suffix = ".instruction"
+		}
+		fmt.Fprintf(w, "\nnote: %d keys end with %s although no object of that name without it exists: they are no instruction files of the objects listed, and are processed as objects (an instruction file left behind is reported %s and left as it is).\n",
+			p.UnpairedSuffix, suffix, pipeline.CodeUnpairedInstructionFile)
+	}
 	if p.ByKey[pipeline.KeyUnknown] > 0 {
 		fmt.Fprintf(w, "\nnote: %d KMS-wrapped objects do not name their KMS key (the S3 Encryption Client stores none); the run learns it from KMS ReEncrypt and skips those already under the target.\n", p.ByKey[pipeline.KeyUnknown])
 	}
