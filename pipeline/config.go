@@ -79,6 +79,11 @@ type Config struct {
 	// request (awsx.ExpectedBucketOwner), and S3 answers AccessDenied for
 	// a bucket of another account. Empty sends none.
 	ExpectedBucketOwner string `json:"expected_bucket_owner,omitempty"`
+	// CheckACL reads the ACL of every object (and instruction file) before
+	// it is rewritten, and leaves untouched those with grants beyond the
+	// owner's FULL_CONTROL, which a rewrite would drop
+	// (CodeACLWouldBeDropped).
+	CheckACL bool `json:"check_acl,omitempty"`
 }
 
 // format returns the envelope format Format names (0: keep).
@@ -258,8 +263,12 @@ func (e *Env) Core(runID, worker string) *Core {
 		l = e.Ledger
 	}
 	mode := e.Config.mode()
+	var s3c Committer = e.Commit
+	if e.Config.CheckACL {
+		s3c = ACLGuard(e.Commit, e.Commit)
+	}
 	c := &Core{
-		S3: e.Commit, Ledger: l, To: e.To, From: e.From, Mode: mode,
+		S3: s3c, Ledger: l, To: e.To, From: e.From, Mode: mode,
 		RunID: runID, Owner: owner, InstructionSuffix: e.Config.InstructionSuffix,
 		DryRun: e.Config.DryRun, Parse: envelope.ParseOptions{AllowLegacy: true},
 	}
@@ -284,8 +293,12 @@ func (e *Env) Engine(runID string) *reencrypt.Engine {
 		if e.Ledger != nil {
 			cp = e.Ledger
 		}
+		var w reencrypt.Writer = e.Commit
+		if e.Config.CheckACL {
+			w = ACLGuardWriter(e.Commit, e.Commit, e.Config.InstructionSuffix)
+		}
 		e.engine = &reencrypt.Engine{
-			Reader: e.S3, Writer: e.Commit, Checkpoints: cp, RunID: runID,
+			Reader: e.S3, Writer: w, Checkpoints: cp, RunID: runID,
 			PartSize: e.Config.PartSize, PartsInFlight: e.Config.PartsInFlight, Memory: e.Config.ReencryptMemory,
 		}
 	}
@@ -346,6 +359,9 @@ func (c *Config) Describe() string {
 	}
 	if c.DeleteOldVersions {
 		b.WriteString(" deleting older versions")
+	}
+	if c.CheckACL {
+		b.WriteString(" checking ACLs")
 	}
 	if c.ExpectedBucketOwner != "" {
 		fmt.Fprintf(&b, " buckets owned by %s", c.ExpectedBucketOwner)

@@ -79,4 +79,5 @@ func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.BoolVar(&c.NoMultipartChecksum, "s3-no-multipart-checksum", false, "create multipart copies without a checksum algorithm (for S3-compatible servers that compute part checksums wrongly)")
 	fs.BoolVar(&c.NoDestinationIfMatch, "s3-no-destination-if-match", false, "leave out If-Match on copy destinations (for S3-compatible servers that reject it)")
 	fs.BoolVar(&c.CopyObjectLock, "copy-object-lock", false, "give rewritten objects the Object Lock retention and legal hold of the original")
+	fs.BoolVar(&c.CheckACL, "check-acl", false, "read each object's ACL (s3:GetObjectAcl) before rewriting it, and leave untouched those that grant more than their owner's FULL_CONTROL: a rewrite gives an object the bucket's default ACL (not needed where ACLs are disabled, the default since 2023)")
 }

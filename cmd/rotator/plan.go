@@ -40,10 +40,14 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	core := env.Core("plan", "")
-	p, err := pipeline.MakePlan(ctx, core, src, pipeline.PlanOptions{
+	po := pipeline.PlanOptions{
 		Concurrency: cfg.Concurrency, KMSRPS: cfg.KMSRPS, S3RPS: cfg.S3RPS, Prices: prices,
 		DynamoDBLedger: true, MultipartThreshold: cfg.MultipartThreshold,
-	})
+	}
+	if cfg.CheckACL {
+		po.ACL = env.Commit
+	}
+	p, err := pipeline.MakePlan(ctx, core, src, po)
 	if err != nil {
 		return err
 	}
@@ -82,6 +86,15 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	}
 	fmt.Fprintf(w, "\nestimated duration: %s (bound by %s; measured S3 latency %s)\n",
 		p.Duration.Round(time.Second), p.Bound, p.HeadLatency.Round(time.Microsecond))
+	switch {
+	case p.ACLChecked:
+		fmt.Fprintf(w, "\nobject ACLs: checked; %d objects grant more than their owner's FULL_CONTROL: a rewrite would drop those grants, so the run leaves them untouched (%s)\n",
+			p.ACLGrants, pipeline.CodeACLWouldBeDropped)
+	case p.ACLNotChecked != "":
+		fmt.Fprintf(w, "\nobject ACLs: not checked: %s\n", p.ACLNotChecked)
+	default:
+		fmt.Fprintf(w, "\nobject ACLs: not checked (a rewrite gives an object its bucket's default ACL, dropping other grants; --check-acl reads each one and leaves those objects untouched)\n")
+	}
 	if p.UnpairedSuffix > 0 {
 		suffix := cfg.InstructionSuffix
 		if suffix == "" {
