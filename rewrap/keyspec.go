@@ -121,12 +121,13 @@ func redactAttr(attr string) string {
 
 const redacted = "**redacted**"
 
-// wellFormedSecretSource reports whether source is file:PATH (PATH not
-// empty) or env:NAME (NAME a portable environment variable name). Anything
-// else may be the secret itself, typed by mistake, and must not be printed.
+// wellFormedSecretSource reports whether source is file:/PATH (an absolute
+// path, as in a file URI) or env:NAME (NAME a portable environment
+// variable name). Anything else may be the secret itself, typed by mistake
+// (file:1234abcd too), and must not be printed.
 func wellFormedSecretSource(source string) bool {
 	if p, ok := strings.CutPrefix(source, "file:"); ok {
-		return p != "" && !strings.ContainsAny(p, "\x00\n\r")
+		return strings.HasPrefix(p, "/") && !strings.ContainsAny(p, "\x00\n\r")
 	}
 	if n, ok := strings.CutPrefix(source, "env:"); ok {
 		return validEnvName(n)
@@ -287,7 +288,7 @@ func ParsePKCS11URI(s string) (*PKCS11URI, error) {
 		case "pin-source":
 			if !wellFormedSecretSource(v) {
 				// Never echo v: it may be the PIN itself.
-				return errors.New("pin-source: want file:/path or env:NAME naming where the PIN is kept, never the PIN itself")
+				return errors.New("pin-source: want file:/path or env:NAME naming where the PIN is kept (an absolute path), never the PIN itself")
 			}
 			u.PINSource = v
 		case "pin-value":

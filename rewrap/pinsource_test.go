@@ -65,7 +65,7 @@ func TestWellFormedPINSourceIsShown(t *testing.T) {
 	if got, want := RedactSpec("pkcs11:token=t;object=k?pin-source=1234abcd&module-path=/x.so"), "pkcs11:token=t;object=k?pin-source=**redacted**&module-path=/x.so"; got != want {
 		t.Errorf("RedactSpec = %q, want %q", got, want)
 	}
-	for _, ok := range []string{"file:/run/pin", "file:relative/pin", "env:HSM_PIN", "env:_x1"} {
+	for _, ok := range []string{"file:/run/pin", "file:/etc/rotator/hsm%20pin", "env:HSM_PIN", "env:_x1"} {
 		if _, err := ParseSpec("pkcs11:token=t;object=k?pin-source=" + ok); err != nil {
 			t.Errorf("pin-source=%s: %v", ok, err)
 		}

@@ -35,8 +35,9 @@ func TestCLIPINTypedAsPINSourceIsNeverPrinted(t *testing.T) {
 	bad := []string{
 		"pkcs11:token=prod;object=kek?module-path=/opt/cloudhsm/lib/libcloudhsm_pkcs11.so&pin-source=" + pin,
 		"pkcs11:token=prod;object=kek?pin-source=env:" + pin + "!",
-		"pkcs11:token=prod;object=kek;pin-source=" + pin, // in the path part
-		"pkcs11:token=prod?pin-source=" + pin,            // and no object
+		"pkcs11:token=prod;object=kek?pin-source=file:" + pin, // not a path
+		"pkcs11:token=prod;object=kek;pin-source=" + pin,      // in the path part
+		"pkcs11:token=prod?pin-source=" + pin,                 // and no object
 	}
 	const good = "kms:alias/rotator-test"
 	for _, spec := range bad {
