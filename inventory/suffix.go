@@ -26,11 +26,11 @@ import (
 //     that follow.
 type partFilter struct {
 	filter
-	last  string // bucket + "\x00" + key of the last key seen
-	chain []int  // lengths of the keys seen that are prefixes of last, ascending
-	known struct {
-		id     string
-		exists bool
+	bucket, last string // the last key seen (a list may change buckets)
+	chain        []int  // lengths of the keys seen that are prefixes of last, ascending
+	known        struct {
+		bucket, key string
+		exists      bool
 	}
 }
 
@@ -44,26 +44,24 @@ func (p *partFilter) keep(ctx context.Context, bucket, key string) (keep, unpair
 	if !p.reportUnpaired {
 		return p.filter.keep(bucket, key), false, nil
 	}
-	id := bucket + "\x00" + key
-	p.see(id)
+	p.see(bucket, key)
 	base, ok := strings.CutSuffix(key, p.suffix)
 	if p.suffix == "" || !ok {
 		return p.shard.keeps(bucket, key), false, nil
 	}
-	baseID := bucket + "\x00" + base
-	if p.listed(baseID) {
+	if p.listed(base) {
 		p.excluded.Add(1)
 		return false, false, nil
 	}
 	if !p.shard.keeps(bucket, key) {
 		return false, false, nil // another shard tells
 	}
-	if p.known.id != baseID {
+	if p.known.bucket != bucket || p.known.key != base {
 		exists, err := p.exists(ctx, bucket, base)
 		if err != nil {
 			return false, false, err
 		}
-		p.known.id, p.known.exists = baseID, exists
+		p.known.bucket, p.known.key, p.known.exists = bucket, base, exists
 	}
 	if p.known.exists {
 		p.excluded.Add(1)
@@ -72,25 +70,28 @@ func (p *partFilter) keep(ctx context.Context, bucket, key string) (keep, unpair
 	return true, true, nil
 }
 
-// see records id as the last key seen.
-func (p *partFilter) see(id string) {
+// see records bucket/key as the last key seen.
+func (p *partFilter) see(bucket, key string) {
+	if bucket != p.bucket {
+		p.bucket, p.chain = bucket, p.chain[:0]
+	}
 	for n := len(p.chain); n > 0; n-- {
-		if l := p.chain[n-1]; l <= len(id) && id[:l] == p.last[:l] {
-			break // the shorter ones are prefixes of this one, so of id too
+		if l := p.chain[n-1]; l <= len(key) && key[:l] == p.last[:l] {
+			break // the shorter ones are prefixes of this one, so of key too
 		}
 		p.chain = p.chain[:n-1]
 	}
-	if n := len(p.chain); n == 0 || p.chain[n-1] != len(id) {
-		p.chain = append(p.chain, len(id)) // another version of the same key adds nothing
+	if n := len(p.chain); n == 0 || p.chain[n-1] != len(key) {
+		p.chain = append(p.chain, len(key)) // another version of the same key adds nothing
 	}
-	p.last = id
+	p.last = key
 }
 
-// listed reports whether baseID, a prefix of the last key seen, was seen
-// before it.
-func (p *partFilter) listed(baseID string) bool {
+// listed reports whether base, a prefix of the last key seen (in the same
+// bucket), was seen before it.
+func (p *partFilter) listed(base string) bool {
 	for _, l := range p.chain {
-		if l == len(baseID) {
+		if l == len(base) {
 			return true
 		}
 	}
