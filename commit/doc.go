@@ -65,7 +65,9 @@
 // PreconditionFailed or 409 ConditionalRequestConflict), ErrGone (NoSuchKey,
 // NoSuchVersion, a delete marker), ErrAccessDenied (with a hint naming the
 // permissions), ErrNotCurrent, ErrUnsupported, ErrNotRewrap (the new
-// envelope changes more than the wrapping) and envelope.ErrMetadataTooLarge.
+// envelope changes more than the wrapping), envelope.ErrMetadataTooLarge,
+// and for ACLs ErrACLWouldBeDropped and ErrNoACLs (a server without object
+// ACLs).
 // S3 errors are classified by their API error code and HTTP status, never by
 // their text. A failed write that S3 gave no precondition code for (some
 // servers check a copy range before the precondition) is classified by
@@ -78,7 +80,9 @@
 // object must be kept apart by the ledger's per-object claim. Tags are not
 // covered by the ETag either: the multipart copy writes the tags read just
 // before it starts. Object ACLs are not copied (a copy gets the bucket's
-// default; buckets with ACLs disabled, the AWS default, have none), nor is
+// default; buckets with ACLs disabled, the AWS default, have none):
+// ExtraGrants reads the grants a rewrite would drop, so that a caller can
+// leave such objects alone (ErrACLWouldBeDropped). Nor is
 // an SSE-KMS object's additional encryption context, which S3 does not
 // report.
 package commit

@@ -41,6 +41,10 @@ func ReadPIN(source string) (*PIN, error) {
 		if arg == "" {
 			return nil, errors.New("hsmpool: PIN source env: names no variable (hint: env:NAME)")
 		}
+		if !envName(arg) {
+			// Never echo arg: env:1234abcd is the PIN where a name belongs.
+			return nil, errors.New("hsmpool: bad PIN source: env: must be followed by a variable name (letters, digits, '_'): want env:NAME (hint: never pass the PIN itself)")
+		}
 		b = []byte(os.Getenv(arg))
 	default:
 		// Never echo source: it may be the PIN itself, passed by mistake.
@@ -85,3 +89,15 @@ func (p *PIN) LogValue() slog.Value { return slog.StringValue(redacted) }
 
 // MarshalText keeps the PIN out of text and JSON encodings.
 func (p *PIN) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// envName reports whether n is a POSIX environment variable name: letters,
+// digits and '_', not starting with a digit.
+func envName(n string) bool {
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return n != ""
+}

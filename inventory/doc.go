@@ -26,7 +26,10 @@
 //     already processed some of them.
 //   - Excluded: keys dropped before the stream because they end with
 //     Options.ExcludeSuffix (the S3 Encryption Client's instruction files,
-//     which the pipeline reads beside their object and never as one).
+//     which the pipeline reads beside their object and never as one). With
+//     Options.ReportUnpaired only the instruction files of objects that
+//     exist are; a key ending in the suffix with no object KEY is delivered
+//     flagged Item.UnpairedSuffix, told in bounded memory (partFilter).
 //   - Shard: one of N disjoint parts of a run, by a hash of bucket and key,
 //     for --shard i/N; every version of a key is in one shard.
 //
@@ -37,7 +40,8 @@
 //
 // Errors are *Error values naming the bucket and prefix, or the file and
 // line, with a hint; they wrap a sentinel (ErrAccessDenied, ErrNotFound,
-// ErrMalformed, ErrChecksum, ErrPosition, ErrORC) where one applies.
+// ErrMalformed, ErrChecksum, ErrPosition, ErrORC, ErrForeignBucket,
+// ErrTooLarge) where one applies.
 //
 // S3 Inventory reports in ORC format are not read (ErrORC): there is no
 // maintained pure-Go ORC reader. CSV and Parquet reports are.

@@ -23,6 +23,15 @@ var (
 	// ErrPosition: a resume position cannot be used by this source (it is
 	// not a position, or belongs to another source or another fan-out).
 	ErrPosition = errors.New("unusable resume position")
+	// ErrForeignBucket: a row of an S3 Inventory report names another
+	// bucket than the manifest's sourceBucket. S3 never writes such a
+	// row; a report that has one was tampered with or mixed up, and
+	// following it would aim writes at another bucket.
+	ErrForeignBucket = errors.New("row names another bucket than the report's source bucket")
+	// ErrTooLarge: a data file of an S3 Inventory report is larger than
+	// the bound on what a Parquet file may take on disk while it is read
+	// (S3Inventory.MaxFileBytes).
+	ErrTooLarge = errors.New("data file too large")
 	// ErrAccessDenied: S3 refused a request for lack of permission.
 	ErrAccessDenied = errors.New("access denied")
 	// ErrNotFound: the bucket, the manifest, a report file or the list does

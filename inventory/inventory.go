@@ -26,7 +26,12 @@ type Item struct {
 	// DeleteMarker: the version is a delete marker. Only --all-versions
 	// sources emit delete markers; the pipeline never touches them.
 	DeleteMarker bool
-	Size         int64
+	// UnpairedSuffix: the key ends with Options.ExcludeSuffix, yet no
+	// object KEY (the key without the suffix) exists: an object whose own
+	// key ends in the suffix, or an instruction file its object outlived.
+	// Only with Options.ReportUnpaired.
+	UnpairedSuffix bool
+	Size           int64
 	// ETag in double quotes, as S3 returns it in headers and listings (S3
 	// Inventory reports leave the quotes out; they are added back).
 	ETag         string
@@ -89,6 +94,14 @@ type Options struct {
 	// DefaultExcludeSuffix) before they reach the stream; Excluded counts
 	// them. Empty keeps every key.
 	ExcludeSuffix string
+	// ReportUnpaired delivers the keys that end with ExcludeSuffix although
+	// no object KEY (the key without it) exists, flagged
+	// Item.UnpairedSuffix, instead of dropping them: an object whose own
+	// key ends in the suffix is then reported rather than skipped in
+	// silence. Telling them from instruction files takes bounded memory
+	// and, for a key whose object was not listed before it in its
+	// partition, one ranged GET (see partFilter).
+	ReportUnpaired bool
 	// Shard keeps only the items of one shard; the zero value keeps all.
 	Shard Shard
 	// After resumes an interrupted run: the positions Progress.Positions
@@ -105,15 +118,18 @@ func (o *Options) workers() int {
 	return DefaultWorkers
 }
 
-// filter applies ExcludeSuffix and Shard and counts exclusions.
+// filter applies ExcludeSuffix and Shard and counts exclusions. Sources
+// apply it through partFilter, one per partition.
 type filter struct {
-	suffix   string
-	shard    Shard
-	excluded *atomic.Int64
+	suffix         string
+	shard          Shard
+	excluded       *atomic.Int64
+	reportUnpaired bool
+	client         S3 // looks up objects for ReportUnpaired; may be nil
 }
 
-func (o *Options) filter(excluded *atomic.Int64) filter {
-	return filter{suffix: o.ExcludeSuffix, shard: o.Shard, excluded: excluded}
+func (o *Options) filter(excluded *atomic.Int64, client S3) filter {
+	return filter{suffix: o.ExcludeSuffix, shard: o.Shard, excluded: excluded, reportUnpaired: o.ReportUnpaired, client: client}
 }
 
 // keep reports whether the item for bucket and key goes into the stream.

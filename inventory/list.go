@@ -80,7 +80,7 @@ func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
 		return err
 	}
 	defer r.Close()
-	f := l.filter(&l.excluded)
+	f := l.filter(&l.excluded, l.Client)
 	return deliver(ctx, 2, fn, func(ctx context.Context, out emitter) error {
 		return l.read(ctx, r, line, offset, part, f, out)
 	})
@@ -130,6 +130,7 @@ func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error)
 
 func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, part string, f filter, out emitter) error {
 	lr := newLineReader(r, line, offset)
+	pf := f.partition()
 	batch := make([]Item, 0, listBatch)
 	var fields []string
 	for {
@@ -167,15 +168,20 @@ func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, par
 			}
 			return &Error{Op: "read list", File: l.Path, Line: lr.line, Kind: ErrMalformed, Err: err, Hint: hint}
 		}
-		if !f.keep(rec.Bucket, rec.Key) {
+		keep, unpaired, err := pf.keep(ctx, rec.Bucket, rec.Key)
+		if err != nil {
+			return err
+		}
+		if !keep {
 			continue
 		}
 		batch = append(batch, Item{
-			Bucket:    rec.Bucket,
-			Key:       rec.Key,
-			VersionID: rec.VersionID,
-			IsLatest:  rec.VersionID == "",
-			Position:  part + "#" + strconv.FormatInt(lr.line, 10) + " " + strconv.FormatInt(lr.offset, 10),
+			Bucket:         rec.Bucket,
+			Key:            rec.Key,
+			VersionID:      rec.VersionID,
+			IsLatest:       rec.VersionID == "",
+			UnpairedSuffix: unpaired,
+			Position:       part + "#" + strconv.FormatInt(lr.line, 10) + " " + strconv.FormatInt(lr.offset, 10),
 		})
 		if len(batch) == listBatch {
 			if err := out.send(batch); err != nil {

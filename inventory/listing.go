@@ -129,7 +129,7 @@ func (l *Listing) start() (*listRun, error) {
 	if err := l.Shard.Validate(); err != nil {
 		return nil, fail(err, "")
 	}
-	r := &listRun{l: l, f: l.filter(&l.excluded), workers: l.workers(),
+	r := &listRun{l: l, f: l.filter(&l.excluded, l.Client), workers: l.workers(),
 		op: "list", perms: "listing needs s3:ListBucket on arn:aws:s3:::" + l.Bucket}
 	mode := "current"
 	if l.AllVersions {
@@ -222,6 +222,7 @@ func (r *listRun) list(ctx context.Context, prefix string, level bool, out emitt
 	}
 	pg := r.pager(prefix, delim, from)
 	last := from
+	pf := r.f.partition()
 	for pg.more() {
 		p, err := pg.next(ctx)
 		if err != nil {
@@ -232,9 +233,14 @@ func (r *listRun) list(ctx context.Context, prefix string, level bool, out emitt
 			if !it.DeleteMarker {
 				last = cursor{key: it.Key, version: it.VersionID}
 			}
-			if !r.f.keep(it.Bucket, it.Key) {
+			keep, unpaired, err := pf.keep(ctx, it.Bucket, it.Key)
+			if err != nil {
+				return err
+			}
+			if !keep {
 				continue
 			}
+			it.UnpairedSuffix = unpaired
 			it.Position = id + "#" + joinFields(last.key, last.version)
 			batch = append(batch, it)
 		}

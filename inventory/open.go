@@ -29,8 +29,10 @@ type Spec struct {
 	MaxKeys int32
 	// RawKeys: the keys of a list are not URL-encoded.
 	RawKeys bool
-	// TempDir holds Parquet data files while they are read.
-	TempDir string
+	// TempDir holds Parquet data files while they are read;
+	// MaxParquetBytes bounds each (S3Inventory.MaxFileBytes).
+	TempDir         string
+	MaxParquetBytes int64
 	Options
 }
 
@@ -62,7 +64,8 @@ func Open(ctx context.Context, client S3, spec Spec) (Source, error) {
 		return &Listing{Client: client, Bucket: bucket, Prefix: prefix, AllVersions: spec.AllVersions,
 			Depth: spec.FanOutDepth, Delimiter: spec.Delimiter, MaxKeys: spec.MaxKeys, Options: spec.Options}, nil
 	case spec.Inventory != "":
-		s := &S3Inventory{Client: client, Manifest: spec.Inventory, AllVersions: spec.AllVersions, TempDir: spec.TempDir, Options: spec.Options}
+		s := &S3Inventory{Client: client, Manifest: spec.Inventory, AllVersions: spec.AllVersions, TempDir: spec.TempDir,
+			MaxFileBytes: spec.MaxParquetBytes, Options: spec.Options}
 		m, err := s.ReadManifest(ctx)
 		if err != nil {
 			return nil, err

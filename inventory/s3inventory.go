@@ -41,7 +41,15 @@ import (
 //     temporary file in TempDir while its MD5 is computed, checked, then
 //     read a page at a time. No item of a file that fails the check is
 //     delivered. Disk use is up to Workers data files (S3 writes data
-//     files of up to a few hundred MB).
+//     files of up to a few hundred MB) of at most MaxFileBytes each: a
+//     file the manifest lists as larger fails with ErrTooLarge unread.
+//
+// No data file is read beyond the size its manifest announces.
+//
+// Every row must name the manifest's sourceBucket (or no bucket): a row
+// naming another bucket fails the stream with ErrForeignBucket before it is
+// delivered, so a tampered report cannot aim a run at another bucket.
+// Items before it have been delivered (they are in the source bucket).
 //
 // Without AllVersions only current versions are delivered (rows with
 // IsLatest true, when the report has that column, that are not delete
@@ -59,6 +67,11 @@ type S3Inventory struct {
 	// TempDir holds Parquet files while they are read (default
 	// os.TempDir()).
 	TempDir string
+	// MaxFileBytes bounds the size of a Parquet data file, which is copied
+	// to TempDir before it is read (default DefaultMaxFileBytes): a file
+	// the manifest lists as larger fails with ErrTooLarge before it is
+	// fetched.
+	MaxFileBytes int64
 	Options
 
 	excluded atomic.Int64
@@ -191,7 +204,7 @@ func (s *S3Inventory) Stream(ctx context.Context, fn func(Item) error) error {
 		}
 		cursors[i] = invCursor{row: row, last: p.cursor[1] == "last"}
 	}
-	f := s.filter(&s.excluded)
+	f := s.filter(&s.excluded, s.Client)
 	workers := s.workers()
 	return deliver(ctx, workers, fn, func(ctx context.Context, out emitter) error {
 		g, gctx := errgroup.WithContext(ctx)
@@ -204,7 +217,7 @@ func (s *S3Inventory) Stream(ctx context.Context, fn func(Item) error) error {
 				break
 			}
 			g.Go(func() error {
-				rf := &reportFile{s: s, m: m, file: file, part: parts[i], from: cursors[i].row, f: f, out: out.under(gctx)}
+				rf := &reportFile{s: s, m: m, file: file, part: parts[i], from: cursors[i].row, f: f.partition(), out: out.under(gctx)}
 				if m.FileFormat == FormatCSV {
 					return rf.readCSV(gctx, schema)
 				}
@@ -230,7 +243,7 @@ type reportFile struct {
 	file ManifestFile
 	part string
 	from int64 // rows to skip
-	f    filter
+	f    *partFilter
 	out  emitter
 
 	batch      []Item
@@ -254,7 +267,13 @@ func (r *reportFile) get(ctx context.Context) (io.ReadCloser, error) {
 }
 
 // verify compares what was read with the manifest's size and MD5.
+// Reads stop one byte past the announced size: n above it says no more
+// than that the file is larger.
 func (r *reportFile) verify(h hash.Hash, n int64) error {
+	if n > r.file.Size {
+		return r.fail(0, ErrChecksum, fmt.Errorf("larger than the %d bytes the manifest says (read no further)", r.file.Size),
+			"the data file is corrupt or was replaced: use a complete report, or list the bucket with --source")
+	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	if n != r.file.Size || sum != r.file.MD5 {
 		return r.fail(0, ErrChecksum, fmt.Errorf("read %d bytes with MD5 %s, the manifest says %d bytes with MD5 %s", n, sum, r.file.Size, r.file.MD5),
@@ -301,12 +320,27 @@ func (r *reportFile) finish(lastRow int64) error {
 	return r.out.send(r.batch)
 }
 
-// wants applies the version selection and the filter to a row.
-func (r *reportFile) wants(bucket, key string, latest, hasLatest, deleteMarker bool) bool {
-	if !r.s.AllVersions && (deleteMarker || hasLatest && !latest) {
-		return false
+// sameBucket refuses a row (line is its 1-based row) that names another
+// bucket than the manifest's source bucket: S3 writes none, and following
+// one would aim the run's writes at a bucket the operator never named.
+// Every row is checked, those the filters drop too.
+func (r *reportFile) sameBucket(line int64, bucket string) error {
+	if bucket == r.m.SourceBucket {
+		return nil
 	}
-	return r.f.keep(bucket, key)
+	return r.fail(line, ErrForeignBucket, fmt.Errorf("row names bucket %q, the manifest's sourceBucket is %q", bucket, r.m.SourceBucket),
+		"the report was altered or mixed up with another bucket's: use the report S3 Inventory wrote for the bucket you mean to rotate, or list it with --source")
+}
+
+// wants applies the version selection and the filter to a row, and flags
+// it (Item.UnpairedSuffix).
+func (r *reportFile) wants(ctx context.Context, it *Item, hasLatest bool) (bool, error) {
+	if !r.s.AllVersions && (it.DeleteMarker || hasLatest && !it.IsLatest) {
+		return false, nil
+	}
+	keep, unpaired, err := r.f.keep(ctx, it.Bucket, it.Key)
+	it.UnpairedSuffix = unpaired
+	return keep, err
 }
 
 type hashingReader struct {
@@ -328,7 +362,9 @@ func (r *reportFile) readCSV(ctx context.Context, sc csvSchema) error {
 		return err
 	}
 	defer body.Close()
-	hr := &hashingReader{r: body, h: md5.New()}
+	// One byte more than announced tells a larger file (verify fails);
+	// nothing beyond is read.
+	hr := &hashingReader{r: io.LimitReader(body, r.file.Size+1), h: md5.New()}
 	br := bufio.NewReaderSize(hr, 64<<10)
 	var text io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {
@@ -372,7 +408,12 @@ func (r *reportFile) readCSV(ctx context.Context, sc csvSchema) error {
 		if err != nil {
 			return r.fail(lr.line, ErrMalformed, err, "")
 		}
-		if !r.wants(it.Bucket, it.Key, it.IsLatest, hasLatest, it.DeleteMarker) {
+		if err := r.sameBucket(lr.line, it.Bucket); err != nil {
+			return err
+		}
+		if keep, err := r.wants(ctx, &it, hasLatest); err != nil {
+			return err
+		} else if !keep {
 			continue
 		}
 		if err := r.add(it, lr.line); err != nil {
@@ -479,7 +520,22 @@ type parquetRow struct {
 // parquetBatch is the number of rows read from a Parquet file at once.
 const parquetBatch = 256
 
+// DefaultMaxFileBytes is the default of S3Inventory.MaxFileBytes. S3
+// writes Parquet data files of up to a few hundred MB.
+const DefaultMaxFileBytes = 1 << 30
+
+func (s *S3Inventory) maxFileBytes() int64 {
+	if s.MaxFileBytes > 0 {
+		return s.MaxFileBytes
+	}
+	return DefaultMaxFileBytes
+}
+
 func (r *reportFile) readParquet(ctx context.Context) (err error) {
+	if limit := r.s.maxFileBytes(); r.file.Size > limit {
+		return r.fail(0, ErrTooLarge, fmt.Errorf("the manifest lists it at %d bytes, above the %d bytes a Parquet file may take on disk while it is read", r.file.Size, limit),
+			"raise --inventory-max-file-bytes (each of --list-workers files needs that much room in TMPDIR), or configure the report as CSV, which is streamed")
+	}
 	body, err := r.get(ctx)
 	if err != nil {
 		return err
@@ -492,7 +548,9 @@ func (r *reportFile) readParquet(ctx context.Context) (err error) {
 	defer os.Remove(tmp.Name())
 	defer tmp.Close()
 	h := md5.New()
-	n, err := io.Copy(io.MultiWriter(tmp, h), body)
+	// One byte more than announced tells a larger file; nothing beyond is
+	// copied.
+	n, err := io.Copy(io.MultiWriter(tmp, h), io.LimitReader(body, r.file.Size+1))
 	body.Close()
 	if err != nil {
 		if ctx.Err() != nil {
@@ -547,7 +605,12 @@ func (r *reportFile) readParquet(ctx context.Context) (err error) {
 			if err := checkKey(it.Key); err != nil {
 				return r.fail(row, ErrMalformed, err, "")
 			}
-			if !r.wants(it.Bucket, it.Key, it.IsLatest, hasLatest, it.DeleteMarker) {
+			if err := r.sameBucket(row, it.Bucket); err != nil {
+				return err
+			}
+			if keep, err := r.wants(ctx, &it, hasLatest); err != nil {
+				return err
+			} else if !keep {
 				continue
 			}
 			if err := r.add(it, row); err != nil {

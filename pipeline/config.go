@@ -50,6 +50,10 @@ type Config struct {
 	Shard string `json:"shard,omitempty"`
 	// ListWorkers bounds the partitions listed at once.
 	ListWorkers int `json:"list_workers,omitempty"`
+	// InventoryMaxFileBytes bounds each Parquet data file of an S3
+	// Inventory report, copied to disk while it is read (default
+	// inventory.DefaultMaxFileBytes).
+	InventoryMaxFileBytes int64 `json:"inventory_max_file_bytes,omitempty"`
 	// InstructionSuffix of instruction files (default ".instruction").
 	InstructionSuffix string `json:"instruction_suffix,omitempty"`
 	// Commit options (see commit.Options).
@@ -70,6 +74,16 @@ type Config struct {
 	// under a --from key are deleted once the key's current version is
 	// re-encrypted, unless Object Lock protects them.
 	DeleteOldVersions bool `json:"delete_old_versions,omitempty"`
+	// ExpectedBucketOwner is the AWS account id (12 digits) every bucket
+	// the run reads or writes must belong to: it is sent on every S3
+	// request (awsx.ExpectedBucketOwner), and S3 answers AccessDenied for
+	// a bucket of another account. Empty sends none.
+	ExpectedBucketOwner string `json:"expected_bucket_owner,omitempty"`
+	// CheckACL reads the ACL of every object (and instruction file) before
+	// it is rewritten, and leaves untouched those with grants beyond the
+	// owner's FULL_CONTROL, which a rewrite would drop
+	// (CodeACLWouldBeDropped).
+	CheckACL bool `json:"check_acl,omitempty"`
 }
 
 // format returns the envelope format Format names (0: keep).
@@ -133,8 +147,13 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("--shard: %w", err)
 		}
 	}
-	if c.Concurrency < 0 || c.KMSRPS < 0 || c.S3RPS < 0 || c.HSMSessions < 0 {
-		return errors.New("--concurrency, --kms-rps, --s3-rps and --hsm-sessions must not be negative")
+	if c.ExpectedBucketOwner != "" {
+		if err := awsx.CheckAccountID(c.ExpectedBucketOwner); err != nil {
+			return fmt.Errorf("--expected-bucket-owner: %w (the account that owns the buckets, as in arn:aws:iam::ACCOUNT:root)", err)
+		}
+	}
+	if c.Concurrency < 0 || c.KMSRPS < 0 || c.S3RPS < 0 || c.HSMSessions < 0 || c.InventoryMaxFileBytes < 0 {
+		return errors.New("--concurrency, --kms-rps, --s3-rps, --hsm-sessions and --inventory-max-file-bytes must not be negative")
 	}
 	return nil
 }
@@ -181,6 +200,11 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 	if cfg.S3RPS > 0 {
 		e.S3Limit = rate.NewLimiter(rate.Limit(cfg.S3RPS), max(1, int(cfg.S3RPS)))
 		s3Opts = append(s3Opts, func(o *s3.Options) { o.APIOptions = append(o.APIOptions, awsx.RateLimit(e.S3Limit)) })
+	}
+	if cfg.ExpectedBucketOwner != "" {
+		s3Opts = append(s3Opts, func(o *s3.Options) {
+			o.APIOptions = append(o.APIOptions, awsx.ExpectedBucketOwner(cfg.ExpectedBucketOwner))
+		})
 	}
 	e.S3 = awsx.S3(awsCfg, s3Opts...)
 	e.Commit = commit.New(e.S3, commit.Options{
@@ -238,8 +262,12 @@ func (e *Env) Core(runID, owner string) *Core {
 		l = e.Ledger
 	}
 	mode := e.Config.mode()
+	var s3c Committer = e.Commit
+	if e.Config.CheckACL {
+		s3c = ACLGuard(e.Commit, e.Commit)
+	}
 	c := &Core{
-		S3: e.Commit, Ledger: l, To: e.To, From: e.From, Mode: mode,
+		S3: s3c, Ledger: l, To: e.To, From: e.From, Mode: mode,
 		RunID: runID, Owner: owner, InstructionSuffix: e.Config.InstructionSuffix,
 		Parse: envelope.ParseOptions{AllowLegacy: true}, KeyFor: e.keyFor,
 	}
@@ -278,8 +306,12 @@ func (e *Env) Engine() *reencrypt.Engine {
 	e.engineMu.Lock()
 	defer e.engineMu.Unlock()
 	if e.engine == nil {
+		var w reencrypt.Writer = e.Commit
+		if e.Config.CheckACL {
+			w = ACLGuardWriter(e.Commit, e.Commit, e.Config.InstructionSuffix)
+		}
 		e.engine = &reencrypt.Engine{
-			Reader: e.S3, Writer: e.Commit,
+			Reader: e.S3, Writer: w,
 			PartSize: e.Config.PartSize, PartsInFlight: e.Config.PartsInFlight, Memory: e.Config.ReencryptMemory,
 		}
 	}
@@ -294,8 +326,11 @@ func (e *Env) Source(ctx context.Context, after []string) (inventory.Source, err
 	}
 	spec := inventory.Spec{
 		Source: e.Config.Source, Inventory: e.Config.Inventory, List: e.Config.List,
-		AllVersions: e.Config.AllVersions, TempDir: os.TempDir(),
-		Options: inventory.Options{Workers: e.Config.ListWorkers, ExcludeSuffix: suffix, After: after},
+		AllVersions: e.Config.AllVersions, TempDir: os.TempDir(), MaxParquetBytes: e.Config.InventoryMaxFileBytes,
+		// Keys that end with the suffix while no object KEY exists are
+		// delivered (flagged) rather than dropped: an encrypted object whose
+		// own key ends in the suffix is rotated, not skipped in silence.
+		Options: inventory.Options{Workers: e.Config.ListWorkers, ExcludeSuffix: suffix, ReportUnpaired: true, After: after},
 	}
 	if e.Config.Shard != "" {
 		sh, err := inventory.ParseShard(e.Config.Shard)
@@ -324,15 +359,25 @@ func (e *Env) Close() error {
 func (c *Config) Describe() string {
 	var b strings.Builder
 	src := c.Source + c.Inventory + c.List
-	fmt.Fprintf(&b, "%s %s -> %s", c.mode(), src, c.To)
+	fmt.Fprintf(&b, "%s %s -> %s", c.mode(), src, rewrap.RedactSpec(c.To))
 	if len(c.From) > 0 {
-		fmt.Fprintf(&b, " (from %s)", strings.Join(c.From, ", "))
+		from := make([]string, len(c.From))
+		for i, f := range c.From {
+			from[i] = rewrap.RedactSpec(f)
+		}
+		fmt.Fprintf(&b, " (from %s)", strings.Join(from, ", "))
 	}
 	if c.Format != "" {
 		fmt.Fprintf(&b, " format %s", c.Format)
 	}
 	if c.DeleteOldVersions {
 		b.WriteString(" deleting older versions")
+	}
+	if c.CheckACL {
+		b.WriteString(" checking ACLs")
+	}
+	if c.ExpectedBucketOwner != "" {
+		fmt.Fprintf(&b, " buckets owned by %s", c.ExpectedBucketOwner)
 	}
 	if c.Shard != "" {
 		fmt.Fprintf(&b, " shard %s", c.Shard)

@@ -176,6 +176,11 @@ func (cl *Classification) Placement() string {
 // down): the caller should stop the run. Per-object failures are in the
 // outcome, and the object is left as it was.
 func (c *Core) Process(ctx context.Context, it inventory.Item) (Outcome, error) {
+	o, err := c.process(ctx, it)
+	return c.NoteUnpairedSuffix(it, o), err
+}
+
+func (c *Core) process(ctx context.Context, it inventory.Item) (Outcome, error) {
 	o := Outcome{Bucket: it.Bucket, Key: it.Key, VersionID: it.VersionID, Action: ActionSkip}
 	if it.DeleteMarker {
 		return o.skip(CodeDeleteMarker, "delete marker: never touched"), nil

@@ -24,6 +24,14 @@
 //     checkpoint (ReconcileRun).
 //   - Settle: at the end of a run, checkpoints the run still holds are given
 //     up, their multipart uploads aborted (SettleUploads).
+//   - Unpaired suffix key: a key ending in the instruction suffix although
+//     no object KEY exists. It is no instruction file of a listed object:
+//     the source delivers it, it is processed as an object, and its report
+//     row says why it is there (NoteUnpairedSuffix).
+//   - ACL check (--check-acl): a rewrite gives an object its bucket's
+//     default ACL. ACLGuard and ACLGuardWriter read the ACL of what is about
+//     to be overwritten and refuse when grants would be dropped
+//     (CodeACLWouldBeDropped); MakePlan counts those objects.
 //
 // Stages are errgroup goroutines joined by channels with bounded workers;
 // every send selects on the context. A failure of one object is reported and

@@ -70,6 +70,16 @@ const (
 	// CodeWithCurrent: an older version met in the listing is handled by
 	// the worker of its key's current version (--delete-old-versions).
 	CodeWithCurrent = "HandledWithCurrentVersion"
+	// CodeUnpairedInstructionFile: a key that ends with the instruction
+	// suffix although no object KEY (the key without it) exists, and that
+	// is no encrypted object either: most likely an instruction file its
+	// object outlived. It is left as it is.
+	CodeUnpairedInstructionFile = "UnpairedInstructionFile"
+	// CodeACLWouldBeDropped: the object's ACL grants more than its owner's
+	// FULL_CONTROL (commit.ErrACLWouldBeDropped). Any rewrite gives the new
+	// object the bucket's default ACL, so with --check-acl the object is
+	// left untouched and reported.
+	CodeACLWouldBeDropped = "ObjectACLWouldBeDropped"
 	// CodeInstructionVersion: an older version of an object whose envelope
 	// lives in an instruction file: which key wraps it cannot be told.
 	CodeInstructionVersion = "InstructionFileVersionUnknown"
@@ -125,6 +135,8 @@ func (o Outcome) fromError(what string, err error) (out Outcome, systemic bool) 
 		o.Status = StatusChanged
 	case errors.Is(err, commit.ErrGone):
 		o = o.skip(CodeGone, "deleted since it was listed")
+	case errors.Is(err, commit.ErrACLWouldBeDropped):
+		o = o.fail(CodeACLWouldBeDropped, msg)
 	case errors.Is(err, commit.ErrAccessDenied):
 		o = o.fail(CodeAccessDenied, msg)
 	case errors.Is(err, commit.ErrNotCurrent):

@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -12,6 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/rewrap"
@@ -83,6 +85,18 @@ type Plan struct {
 	// ByAction counts by action: "rewrap", "reencrypt", "skip: CODE",
 	// "failed: CODE".
 	ByAction map[string]int64 `json:"by_action"`
+	// UnpairedSuffix counts the keys that end with the instruction suffix
+	// although no object KEY exists (inventory.Item.UnpairedSuffix): they
+	// are classified as objects, and counted in the maps above too.
+	UnpairedSuffix int64 `json:"unpaired_suffix_keys,omitempty"`
+	// ACLChecked: the ACLs of what the run would rewrite were read
+	// (PlanOptions.ACL); ACLNotChecked says why not when they were asked
+	// for and could not be. ACLGrants counts the objects whose ACL grants
+	// more than the owner's FULL_CONTROL: a run with --check-acl leaves
+	// them untouched (CodeACLWouldBeDropped), one without drops the grants.
+	ACLChecked    bool   `json:"acl_checked"`
+	ACLNotChecked string `json:"acl_not_checked,omitempty"`
+	ACLGrants     int64  `json:"objects_with_acl_grants"`
 	// ReencryptBytes is the content a re-encryption run reads and writes
 	// again (each byte once each way).
 	ReencryptBytes int64 `json:"reencrypt_bytes,omitempty"`
@@ -106,6 +120,9 @@ type PlanOptions struct {
 	MultipartThreshold int64
 	// KMSLatency is the assumed latency of one KMS request (default 15ms).
 	KMSLatency time.Duration
+	// ACL, when set (--check-acl), reads the ACL of what the run would
+	// rewrite, and counts the objects whose grants a rewrite would drop.
+	ACL ACLReader
 }
 
 // MakePlan classifies every item of src with c (which must be a DryRun
@@ -119,6 +136,8 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 	}
 	var mu sync.Mutex
 	var headNanos, heads atomic.Int64
+	var noACLs atomic.Bool
+	p.ACLChecked = o.ACL != nil
 	g, gctx := errgroup.WithContext(ctx)
 	items := make(chan inventory.Item, workers)
 	g.Go(func() error { return inventory.Send(gctx, src, items) })
@@ -132,8 +151,19 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 				if err := gctx.Err(); err != nil {
 					return err
 				}
+				var acl aclResult
+				if o.ACL != nil && !done && !noACLs.Load() {
+					acl = checkPlanACL(gctx, c, o.ACL, cl)
+					if errors.Is(acl.err, commit.ErrNoACLs) {
+						noACLs.Store(true)
+					}
+				}
 				mu.Lock()
-				p.add(c, it, cl, out, done, o)
+				if acl.err != nil && errors.Is(acl.err, commit.ErrNoACLs) {
+					p.ACLChecked, p.ACLNotChecked = false, "the S3 server does not implement object ACLs"
+				}
+				p.Requests["s3:GetObjectAcl"] += acl.reads
+				p.add(c, it, cl, out, done, o, acl.err)
 				mu.Unlock()
 			}
 			return nil
@@ -150,9 +180,39 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 	return p, nil
 }
 
+// aclResult is what --check-acl found about one object: how many ACLs were
+// read, and the error (commit.ErrACLWouldBeDropped for grants) that would
+// leave it untouched.
+type aclResult struct {
+	reads int64
+	err   error
+}
+
+// checkPlanACL reads the ACLs of what a run would rewrite for cl, as the
+// run's --check-acl does (aclCommitter, aclWriter).
+func checkPlanACL(ctx context.Context, c *Core, acl ACLReader, cl *Classification) aclResult {
+	action, _, _ := c.Decide(cl)
+	if action != ActionRewrap && action != ActionReencrypt || cl.Obj.Noncurrent {
+		return aclResult{}
+	}
+	var r aclResult
+	for _, obj := range aclTargets(cl, action) {
+		r.reads++
+		if r.err = checkGrants(ctx, acl, obj); r.err != nil {
+			return r
+		}
+	}
+	return r
+}
+
 // add counts one classified item and the requests a run would spend on it.
-func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions) {
+// aclErr is what --check-acl found (nil: nothing against a rewrite).
+func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions, aclErr error) {
 	p.Objects++
+	if it.UnpairedSuffix {
+		p.UnpairedSuffix++
+		out = c.NoteUnpairedSuffix(it, out)
+	}
 	p.Bytes += it.Size
 	if it.DeleteMarker {
 		p.ByAction["skip: "+CodeDeleteMarker]++
@@ -183,6 +243,17 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	}
 	p.ByKey[key]++
 	p.ByFormat[cl.Env.Format.String()+" "+cl.Placement()]++
+	switch {
+	case aclErr == nil, errors.Is(aclErr, commit.ErrNoACLs):
+	case errors.Is(aclErr, commit.ErrACLWouldBeDropped):
+		p.ACLGrants++
+		p.ByAction[string(StatusFailed)+": "+CodeACLWouldBeDropped]++
+		return
+	default:
+		out = out.fromS3Error("read the ACL", aclErr)
+		p.ByAction[string(out.Status)+": "+out.ErrorCode]++
+		return
+	}
 	action, code, _ := c.Decide(cl)
 	switch action {
 	case ActionSkip:

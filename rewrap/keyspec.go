@@ -74,28 +74,80 @@ type SpecError struct {
 }
 
 func (e *SpecError) Error() string {
-	return fmt.Sprintf("key spec %q: %s (example: %s)", redactPIN(e.Spec), e.Reason, e.Example)
+	return fmt.Sprintf("key spec %q: %s (example: %s)", RedactSpec(e.Spec), e.Reason, e.Example)
 }
 
-// redactPIN hides the value of any pin-value attribute, so that an error
-// never echoes a PIN someone put where it does not belong.
-func redactPIN(spec string) string {
+// RedactSpec returns spec fit to print: the value of every attribute whose
+// name mentions a PIN (pin-value, pin-source, and misspellings of them) is
+// replaced by **redacted**, unless it is a well-formed pin-source
+// (file:/path or env:NAME), which names a secret without being one. A PIN
+// typed where its source belongs (pin-source=1234abcd) is thus never echoed,
+// whatever else is wrong with the spec.
+func RedactSpec(spec string) string {
 	var b strings.Builder
-	for {
-		i := strings.Index(strings.ToLower(spec), "pin-value=")
-		if i < 0 {
-			b.WriteString(spec)
-			return b.String()
+	for spec != "" {
+		end := strings.IndexAny(spec, ";&?")
+		if end < 0 {
+			end = len(spec)
 		}
-		i += len("pin-value=")
-		b.WriteString(spec[:i] + "**redacted**")
-		spec = spec[i:]
-		if j := strings.IndexAny(spec, ";&?"); j >= 0 {
-			spec = spec[j:]
-		} else {
-			spec = ""
+		b.WriteString(redactAttr(spec[:end]))
+		if end < len(spec) {
+			b.WriteByte(spec[end])
+			end++
+		}
+		spec = spec[end:]
+	}
+	return b.String()
+}
+
+// redactAttr redacts one name=value attribute of a spec (the first may
+// carry the kind prefix, as in pkcs11:pin-source=...).
+func redactAttr(attr string) string {
+	name, val, ok := strings.Cut(attr, "=")
+	lname := strings.ToLower(name)
+	if !strings.Contains(lname, "pin") {
+		return attr
+	}
+	if !ok {
+		return redacted // pin-source:1234, or the PIN alone
+	}
+	if lname[strings.LastIndex(lname, ":")+1:] == "pin-source" {
+		if v, err := url.PathUnescape(val); err == nil && wellFormedSecretSource(v) {
+			return attr
 		}
 	}
+	return name + "=" + redacted
+}
+
+const redacted = "**redacted**"
+
+// wellFormedSecretSource reports whether source is file:/PATH (an absolute
+// path, as in a file URI) or env:NAME (NAME a portable environment
+// variable name). Anything else may be the secret itself, typed by mistake
+// (file:1234abcd too), and must not be printed.
+func wellFormedSecretSource(source string) bool {
+	if p, ok := strings.CutPrefix(source, "file:"); ok {
+		return strings.HasPrefix(p, "/") && !strings.ContainsAny(p, "\x00\n\r")
+	}
+	if n, ok := strings.CutPrefix(source, "env:"); ok {
+		return validEnvName(n)
+	}
+	return false
+}
+
+// validEnvName reports whether n is a POSIX environment variable name:
+// letters, digits and '_', not starting with a digit.
+func validEnvName(n string) bool {
+	if n == "" || (n[0] >= '0' && n[0] <= '9') {
+		return false
+	}
+	for i := 0; i < len(n); i++ {
+		c := n[i]
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *SpecError) Unwrap() error { return ErrBadSpec }
@@ -234,8 +286,9 @@ func ParsePKCS11URI(s string) (*PKCS11URI, error) {
 		case "module-path":
 			u.ModulePath = v
 		case "pin-source":
-			if !strings.HasPrefix(v, "file:") && !strings.HasPrefix(v, "env:") {
-				return fmt.Errorf("pin-source=%s: want file:/path or env:NAME", v)
+			if !wellFormedSecretSource(v) {
+				// Never echo v: it may be the PIN itself.
+				return errors.New("pin-source: want file:/path or env:NAME naming where the PIN is kept (an absolute path), never the PIN itself")
 			}
 			u.PINSource = v
 		case "pin-value":
@@ -258,7 +311,7 @@ func ParsePKCS11URI(s string) (*PKCS11URI, error) {
 		for _, attr := range strings.Split(group.text, group.sep) {
 			name, val, ok := strings.Cut(attr, "=")
 			if !ok || name == "" {
-				return bad(fmt.Sprintf("attribute %q is not name=value", attr))
+				return bad(fmt.Sprintf("attribute %q is not name=value", redactAttr(attr)))
 			}
 			name = strings.ToLower(name)
 			if queryAttrs[name] && !group.query && name != "pin-value" {
@@ -346,6 +399,9 @@ func escape(v string) string {
 // trimmed) or "env:NAME". A secret is never accepted as a literal.
 func ReadSecret(source string) ([]byte, error) {
 	switch {
+	case !wellFormedSecretSource(source):
+		// Do not echo source: it may be the secret itself.
+		return nil, errors.New("read secret: want a source of the form file:/path or env:NAME (secrets are never accepted as literal values)")
 	case strings.HasPrefix(source, "file:"):
 		p := strings.TrimPrefix(source, "file:")
 		b, err := os.ReadFile(p)
@@ -353,15 +409,12 @@ func ReadSecret(source string) ([]byte, error) {
 			return nil, fmt.Errorf("read secret: %w (hint: the file named by %s must exist and be readable)", err, source)
 		}
 		return []byte(strings.TrimRight(string(b), "\r\n")), nil
-	case strings.HasPrefix(source, "env:"):
+	default: // env:NAME
 		name := strings.TrimPrefix(source, "env:")
 		v, ok := os.LookupEnv(name)
 		if !ok || v == "" {
 			return nil, fmt.Errorf("read secret: environment variable %s is not set", name)
 		}
 		return []byte(v), nil
-	default:
-		// Do not echo source: it may be the secret itself.
-		return nil, errors.New("read secret: want a source of the form file:/path or env:NAME (secrets are never accepted as literal values)")
 	}
 }

@@ -215,7 +215,8 @@ func TestCLIKilledAndResumedIsExactlyOnce(t *testing.T) {
 	}
 	code, o := f.rotator(t, "resume", "--run-id", runID, "--ledger", ledgerPath, "--no-progress")
 	if code != exitOK {
-		t.Fatalf("resume exit %d:\n%s", code, o)
+		rep, _ := os.ReadFile(filepath.Join(f.dir, "rotator-report-"+runID+".csv"))
+		t.Fatalf("resume exit %d:\n%s\nreport:\n%s", code, o, failedRows(string(rep)))
 	}
 	code, o = f.rotator(t, "status", "--run-id", runID, "--ledger", ledgerPath)
 	if code != 0 || !strings.Contains(o, ": done") {
@@ -470,4 +471,15 @@ func diffState(before, after map[string]objectState) []string {
 	}
 	slices.Sort(d)
 	return d
+}
+
+// failedRows returns the report rows that are not successes or skips.
+func failedRows(report string) string {
+	var out []string
+	for _, l := range strings.Split(report, "\n") {
+		if !strings.Contains(l, ",succeeded,") && !strings.Contains(l, ",skipped,") {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -52,6 +52,7 @@ func parse(fs *flag.FlagSet, args []string) (help bool, err error) {
 func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.Source, "source", "", "list the objects of `s3://BUCKET[/PREFIX]`")
 	fs.StringVar(&c.Inventory, "inventory", "", "read the objects from an S3 Inventory report: `s3://BUCKET/.../manifest.json`")
+	fs.Int64Var(&c.InventoryMaxFileBytes, "inventory-max-file-bytes", 0, "with --inventory: the largest Parquet data file read, in bytes (default 1 GiB); each is copied to TMPDIR while it is read, --list-workers at once")
 	fs.StringVar(&c.List, "list", "", "read the objects from a CSV `FILE` (or s3://BUCKET/KEY) of bucket,key[,version] lines, keys URL-encoded like S3 Batch Operations manifests")
 	fs.BoolVar(&c.AllVersions, "all-versions", false, "consider every version of every key (older versions are reported, never changed in place)")
 	fs.Var((*stringList)(&c.From), "from", "only objects wrapped under this key `SPEC` (repeatable); needed to unwrap local, HSM and cross-region KMS keys")
@@ -60,6 +61,7 @@ func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.IntVar(&c.ListWorkers, "list-workers", 0, "prefixes or report files listed at once (default 8)")
 	fs.IntVar(&c.Concurrency, "concurrency", pipeline.DefaultWorkers, "objects processed at once")
 	fs.Float64Var(&c.S3RPS, "s3-rps", 0, "cap on S3 requests per second (0: none)")
+	fs.StringVar(&c.ExpectedBucketOwner, "expected-bucket-owner", "", "the AWS `ACCOUNT` id (12 digits) that must own every bucket read or written (the --source bucket, the report's and the list's): sent on every S3 request, a bucket of another account answers AccessDenied")
 }
 
 // runFlags binds the flags of run (and plan's budget flags).
@@ -77,4 +79,5 @@ func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.BoolVar(&c.NoMultipartChecksum, "s3-no-multipart-checksum", false, "create multipart copies without a checksum algorithm (for S3-compatible servers that compute part checksums wrongly)")
 	fs.BoolVar(&c.NoDestinationIfMatch, "s3-no-destination-if-match", false, "leave out If-Match on copy destinations (for S3-compatible servers that reject it)")
 	fs.BoolVar(&c.CopyObjectLock, "copy-object-lock", false, "give rewritten objects the Object Lock retention and legal hold of the original")
+	fs.BoolVar(&c.CheckACL, "check-acl", false, "read each object's ACL (s3:GetObjectAcl) before rewriting it, and leave untouched those that grant more than their owner's FULL_CONTROL: a rewrite gives an object the bucket's default ACL (not needed where ACLs are disabled, the default since 2023)")
 }

@@ -40,10 +40,14 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	core := env.Core("plan", "")
-	p, err := pipeline.MakePlan(ctx, core, src, pipeline.PlanOptions{
+	po := pipeline.PlanOptions{
 		Concurrency: cfg.Concurrency, KMSRPS: cfg.KMSRPS, S3RPS: cfg.S3RPS, Prices: prices,
 		DynamoDBLedger: true, MultipartThreshold: cfg.MultipartThreshold,
-	})
+	}
+	if cfg.CheckACL {
+		po.ACL = env.Commit
+	}
+	p, err := pipeline.MakePlan(ctx, core, src, po)
 	if err != nil {
 		return err
 	}
@@ -82,6 +86,23 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	}
 	fmt.Fprintf(w, "\nestimated duration: %s (bound by %s; measured S3 latency %s)\n",
 		p.Duration.Round(time.Second), p.Bound, p.HeadLatency.Round(time.Microsecond))
+	switch {
+	case p.ACLChecked:
+		fmt.Fprintf(w, "\nobject ACLs: checked; %d objects grant more than their owner's FULL_CONTROL: a rewrite would drop those grants, so the run leaves them untouched (%s)\n",
+			p.ACLGrants, pipeline.CodeACLWouldBeDropped)
+	case p.ACLNotChecked != "":
+		fmt.Fprintf(w, "\nobject ACLs: not checked: %s\n", p.ACLNotChecked)
+	default:
+		fmt.Fprintf(w, "\nobject ACLs: not checked (a rewrite gives an object its bucket's default ACL, dropping other grants; --check-acl reads each one and leaves those objects untouched)\n")
+	}
+	if p.UnpairedSuffix > 0 {
+		suffix := cfg.InstructionSuffix
+		if suffix == "" {
+			suffix = ".instruction"
+		}
+		fmt.Fprintf(w, "\nnote: %d keys end with %s although no object of that name without it exists: they are no instruction files of the objects listed, and are processed as objects (an instruction file left behind is reported %s and left as it is).\n",
+			p.UnpairedSuffix, suffix, pipeline.CodeUnpairedInstructionFile)
+	}
 	if p.ByKey[pipeline.KeyUnknown] > 0 {
 		fmt.Fprintf(w, "\nnote: %d KMS-wrapped objects do not name their KMS key (the S3 Encryption Client stores none); the run learns it from KMS ReEncrypt and skips those already under the target.\n", p.ByKey[pipeline.KeyUnknown])
 	}

@@ -12,6 +12,11 @@
 //     on purpose would exhaust it and fail objects that would succeed a
 //     moment later, so rotator turns it off and relies on its own request
 //     budgets (rate limits per service) and the adaptive limiter.
+//   - Expected bucket owner: the account id S3 checks a bucket against
+//     (x-amz-expected-bucket-owner) before it serves a request, so that a
+//     bucket deleted and re-created under the same name by another account
+//     is refused (403 AccessDenied) rather than read or written.
+//     ExpectedBucketOwner sends it on every request that takes it.
 package awsx
 
 import (

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"bytes"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/parquet-go/parquet-go"
+)
+
+// --inventory-max-file-bytes reaches the report reader: a Parquet data file
+// above it is refused, unread, with a hint naming the flag; at its size it
+// is read.
+func TestCLIInventoryMaxFileBytes(t *testing.T) {
+	f := newCLIFixture(t, 2)
+	type row struct {
+		Bucket string `parquet:"bucket"`
+		Key    string `parquet:"key"`
+	}
+	var pq bytes.Buffer
+	w := parquet.NewGenericWriter[row](&pq)
+	for _, o := range f.objs {
+		if _, err := w.Write([]row{{f.bucket, o.Key}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	put := func(key string, body []byte) {
+		if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: aws.String(key), Body: bytes.NewReader(body)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("inv/data/a.parquet", pq.Bytes())
+	sum := md5.Sum(pq.Bytes())
+	put("inv/manifest.json", fmt.Appendf(nil, `{"sourceBucket":%q,"destinationBucket":"arn:aws:s3:::%s","fileFormat":"Parquet","fileSchema":"message s3.inventory { }","files":[{"key":"inv/data/a.parquet","size":%d,"MD5checksum":%q}]}`,
+		f.bucket, f.bucket, pq.Len(), hex.EncodeToString(sum[:])))
+	args := []string{"plan", "--inventory", "s3://" + f.bucket + "/inv/manifest.json", "--to", "kms:" + f.arnB, "--inventory-max-file-bytes"}
+	code, out := f.rotator(t, append(args, strconv.Itoa(pq.Len()-1))...)
+	if code != exitFatal || !strings.Contains(out, "data file too large") || !strings.Contains(out, "--inventory-max-file-bytes") {
+		t.Errorf("a file above the bound: exit %d, want %d, data file too large and a hint:\n%s", code, exitFatal, out)
+	}
+	code, out = f.rotator(t, append(args, strconv.Itoa(pq.Len()))...)
+	if code != exitOK || !strings.Contains(out, fmt.Sprintf("%d objects", len(f.objs))) {
+		t.Errorf("a file at the bound: exit %d, want %d and %d objects:\n%s", code, exitOK, len(f.objs), out)
+	}
+}
