@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -170,10 +171,11 @@ type Env struct {
 	Commit  *commit.Committer
 	S3Limit *rate.Limiter
 
-	// engine is the re-encryption engine of the run last given to Core;
-	// its memory budget is shared by all the run's workers.
+	// engine is the process's re-encryption engine; its memory budget is
+	// shared by all workers.
 	engineMu sync.Mutex
 	engine   *reencrypt.Engine
+	wrapKey  func(rewrap.Keyring) rewrap.Keyring
 }
 
 // OpenOptions adjust Open.
@@ -182,6 +184,18 @@ type OpenOptions struct {
 	NoLedger bool
 	// NoKeys opens no keyring (plan without key access).
 	NoKeys bool
+	// AWS, when set, is the AWS configuration every client is built from
+	// instead of the standard chain (its APIOptions reach the S3, KMS and
+	// DynamoDB clients alike).
+	AWS *aws.Config
+	// KMSMaxAttempts and KMSMaxBackoff shape the KMS clients' retries
+	// (0: rewrap's defaults).
+	KMSMaxAttempts int
+	KMSMaxBackoff  time.Duration
+	// WrapLedger and WrapKeyring, when set, wrap the ledger and every
+	// keyring Open opens (the fault-injection tests go through them).
+	WrapLedger  func(ledger.Ledger) ledger.Ledger
+	WrapKeyring func(rewrap.Keyring) rewrap.Keyring
 }
 
 // Open builds the clients, keyrings and ledger of cfg. AWS configuration
@@ -191,11 +205,14 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	awsCfg, err := awsx.Load(ctx, awsx.Options{})
-	if err != nil {
+	var awsCfg aws.Config
+	var err error
+	if o.AWS != nil {
+		awsCfg = *o.AWS
+	} else if awsCfg, err = awsx.Load(ctx, awsx.Options{}); err != nil {
 		return nil, err
 	}
-	e := &Env{Config: cfg, AWS: awsCfg}
+	e := &Env{Config: cfg, AWS: awsCfg, wrapKey: o.WrapKeyring}
 	var s3Opts []func(*s3.Options)
 	if cfg.S3RPS > 0 {
 		e.S3Limit = rate.NewLimiter(rate.Limit(cfg.S3RPS), max(1, int(cfg.S3RPS)))
@@ -220,12 +237,13 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 		}
 	}()
 	if !o.NoKeys {
-		e.Deps = &rewrap.Deps{AWS: awsCfg, Limits: rewrap.Limits{KMSRPS: cfg.KMSRPS}, PKCS11PoolSize: cfg.HSMSessions}
-		if e.To, err = openKey(ctx, cfg.To, e.Deps); err != nil {
+		e.Deps = &rewrap.Deps{AWS: awsCfg, Limits: rewrap.Limits{KMSRPS: cfg.KMSRPS}, PKCS11PoolSize: cfg.HSMSessions,
+			KMSMaxAttempts: o.KMSMaxAttempts, KMSMaxBackoff: o.KMSMaxBackoff}
+		if e.To, err = e.openKey(ctx, cfg.To); err != nil {
 			return nil, fmt.Errorf("--to: %w", err)
 		}
 		for _, f := range cfg.From {
-			k, err := openKey(ctx, f, e.Deps)
+			k, err := e.openKey(ctx, f)
 			if err != nil {
 				return nil, fmt.Errorf("--from: %w", err)
 			}
@@ -236,20 +254,32 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 		if cfg.Ledger == "" {
 			return nil, errors.New("no ledger: give --ledger (a file path or dynamodb://TABLE)")
 		}
-		if e.Ledger, err = ledger.Open(ctx, cfg.Ledger); err != nil {
+		var lopts []ledger.Option
+		if o.AWS != nil {
+			lopts = append(lopts, ledger.WithAWSConfig(awsCfg))
+		}
+		if e.Ledger, err = ledger.Open(ctx, cfg.Ledger, lopts...); err != nil {
 			return nil, err
+		}
+		if o.WrapLedger != nil {
+			e.Ledger = o.WrapLedger(e.Ledger)
 		}
 	}
 	ok = true
 	return e, nil
 }
 
-func openKey(ctx context.Context, spec string, d *rewrap.Deps) (rewrap.Keyring, error) {
+// openKey opens the keyring of a key spec.
+func (e *Env) openKey(ctx context.Context, spec string) (rewrap.Keyring, error) {
 	s, err := rewrap.ParseSpec(spec)
 	if err != nil {
 		return nil, err
 	}
-	return rewrap.Open(ctx, s, d)
+	k, err := rewrap.Open(ctx, s, e.Deps)
+	if err != nil || e.wrapKey == nil {
+		return k, err
+	}
+	return e.wrapKey(k), nil
 }
 
 // Core returns the per-object core of the run runID for this process:
@@ -293,9 +323,9 @@ func (e *Env) keyFor(ctx context.Context, id string) (rewrap.Keyring, error) {
 	}
 	switch {
 	case strings.HasPrefix(id, "arn:"):
-		return openKey(ctx, "kms:"+id, e.Deps)
+		return e.openKey(ctx, "kms:"+id)
 	case strings.HasPrefix(id, "pkcs11:"):
-		return openKey(ctx, id, e.Deps)
+		return e.openKey(ctx, id)
 	}
 	return nil, fmt.Errorf("key %s cannot be opened from its id: name it with --to or --from", id)
 }
