@@ -80,13 +80,20 @@ func AcquireRunLease(ctx context.Context, l LeaseLedger, runID, name string, o L
 	_, _ = rand.Read(nonce[:])
 	want := ledger.Lease{Run: runID, Name: name, Host: o.Host, PID: o.PID,
 		Holder: fmt.Sprintf("%s-%d-%s", o.Host, o.PID, hex.EncodeToString(nonce[:]))}
-	for {
+	for attempt := 1; ; attempt++ {
 		got, err := l.AcquireLease(ctx, want, o.TTL, o.TakeOver)
 		if err == nil {
 			return &RunLease{l: l, ttl: o.TTL, lease: got}, nil
 		}
 		var held *ledger.LeaseHeldError
-		if !o.Wait || !errors.As(err, &held) {
+		switch {
+		case errors.As(err, &held) && held.Lease.Holder == want.Holder, !errors.As(err, &held) && attempt < 4 && ctx.Err() == nil:
+			// Our own acquisition whose response was lost (the retry found
+			// the lease held by us), or the ledger failed: ask again, as
+			// the same holder (which keeps the epoch).
+			time.Sleep(time.Duration(attempt) * 50 * time.Millisecond)
+			continue
+		case !o.Wait || held == nil:
 			return nil, err
 		}
 		if o.OnWait != nil {

@@ -252,14 +252,15 @@ func TestReencryptInterruptedMidObjectResumesAndSettles(t *testing.T) {
 	if got := f.decrypt(t, keys[0], f.b); !bytes.Equal(got, f.plain[keys[0]]) {
 		t.Errorf("%s: plaintext differs after resume", keys[0])
 	}
-	// The second is given up at the end of the run: its upload is aborted
-	// and the object left as it was.
+	// The second is given up at the end of the run: its upload is aborted,
+	// and the object (as it was) is re-encrypted once more from scratch.
 	n, err := pipeline.Recover(ctx, c, f.ledger, "run-k", true)
-	if err != nil || n.Dropped != 1 || n.Kept != 0 {
+	if err != nil || n.Dropped != 1 || n.Kept != 0 || len(n.Outcomes) != 1 ||
+		n.Outcomes[0].Status != pipeline.StatusSucceeded || strings.Contains(n.Outcomes[0].Message, "resumed") {
 		t.Fatalf("settled %+v %v", n, err)
 	}
-	if got := f.decrypt(t, keys[1], f.a); !bytes.Equal(got, f.plain[keys[1]]) {
-		t.Errorf("%s: changed by an abandoned re-encryption", keys[1])
+	if got := f.decrypt(t, keys[1], f.b); !bytes.Equal(got, f.plain[keys[1]]) {
+		t.Errorf("%s: plaintext differs after it was given up and re-encrypted again", keys[1])
 	}
 	if n := f.multipartUploads(t); n != 0 {
 		t.Errorf("%d multipart uploads left", n)

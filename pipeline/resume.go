@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
 )
 
@@ -18,7 +19,8 @@ type IntentLister interface {
 // Recovered is what Recover did with a run's intents.
 type Recovered struct {
 	// Committed: the change had landed and is now recorded; Dropped: it
-	// had not (the object is processed again by the listing); Changed:
+	// had not (the object was processed again: its row says how that
+	// went); Changed:
 	// someone else changed the object; Resumed: re-encryptions taken up
 	// again from their checkpoints; Kept: intents left in the ledger
 	// (their outcome still unknown, or an operator must act).
@@ -40,6 +42,16 @@ func Recover(ctx context.Context, c *Core, l IntentLister, runID string, giveUp 
 	var n Recovered
 	err := l.Prepared(ctx, runID, func(ev ledger.Event) error {
 		o, v, err := c.recoverOne(ctx, ev, giveUp)
+		if v == dropped && err == nil {
+			// The change did not land: the object is as it was. Process it
+			// again now (the listing may have passed it); its row is the
+			// outcome of that.
+			it := inventory.Item{Bucket: ev.ID.Bucket, Key: ev.ID.Key}
+			if ev.Op == ledger.OpDeleteVersion {
+				it.VersionID = ev.ID.VersionID
+			}
+			o, err = c.Process(ctx, it)
+		}
 		n.Outcomes = append(n.Outcomes, o)
 		switch v {
 		case resumable:
