@@ -69,6 +69,11 @@ type Stats struct {
 	// Deleted counts older versions deleted (--delete-old-versions), also
 	// counted in Succeeded.
 	Deleted atomic.Int64
+	// Left counts older versions under a --from key a re-encryption run
+	// left in place although they are not under Object Lock (their current
+	// version is not re-encrypted, their key cannot be told): the incident
+	// is not closed while any is left.
+	Left atomic.Int64
 	// Bytes is the size of the objects listed, when the source knows it.
 	Bytes atomic.Int64
 	// ListingDone is set when the source has delivered every item.
@@ -94,6 +99,19 @@ func (s *Stats) add(o Outcome) {
 	if o.Status == StatusSucceeded && o.Action == ActionDeleteVersion {
 		s.Deleted.Add(1)
 	}
+	if o.Status == StatusPending && o.Action == ActionDeleteVersion && o.ErrorCode != CodeObjectLocked && o.ErrorCode != CodeDryRun {
+		s.Left.Add(1)
+	}
+}
+
+// Seed starts the counters from a run record's counts (a resumed run
+// goes on counting where the run stopped; unfinished is recounted).
+func (s *Stats) Seed(c map[string]int64) {
+	for name, v := range map[string]*atomic.Int64{"listed": &s.Listed, "done": &s.Done, "succeeded": &s.Succeeded,
+		"skipped": &s.Skipped, "failed": &s.Failed, "changed": &s.Changed, "pending": &s.Pending, "deleted": &s.Deleted,
+		"left": &s.Left} {
+		v.Store(c[name])
+	}
 }
 
 // Counts returns the counters as the run record stores them.
@@ -108,6 +126,7 @@ func (s *Stats) Counts() map[string]int64 {
 		"pending":    s.Pending.Load(),
 		"unfinished": s.Unfinished.Load(),
 		"deleted":    s.Deleted.Load(),
+		"left":       s.Left.Load(),
 	}
 }
 
@@ -183,6 +202,9 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 	workers := r.Workers
 	if workers <= 0 {
 		workers = DefaultWorkers
+	}
+	if r.Resume && r.Run != nil {
+		r.Stats.Seed(r.Run.Counts)
 	}
 	if r.Resume && r.Intents != nil {
 		n, err := Recover(ctx, r.Core, r.Intents, r.Core.RunID, false)

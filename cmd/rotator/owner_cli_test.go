@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -226,7 +227,12 @@ func TestCLIExpectedBucketOwnerOnEveryRequest(t *testing.T) {
 		var out bytes.Buffer
 		c.Stdout, c.Stderr = &out, &out
 		if err := c.Run(); err != nil {
-			t.Fatalf("rotator %s: %v:\n%s", strings.Join(args, " "), err, out.String())
+			// Older versions of instruction-file objects are kept (which
+			// key wraps them cannot be told): exit 3, as it should.
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != exitPartial || !strings.Contains(out.String(), "older versions under a --from key are left") {
+				t.Fatalf("rotator %s: %v:\n%s", strings.Join(args, " "), err, out.String())
+			}
 		}
 		return out.String()
 	}

@@ -155,7 +155,17 @@ func (u *progressUI) summary(runID, report string, took time.Duration, err error
 		u.emit(m)
 		return
 	}
-	fmt.Fprintf(u.stdout, "run %s: %d objects in %s: %d %s, %d skipped, %d pending, %d failed, %d changed by others\nreport: %s\n",
-		runID, s.Done.Load(), took.Round(time.Millisecond), s.Succeeded.Load(), u.verb, s.Skipped.Load(), s.Pending.Load(),
-		s.Failed.Load(), s.Changed.Load(), report)
+	fmt.Fprintf(u.stdout, "run %s: %d objects in %s: %d %s, %d skipped, %d pending, %d failed, %d changed by others",
+		runID, s.Done.Load(), took.Round(time.Millisecond), s.Succeeded.Load()-s.Deleted.Load(), u.verb, s.Skipped.Load(), s.Pending.Load(),
+		s.Failed.Load(), s.Changed.Load())
+	if n := s.Deleted.Load(); n > 0 {
+		fmt.Fprintf(u.stdout, ", %d older versions deleted", n)
+	}
+	if n := s.Left.Load(); n > 0 {
+		fmt.Fprintf(u.stdout, ", %d older versions under a --from key left", n)
+	}
+	if n := s.Unfinished.Load(); n > 0 {
+		fmt.Fprintf(u.stdout, ", %d unfinished", n)
+	}
+	fmt.Fprintf(u.stdout, "\nreport: %s\n", report)
 }

@@ -225,6 +225,8 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 			stats.Unfinished.Load(), resumeHint)}
 	case stats.Failed.Load() > 0:
 		return exitError{exitPartial, fmt.Sprintf("%d objects failed and were left untouched: see %s", stats.Failed.Load(), reportPath)}
+	case stats.Left.Load() > 0:
+		return exitError{exitPartial, fmt.Sprintf("%d older versions under a --from key are left (not under Object Lock): the incident is not closed; see %s for why each was kept", stats.Left.Load(), reportPath)}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
@@ -31,24 +32,75 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// What the ledger holds now: changes whose outcome is not known yet,
+	// and who works for the run.
+	l, err := ledger.Open(ctx, ledgerURL)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	unfinished, err := pipeline.Unfinished(ctx, l, runID)
+	if err != nil {
+		return err
+	}
+	leases, err := l.Leases(ctx, runID)
+	if err != nil {
+		return err
+	}
+	state := string(rec.State)
+	if unfinished > 0 && rec.State == ledger.RunDone {
+		state = string(ledger.RunUnfinished)
+	}
 	if asJSON {
-		return json.NewEncoder(stdout).Encode(map[string]any{
-			"message_type": "run_status", "run_id": rec.ID, "state": rec.State, "counts": rec.Counts,
-			"config": cfg, "positions": cp.Positions, "error": cp.Error,
+		if err := json.NewEncoder(stdout).Encode(map[string]any{
+			"message_type": "run_status", "run_id": rec.ID, "state": state, "counts": rec.Counts,
+			"config": cfg, "positions": cp.Positions, "error": cp.Error, "unfinished": unfinished, "leases": leaseView(leases),
 			"created_at": rec.CreatedAt, "updated_at": rec.UpdatedAt,
-		})
+		}); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(stdout, "run %s: %s\n", rec.ID, state)
+		fmt.Fprintf(stdout, "  job:      %s\n", cfg.Describe())
+		fmt.Fprintf(stdout, "  started:  %s\n  updated:  %s\n", rec.CreatedAt.UTC().Format(time.RFC3339), rec.UpdatedAt.UTC().Format(time.RFC3339))
+		c := rec.Counts
+		verb := "rewrapped"
+		if cfg.Mode == pipeline.ModeReencrypt {
+			verb = "re-encrypted"
+		}
+		fmt.Fprintf(stdout, "  objects:  %d listed, %d done: %d %s, %d skipped, %d pending, %d failed, %d changed by others\n",
+			c["listed"], c["done"], c["succeeded"]-c["deleted"], verb, c["skipped"], c["pending"], c["failed"], c["changed"])
+		if c["deleted"]+c["left"] > 0 {
+			fmt.Fprintf(stdout, "  versions: %d older versions deleted, %d under a --from key left\n", c["deleted"], c["left"])
+		}
+		if unfinished > 0 {
+			fmt.Fprintf(stdout, "  unfinished: %d changes whose outcome is not known yet are kept in the ledger\n", unfinished)
+		}
+		now := time.Now()
+		for _, ls := range leases {
+			if ls.Expires.After(now) {
+				fmt.Fprintf(stdout, "  working:  %s (pid %d on %s), lease %s until %s\n", ls.Holder, ls.PID, ls.Host, ls.Name, ls.Expires.UTC().Format(time.RFC3339))
+			}
+		}
+		if cp.Error != "" {
+			fmt.Fprintf(stdout, "  stopped:  %s\n", cp.Error)
+		}
+		if state != string(ledger.RunDone) {
+			fmt.Fprintf(stdout, "  resume:   rotator resume --run-id %s --ledger %s\n", rec.ID, ledgerURL)
+		}
 	}
-	fmt.Fprintf(stdout, "run %s: %s\n", rec.ID, rec.State)
-	fmt.Fprintf(stdout, "  job:      %s\n", cfg.Describe())
-	fmt.Fprintf(stdout, "  started:  %s\n  updated:  %s\n", rec.CreatedAt.UTC().Format(time.RFC3339), rec.UpdatedAt.UTC().Format(time.RFC3339))
-	c := rec.Counts
-	fmt.Fprintf(stdout, "  objects:  %d listed, %d done: %d rewrapped, %d skipped, %d pending, %d failed, %d changed by others\n",
-		c["listed"], c["done"], c["succeeded"], c["skipped"], c["pending"], c["failed"], c["changed"])
-	if cp.Error != "" {
-		fmt.Fprintf(stdout, "  stopped:  %s\n", cp.Error)
-	}
-	if rec.State != "done" {
-		fmt.Fprintf(stdout, "  resume:   rotator resume --run-id %s --ledger %s\n", rec.ID, ledgerURL)
+	if unfinished > 0 {
+		return exitError{exitUnfinished, ""}
 	}
 	return nil
+}
+
+// leaseView is a run's leases as status --json shows them.
+func leaseView(ls []ledger.Lease) []map[string]any {
+	var out []map[string]any
+	for _, l := range ls {
+		out = append(out, map[string]any{"name": l.Name, "holder": l.Holder, "host": l.Host, "pid": l.PID, "epoch": l.Epoch,
+			"expires": l.Expires.UTC().Format(time.RFC3339)})
+	}
+	return out
 }

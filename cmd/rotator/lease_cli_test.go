@@ -1,0 +1,49 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rotator-dev/rotator/internal/testenv"
+)
+
+// TestCLIOneProcessPerRun: while a run works, a second process of the
+// same run (a resume started by mistake, or from another pod) does not
+// work on it: it exits 5 naming the holder; with --wait it waits for the
+// first to finish and then finds nothing left to do. The run's objects
+// are changed exactly once. (On DynamoDB, the ledger several processes
+// share; the embedded ledger's file lock already keeps a second process
+// out.)
+func TestCLIOneProcessPerRun(t *testing.T) {
+	testenv.Need(t, testenv.DynamoDB)
+	f := newCLIFixture(t, 60)
+	ledgerURL := "dynamodb://" + strings.ReplaceAll(testenv.Name(t), "/", "-")
+	const runID = "one-process"
+	first := f.cmd("run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--from", "kms:"+f.arnA,
+		"--ledger", ledgerURL+"?create=true", "--run-id", runID, "--concurrency", "2", "--s3-rps", "30", "--no-progress")
+	var out1 bytes.Buffer
+	first.Stdout, first.Stderr = &out1, &out1
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	code, out := f.rotator(t, "resume", "--run-id", runID, "--ledger", ledgerURL, "--no-progress")
+	if code != exitBusy || !strings.Contains(out, "another process is working on run "+runID) || !strings.Contains(out, "--wait") {
+		t.Errorf("second process (exit %d, want %d):\n%s", code, exitBusy, out)
+	}
+	second := f.cmd("resume", "--run-id", runID, "--ledger", ledgerURL, "--no-progress", "--wait")
+	var out2 bytes.Buffer
+	second.Stdout, second.Stderr = &out2, &out2
+	if err := second.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(); err != nil {
+		t.Fatalf("first process: %v\n%s", err, out1.String())
+	}
+	if err := second.Wait(); err != nil || !strings.Contains(out2.String(), "waiting") {
+		t.Fatalf("second process with --wait: %v\n%s", err, out2.String())
+	}
+	f.exactlyOnce(t, ledgerURL, runID)
+}
