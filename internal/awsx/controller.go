@@ -39,12 +39,14 @@ const (
 	// from did not bind; marginal yields are judged only between windows
 	// whose rates differ by at least yieldSpan times.
 	yieldSpan = 1.15
-	// Every retestEvery windows under background throttling, the rate is
-	// cut to testCut times the measured rate, to check that the throttling
-	// still does not depend on it. A background is also confirmed by a
+	// Every retestEvery windows under background throttling (retestUnknown
+	// when no background is known), the rate is cut to testCut times the
+	// measured rate, to check that the throttling still does not depend on
+	// it. A background is also confirmed by a
 	// second such cut before it is believed.
-	retestEvery = 20
-	testCut     = 0.75
+	retestEvery   = 20
+	retestUnknown = 4
+	testCut       = 0.75
 	// After a cut found a cap, with no background known, a fraction
 	// above unexplained is cut again at once; below it, the rate holds
 	// and the next test tells (a background of up to that much is not
@@ -235,9 +237,10 @@ func (c *controller) judge(w window) string {
 		}
 		c.raise(w)
 		return "raise"
-	case w.frac() > minGap && c.sinceTest >= retestEvery:
+	case w.frac() > minGap && (c.sinceTest >= retestEvery || !c.background.valid && c.sinceTest >= retestUnknown):
 		// Check now and then that throttling which goes on does not
-		// depend on our rate: slow down for one window.
+		// depend on our rate (soon, if no background explains it): slow
+		// down for one window.
 		c.limit = max(minRate, testCut*w.rate())
 		c.cutFrom, c.anchor, c.sinceTest, c.confirmed, c.restore = w, window{}, 0, true, w.rate()
 		return "test the background: cut"
@@ -290,7 +293,9 @@ func (c *controller) afterCut(w window) string {
 			c.cut(w)
 			return "the attempts cut were wasted, still above background: cut again"
 		}
-		c.anchor = w // hold here one window, then raise from it
+		// Hold: the next window, at the same rate, is the anchor to raise
+		// from (this one may still carry throttles of the higher rate).
+		c.anchor = window{}
 		return "the attempts cut were wasted: hold"
 	}
 	if !c.confirmed {

@@ -73,8 +73,9 @@
 //     significantly above it (a two-proportion z-test at 3 standard
 //     errors), or the attempts added since were mostly throttled, cut to
 //     the success rate over (1 - the background fraction) and go to 2.
-//  4. Every 20 windows with throttles, cut by a quarter for a window to
-//     check that the background still does not depend on our rate.
+//  4. Every 20 windows with throttles (4 while no background explains
+//     them), cut by a quarter for a window to check that the throttling
+//     still does not depend on our rate.
 //
 // Under 30% background throttling this keeps the rate where the workers
 // put it: about the rate that retries alone allow. Under a cap it settles
