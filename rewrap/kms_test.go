@@ -447,9 +447,11 @@ func crossRegion(t *testing.T, env *kmsEnv, d *Deps, a Keyring, w Wrapped, dek *
 func TestKMSThrottlingRecovers(t *testing.T) {
 	t.Parallel()
 	// The server allows 20 requests per second; the client sends as fast as
-	// it can (no budget of its own): the SDK's adaptive retryer absorbs the
-	// ThrottlingExceptions and every rewrap succeeds.
-	f := newKMSFixture(t, kmsserver.Options{RPS: 20, Burst: 5}, nil)
+	// it can (no budget of its own): the region's pacer finds the rate,
+	// retries the ThrottlingExceptions and every rewrap succeeds. (Pauses
+	// of up to a second, not fastKMS's 50ms: a request must be patient
+	// while the pacer measures, as it is with the default 20s.)
+	f := newKMSFixture(t, kmsserver.Options{RPS: 20, Burst: 5}, func(d *Deps) { d.KMSMaxBackoff = time.Second })
 	const n, workers = 60, 12
 	var wg sync.WaitGroup
 	errs := make(chan error, n)

@@ -276,6 +276,12 @@ func (c *controller) afterCut(w window) string {
 		return "the fraction rose although we slowed down: cut again"
 	}
 	v, sure := judgeCut(from, w)
+	if !sure && w.frac() > unexplained && !(c.background.valid && !w.above(c.background)) {
+		// Most attempts are still throttled, and no background explains
+		// it: whatever the cause, slowing down more is the safe move.
+		c.cut(w)
+		return "cut: not clear, but still mostly throttled: cut again"
+	}
 	if !sure && pooled < maxPool {
 		// Too few attempts to tell: stay at this rate for another window
 		// and judge the two together.

@@ -65,7 +65,8 @@
 //     compare with a lucky window, say one in which a quota's bucket let a
 //     burst through), the fraction is background. Go back to the rate
 //     before the cuts and remember it. When the windows are too small to
-//     tell, the lower rate is held and measured longer.
+//     tell, the lower rate is held and measured longer, or cut further if
+//     most attempts are still throttled.
 //  3. Otherwise raise the rate by 25% a window (5% once above a cap found
 //     before), but never beyond twice the rate actually sent: a limit that
 //     does not bind teaches nothing. Compare each window with the anchor,
