@@ -88,6 +88,16 @@
 // region (Options.RPS, SetRateLimit); above it they fail with
 // ThrottlingException "Rate exceeded". Other operations are not limited.
 //
+// Background throttling: Options.ThrottleFraction (SetThrottleFraction)
+// throttles that fraction of the cryptographic operations at random, with
+// the same ThrottlingException "Rate exceeded", whatever the client's own
+// rate: what a client sees when other applications spend the account's
+// shared quota. Unlike the RPS cap, sending slower does not make it go away,
+// which is what a client's rate control must tell apart. Each request is
+// drawn independently, before the RPS cap (a request throttled at random
+// takes no token); Options.ThrottleSeed makes the draws reproducible (the
+// n-th cryptographic request meets the n-th draw).
+//
 // # Seed file
 //
 // A seed file creates keys at start-up, for example keys in other accounts or
@@ -131,7 +141,7 @@
 // # In-process control
 //
 // Handler's methods let tests change the server while it runs: SetRateLimit,
-// SetLatency, FailNext (the next n requests of an operation fail with a given
+// SetThrottleFraction, SetLatency, FailNext (the next n requests of an operation fail with a given
 // error code), AddKey (a seed key at run time), and Count, Counts and
 // ResetCounts (requests received per operation, to prove for instance that a
 // rewrap called ReEncrypt and never Decrypt).

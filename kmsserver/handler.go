@@ -44,6 +44,15 @@ type Options struct {
 	// (default: RPS rounded up, at least 1).
 	RPS   float64
 	Burst int
+	// ThrottleFraction throttles that fraction (0 to 1) of the cryptographic
+	// operations at random, whatever the request rate: what a client sees
+	// when other applications of the account spend the shared quota. Each
+	// request is drawn independently, before the RPS cap (a request
+	// throttled at random takes no token). ThrottleSeed seeds the draws
+	// (0: a random seed); with a seed the sequence of outcomes is fixed, so
+	// the same requests sent one after another meet the same throttles.
+	ThrottleFraction float64
+	ThrottleSeed     uint64
 	// Latency is added to every request, plus a uniformly random extra of up
 	// to Jitter.
 	Latency time.Duration
@@ -90,6 +99,8 @@ type Handler struct {
 	limiters map[string]*rate.Limiter
 	faults   map[string]*fault
 	counts   map[string]int64
+	throttle float64    // fraction throttled at random
+	rng      *rand.Rand // draws for throttle
 }
 
 type fault struct {
@@ -133,7 +144,16 @@ func New(opts Options) (*Handler, error) {
 	if opts.Latency < 0 || opts.Jitter < 0 {
 		return nil, errors.New("kmsserver: latency and jitter must not be negative")
 	}
+	if !(opts.ThrottleFraction >= 0 && opts.ThrottleFraction <= 1) {
+		return nil, fmt.Errorf("kmsserver: throttle fraction %g is not between 0 and 1", opts.ThrottleFraction)
+	}
 	h.setRate(opts.RPS, opts.Burst)
+	seed := opts.ThrottleSeed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
+	h.rng = rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	h.throttle = opts.ThrottleFraction
 
 	st := newStore()
 	if h.stateFile != "" {
@@ -315,6 +335,15 @@ func (h *Handler) setRate(rps float64, burst int) {
 	}
 }
 
+// SetThrottleFraction changes the fraction of cryptographic operations
+// throttled at random, whatever the rate (see Options.ThrottleFraction); 0
+// turns it off. Values outside 0 to 1 are clamped.
+func (h *Handler) SetThrottleFraction(f float64) {
+	h.ctlMu.Lock()
+	defer h.ctlMu.Unlock()
+	h.throttle = min(max(f, 0), 1)
+}
+
 // SetLatency changes the delay added to every request: fixed plus a random
 // extra of up to jitter.
 func (h *Handler) SetLatency(fixed, jitter time.Duration) {
@@ -395,9 +424,14 @@ func (h *Handler) admit(op string) (time.Duration, *apiError) {
 	return d, nil
 }
 
-// allow takes a token from the quota of an account and region.
+// allow throttles a cryptographic request at random (ThrottleFraction), or
+// else takes a token from the quota of its account and region.
 func (h *Handler) allow(account, region string) bool {
 	h.ctlMu.Lock()
+	if h.throttle > 0 && h.rng.Float64() < h.throttle {
+		h.ctlMu.Unlock()
+		return false
+	}
 	if h.rps <= 0 {
 		h.ctlMu.Unlock()
 		return true

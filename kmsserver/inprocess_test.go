@@ -122,6 +122,66 @@ func TestThrottling(t *testing.T) {
 	}
 }
 
+// TestRandomThrottling: ThrottleFraction throttles about that fraction of
+// the cryptographic requests, one after another (no rate to speak of), the
+// same ones for the same seed, and leaves other operations alone.
+func TestRandomThrottling(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	outcomes := func(seed uint64) []bool {
+		s := kmsserver.NewTestServer(t, kmsserver.Options{ThrottleFraction: 0.3, ThrottleSeed: seed})
+		c := s.Client("", noRetries)
+		k := newKey(t, c, "random throttling")
+		var got []bool
+		for range 400 {
+			_, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyId, Plaintext: []byte("x")})
+			if err != nil {
+				if msg := wantCode(t, err, "ThrottlingException").ErrorMessage(); msg != "Rate exceeded" {
+					t.Fatalf("ThrottlingException message %q", msg)
+				}
+			}
+			got = append(got, err != nil)
+			// Management operations are never throttled.
+			if _, err := c.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: k.KeyId}); err != nil {
+				t.Fatalf("DescribeKey under random throttling: %v", err)
+			}
+		}
+		return got
+	}
+	a, b, other := outcomes(42), outcomes(42), outcomes(43)
+	n := 0
+	for _, th := range a {
+		if th {
+			n++
+		}
+	}
+	// 400 draws at 0.3: 120 expected, standard deviation 9.2.
+	if n < 90 || n > 150 {
+		t.Errorf("%d of 400 requests throttled at fraction 0.3", n)
+	}
+	if fmt.Sprint(a) != fmt.Sprint(b) {
+		t.Error("the same seed throttled different requests")
+	}
+	if fmt.Sprint(a) == fmt.Sprint(other) {
+		t.Error("another seed throttled the same requests")
+	}
+
+	// SetThrottleFraction: 1 throttles everything, 0 nothing.
+	s := kmsserver.NewTestServer(t, kmsserver.Options{})
+	c := s.Client("", noRetries)
+	k := newKey(t, c, "random throttling on and off")
+	s.SetThrottleFraction(1)
+	_, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyId, Plaintext: []byte("x")})
+	wantCode(t, err, "ThrottlingException")
+	s.SetThrottleFraction(0)
+	if _, err := c.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyId, Plaintext: []byte("x")}); err != nil {
+		t.Fatalf("Encrypt after SetThrottleFraction(0): %v", err)
+	}
+	if _, err := kmsserver.New(kmsserver.Options{ThrottleFraction: 1.5}); err == nil {
+		t.Error("New accepted a throttle fraction of 1.5")
+	}
+}
+
 func TestFailNext(t *testing.T) {
 	t.Parallel()
 	s := kmsserver.NewTestServer(t, kmsserver.Options{})

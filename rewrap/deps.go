@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,24 +14,26 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/miekg/pkcs11"
-	"golang.org/x/time/rate"
 
 	"github.com/rotator-dev/rotator/hsmpool"
 	"github.com/rotator-dev/rotator/internal/awsx"
 )
 
-// Limits are the request budgets of the backends. Every KMS call of a
-// keyring waits for its region's limiter first; the HSM budget is the
-// session pool's size (Deps.PKCS11PoolSize): at most that many HSM
-// operations run at once.
+// Limits are the request budgets of the backends. Every attempt of a KMS
+// call (retries included) waits for its region's pacer first (an
+// internal/awsx.Pacer: this hard cap, then the adaptive rate); the HSM
+// budget is the session pool's size (Deps.PKCS11PoolSize): at most that
+// many HSM operations run at once.
 type Limits struct {
 	// KMSRPS is the most KMS requests per second this process sends to one
-	// region (the KMS quota is per account and region: 10,000 rps by
-	// default, shared by everything the account runs there). Zero or less
-	// means no cap. Throttling that still happens is absorbed by the SDK's
-	// adaptive retry mode.
+	// region, retries included (the KMS quota is per account and region:
+	// 10,000 rps by default, shared by everything the account runs there).
+	// Zero or less means no cap. Below it, the pacer finds the rate the
+	// quota allows by itself: it slows down when throttling grows with
+	// its rate, and only retries throttles that other applications cause
+	// (see internal/awsx).
 	KMSRPS float64
-	// KMSBurst is the limiter's bucket size (default: one second's worth,
+	// KMSBurst is the hard cap's bucket size (default: one second's worth,
 	// at least 1).
 	KMSBurst int
 }
@@ -52,13 +53,14 @@ const (
 type Deps struct {
 	// AWS is the base AWS configuration (internal/awsx.Load). Its Region
 	// is the region of KMS specs that are not ARNs; ARNs use their own
-	// region. Each region's client gets its own adaptive retryer
-	// (awsx.NewRetryer), whatever AWS.Retryer says.
+	// region. Each region's client gets its own pacer and retryer
+	// (awsx.KMS), whatever AWS.Retryer says.
 	AWS aws.Config
 	// Limits are the request budgets.
 	Limits Limits
-	// KMSMaxAttempts and KMSMaxBackoff shape the SDK's adaptive retries of
-	// KMS calls (defaults 10 and 20s).
+	// KMSMaxAttempts and KMSMaxBackoff shape the retries of KMS calls
+	// (awsx.PacerOptions: defaults 10 attempts, twice as many when
+	// throttled, and 20s).
 	KMSMaxAttempts int
 	KMSMaxBackoff  time.Duration
 
@@ -88,11 +90,11 @@ type Deps struct {
 	locals  []interface{ clear() }
 }
 
-// kmsRegion is one region's KMS client and request budget.
+// kmsRegion is one region's KMS client, paced by its own pacer: the quota
+// is per account and region.
 type kmsRegion struct {
 	name   string
 	client kmsAPI
-	lim    *rate.Limiter
 }
 
 // kmsAPI is the part of the KMS client keyrings use.
@@ -190,7 +192,7 @@ func (d *Deps) Close() error {
 	return errors.Join(errs...)
 }
 
-// region returns the client and limiter of a region, creating them once.
+// region returns the client of a region, creating it (and its pacer) once.
 func (d *Deps) region(name string) (*kmsRegion, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -200,34 +202,19 @@ func (d *Deps) region(name string) (*kmsRegion, error) {
 	if r := d.regions[name]; r != nil {
 		return r, nil
 	}
-	attempts, backoff := d.KMSMaxAttempts, d.KMSMaxBackoff
-	if attempts <= 0 {
-		attempts = 10
-	}
-	if backoff <= 0 {
-		backoff = 20 * time.Second
-	}
-	client := kms.NewFromConfig(d.AWS, func(o *kms.Options) {
-		o.Region = name
-		o.Retryer = awsx.NewRetryer(attempts, backoff)
+	pacer := awsx.NewPacer(awsx.PacerOptions{
+		RPS:         d.Limits.KMSRPS,
+		Burst:       d.Limits.KMSBurst,
+		MaxAttempts: d.KMSMaxAttempts,
+		MaxBackoff:  d.KMSMaxBackoff,
 	})
-	r := &kmsRegion{name: name, client: client, lim: newLimiter(d.Limits)}
+	client := awsx.KMS(d.AWS, pacer, func(o *kms.Options) { o.Region = name })
+	r := &kmsRegion{name: name, client: client}
 	if d.regions == nil {
 		d.regions = map[string]*kmsRegion{}
 	}
 	d.regions[name] = r
 	return r, nil
-}
-
-func newLimiter(l Limits) *rate.Limiter {
-	if l.KMSRPS <= 0 {
-		return rate.NewLimiter(rate.Inf, 1)
-	}
-	burst := l.KMSBurst
-	if burst <= 0 {
-		burst = max(1, int(math.Ceil(l.KMSRPS)))
-	}
-	return rate.NewLimiter(rate.Limit(l.KMSRPS), burst)
 }
 
 // pool returns the pool for a module, token and PIN source, opening it once.

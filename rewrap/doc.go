@@ -35,10 +35,14 @@
 //     KMS-wrapped keys, so only a KMS call can tell. AES/GCM keys wrapped by
 //     an HSM key name no key either: unknown to HSM keyrings, until a trial
 //     unwrap inside the HSM tells (local AES keyrings try offline).
-//   - Budget: every backend call first waits for its limiter: KMS requests
-//     per second per region (Limits), HSM sessions (the pool's size). KMS
-//     throttling that still happens is retried by the SDK's adaptive retry
-//     mode (internal/awsx.NewRetryer), never by a loop of our own.
+//   - Budget: every backend call first waits for its limiter: HSM sessions
+//     (the pool's size); for KMS, every attempt waits for its region's
+//     pacer (internal/awsx.Pacer, built into the client by awsx.KMS): the
+//     hard cap Limits.KMSRPS, then an adaptive rate that slows down only
+//     when the throttling grows with our rate (a quota we exceed), not when
+//     other applications sharing the quota cause it. Throttled attempts
+//     are retried there, after short jittered pauses, never by a loop of
+//     our own.
 //   - Systemic error: a failure every object would meet (the destination
 //     key, the credentials, the configuration): the pipeline stops. Other
 //     failures concern one object and go to the report (Error).

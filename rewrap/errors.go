@@ -204,7 +204,7 @@ func kmsError(op, key string, sd side, accessHint string, err error) *Error {
 		e.Hint = fmt.Sprintf("%s is not a symmetric ENCRYPT_DECRYPT key: S3EC wraps data keys with symmetric KMS keys only", keyName)
 	case errors.As(err, &limitExceeded), e.Code == "ThrottlingException":
 		e.Retryable = true
-		e.Hint = "KMS throttled the request beyond the SDK's retries: lower the KMS request budget (Limits.KMSRPS) or ask AWS for a higher quota"
+		e.Hint = "KMS throttled every retry of the request (the account's KMS quota is shared with its other applications): resume later, lower the KMS request budget (Limits.KMSRPS) or ask AWS for a higher quota"
 	case e.Code == "AccessDeniedException":
 		e.Systemic = dest
 		e.Hint = accessHint

@@ -27,8 +27,8 @@ import (
 // (so its pools) before the next one starts. KMS-only tests run in parallel,
 // each against its own in-process server.
 
-// fastKMS are the retry settings of test Deps: the SDK's adaptive retryer
-// with short pauses, so throttling tests take seconds, not minutes.
+// fastKMS are the retry settings of test Deps: short pauses, so tests of
+// failing requests take seconds, not minutes.
 func fastKMS(d *Deps) {
 	d.KMSMaxAttempts = 10
 	d.KMSMaxBackoff = 50 * time.Millisecond

@@ -14,7 +14,7 @@ import (
 )
 
 // kmsKeyring is a KMS key, named by its ARN, reached through its region's
-// client and request budget.
+// client (which its region's pacer paces).
 type kmsKeyring struct {
 	arn       string
 	partition string
@@ -39,9 +39,6 @@ func (d *Deps) openKMS(ctx context.Context, spec Spec) (*kmsKeyring, error) {
 	r, err := d.region(region)
 	if err != nil {
 		return nil, err
-	}
-	if err := r.lim.Wait(ctx); err != nil {
-		return nil, kmsError("DescribeKey", spec.String(), sideOpen, "", err)
 	}
 	out, err := r.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(spec.KMSKeyID)})
 	if err != nil {
@@ -114,14 +111,6 @@ func (k *kmsKeyring) Recognize(w Wrapped) Match {
 	return MatchNo
 }
 
-// wait takes a token of the region's request budget.
-func (k *kmsKeyring) wait(ctx context.Context, op string, sd side) error {
-	if err := k.r.lim.Wait(ctx); err != nil {
-		return kmsError(op, k.arn, sd, "", err)
-	}
-	return nil
-}
-
 // Wrap encrypts dek under the key with KMS Encrypt. The encryption context
 // is userDesc plus aws:x-amz-cek-alg (envelope.NewKMSContext).
 func (k *kmsKeyring) Wrap(ctx context.Context, dek *envelope.DataKey, cek envelope.ContentAlg, userDesc map[string]string) (Wrapped, error) {
@@ -131,9 +120,6 @@ func (k *kmsKeyring) Wrap(ctx context.Context, dek *envelope.DataKey, cek envelo
 	ec, err := envelope.NewKMSContext(cek, UserEntries(userDesc))
 	if err != nil {
 		return Wrapped{}, newError("kms Encrypt", k.arn, CodeBadInput, err.Error(), "")
-	}
-	if err := k.wait(ctx, "Encrypt", sideDest); err != nil {
-		return Wrapped{}, err
 	}
 	// The SDK copies the plaintext into the request body, which it does not
 	// zero: that copy is out of reach.
@@ -181,9 +167,6 @@ func sourceContext(op, key string, w Wrapped, cek envelope.ContentAlg) (map[stri
 func (k *kmsKeyring) Unwrap(ctx context.Context, w Wrapped, cek envelope.ContentAlg) (*envelope.DataKey, error) {
 	ec, err := sourceContext("kms Decrypt", k.arn, w, cek)
 	if err != nil {
-		return nil, err
-	}
-	if err := k.wait(ctx, "Decrypt", sideSource); err != nil {
 		return nil, err
 	}
 	out, err := k.r.client.Decrypt(ctx, &kms.DecryptInput{
@@ -236,9 +219,6 @@ func (k *kmsKeyring) ReEncrypt(ctx context.Context, from Keyring, w Wrapped, cek
 	}
 	if from != nil {
 		in.SourceKeyId = aws.String(from.ID())
-	}
-	if err := k.wait(ctx, "ReEncrypt", sideDest); err != nil {
-		return Result{}, err
 	}
 	out, err := k.r.client.ReEncrypt(ctx, in)
 	if err != nil {
@@ -295,9 +275,6 @@ func (k *kmsKeyring) reEncryptError(ctx context.Context, from Keyring, err error
 // used (disabled, pending deletion, gone), nil if it can or if that cannot be
 // told.
 func (k *kmsKeyring) checkUsable(ctx context.Context) *Error {
-	if k.r.lim.Wait(ctx) != nil {
-		return nil
-	}
 	out, err := k.r.client.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: aws.String(k.arn)})
 	if err != nil {
 		var nf *types.NotFoundException

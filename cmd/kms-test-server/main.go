@@ -5,6 +5,7 @@
 //
 //	kms-test-server [-addr 127.0.0.1:7071] [-region us-east-1] [-account 111122223333]
 //	                [-seed FILE] [-state FILE] [-rps N] [-burst N]
+//	                [-throttle-fraction F] [-throttle-seed N]
 //	                [-latency 5ms] [-jitter 2ms] [-pid-file FILE]
 //	                [-allow-cross-region] [-v]
 //
@@ -64,6 +65,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.server.StateFile, "state", "", "state `file`: loaded at start, rewritten atomically after every change")
 	fs.Float64Var(&o.server.RPS, "rps", 0, "request-rate cap of the cryptographic operations per account and region (0: none)")
 	fs.IntVar(&o.server.Burst, "burst", 0, "token bucket size for -rps (default: one second's worth)")
+	fs.Float64Var(&o.server.ThrottleFraction, "throttle-fraction", 0, "throttle this `fraction` (0 to 1) of the cryptographic operations at random, whatever the rate (other applications sharing the quota)")
+	fs.Uint64Var(&o.server.ThrottleSeed, "throttle-seed", 0, "`seed` of the random throttling (0: random)")
 	fs.DurationVar(&o.server.Latency, "latency", 0, "latency added to every request")
 	fs.DurationVar(&o.server.Jitter, "jitter", 0, "random extra latency, up to this `duration`")
 	fs.StringVar(&o.pidFile, "pid-file", "", "write the process ID to this `file` while running")
@@ -83,6 +86,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.server.RPS < 0 || o.server.Burst < 0 || o.server.Latency < 0 || o.server.Jitter < 0 {
 		return o, usageError{"-rps, -burst, -latency and -jitter must not be negative"}
+	}
+	if !(o.server.ThrottleFraction >= 0 && o.server.ThrottleFraction <= 1) {
+		return o, usageError{fmt.Sprintf("-throttle-fraction %g is not between 0 and 1", o.server.ThrottleFraction)}
 	}
 	return o, nil
 }
@@ -122,8 +128,8 @@ func serve(ctx context.Context, o options, stderr io.Writer) error {
 		}
 		defer os.Remove(o.pidFile)
 	}
-	fmt.Fprintf(stderr, "kms-test-server: listening on %s (region %s, account %s, rps %s, latency %s+%s, state %s)\n",
-		srv.URL, srv.Region(), srv.Account(), rpsString(o.server.RPS), o.server.Latency, o.server.Jitter, orNone(o.server.StateFile))
+	fmt.Fprintf(stderr, "kms-test-server: listening on %s (region %s, account %s, rps %s, throttled at random %g, latency %s+%s, state %s)\n",
+		srv.URL, srv.Region(), srv.Account(), rpsString(o.server.RPS), o.server.ThrottleFraction, o.server.Latency, o.server.Jitter, orNone(o.server.StateFile))
 	select {
 	case <-ctx.Done():
 	case <-srv.Done():

@@ -36,6 +36,9 @@ func TestUsageErrors(t *testing.T) {
 		{"-addr", ":7071"},
 		{"-addr", "10.1.2.3:7071"},
 		{"-rps", "-1"},
+		{"-throttle-fraction", "1.5"},
+		{"-throttle-fraction", "-0.1"},
+		{"-throttle-fraction", "NaN"},
 		{"-latency", "soon"},
 		{"-no-such-flag"},
 		{"extra"},
@@ -133,6 +136,47 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	}
 	if log := stderr.String(); !strings.Contains(log, "kms CreateKey 200") || !strings.Contains(log, "stopped") {
 		t.Errorf("log:\n%s", log)
+	}
+}
+
+// TestThrottleFractionFlag: -throttle-fraction reaches the server.
+func TestThrottleFractionFlag(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	var stderr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-throttle-fraction", "1", "-throttle-seed", "7"}, &stderr)
+	}()
+	var url string
+	for deadline := time.Now().Add(10 * time.Second); url == "" && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if m := listening.FindStringSubmatch(stderr.String()); m != nil {
+			url = m[1]
+		}
+	}
+	if url == "" {
+		t.Fatalf("no listening line:\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "throttled at random 1") {
+		t.Errorf("the listening line does not show the fraction:\n%s", stderr.String())
+	}
+	c := kms.New(kms.Options{
+		Region:       "us-east-1",
+		BaseEndpoint: aws.String(url),
+		Credentials:  credentials.NewStaticCredentialsProvider("AKID", "secret", ""),
+		Retryer:      aws.NopRetryer{},
+	})
+	key, err := c.CreateKey(t.Context(), &kms.CreateKeyInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Encrypt(t.Context(), &kms.EncryptInput{KeyId: key.KeyMetadata.KeyId, Plaintext: []byte("x")})
+	if err == nil || !strings.Contains(err.Error(), "ThrottlingException") {
+		t.Errorf("Encrypt at -throttle-fraction 1: %v, want ThrottlingException", err)
+	}
+	cancel()
+	if code := <-done; code != exitOK {
+		t.Errorf("exit code %d; stderr:\n%s", code, stderr.String())
 	}
 }
 

@@ -41,7 +41,7 @@ func run(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	kmsc := kms.NewFromConfig(cfg)
+	kmsc := awsx.KMS(cfg, awsx.NewPacer(awsx.PacerOptions{}))
 	switch args[0] {
 	case "key":
 		if len(args) != 2 || !strings.HasPrefix(args[1], "alias/") {

@@ -73,7 +73,7 @@ func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.IntVar(&c.PartsInFlight, "parts-in-flight", 0, "with --mode reencrypt: parts of one object read, re-encrypted and uploaded at once (default 4)")
 	fs.BoolVar(&c.DeleteOldVersions, "delete-old-versions", false, "with --mode reencrypt --all-versions: permanently delete older versions still under a --from key, once the key's current version is re-encrypted; Object Lock is respected (locked versions are reported, never deleted). Dry run first")
 	fs.Int64Var(&c.ReencryptMemory, "reencrypt-memory", 0, "with --mode reencrypt: bytes of part buffers held by all objects at once (default 128 MiB)")
-	fs.Float64Var(&c.KMSRPS, "kms-rps", 0, "cap on KMS requests per second per region (0: none; the account's quota is shared with everything else)")
+	fs.Float64Var(&c.KMSRPS, "kms-rps", 0, "cap on KMS requests per second per region, retries included (0: none; below it rotator slows down only when the throttling grows with its rate, since the account's quota is shared with everything else)")
 	fs.IntVar(&c.HSMSessions, "hsm-sessions", 0, "PKCS#11 sessions in the pool (default 16)")
 	fs.Int64Var(&c.MultipartThreshold, "multipart-threshold", 0, "objects larger than this many bytes are copied with a multipart copy (default and maximum 5 GiB)")
 	fs.BoolVar(&c.NoMultipartChecksum, "s3-no-multipart-checksum", false, "create multipart copies without a checksum algorithm (for S3-compatible servers that compute part checksums wrongly)")

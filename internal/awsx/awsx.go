@@ -1,22 +1,3 @@
-// Package awsx builds the AWS configuration every rotator command shares: the
-// standard credential and config chain (environment, shared files, SSO,
-// instance roles), AWS_ENDPOINT_URL_<SERVICE> overrides, and a retryer chosen
-// deliberately for long runs against throttling services.
-//
-// Terms:
-//   - Adaptive retry: the SDK's client-side rate limiting retry mode
-//     (aws/retry.AdaptiveMode), which slows the client down when a service
-//     answers with throttling errors instead of failing the request.
-//   - Retry quota: the SDK's token bucket that stops retrying after many
-//     failures (500 tokens, 5 per retry by default). A run that is throttled
-//     on purpose would exhaust it and fail objects that would succeed a
-//     moment later, so rotator turns it off and relies on its own request
-//     budgets (rate limits per service) and the adaptive limiter.
-//   - Expected bucket owner: the account id S3 checks a bucket against
-//     (x-amz-expected-bucket-owner) before it serves a request, so that a
-//     bucket deleted and re-created under the same name by another account
-//     is refused (403 AccessDenied) rather than read or written.
-//     ExpectedBucketOwner sends it on every request that takes it.
 package awsx
 
 import (
@@ -77,7 +58,8 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 }
 
 // NewRetryer returns the SDK's adaptive retry mode with maxAttempts, a
-// backoff cap, and no retry quota.
+// backoff cap, and no retry quota: the retryer of the S3 and DynamoDB
+// clients. KMS clients use a Pacer instead (KMS).
 func NewRetryer(maxAttempts int, maxBackoff time.Duration) aws.Retryer {
 	return retry.NewAdaptiveMode(func(o *retry.AdaptiveModeOptions) {
 		o.StandardOptions = append(o.StandardOptions, func(so *retry.StandardOptions) {
