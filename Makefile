@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench bench-big
+.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench bench-big faults kill-trials
 
 all: build
 
@@ -41,3 +41,16 @@ BIG_SIZE ?= 4GiB
 bench-big:
 	scripts/stack up
 	. .stack/env && cd bench && $(GO) run ./bigobject -size $(BIG_SIZE)
+
+# faults runs the whole fault matrix: every call of every scenario with
+# every kind of fault (make test runs a sample); see docs/reliability.md.
+faults:
+	scripts/stack up
+	. .stack/env && ROTATOR_INTEGRATION=require ROTATOR_FAULTS=all $(GO) test -count=1 -timeout 4h -run TestFaultMatrix ./pipeline/
+
+# kill-trials kills real rotator processes at random moments, KILL_TRIALS
+# times per mode, and checks that resume finishes every object exactly once.
+KILL_TRIALS ?= 20
+kill-trials:
+	scripts/stack up
+	. .stack/env && ROTATOR_INTEGRATION=require ROTATOR_KILL_TRIALS=$(KILL_TRIALS) $(GO) test -count=1 -timeout 2h -run TestCLIKillTrials ./cmd/rotator/

@@ -9,15 +9,30 @@
 //     (object version, run id, operation): a run records an operation on a
 //     version at most once.
 //   - Run record: a run's configuration, counts and checkpoint.
-//   - Claim: a conditional write that makes one worker the only one allowed to
-//     commit an object in a run, so that concurrent workers and resumed runs
-//     never commit an object twice.
-//   - Owner: who holds a claim, "runID/worker". Claims belong to the run: any
-//     worker of the same run (a run resumed after kill -9 included) may take
-//     them over; another run only once the lease has expired.
-//   - Lease: how long a claim holds against other runs. It is compared with
-//     the clocks of the workers: keep it far longer than the clock skew
-//     between machines and than one object's work.
+//   - Claim: a conditional write that makes one process the only one allowed
+//     to record anything on an object version (Prepare, Commit, Abandon,
+//     SaveUpload, DeleteUpload all take the owner and check it), so that
+//     concurrent processes and resumed runs never change an object twice.
+//   - Owner: who holds a claim: one process working for one lease of a run,
+//     "run/lease/epoch/holder" (Owner). A later epoch of the same run and
+//     lease takes a claim over at once (the earlier process died or lost
+//     the lease, and is fenced); other runs and other leases (shards) of
+//     the run only once the claim has expired. Claim reports the owner it
+//     took over and the object record, so that the caller can settle what
+//     that owner left and read the object again if the ledger moved.
+//   - Claim lease: how long a claim holds without a renewal. It is compared
+//     with the clocks of the workers: keep it far longer than the clock skew
+//     between machines; holders renew it while they work.
+//   - Run lease: per run and lease name ("all", or one per shard), the
+//     process allowed to work for the run (AcquireLease, RenewLease,
+//     ReleaseLease). Every acquisition increments its epoch, which never
+//     decreases (a release keeps it), so that claim owners of earlier
+//     processes are told apart.
+//   - Prepared event (intent): a change recorded before its S3 write, so
+//     that whoever finds it (a resumed run) can settle it from the object.
+//     A prepared event is never replaced by another: the second Prepare of
+//     an identity fails with ErrConflict until the first is committed or
+//     abandoned (only the object can tell whether its write landed).
 //   - Commit: recording one change: the event exactly once, then the object
 //     record, then releasing the claim. A retried Commit converges.
 //   - Observation: recording an object version seen without a change; of two
@@ -81,7 +96,8 @@
 //	object record  obj#<h>        ver#<esc(version id)>             t=object, bucket, object_key, version_id,
 //	                                                                wrap_key, wk_shard, format, placement,
 //	                                                                cek_alg, state, etag, run_id, updated_at,
-//	                                                                claim_owner, claim_run, claim_expires
+//	                                                                claim_owner, claim_run, claim_group,
+//	                                                                claim_epoch, claim_expires
 //	event          obj#<h>        evt#<esc(version id)>#<run>#<op>  t=event, bucket, object_key, version_id,
 //	                                                                run_id, op, method, from_key, to_key, at,
 //	                                                                etag_before, etag_after, version_before,
@@ -92,6 +108,8 @@
 //	                                                                run_id, upload_id, state (B), updated_at
 //	run            run            <run id>                          t=run, run_id, config, state, counts,
 //	                                                                checkpoint, revision, created_at, updated_at
+//	run lease      lease#<run>    <lease name>                      t=lease, run_id, name, holder, host, pid,
+//	                                                                epoch, acquired, expires
 //	key registry   meta           wrap_keys                         keys (string set)
 //	schema         meta           schema                            version (1)
 //

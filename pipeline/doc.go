@@ -7,31 +7,46 @@
 //   - Classify: reading an object's envelope (HEAD, and GET of the instruction
 //     file when the envelope is not in the metadata) to decide its action.
 //   - Action: skip, rewrap or re-encrypt.
-//   - Commit: the conditional write that stores the new envelope: a self-copy
-//     guarded by the ETag read at classify time, or a conditional PutObject of
-//     the instruction file. A failed precondition means someone else changed
-//     the object: it is reported as changed and left alone.
+//   - Commit protocol (protocol.go): the one sequence every change goes
+//     through (rewrap, re-encryption, version deletion): claim the object
+//     for this process (renewed while it works), settle what this run left
+//     on it and read it again if it may have changed, record the intent in
+//     the ledger (a prepared event, and a re-encryption's checkpoint),
+//     make the conditional write(s), decide on evidence only, then commit
+//     the lineage, drop the intent, or keep it. See docs/reliability.md.
+//   - Evidence: what proves that a write landed or did not: a success
+//     response, or the object read back (the wrapped key it holds, a V3
+//     message id, an ETag computed from the parts uploaded, the source's
+//     ETag and version after its upload was aborted, the content's tag
+//     under the new key). An error, a timeout, a 412 on a retry is never
+//     evidence.
+//   - Intent: the ledger's record of a change in progress (prepared event,
+//     checkpoint); the only copy of what is needed to finish or undo it.
+//   - Settle: deciding an intent from the object as it is now: committed
+//     (it landed), dropped (it did not), changed by someone else, kept (no
+//     evidence), or resumable (a re-encryption that can go on).
+//   - Unfinished: an object whose intent is kept (StatusUnfinished, exit
+//     4): resume settles it; a run is done only when none is left.
+//   - Recover: settling every intent of a run (Recover): before a resumed
+//     run lists again, and at the end of every run (giving up
+//     re-encryptions that did not land).
+//   - Run lease (lease.go): one process at a time works for a run (or a
+//     shard); its owner string (run/lease/epoch/holder) is the claim owner
+//     of every object it changes, and a later epoch fences earlier ones.
+//   - Dry run: the same core with its writers wrapped (DryRun): writes and
+//     key backend calls fail with errDryRun before they are sent, and the
+//     outcome says what would have been done.
+//   - Outcome codes: all in outcome.go, with the one mapping from errors.
 //   - Per-object core: classify, act and commit for one object, callable on
 //     its own (the pipeline, a shard, or an S3 Batch Operations handler).
 //   - Re-encrypt mode (ModeReencrypt): objects under the --from keys are
 //     re-encrypted under fresh data keys by a Reencrypter (reencrypt.Engine,
-//     one per run, so that the run's workers share its memory budget and
-//     checkpoints are kept under the run id). Under --from == --to an object
-//     is re-encrypted once per run (the ledger's record says which run did).
-//   - Reconcile: on resume, each prepared ledger event (a write whose
-//     outcome was not recorded) is settled from the object as it is now;
-//     a re-encryption that had not landed is taken up again at once from its
-//     checkpoint (ReconcileRun).
-//   - Settle: at the end of a run, checkpoints the run still holds are given
-//     up, their multipart uploads aborted (SettleUploads).
-//   - Unpaired suffix key: a key ending in the instruction suffix although
-//     no object KEY exists. It is no instruction file of a listed object:
-//     the source delivers it, it is processed as an object, and its report
-//     row says why it is there (NoteUnpairedSuffix).
-//   - ACL check (--check-acl): a rewrite gives an object its bucket's
-//     default ACL. ACLGuard and ACLGuardWriter read the ACL of what is about
-//     to be overwritten and refuse when grants would be dropped
-//     (CodeACLWouldBeDropped); MakePlan counts those objects.
+//     one per process, so that all workers share its memory budget). Under
+//     --from == --to an object is re-encrypted once per run (the ledger's
+//     record says which run did). With --delete-old-versions, the worker of
+//     a key's current version deletes its older versions under a --from
+//     key once it is re-encrypted (versions.go), each with a row of its own
+//     (Outcome.Also).
 //
 // Stages are errgroup goroutines joined by channels with bounded workers;
 // every send selects on the context. A failure of one object is reported and

@@ -26,30 +26,42 @@
 //   - Authenticate before commit: the old tag is checked against the GHASH
 //     states of every part, combined, only when the last part is read. The
 //     new content becomes visible (CompleteMultipartUpload, or PutObject for
-//     an object of one part, both with If-Match) only after that check
-//     passed. A bad tag, a changed object or any other failure aborts the
-//     upload: the object is left byte for byte as it was and no parts are
-//     left behind.
-//   - Checkpoint: after each part, the ledger records (ledger.Upload) the
-//     upload id, the parts uploaded and their ETags, the GHASH states of the
-//     parts uploaded so far in the old and new message (folded into one
-//     state for the contiguous prefix, sealed under keys derived from the
-//     content keys: gcmstream.Stream.MarshalPartial) and the new envelope,
-//     whose data key is wrapped. Never a plaintext key. A later call for
-//     the same object version in the same run (a resume after kill -9)
-//     unwraps the new data key again and uploads only the missing parts:
-//     earlier parts are not read again. An interrupted call (context
-//     canceled) keeps its upload for that resume; any other failure aborts
-//     it. A checkpoint that no longer matches the object (changed since) is
-//     dropped and its upload aborted.
-//   - Instruction-file objects: the object is written first (its new
-//     content, and for V3 the new x-amz-c, x-amz-d and x-amz-i), then the
-//     instruction file with If-Match. In between the object cannot be
-//     decrypted, so a checkpoint holds the new envelope from before the
-//     object write until the instruction file is written; an interrupted
-//     call finishes it on the next call (Completed), and a write whose
-//     response was lost is recognised by authenticating the object's
-//     current content under the new key.
+//     an object of one part with its envelope in the metadata, both with
+//     If-Match) only after that check passed.
+//   - Intent: one re-encryption between Begin and the end of its writes:
+//     the new envelope (its data key wrapped under To) and the checkpoint.
+//     Begin unwraps the old data key, checks the object's size against the
+//     length its envelope records, makes and wraps the new data key; it
+//     writes nothing. The caller (the commit protocol, package pipeline)
+//     records the intent before Write, and decides from the object, never
+//     from an error, whether the writes landed (Content).
+//   - Checkpoint (Intent.State, kept in the ledger): the upload id, the
+//     parts uploaded and their ETags, the GHASH states of the parts uploaded
+//     so far in the old and new message (folded into one state for the
+//     contiguous prefix, sealed under keys derived from the content keys:
+//     gcmstream.Stream.MarshalPartial), the new envelope (data key wrapped),
+//     and the phase. Never a plaintext key.
+//   - Phase: uploading (the completion was never sent: the object is as it
+//     was, and Write goes on after the last part recorded, reading no
+//     earlier part again), completing (recorded before the completion is
+//     sent: only the object can tell whether it landed; if it did not, Write
+//     sends it again with the same parts), completed (instruction-file
+//     objects: the content landed, the instruction file is left to write,
+//     which needs neither the old nor the new data key).
+//   - Instruction-file objects: the content is always written as a
+//     multipart upload, even when small: after Abort nothing of the intent
+//     can land, so an object still holding its old content proves the
+//     content did not land. Then the instruction file is written (If-Match).
+//   - Content (evidence): whether an object holds the intent's new content,
+//     its old one, or someone else's: the new wrapped key in the metadata;
+//     the V3 message id; the ETag the completed upload must have (MD5 of the
+//     parts' MD5s and "-N", when the parts' ETags are MD5s); the source's
+//     ETag, version id and size; last, the content's tag under the new data
+//     key (read back in parts, holding one buffer of the budget at a time).
+//   - Abort and Orphans: Abort gives an intent up (its upload and any other
+//     upload on the key created since the intent began, which a
+//     CreateMultipartUpload whose response was lost can leave); Orphans
+//     aborts only the others, once the content landed.
 //   - Legacy AES-CBC content (V1, and V2 with AES/CBC/PKCS5Padding) is
 //     always upgraded (to V2 AES-GCM, or V3): each part is decrypted with
 //     the ciphertext block before it as IV (one more 16-byte ranged GET)
@@ -60,15 +72,10 @@
 //     fail. Data keys under the legacy "kms" wrapping are unwrapped with KMS
 //     Decrypt (context = the material description); the other legacy
 //     wrappings (AESWrap, AES/ECB, RSA PKCS#1 v1.5) are not unwrapped.
-//   - Leftover and Settle: a checkpoint still in the ledger when its run
-//     ends (an object given up, or changed by someone else after an
-//     interruption). Settle aborts its upload and drops it, except when the
-//     new content landed and only its instruction file is left to write:
-//     then the checkpoint, the only copy of the new envelope, is kept.
-//   - Landed: a commit write whose response was lost fails its own retry. The
-//     engine then reads the object: it is ours when its metadata carries the
-//     new wrapped key, or (instruction file) its content authenticates under
-//     the new content key.
+//   - Memory budget: part buffers of all objects share one budget
+//     (Engine.Memory); no holder takes a second buffer while it holds one,
+//     and every wait for memory ends with its context (PeakMemory reports
+//     the most ever held).
 //
 // The new object keeps the original's user metadata (envelope entries
 // replaced), system headers and tags (see commit.Committer.CreateUpload).

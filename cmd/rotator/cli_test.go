@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -197,8 +198,15 @@ func TestCLIKilledAndResumedIsExactlyOnce(t *testing.T) {
 	}
 	time.Sleep(time.Duration(300+rand.IntN(500)) * time.Millisecond)
 	_ = c.Process.Signal(syscall.SIGKILL)
-	_ = c.Wait()
-	t.Logf("killed the run after %d of %d objects were recorded", f.events(t, ledgerPath), len(f.objs))
+	werr := c.Wait()
+	recorded := f.events(t, ledgerPath)
+	t.Logf("killed the run after %d of %d objects were recorded", recorded, len(f.objs))
+	// The kill landed while the run was working: killed by the signal,
+	// with objects left to do.
+	var ee *exec.ExitError
+	if !errors.As(werr, &ee) || !ee.Sys().(syscall.WaitStatus).Signaled() || recorded >= len(f.objs) {
+		t.Fatalf("the kill did not land mid-run (%v, %d of %d recorded):\n%s", werr, recorded, len(f.objs), out.String())
+	}
 
 	// Kill resumes twice more at random points, then let one finish.
 	for i := 0; i < 2; i++ {

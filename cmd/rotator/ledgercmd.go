@@ -11,6 +11,7 @@ import (
 
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/reencrypt"
 )
 
 const ledgerUsage = `usage: rotator ledger <query> [--ledger URL] [flags]
@@ -21,6 +22,9 @@ queries:
   objects --key KEYID                 the objects still wrapped under a key (a query, not a scan)
   runs                                every run, oldest first
   export [--format csv|jsonl]         every lineage event, for auditors
+  intents --run-id ID                 the changes a run holds unfinished: their intent, and for a
+                                      re-encryption its checkpoint (phase, upload, the new instruction
+                                      file of an object whose content landed); --json for all of it
 `
 
 func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -39,13 +43,14 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		target, rest = rest[0], rest[1:]
 	}
-	var ledgerURL, key, format string
+	var ledgerURL, key, format, runID string
 	var asJSON bool
 	fs := newFlagSet("ledger "+query, "[flags]", stderr)
 	fs.StringVar(&ledgerURL, "ledger", DefaultLedger, "the ledger: a `FILE` or dynamodb://TABLE")
 	fs.StringVar(&key, "key", "", "canonical key id (objects): a KMS key ARN, pkcs11:token=T;object=L, aes:sha256:..., rsa:sha256:...")
 	fs.StringVar(&format, "format", "csv", "export format: csv or jsonl")
 	fs.BoolVar(&asJSON, "json", false, "print JSON lines")
+	fs.StringVar(&runID, "run-id", "", "the run (intents)")
 	if help, err := parse(fs, rest); help || err != nil {
 		return err
 	}
@@ -144,8 +149,13 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return ledger.ExportJSONLines(ctx, stdout, l)
 		}
 		return usageError{fmt.Sprintf("--format %q: want csv or jsonl", format)}
+	case "intents":
+		if runID == "" {
+			return usageError{"give the run with --run-id (see 'rotator ledger runs')"}
+		}
+		return printIntents(ctx, l, runID, asJSON, stdout)
 	}
-	return usageError{fmt.Sprintf("unknown ledger query %q (lineage, counts, objects, runs, export)", query)}
+	return usageError{fmt.Sprintf("unknown ledger query %q (lineage, counts, objects, runs, export, intents)", query)}
 }
 
 func orDash(s string) string {
@@ -153,4 +163,50 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printIntents lists what run runID holds unfinished in the ledger: each
+// prepared event (an intended change whose outcome is not recorded) and
+// re-encryption checkpoint. For an object whose new content landed while
+// its instruction file was not written, it gives that file's body: the
+// only copy of the new envelope (its data key wrapped, never in the clear).
+func printIntents(ctx context.Context, l ledger.Ledger, runID string, asJSON bool, stdout io.Writer) error {
+	enc := json.NewEncoder(stdout)
+	n := 0
+	err := l.Prepared(ctx, runID, func(ev ledger.Event) error {
+		n++
+		row := map[string]any{"message_type": "intent", "object": ev.ID.String(), "op": ev.Op, "from_key": ev.FromKey, "to_key": ev.ToKey,
+			"old_wrapped_key_sha256": ev.OldWrappedKeySHA256, "new_wrapped_key_sha256": ev.NewWrappedKeySHA256, "since": ev.At}
+		phase := ""
+		if u, err := l.GetUpload(ctx, runID, ev.ID); err == nil {
+			in, err := (&reencrypt.Engine{}).Resume(u)
+			if err != nil {
+				row["checkpoint_error"] = err.Error()
+			} else {
+				phase = in.Phase().String()
+				row["phase"], row["upload_id"] = phase, in.UploadID()
+				if in.Instruction() && in.Phase() == reencrypt.PhaseCompleted {
+					if _, body, err := in.NewEnv.InstructionFile(); err == nil {
+						row["instruction_file"] = string(body)
+					}
+				}
+			}
+		}
+		if asJSON {
+			return enc.Encode(row)
+		}
+		_, err := fmt.Fprintf(stdout, "%s\t%s\t%s -> %s\t%s\n", ev.ID, ev.Op, orDash(ev.FromKey), orDash(ev.ToKey), orDash(phase))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !asJSON {
+		fmt.Fprintf(stdout, "%d unfinished changes in run %s", n, runID)
+		if n > 0 {
+			fmt.Fprintf(stdout, ": 'rotator resume --run-id %s' settles them", runID)
+		}
+		fmt.Fprintln(stdout)
+	}
+	return nil
 }
