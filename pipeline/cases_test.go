@@ -542,3 +542,85 @@ func TestCase6DuplicateListLine(t *testing.T) {
 		t.Errorf("%d lineage events (%v), want 1", n, err)
 	}
 }
+
+// noRenewal fails every claim after the first: the ledger became
+// unreachable for this process.
+type noRenewal struct {
+	ledger.Ledger
+	n atomic.Int32
+}
+
+func (l *noRenewal) Claim(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) (ledger.Claimed, error) {
+	if l.n.Add(1) > 1 {
+		return ledger.Claimed{}, errors.New("injected: the ledger is unreachable")
+	}
+	return l.Ledger.Claim(ctx, id, owner, lease)
+}
+
+// ctxWrite waits d (or until its context ends) before each metadata write.
+type ctxWrite struct {
+	*commit.Committer
+	d time.Duration
+}
+
+func (w ctxWrite) MetadataEnvelope(ctx context.Context, obj *commit.Object, meta map[string]string) (commit.Result, error) {
+	select {
+	case <-time.After(w.d):
+	case <-ctx.Done():
+		return commit.Result{}, ctx.Err()
+	}
+	return w.Committer.MetadataEnvelope(ctx, obj, meta)
+}
+
+// TestCase6ClaimThatCannotBeRenewedStopsTheWork: a process whose claim
+// cannot be renewed (the ledger unreachable for it) stops working on the
+// object before the claim expires: its write is never sent. Another run
+// that comes once the claim has expired finds the first run's intent and
+// leaves the object to it (nothing is overwritten, nothing written twice);
+// the first run's resume settles the intent and rotates the object, once.
+func TestCase6ClaimThatCannotBeRenewedStopsTheWork(t *testing.T) {
+	f := newFixture(t, 4, false)
+	var key string
+	for _, o := range f.objs {
+		if o.Kind.Placement == envelope.PlacementMetadata {
+			key = o.Key
+			break
+		}
+	}
+	before := storedEnvelope(t, f, key).WrappedKey
+	a := f.core("run-cut-off")
+	a.S3, a.Lease, a.Ledger = ctxWrite{f.commit, 3 * time.Second}, 600*time.Millisecond, &noRenewal{Ledger: f.ledger}
+	done := make(chan pipeline.Outcome, 1)
+	start := time.Now()
+	go func() {
+		o, _ := a.Process(ctx, inventory.Item{Bucket: f.bucket, Key: key})
+		done <- o
+	}()
+	time.Sleep(900 * time.Millisecond) // A's claim has expired
+	b := f.core("run-takes-over")
+	ob, err := b.Process(ctx, inventory.Item{Bucket: f.bucket, Key: key})
+	if err != nil || ob.ErrorCode != pipeline.CodeOtherRunUnfinished {
+		t.Fatalf("the run coming after the claim expired: %+v %v, want %s", ob, err, pipeline.CodeOtherRunUnfinished)
+	}
+	oa := <-done
+	if took := time.Since(start); oa.Status != pipeline.StatusUnfinished || took > 2*time.Second {
+		t.Fatalf("the cut-off run: %+v after %v, want unfinished, stopped before its 3 s write", oa, took)
+	}
+	if got := storedEnvelope(t, f, key).WrappedKey; !bytes.Equal(got, before) {
+		t.Fatal("the object was written")
+	}
+	// The first run's resume settles its intent (the write never landed)
+	// and rotates the object.
+	n, err := pipeline.Recover(ctx, f.core("run-cut-off"), f.ledger, "run-cut-off", false)
+	if err != nil || n.Dropped != 1 || len(n.Outcomes) != 1 || n.Outcomes[0].Status != pipeline.StatusSucceeded {
+		t.Fatalf("resume of the cut-off run: %+v %v", n, err)
+	}
+	if ob, err := b.Process(ctx, inventory.Item{Bucket: f.bucket, Key: key}); err != nil || ob.ErrorCode != pipeline.CodeAlreadyTarget {
+		t.Errorf("the other run again: %+v %v", ob, err)
+	}
+	wrapped := storedEnvelope(t, f, key).WrappedKey
+	lin, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: key})
+	if err != nil || len(lin) != 1 || lin[0].RunID != "run-cut-off" || lin[0].NewWrappedKeySHA256 != ledger.WrappedKeyFingerprint(wrapped) {
+		t.Errorf("lineage %+v (%v): want one event, matching the object", lin, err)
+	}
+}

@@ -83,10 +83,16 @@ func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome) (*hold
 	return h, got, nil
 }
 
-// renew renews h's claim every third of the lease until h ends.
+// renew renews h's claim every third of the lease until h ends. When the
+// claim is taken over, or cannot be renewed for two thirds of the lease
+// (the ledger unreachable), the object's context is canceled: before the
+// claim can expire and another process take the object, this one stops
+// writing to it.
 func (c *Core) renew(h *hold) {
-	t := time.NewTicker(c.lease() / 3)
+	lease := c.lease()
+	t := time.NewTicker(lease / 3)
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-h.done:
@@ -94,8 +100,12 @@ func (c *Core) renew(h *hold) {
 		case <-h.ctx.Done():
 			return
 		case <-t.C:
-			if _, err := c.Ledger.Claim(h.ctx, h.id, c.owner(), c.lease()); errors.Is(err, ledger.ErrClaimed) {
-				h.cancel() // taken over: stop changing the object
+			_, err := c.Ledger.Claim(h.ctx, h.id, c.owner(), lease)
+			switch {
+			case err == nil:
+				last = time.Now()
+			case errors.Is(err, ledger.ErrClaimed), time.Since(last) > lease*2/3:
+				h.cancel() // lost, or about to be: stop changing the object
 				return
 			}
 		}
