@@ -23,7 +23,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
 	"github.com/rotator-dev/rotator/envelope"
-	"github.com/rotator-dev/rotator/hsmpool"
 	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/internal/faults"
 	"github.com/rotator-dev/rotator/internal/sample"
@@ -171,7 +170,7 @@ func newFaultHarness(t *testing.T, sc scenario) *faultHarness {
 	t.Cleanup(func() { h.deps.Close() })
 	h.a = openKey(t, h.deps, "kms:"+h.arnA)
 	if sc.toHSM {
-		h.hsm = newFaultHSMKey(t)
+		h.hsm = newHSMKeySpec(t)
 		h.deps.PKCS11Module, h.deps.PKCS11PINSource = os.Getenv(testenv.EnvPKCS11Module), "file:"+os.Getenv(testenv.EnvPKCS11PinFile)
 		h.to = openKey(t, h.deps, h.hsm)
 	} else {
@@ -184,30 +183,6 @@ func newFaultHarness(t *testing.T, sc scenario) *faultHarness {
 		}
 	}
 	return h
-}
-
-// newFaultHSMKey creates an AES key on the stack's SoftHSM token.
-func newFaultHSMKey(t *testing.T) string {
-	t.Helper()
-	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
-	pin, err := hsmpool.ReadPIN("file:" + pinFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := hsmpool.Open(ctx, hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
-	pin.Clear()
-	if err != nil {
-		t.Fatal(err)
-	}
-	label := "faults-" + testenv.Name(t)
-	if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) })
-		p.Close()
-	})
-	return "pkcs11:token=" + token + ";object=" + label
 }
 
 // faultCase is one case's bucket, objects and run.

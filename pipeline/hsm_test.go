@@ -24,6 +24,15 @@ import (
 // its keyring, opened through the fixture's Deps.
 func newHSMKey(t *testing.T, f *fixture) rewrap.Keyring {
 	t.Helper()
+	spec := newHSMKeySpec(t)
+	f.deps.PKCS11Module, f.deps.PKCS11PINSource = os.Getenv(testenv.EnvPKCS11Module), "file:"+os.Getenv(testenv.EnvPKCS11PinFile)
+	return openKey(t, f.deps, spec)
+}
+
+// newHSMKeySpec creates an AES-256 key on the stack's SoftHSM token, to be
+// destroyed at the end of the test, and returns its key spec.
+func newHSMKeySpec(t *testing.T) string {
+	t.Helper()
 	testenv.Need(t, testenv.PKCS11)
 	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
 	pin, err := hsmpool.ReadPIN("file:" + pinFile)
@@ -45,8 +54,7 @@ func newHSMKey(t *testing.T, f *fixture) rewrap.Keyring {
 		}
 		p.Close()
 	})
-	f.deps.PKCS11Module, f.deps.PKCS11PINSource = module, "file:"+pinFile
-	return openKey(t, f.deps, "pkcs11:token="+token+";object="+label)
+	return "pkcs11:token=" + token + ";object=" + label
 }
 
 // countingKeyring counts the unwraps of the keyring it wraps: the HSM calls

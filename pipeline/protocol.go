@@ -167,7 +167,7 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 	case ActionRewrap:
 		return c.rewrap(ctx, h, cl, o)
 	case ActionReencrypt:
-		return c.reencrypt(ctx, h, cl, o, nil)
+		return c.reencrypt(ctx, h, cl, o)
 	case ActionDeleteVersion:
 		return c.deleteVersion(ctx, h, cl, o)
 	}

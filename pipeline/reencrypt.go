@@ -63,7 +63,7 @@ func (f *firstOf) Unwrap(ctx context.Context, w rewrap.Wrapped, cek envelope.Con
 // of the protocol. Begin unwraps the old data key and wraps a new one (no
 // write); the intent (prepared event, and the checkpoint holding the new
 // envelope) is recorded before the first S3 write.
-func (c *Core) reencrypt(ctx context.Context, h *hold, cl *Classification, o Outcome, _ *reencrypt.Intent) (Outcome, error) {
+func (c *Core) reencrypt(ctx context.Context, h *hold, cl *Classification, o Outcome) (Outcome, error) {
 	from, err := c.unwrapperFor(cl)
 	if err != nil {
 		return o.fail(CodeNeedFromKey, err.Error()), nil
@@ -302,14 +302,12 @@ func (c *Core) landedReencrypt(ctx context.Context, h *hold, ev ledger.Event, in
 			}
 		}
 		job := reencrypt.Job{Obj: n.obj, Instr: n.instr, To: c.To}
-		res, werr := c.Reencrypter.Write(ctx, job, in, func(ctx context.Context) error { return c.saveIntent(ctx, ev, in) })
-		if werr != nil {
+		if _, werr := c.Reencrypter.Write(ctx, job, in, func(ctx context.Context) error { return c.saveIntent(ctx, ev, in) }); werr != nil {
 			n2, err := c.current(ctx, ev.ID)
 			if err != nil || n2.fp != ev.NewWrappedKeySHA256 {
 				return kept, keepIntent(h, o, "the object holds the re-encrypted content, and its new instruction file is not written yet", errors.Join(werr, err)), nil
 			}
 		}
-		_ = res
 	}
 	etag, version := n.obj.ETag, n.obj.VersionID
 	out, err := c.finishReencrypt(ctx, h, ev, in, etag, version, o, reencrypt.Result{})
