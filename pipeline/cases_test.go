@@ -4,16 +4,22 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"runtime"
 	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
@@ -622,5 +628,117 @@ func TestCase6ClaimThatCannotBeRenewedStopsTheWork(t *testing.T) {
 	lin, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: key})
 	if err != nil || len(lin) != 1 || lin[0].RunID != "run-cut-off" || lin[0].NewWrappedKeySHA256 != ledger.WrappedKeyFingerprint(wrapped) {
 		t.Errorf("lineage %+v (%v): want one event, matching the object", lin, err)
+	}
+}
+
+// failRangedGets fails every ranged GET (the content reads), not the GETs
+// of whole objects (instruction files).
+func failRangedGets(st *middleware.Stack) error {
+	return st.Initialize.Add(middleware.InitializeMiddlewareFunc("test/FailRangedGets",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			if p, ok := in.Parameters.(*s3.GetObjectInput); ok && p.Range != nil {
+				return middleware.InitializeOutput{}, middleware.Metadata{},
+					&net.OpError{Op: "read", Net: "tcp", Err: fmt.Errorf("injected failure of a ranged GET: %w", syscall.ECONNRESET)}
+			}
+			return next.HandleInitialize(ctx, in)
+		}), middleware.Before)
+}
+
+// TestCase1ResumeWhoseContentReadsFail: the process dies right after the
+// new content of an instruction-file object landed; the resume can read
+// the instruction file but not the content. It finishes the object from
+// ledger evidence (the ETag of the completed upload) or keeps its intent;
+// it never drops it. Before, the resume took the failed read for "not our
+// content", dropped the checkpoint and left the object under a data key
+// nobody held.
+func TestCase1ResumeWhoseContentReadsFail(t *testing.T) {
+	for _, dyn := range []bool{false, true} {
+		t.Run(fmt.Sprint("dynamodb=", dyn), func(t *testing.T) {
+			testenv.Need(t, testenv.S3, testenv.KMS, testenv.DynamoDB)
+			h := newFaultHarness(t, instrScenario(dyn))
+			calls := h.record(t)
+			complete := callIndex(t, calls, "S3 CompleteMultipartUpload", 1)
+			c := h.setup(t)
+			if res := h.process(t, c, faults.Fault{At: complete, Kind: faults.Die}, false); !res.dead {
+				t.Fatal("the process did not die")
+			}
+			h.extra = []func(*middleware.Stack) error{failRangedGets}
+			res := h.processWith(t, c, faults.New(), h.config(c), true)
+			h.extra = nil
+			if res.done() {
+				h.check(t, c, true)
+			} else {
+				h.mustBeUnfinished(t, c, res)
+			}
+			h.finish(t, c)
+		})
+	}
+}
+
+// lostWrites carries out every content write, then answers as the SDK's
+// retry of it would once the first attempt's response was lost: 412.
+type lostWrites struct {
+	*commit.Committer
+	n atomic.Int64
+}
+
+func (w *lostWrites) PutContent(ctx context.Context, obj *commit.Object, meta map[string]string, body []byte) (commit.Result, error) {
+	if _, err := w.Committer.PutContent(ctx, obj, meta, body); err != nil {
+		return commit.Result{}, err
+	}
+	w.n.Add(1)
+	return commit.Result{}, &commit.Error{Op: "put object", Bucket: obj.Bucket, Key: obj.Key, Kind: commit.ErrChanged, Err: errors.New("412 (lost response)")}
+}
+
+func (w *lostWrites) CompleteUpload(ctx context.Context, obj *commit.Object, id string, parts []types.CompletedPart) (commit.Result, error) {
+	if _, err := w.Committer.CompleteUpload(ctx, obj, id, parts); err != nil {
+		return commit.Result{}, err
+	}
+	w.n.Add(1)
+	return commit.Result{}, &commit.Error{Op: "complete upload", Bucket: obj.Bucket, Key: obj.Key, Kind: commit.ErrChanged, Err: errors.New("412 (lost response)")}
+}
+
+// TestCase5LostWritesDoNotDeadlockTheBudget: objects of one part as large
+// as the memory budget, four at once, whose every content write lands
+// with its response lost, so that each is decided from the object read
+// back. Before, a worker held its buffer while the landed check asked the
+// same budget for another: the run hung.
+func TestCase5LostWritesDoNotDeadlockTheBudget(t *testing.T) {
+	const part = 5 << 20
+	for _, pl := range []envelope.Placement{envelope.PlacementInstructionFile, envelope.PlacementMetadata} {
+		t.Run(pl.String(), func(t *testing.T) {
+			f := newFixture(t, 0, false)
+			objs, err := sample.Seed(ctx, f.s3, f.kms.Client(""), sample.Options{Bucket: f.bucket, Prefix: "one/", KMSKeyID: f.kmsKeyA(t),
+				Count: 4, MinSize: part - 100, MaxSize: part - 16, Kinds: []sample.Kind{{Format: envelope.V2, Placement: pl}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range objs {
+				f.plain[o.Key] = f.decrypt(t, o.Key, f.a)
+			}
+			f.objs = append(f.objs, objs...)
+			w := &lostWrites{Committer: f.commit}
+			c, e := f.reencryptCore("run-mem-lost", w, f.a)
+			e.Memory, e.PartsInFlight = part, 4
+			done := make(chan struct{})
+			var rep *pipeline.Report
+			go func() {
+				defer close(done)
+				rep, _ = f.run(t, c)
+			}()
+			select {
+			case <-done:
+			case <-time.After(3 * time.Minute):
+				t.Fatalf("the run did not end: the memory budget deadlocked (%d writes landed)", w.n.Load())
+			}
+			if got := rep.Counts(); got[pipeline.StatusSucceeded] != 4 || w.n.Load() < 4 {
+				t.Errorf("counts %v, %d responses lost", got, w.n.Load())
+			}
+			for _, o := range objs {
+				if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+					t.Errorf("%s: plaintext differs", o.Key)
+				}
+			}
+		})
 	}
 }

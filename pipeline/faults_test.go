@@ -21,6 +21,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/internal/awsx"
@@ -151,6 +152,10 @@ type faultHarness struct {
 	a, to  rewrap.Keyring
 	caseNo int
 	dir    string
+
+	// extra API options every process's AWS clients get (a test's own
+	// faults).
+	extra []func(*middleware.Stack) error
 
 	mu   sync.Mutex
 	pids int          // simulated processes started: each gets its own pid
@@ -283,7 +288,7 @@ func (h *faultHarness) process(t *testing.T, c *faultCase, fault faults.Fault, r
 func (h *faultHarness) processWith(t *testing.T, c *faultCase, proc *faults.Process, cfg pipeline.Config, resume bool) processResult {
 	t.Helper()
 	cfgAWS := h.base.Copy()
-	cfgAWS.APIOptions = append(cfgAWS.APIOptions, proc.Middleware())
+	cfgAWS.APIOptions = append(append(cfgAWS.APIOptions, proc.Middleware()), h.extra...)
 	cfgAWS.Retryer = func() aws.Retryer { return awsx.NewRetryer(3, 5*time.Millisecond) }
 	opts := pipeline.OpenOptions{AWS: &cfgAWS, KMSMaxAttempts: 3, KMSMaxBackoff: 5 * time.Millisecond, WrapKeyring: proc.Keyring}
 	if !h.sc.dynamo {
