@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/rotator-dev/rotator/commit"
@@ -661,4 +662,47 @@ func TestOddHeaders(t *testing.T) {
 	after := snap(t, c, bucket, key, "")
 	assertPreserved(t, before, after)
 	assertDecrypts(t, after, pt)
+}
+
+// TestCompleteOfAbortedUploadIsNotLanded: a completion answered with
+// success is confirmed from the object. versitygw answers success, with
+// the ETag the parts would make, for an upload that was aborted, and leaves
+// the object as it was: CompleteUpload reports the upload gone and the
+// object is untouched. (The fault trials found this: a resumed
+// re-encryption completed the upload an earlier attempt had aborted, then
+// wrote the new instruction file over the old content.)
+func TestCompleteOfAbortedUploadIsNotLanded(t *testing.T) {
+	c := client(t)
+	bucket := newBucket(t, c, false)
+	putEncrypted(t, c, bucket, "aborted", envelope.V2, 100)
+	cm := commit.New(c, commit.Options{})
+	obj, err := cm.Head(ctx, bucket, "aborted", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := snap(t, c, bucket, "aborted", "")
+	meta, err := cm.ContentMetadata(obj, rewrap(t, obj, false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := cm.CreateUpload(ctx, obj, meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := cm.UploadPart(ctx, obj, id, 1, bytes.Repeat([]byte{7}, 116))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cm.AbortUpload(ctx, obj, id); err != nil {
+		t.Fatal(err)
+	}
+	res, err := cm.CompleteUpload(ctx, obj, id, []types.CompletedPart{p})
+	if !errors.Is(err, commit.ErrUploadGone) {
+		t.Fatalf("completing an aborted upload: %+v, %v; want ErrUploadGone", res, err)
+	}
+	after := snap(t, c, bucket, "aborted", "")
+	if !bytes.Equal(after.body, before.body) || aws.ToString(after.head.ETag) != aws.ToString(before.head.ETag) ||
+		!maps.Equal(after.head.Metadata, before.head.Metadata) {
+		t.Fatal("the object changed")
+	}
 }

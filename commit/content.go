@@ -169,8 +169,32 @@ func (c *Committer) CompleteUpload(ctx context.Context, obj *Object, uploadID st
 		}
 		return Result{}, c.recheck(ctx, obj, e)
 	}
-	return Result{ETagBefore: obj.ETag, VersionBefore: obj.VersionID,
-		ETagAfter: aws.ToString(out.ETag), VersionAfter: aws.ToString(out.VersionId), Parts: len(parts)}, nil
+	res := Result{ETagBefore: obj.ETag, VersionBefore: obj.VersionID,
+		ETagAfter: aws.ToString(out.ETag), VersionAfter: aws.ToString(out.VersionId), Parts: len(parts)}
+	if err := c.confirmCompleted(ctx, obj, uploadID, res); err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+// confirmCompleted reads back the object a completion answered: a success
+// response is not evidence that it landed. versitygw answers one for an
+// upload that was aborted, with the ETag the parts would make, and leaves
+// the object as it was; an instruction file written next would then name
+// a data key the object does not hold. The object (its version, when the
+// completion named one) must have the ETag the completion answered;
+// otherwise the upload is taken as gone (ErrUploadGone) and the caller
+// settles from the object.
+func (c *Committer) confirmCompleted(ctx context.Context, obj *Object, uploadID string, res Result) error {
+	cur, err := c.Head(ctx, obj.Bucket, obj.Key, res.VersionAfter)
+	switch {
+	case err != nil:
+		return obj.ref().fail(opComplete, nil, "", "the completion of upload %s was answered, but the object could not be read back to confirm it: %w", uploadID, err)
+	case cur.ETag != res.ETagAfter:
+		return obj.ref().fail(opComplete, ErrUploadGone, "",
+			"the completion of upload %s was answered with ETag %s, but the object has ETag %s: the upload did not land (aborted?)", uploadID, res.ETagAfter, cur.ETag)
+	}
+	return nil
 }
 
 // AbortUpload aborts an upload and frees its parts, even when ctx is done.
