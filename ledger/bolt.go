@@ -485,6 +485,9 @@ func putObject(tx *bolt.Tx, obj Object, newerWins bool) (bool, error) {
 		if newerWins && old.UpdatedAt > rec.UpdatedAt {
 			return false, nil
 		}
+		if newerWins && keepsKey(rec, old) {
+			rec.WrapKey, rec.WrappedKeySHA256 = old.WrapKey, old.WrappedKeySHA256
+		}
 		if old.WrapKey != "" {
 			if err := tx.Bucket(bucketByKey).Delete(tupleKey(old.WrapKey, obj.ID.Bucket, obj.ID.Key, obj.ID.VersionID)); err != nil {
 				return false, err

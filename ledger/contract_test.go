@@ -44,6 +44,7 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"CommitNewVersion", testCommitNewVersion},
 		{"CommitValidation", testCommitValidation},
 		{"ObserveLaterWins", testObserveLaterWins},
+		{"ObserveUnknownKey", testObserveUnknownKey},
 		{"GetNotFound", testGetNotFound},
 		{"ByKeyAndCounts", testByKeyAndCounts},
 		{"Lineage", testLineage},
@@ -651,6 +652,52 @@ func testObserveLaterWins(t *testing.T, open func(...Option) Ledger) {
 	mustObserve(t, l, o)
 	if got := mustGet(t, l, o.ID); got.UpdatedAt.IsZero() {
 		t.Fatal("UpdatedAt not filled")
+	}
+}
+
+// testObserveUnknownKey: an observation that does not know the key (a
+// failed read, a key that could not be told) keeps the key the record
+// names for the same wrapped key; one that saw another wrapped key, or a
+// change by someone else, does not.
+func testObserveUnknownKey(t *testing.T, open func(...Option) Ledger) {
+	l := open()
+	id := oid("unknown-key")
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	at := func(o Object, d time.Duration, st ObjectState, fp string) Object {
+		o.UpdatedAt, o.State, o.WrappedKeySHA256 = t0.Add(d), st, fp
+		return o
+	}
+	check := func(what, wantKey, wantFP string, want ObjectState) {
+		t.Helper()
+		got := mustGet(t, l, id)
+		if got.WrapKey != wantKey || got.WrappedKeySHA256 != wantFP || got.State != want {
+			t.Fatalf("%s: record %+v, want key %q, fingerprint %q, state %s", what, got, wantKey, wantFP, want)
+		}
+		n := int64(0)
+		if wantKey == keyA {
+			n = 1
+		}
+		if c := counts(t, l)[keyA]; c != n {
+			t.Fatalf("%s: %d under A, want %d", what, c, n)
+		}
+	}
+	mustObserve(t, l, at(observed(id, keyA), 0, StateCurrent, "f1"))
+	mustObserve(t, l, at(observed(id, ""), time.Second, StateFailed, ""))
+	check("a failed read", keyA, "f1", StateFailed)
+	mustObserve(t, l, at(observed(id, ""), 2*time.Second, StateCurrent, "f1"))
+	check("the same wrapped key, its key not told", keyA, "f1", StateCurrent)
+	mustObserve(t, l, at(observed(id, ""), 3*time.Second, StateCurrent, "f2"))
+	check("another wrapped key", "", "f2", StateCurrent)
+	mustObserve(t, l, at(observed(id, keyA), 4*time.Second, StateCurrent, "f1"))
+	mustObserve(t, l, at(observed(id, ""), 5*time.Second, StateChanged, ""))
+	check("changed by someone else", "", "", StateChanged)
+	mustObserve(t, l, at(observed(id, keyA), 6*time.Second, StateCurrent, "f1"))
+	mustObserve(t, l, at(observed(id, ""), 5500*time.Millisecond, StateFailed, ""))
+	check("an older observation", keyA, "f1", StateCurrent)
+	fresh := at(observed(oid("unknown-fresh"), ""), 0, StateFailed, "")
+	mustObserve(t, l, fresh)
+	if got := mustGet(t, l, fresh.ID); got.WrapKey != "" || got.State != StateFailed {
+		t.Fatalf("a first observation that does not know the key: %+v", got)
 	}
 }
 

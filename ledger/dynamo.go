@@ -837,10 +837,67 @@ func (d *dynamoLedger) Observe(ctx context.Context, obj Object) error {
 	if err := d.register(ctx, obj.WrapKey); err != nil {
 		return err
 	}
+	if obj.WrapKey == "" && obj.State != StateChanged && obj.State != StateDeleted {
+		// Not knowing the key is no evidence that it changed: keep the
+		// recorded one if the record names one for the same wrapped key
+		// (keepsKey); otherwise write the record as observed.
+		err := d.observeKeepingKey(ctx, obj)
+		if err == nil {
+			return nil
+		}
+		if !isCondFailed(err) {
+			return d.wrap("observe "+obj.ID.String(), err)
+		}
+	}
 	if err := d.putObject(ctx, obj, ""); err != nil && !isCondFailed(err) {
 		return d.wrap("observe "+obj.ID.String(), err)
 	}
 	return nil
+}
+
+// observeKeepingKey writes the observation obj, which does not know the
+// wrap key, over a record that names one, leaving the record's key, shard
+// and fingerprint as they are. It fails its condition when there is no
+// such record, the record is later, or it names another wrapped key.
+func (d *dynamoLedger) observeKeepingKey(ctx context.Context, obj Object) error {
+	av, err := attributevalue.MarshalMap(toObjectRecord(obj))
+	if err != nil {
+		return err
+	}
+	names := map[string]string{"#wk": "wrap_key", "#u": "updated_at"}
+	vals := map[string]types.AttributeValue{":t": s(formatTime(obj.UpdatedAt))}
+	var set, remove []string
+	for i, a := range objectAttrs {
+		if a == "wrap_key" || a == "wrapped_key_sha256" {
+			continue
+		}
+		ph := "#a" + strconv.Itoa(i)
+		names[ph] = a
+		if v, ok := av[a]; ok {
+			vals[":a"+strconv.Itoa(i)] = v
+			set = append(set, ph+" = :a"+strconv.Itoa(i))
+		} else {
+			remove = append(remove, ph)
+		}
+	}
+	cond := "attribute_exists(#wk) AND #u <= :t"
+	if obj.WrappedKeySHA256 != "" {
+		names["#fp"] = "wrapped_key_sha256"
+		vals[":fp"] = s(obj.WrappedKeySHA256)
+		cond += " AND #fp = :fp"
+	}
+	expr := "SET " + strings.Join(set, ", ")
+	if len(remove) > 0 {
+		expr += " REMOVE " + strings.Join(remove, ", ")
+	}
+	_, err = d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(d.table), Key: objectKey(obj.ID),
+		UpdateExpression:          aws.String(expr),
+		ConditionExpression:       aws.String(cond),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: vals,
+	})
+	return err
 }
 
 func (d *dynamoLedger) Get(ctx context.Context, id ObjectID) (Object, error) {

@@ -231,7 +231,11 @@ type Ledger interface {
 	// Observe records an object version seen without a change (skipped,
 	// already under the target key, failed, changed by someone else). It
 	// never overwrites a record with a later UpdatedAt: of two observations
-	// the later one wins, whichever lands last.
+	// the later one wins, whichever lands last. An observation that does
+	// not know the wrap key (WrapKey empty: the object could not be read,
+	// or its key could not be told) keeps the key the record names, unless
+	// it saw another wrapped key (a WrappedKeySHA256 that differs): not
+	// knowing is no evidence that the key changed.
 	Observe(ctx context.Context, obj Object) error
 	// Get returns the object record of id, or ErrNotFound.
 	Get(ctx context.Context, id ObjectID) (Object, error)

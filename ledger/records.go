@@ -29,6 +29,15 @@ type objectRecord struct {
 	WrappedKeySHA256 string `json:"wrapped_key_sha256,omitempty" dynamodbav:"wrapped_key_sha256,omitempty"`
 }
 
+// keepsKey reports whether an observation rec that does not know the wrap
+// key keeps the key of the record old it replaces (see Ledger.Observe):
+// not when the object was changed by someone else or deleted.
+func keepsKey(rec, old objectRecord) bool {
+	return rec.WrapKey == "" && old.WrapKey != "" &&
+		rec.State != string(StateChanged) && rec.State != string(StateDeleted) &&
+		(rec.WrappedKeySHA256 == "" || rec.WrappedKeySHA256 == old.WrappedKeySHA256)
+}
+
 // objectAttrs are the attributes of an object record, in a fixed order.
 var objectAttrs = []string{"bucket", "object_key", "version_id", "wrap_key", "format", "placement", "cek_alg", "state", "etag", "run_id", "updated_at", "wrapped_key_sha256"}
 

@@ -413,15 +413,14 @@ func (c *Core) stateFor(o Outcome) ledger.ObjectState {
 }
 
 // observe records an object seen without a change. Unencrypted objects
-// leave no record.
+// leave no record. With key empty (not told) the fingerprint of the
+// wrapped key read tells the ledger whether the key it records still
+// holds (Ledger.Observe).
 func (c *Core) observe(ctx context.Context, cl *Classification, st ledger.ObjectState, key string) error {
 	if c.Ledger == nil || cl == nil || cl.Env == nil {
 		return nil
 	}
 	fp := cl.Fingerprint
-	if key == "" {
-		fp = ""
-	}
 	err := c.Ledger.Observe(ctx, ledger.Object{
 		ID: c.id(cl), WrapKey: key, Format: cl.Env.Format.String(), Placement: cl.Placement(),
 		CEKAlg: string(cl.CEK), State: st, ETag: cl.Obj.ETag, RunID: c.RunID, WrappedKeySHA256: fp,
