@@ -239,6 +239,43 @@ func TestProgress(t *testing.T) {
 	}
 }
 
+// TestProgressFolds: what DoneThen folds is exactly what the positions
+// account for, whatever order items are done in.
+func TestProgressFolds(t *testing.T) {
+	pos := func(n int) Item { return Item{Position: fmt.Sprintf("a#%d", n)} }
+	p := NewProgress(nil)
+	var ts []*Ticket
+	for i := range 5 {
+		ts = append(ts, p.Begin(pos(i)))
+	}
+	var folded []int
+	done := func(i int) { p.DoneThen(ts[i], func() { folded = append(folded, i) }) }
+	snap := func() (out []string, n int) {
+		p.Snapshot(func(ps []string) { out, n = ps, len(folded) })
+		return
+	}
+	done(3)
+	done(1)
+	if ps, n := snap(); len(ps) != 0 || n != 0 {
+		t.Fatalf("items behind the first still in flight: positions %v, %d folded", ps, n)
+	}
+	done(0)
+	if ps, n := snap(); !slices.Equal(ps, []string{"a#1"}) || n != 2 || !slices.Equal(folded, []int{0, 1}) {
+		t.Fatalf("0 and 1 done: positions %v, folded %v", ps, folded)
+	}
+	done(0) // again: no second fold
+	done(2)
+	done(4)
+	if ps, n := snap(); !slices.Equal(ps, []string{"a#4"}) || n != 5 || !slices.Equal(folded, []int{0, 1, 2, 3, 4}) {
+		t.Fatalf("all done: positions %v, folded %v", ps, folded)
+	}
+	calls := 0
+	p.DoneThen(p.Begin(Item{}), func() { calls++ })
+	if calls != 1 {
+		t.Fatalf("an item without a position folds at once: %d calls", calls)
+	}
+}
+
 func TestFakeListingCancel(t *testing.T) {
 	for _, depth := range []int{0, 1, 2} {
 		t.Run(fmt.Sprintf("depth=%d", depth), func(t *testing.T) {

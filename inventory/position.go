@@ -123,6 +123,7 @@ type Ticket struct {
 	part *progressPart
 	pos  string
 	done bool
+	fold func()
 }
 
 // NewProgress starts tracking from the positions a run resumed from (nil
@@ -158,19 +159,48 @@ func (p *Progress) Begin(it Item) *Ticket {
 
 // Done records that the item of t needs no more work (succeeded, skipped or
 // failed and reported). Calling it again has no effect.
-func (p *Progress) Done(t *Ticket) {
-	if t == nil || t.part == nil {
+func (p *Progress) Done(t *Ticket) { p.DoneThen(t, nil) }
+
+// DoneThen is Done, and calls fold once the item of t is behind the resume
+// positions: at once, or when the items begun before it in its partition
+// are done. fold runs under the lock Snapshot holds, so what the folds
+// count is what Snapshot's positions account for (a resumed run counts
+// each item once). fold must not call p.
+func (p *Progress) DoneThen(t *Ticket, fold func()) {
+	if t == nil {
 		return
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	t.done = true
+	if t.done {
+		return
+	}
+	t.done, t.fold = true, fold
 	part := t.part
+	if part == nil {
+		// An item without a position: nothing to resume after.
+		if fold != nil {
+			fold()
+		}
+		return
+	}
 	for len(part.queue) > 0 && part.queue[0].done {
-		part.mark = part.queue[0].pos
+		q := part.queue[0]
+		part.mark = q.pos
+		if q.fold != nil {
+			q.fold()
+		}
 		part.queue[0] = nil
 		part.queue = part.queue[1:]
 	}
+}
+
+// Snapshot calls f with the resume positions (as Positions returns them)
+// under the lock the folds of DoneThen run under. f must not call p.
+func (p *Progress) Snapshot(f func(positions []string)) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	f(p.positions())
 }
 
 // Positions returns the resume positions, sorted: Options.After of the run
@@ -178,6 +208,10 @@ func (p *Progress) Done(t *Ticket) {
 func (p *Progress) Positions() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.positions()
+}
+
+func (p *Progress) positions() []string {
 	out := make([]string, 0, len(p.parts))
 	for _, part := range p.parts {
 		if part.mark != "" {
