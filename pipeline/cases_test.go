@@ -742,3 +742,40 @@ func TestCase5LostWritesDoNotDeadlockTheBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestCaseRecoveryStoppedAfterDroppingAnIntent: a resume proves an
+// intent's write did not land, drops the intent and processes the object
+// again, and that processing stops on a ledger failure. The object is
+// behind the listing's checkpoint and its intent is gone: before, nothing
+// brought it back and the next resume said done with the object under the
+// old key. The run record now lists it to revisit (Checkpoint.Revisit)
+// before anything is dropped, and the next resume processes it.
+func TestCaseRecoveryStoppedAfterDroppingAnIntent(t *testing.T) {
+	testenv.Need(t, testenv.S3, testenv.KMS)
+	h := newFaultHarness(t, scenario{name: "revisit", mode: pipeline.ModeRewrap, size: 100,
+		kind: sample.Kind{Format: envelope.V2, Placement: envelope.PlacementMetadata}})
+	calls := h.record(t)
+	copyAt := callIndex(t, calls, "S3 CopyObject", 1)
+	c := h.setup(t)
+	// The copy never goes out and the object cannot be read afterwards: the
+	// write's outcome is unknown, the intent kept, the run unfinished.
+	res := h.processWith(t, c, faults.New().FailFrom("S3 CopyObject", copyAt).FailFrom("S3 HeadObject", copyAt+1), h.config(c), false)
+	h.mustBeUnfinished(t, c, res)
+	// The resume proves the copy did not land, drops the intent, and its
+	// processing of the object again fails to record the new intent.
+	res = h.processWith(t, c, faults.New().FailFrom("ledger Prepare", 1), h.config(c), true)
+	if res.err == nil {
+		t.Fatalf("the resume whose ledger fails did not stop:\n%s", res.report)
+	}
+	l := h.openLedger(t, c)
+	rec, err := l.GetRun(ctx, c.runID)
+	l.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := pipeline.DecodeCheckpoint(rec.Checkpoint)
+	if err != nil || len(cp.Revisit) != 1 || cp.Revisit[0].Key != c.objs[0].Key {
+		t.Fatalf("checkpoint %+v (%v): want the object to revisit", cp, err)
+	}
+	h.finish(t, c)
+}

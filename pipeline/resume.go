@@ -25,6 +25,12 @@ type Recovered struct {
 	// again from their checkpoints; Kept: intents left in the ledger
 	// (their outcome still unknown, or an operator must act).
 	Committed, Dropped, Changed, Resumed, Kept int
+	// Revisited: objects an earlier process left to be processed again,
+	// processed.
+	Revisited int
+	// Revisit: the objects still to be processed again (Recover stopped
+	// on an error before it was done with them).
+	Revisit []RevisitItem
 	// Outcomes holds one row per intent settled.
 	Outcomes []Outcome
 }
@@ -39,19 +45,101 @@ type Recovered struct {
 // only on positive evidence that its change did or did not land; the
 // others are kept (Kept) and the run is unfinished.
 func Recover(ctx context.Context, c *Core, l IntentLister, runID string, giveUp bool) (Recovered, error) {
-	var n Recovered
-	err := l.Prepared(ctx, runID, func(ev ledger.Event) error {
-		o, v, err := c.recoverOne(ctx, ev, giveUp)
+	return RecoverWith(ctx, c, l, runID, RecoverOptions{GiveUp: giveUp})
+}
+
+// RecoverOptions are Recover's options.
+type RecoverOptions struct {
+	// GiveUp aborts the re-encryptions that did not land (the end of a
+	// run) instead of going on with them.
+	GiveUp bool
+	// Revisit are the objects an earlier process of the run began to
+	// recover and did not finish (Checkpoint.Revisit): processed again.
+	Revisit []RevisitItem
+	// Save, when set, is given the objects Recover is about to work on
+	// before it changes anything: the intents' and Revisit. An intent
+	// whose change did not land is dropped and its object processed again;
+	// an object behind the listing's checkpoint has nothing else to bring
+	// it back should this process stop in between, so the run record must
+	// hold it first. Recover does nothing until Save returns nil.
+	Save func([]RevisitItem) error
+}
+
+// RevisitItem is an object to process again: its current version, or the
+// older version whose deletion did not land.
+type RevisitItem struct {
+	Bucket    string `json:"bucket"`
+	Key       string `json:"key"`
+	VersionID string `json:"version,omitempty"`
+}
+
+// revisitOf is the item that processes the object of ev again.
+func revisitOf(ev ledger.Event) RevisitItem {
+	it := RevisitItem{Bucket: ev.ID.Bucket, Key: ev.ID.Key}
+	if ev.Op == ledger.OpDeleteVersion {
+		it.VersionID = ev.ID.VersionID
+	}
+	return it
+}
+
+func (r RevisitItem) item() inventory.Item {
+	return inventory.Item{Bucket: r.Bucket, Key: r.Key, VersionID: r.VersionID, IsLatest: r.VersionID == ""}
+}
+
+// RecoverWith is Recover with options. Recovered.Revisit are the objects
+// still to be processed again when it stops on an error.
+func RecoverWith(ctx context.Context, c *Core, l IntentLister, runID string, opt RecoverOptions) (n Recovered, err error) {
+	var evs []ledger.Event
+	if err := l.Prepared(ctx, runID, func(ev ledger.Event) error {
+		evs = append(evs, ev)
+		return nil
+	}); err != nil {
+		return n, err
+	}
+	// left: what is not finished yet, in order; an object leaves it once
+	// its intent is settled or it was processed to an outcome.
+	var left []RevisitItem
+	seen := map[RevisitItem]bool{}
+	for _, ev := range evs {
+		if it := revisitOf(ev); !seen[it] {
+			seen[it] = true
+			left = append(left, it)
+		}
+	}
+	withIntent := len(left)
+	for _, id := range opt.Revisit {
+		if !seen[id] {
+			seen[id] = true
+			left = append(left, id)
+		}
+	}
+	if opt.Save != nil && len(left) > 0 {
+		if err := opt.Save(left); err != nil {
+			return n, err
+		}
+	}
+	done := map[RevisitItem]bool{}
+	defer func() {
+		for _, it := range left {
+			if !done[it] {
+				n.Revisit = append(n.Revisit, it)
+			}
+		}
+	}()
+	for _, ev := range evs {
+		it := revisitOf(ev)
+		o, v, err := c.recoverOne(ctx, ev, opt.GiveUp)
 		if v == dropped && err == nil {
 			// The change did not land: the object is as it was. Process it
 			// again now (the listing may have passed it); its row is the
 			// outcome of that.
-			it := inventory.Item{Bucket: ev.ID.Bucket, Key: ev.ID.Key}
-			if ev.Op == ledger.OpDeleteVersion {
-				it.VersionID = ev.ID.VersionID
-			}
-			o, err = c.Process(ctx, it)
+			o, err = c.Process(ctx, it.item())
 		}
+		if err != nil {
+			// Not an outcome: the object stays to be revisited.
+			return n, fmt.Errorf("settle the interrupted %s of %s: %w", ev.Op, ev.ID, err)
+		}
+		done[it] = true
 		n.Outcomes = append(n.Outcomes, o)
 		switch v {
 		case resumable:
@@ -65,13 +153,15 @@ func Recover(ctx context.Context, c *Core, l IntentLister, runID string, giveUp 
 		default:
 			n.Kept++
 		}
+	}
+	for _, it := range left[withIntent:] {
+		o, err := c.Process(ctx, it.item())
 		if err != nil {
-			return fmt.Errorf("settle the interrupted %s of %s: %w", ev.Op, ev.ID, err)
+			return n, fmt.Errorf("process s3://%s/%s again: %w", it.Bucket, it.Key, err)
 		}
-		return nil
-	})
-	if err != nil {
-		return n, err
+		done[it] = true
+		n.Revisited++
+		n.Outcomes = append(n.Outcomes, o)
 	}
 	// A checkpoint without its prepared event was written by an earlier
 	// version of rotator (this one drops the checkpoint first): it may

@@ -30,7 +30,45 @@ type Checkpoint struct {
 	Positions []string `json:"positions,omitempty"`
 	// Error is the systemic failure that stopped the run, if any.
 	Error string `json:"error,omitempty"`
+	// Revisit are objects recovery began with and did not finish (see
+	// RecoverOptions.Save): the next resume processes them first.
+	Revisit []RevisitItem `json:"revisit,omitempty"`
+	// Recovered are the outcomes recovery counted for objects the listing
+	// may reach again (their status only): a listing outcome for one of
+	// them replaces it in the counts.
+	Recovered []Counted `json:"recovered,omitempty"`
 }
+
+// Counted is an outcome as the counters saw it.
+type Counted struct {
+	Bucket    string    `json:"bucket"`
+	Key       string    `json:"key"`
+	VersionID string    `json:"version,omitempty"`
+	Status    Status    `json:"status"`
+	Action    string    `json:"action,omitempty"`
+	ErrorCode string    `json:"code,omitempty"`
+	Also      []Counted `json:"also,omitempty"`
+}
+
+func countedOf(o Outcome) Counted {
+	c := Counted{Bucket: o.Bucket, Key: o.Key, VersionID: o.VersionID, Status: o.Status, Action: o.Action, ErrorCode: o.ErrorCode}
+	for _, a := range o.Also {
+		c.Also = append(c.Also, countedOf(a))
+	}
+	return c
+}
+
+func (c Counted) outcome() Outcome {
+	o := Outcome{Bucket: c.Bucket, Key: c.Key, VersionID: c.VersionID, Status: c.Status, Action: c.Action, ErrorCode: c.ErrorCode}
+	for _, a := range c.Also {
+		o.Also = append(o.Also, a.outcome())
+	}
+	return o
+}
+
+// maxRecovered bounds Checkpoint.Recovered (beyond it the oldest are
+// forgotten, and the counts of those objects may be counted twice).
+const maxRecovered = 2000
 
 // DecodeCheckpoint reads a run's checkpoint (empty: none).
 func DecodeCheckpoint(b []byte) (Checkpoint, error) {
@@ -80,27 +118,39 @@ type Stats struct {
 	ListingDone atomic.Bool
 }
 
-func (s *Stats) add(o Outcome) {
-	s.Done.Add(1)
+func (s *Stats) add(o Outcome) { s.count(o, 1) }
+
+// count adds d to the counters of o's status.
+func (s *Stats) count(o Outcome, d int64) {
+	s.Done.Add(d)
 	switch o.Status {
 	case StatusSucceeded:
-		s.Succeeded.Add(1)
+		s.Succeeded.Add(d)
 	case StatusSkipped:
-		s.Skipped.Add(1)
+		s.Skipped.Add(d)
 	case StatusFailed:
-		s.Failed.Add(1)
+		s.Failed.Add(d)
 	case StatusChanged:
-		s.Changed.Add(1)
+		s.Changed.Add(d)
 	case StatusPending:
-		s.Pending.Add(1)
+		s.Pending.Add(d)
 	case StatusUnfinished:
-		s.Unfinished.Add(1)
+		s.Unfinished.Add(d)
 	}
 	if o.Status == StatusSucceeded && o.Action == ActionDeleteVersion {
-		s.Deleted.Add(1)
+		s.Deleted.Add(d)
 	}
 	if o.Status == StatusPending && o.Action == ActionDeleteVersion && o.ErrorCode != CodeObjectLocked && o.ErrorCode != CodeDryRun {
-		s.Left.Add(1)
+		s.Left.Add(d)
+	}
+}
+
+// countAll adds d to the counters of o and the rows it carries
+// (Outcome.Also).
+func (s *Stats) countAll(o Outcome, d int64) {
+	s.count(o, d)
+	for _, a := range o.Also {
+		s.countAll(a, d)
 	}
 }
 
@@ -168,6 +218,19 @@ type Runner struct {
 	// number still held: the run is done only when it is 0.
 	Intents IntentLister
 	Resume  bool
+
+	mu      sync.Mutex
+	revisit []RevisitItem // Checkpoint.Revisit
+	// folded counts the outcomes the checkpoint's positions account for
+	// (inventory.Progress.DoneThen): a resumed run goes on from them and
+	// counts the objects it lists again once.
+	folded Stats
+	// recovered holds the outcomes recovery counted at the start, by
+	// object: when the listing reaches one of those objects again, its
+	// outcome replaces the recovered one in the counters.
+	recovered map[RevisitItem]Outcome
+	// recoveredOrder is recovered's keys, oldest first.
+	recoveredOrder []RevisitItem
 }
 
 // ErrInterrupted is returned by Execute when the run stopped on an
@@ -182,6 +245,7 @@ type job struct {
 type result struct {
 	o      Outcome
 	ticket *inventory.Ticket
+	size   int64 // the listed size, for the counters
 }
 
 // Execute runs until the source is exhausted, a systemic error occurs, ctx
@@ -205,15 +269,18 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 	}
 	if r.Resume && r.Run != nil {
 		r.Stats.Seed(r.Run.Counts)
+		r.folded.Seed(r.Run.Counts)
+		cp, err := DecodeCheckpoint(r.Run.Checkpoint)
+		if err != nil {
+			return err
+		}
+		r.revisit = cp.Revisit
+		for _, c := range cp.Recovered {
+			r.remember(c.outcome())
+		}
 	}
 	if r.Resume && r.Intents != nil {
-		n, err := Recover(ctx, r.Core, r.Intents, r.Core.RunID, false)
-		for _, o := range n.Outcomes {
-			if aerr := r.emit(o); aerr != nil && err == nil {
-				err = aerr
-			}
-		}
-		if err != nil {
+		if err := r.recover(ctx, false); err != nil {
 			return r.finish(ctx, fmt.Errorf("settle the changes the interrupted run left: %w", err), false)
 		}
 	}
@@ -266,7 +333,7 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 					return fmt.Errorf("%s: %w", j.it, err)
 				}
 				select {
-				case results <- result{o: o, ticket: j.ticket}:
+				case results <- result{o: o, ticket: j.ticket, size: j.it.Size}:
 				case <-gctx.Done():
 					return gctx.Err()
 				}
@@ -292,16 +359,11 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 // those still held, and checkpoints the run record.
 func (r *Runner) finish(ctx context.Context, err error, completed bool) error {
 	if completed && r.Intents != nil {
-		n, rerr := Recover(ctx, r.Core, r.Intents, r.Core.RunID, true)
-		for _, o := range n.Outcomes {
-			if aerr := r.emit(o); aerr != nil && rerr == nil {
-				rerr = aerr
-			}
-		}
+		rerr := r.recover(ctx, true)
 		if rerr == nil {
 			var left int
 			left, rerr = Unfinished(ctx, r.Intents, r.Core.RunID)
-			r.Stats.Unfinished.Store(int64(left))
+			r.Stats.Unfinished.Store(int64(left + len(r.revisits())))
 		}
 		if rerr != nil {
 			err = fmt.Errorf("settle the run's unfinished changes: %w", rerr)
@@ -323,6 +385,101 @@ func (r *Runner) finish(ctx context.Context, err error, completed bool) error {
 		err = ferr
 	}
 	return err
+}
+
+// recover settles the run's intents and processes again the objects an
+// earlier recovery left (RecoverWith), keeping the run record's list of
+// objects to revisit up to date before anything changes.
+func (r *Runner) recover(ctx context.Context, giveUp bool) error {
+	n, err := RecoverWith(ctx, r.Core, r.Intents, r.Core.RunID, RecoverOptions{
+		GiveUp:  giveUp,
+		Revisit: r.revisits(),
+		Save: func(items []RevisitItem) error {
+			r.setRevisit(items)
+			return r.checkpoint(ctx, ledger.RunRunning, nil)
+		},
+	})
+	r.setRevisit(n.Revisit)
+	for _, o := range n.Outcomes {
+		r.recount(o) // an earlier recovery's outcome for the object
+		if aerr := r.emit(o); aerr != nil && err == nil {
+			err = aerr
+		}
+		r.Progress.Snapshot(func([]string) { r.folded.countAll(o, 1) })
+		if !giveUp {
+			r.remember(o)
+		}
+	}
+	return err
+}
+
+// remember keeps the outcome recovery counted for o's object (recount).
+func (r *Runner) remember(o Outcome) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.recovered == nil {
+		r.recovered = map[RevisitItem]Outcome{}
+	}
+	k := countKey(o)
+	if _, ok := r.recovered[k]; !ok {
+		r.recoveredOrder = append(r.recoveredOrder, k)
+	}
+	r.recovered[k] = o
+	for len(r.recoveredOrder) > maxRecovered {
+		delete(r.recovered, r.recoveredOrder[0])
+		r.recoveredOrder = r.recoveredOrder[1:]
+	}
+}
+
+// recoveredRows returns what Checkpoint.Recovered holds.
+func (r *Runner) recoveredRows() []Counted {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Counted
+	for _, k := range r.recoveredOrder {
+		if o, ok := r.recovered[k]; ok {
+			out = append(out, countedOf(o))
+		}
+	}
+	return out
+}
+
+// countKey names the object of an outcome: its key, and the version for
+// the deletion of an older one.
+func countKey(o Outcome) RevisitItem {
+	k := RevisitItem{Bucket: o.Bucket, Key: o.Key}
+	if o.Action == ActionDeleteVersion {
+		k.VersionID = o.VersionID
+	}
+	return k
+}
+
+// recount takes back the counts of the outcome recovery gave the object of
+// o, when it gave one: o, the listing's outcome or a later recovery's, is
+// the later word.
+func (r *Runner) recount(o Outcome) {
+	k := countKey(o)
+	r.mu.Lock()
+	prev, ok := r.recovered[k]
+	delete(r.recovered, k)
+	r.mu.Unlock()
+	if !ok {
+		return
+	}
+	r.Stats.countAll(prev, -1)
+	r.Progress.Snapshot(func([]string) { r.folded.countAll(prev, -1) })
+}
+
+func (r *Runner) revisits() []RevisitItem {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.revisit
+}
+
+func (r *Runner) setRevisit(items []RevisitItem) {
+	r.mu.Lock()
+	r.revisit = items
+	r.mu.Unlock()
 }
 
 // emit records one outcome and the rows it carries: report, counters and
@@ -364,10 +521,16 @@ func (r *Runner) collect(ctx context.Context, results <-chan result) error {
 			if !ok {
 				return nil
 			}
+			r.recount(res.o)
 			if err := r.emit(res.o); err != nil {
 				return err
 			}
-			r.Progress.Done(res.ticket)
+			o, size := res.o, res.size
+			r.Progress.DoneThen(res.ticket, func() {
+				r.folded.Listed.Add(1)
+				r.folded.Bytes.Add(size)
+				r.folded.countAll(o, 1)
+			})
 			if err := br.add(res.o); err != nil {
 				return err
 			}
@@ -386,7 +549,12 @@ func (r *Runner) checkpoint(ctx context.Context, state ledger.RunState, runErr e
 	if r.Runs == nil || r.Run == nil {
 		return nil
 	}
-	cp := Checkpoint{Positions: r.Progress.Positions()}
+	cp := Checkpoint{Revisit: r.revisits(), Recovered: r.recoveredRows()}
+	var counts map[string]int64
+	r.Progress.Snapshot(func(positions []string) {
+		cp.Positions, counts = positions, r.folded.Counts()
+	})
+	counts["unfinished"] = r.Stats.Unfinished.Load()
 	if runErr != nil && !errors.Is(runErr, ErrInterrupted) && !errors.Is(runErr, context.Canceled) {
 		cp.Error = runErr.Error()
 	}
@@ -395,7 +563,7 @@ func (r *Runner) checkpoint(ctx context.Context, state ledger.RunState, runErr e
 		return err
 	}
 	for attempt := 0; ; attempt++ {
-		r.Run.State, r.Run.Checkpoint, r.Run.Counts = state, b, r.Stats.Counts()
+		r.Run.State, r.Run.Checkpoint, r.Run.Counts = state, b, counts
 		err := r.Runs.UpdateRun(ctx, r.Run)
 		if err == nil {
 			return nil

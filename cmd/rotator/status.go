@@ -47,6 +47,8 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	// Objects a recovery began with and did not finish count too.
+	unfinished += len(cp.Revisit)
 	state := string(rec.State)
 	if unfinished > 0 && rec.State == ledger.RunDone {
 		state = string(ledger.RunUnfinished)
@@ -74,7 +76,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			fmt.Fprintf(stdout, "  versions: %d older versions deleted, %d under a --from key left\n", c["deleted"], c["left"])
 		}
 		if unfinished > 0 {
-			fmt.Fprintf(stdout, "  unfinished: %d changes whose outcome is not known yet are kept in the ledger\n", unfinished)
+			fmt.Fprintf(stdout, "  unfinished: %d changes whose outcome is not known yet are kept in the ledger (or objects to process again)\n", unfinished)
 		}
 		now := time.Now()
 		for _, ls := range leases {
