@@ -49,8 +49,10 @@ faults:
 	. .stack/env && ROTATOR_INTEGRATION=require ROTATOR_FAULTS=all $(GO) test -count=1 -timeout 4h -run TestFaultMatrix ./pipeline/
 
 # kill-trials kills real rotator processes at random moments, KILL_TRIALS
-# times per mode, and checks that resume finishes every object exactly once.
+# times per mode, and checks that resume finishes every object exactly once;
+# the fault trials do the same with processes whose every call may fail or
+# lose its response (make test runs one trial of each per mode).
 KILL_TRIALS ?= 20
 kill-trials:
 	scripts/stack up
-	. .stack/env && ROTATOR_INTEGRATION=require ROTATOR_KILL_TRIALS=$(KILL_TRIALS) $(GO) test -count=1 -timeout 2h -run TestCLIKillTrials ./cmd/rotator/
+	. .stack/env && ROTATOR_INTEGRATION=require ROTATOR_KILL_TRIALS=$(KILL_TRIALS) $(GO) test -count=1 -timeout 2h -run 'TestCLIKillTrials|TestCLIFaultTrials' ./cmd/rotator/

@@ -11,6 +11,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/smithy-go/middleware"
 	"golang.org/x/time/rate"
 
 	"github.com/rotator-dev/rotator/commit"
@@ -192,6 +193,9 @@ type OpenOptions struct {
 	// (0: rewrap's defaults).
 	KMSMaxAttempts int
 	KMSMaxBackoff  time.Duration
+	// APIOptions are added to every AWS client (S3, KMS, DynamoDB) after
+	// the configuration is loaded.
+	APIOptions []func(*middleware.Stack) error
 	// WrapLedger and WrapKeyring, when set, wrap the ledger and every
 	// keyring Open opens (the fault-injection tests go through them).
 	WrapLedger  func(ledger.Ledger) ledger.Ledger
@@ -211,6 +215,11 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 		awsCfg = *o.AWS
 	} else if awsCfg, err = awsx.Load(ctx, awsx.Options{}); err != nil {
 		return nil, err
+	}
+	if len(o.APIOptions) > 0 {
+		awsCfg = awsCfg.Copy()
+		awsCfg.APIOptions = append(awsCfg.APIOptions, o.APIOptions...)
+		o.AWS = &awsCfg // the ledger's client is built from it too
 	}
 	e := &Env{Config: cfg, AWS: awsCfg, wrapKey: o.WrapKeyring}
 	var s3Opts []func(*s3.Options)

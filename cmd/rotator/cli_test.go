@@ -35,6 +35,9 @@ const envMain = "ROTATOR_TEST_RUN_MAIN"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(envMain) == "1" {
+		if v := os.Getenv(envFaults); v != "" {
+			injectFaults(v)
+		}
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -112,16 +115,22 @@ func (f *cliFixture) opensUnder(t *testing.T, arn string) {
 }
 
 // plaintext opens bucket object key under KMS key arn, as a reader would.
-func (f *cliFixture) plaintext(t *testing.T, key, arn string) []byte {
+// keyring opens the KMS key arn.
+func (f *cliFixture) keyring(t *testing.T, arn string) rewrap.Keyring {
 	t.Helper()
 	d := &rewrap.Deps{AWS: testenv.AWSConfig(t)}
-	defer d.Close()
+	t.Cleanup(func() { d.Close() })
 	spec, _ := rewrap.ParseSpec("kms:" + arn)
 	k, err := rewrap.Open(ctx, spec, d)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt, _, err := sample.Open(ctx, f.s3, f.bucket, key, k)
+	return k
+}
+
+func (f *cliFixture) plaintext(t *testing.T, key, arn string) []byte {
+	t.Helper()
+	pt, _, err := sample.Open(ctx, f.s3, f.bucket, key, f.keyring(t, arn))
 	if err != nil {
 		t.Fatalf("%s does not open under %s: %v", key, arn, err)
 	}
@@ -180,6 +189,11 @@ func (f *cliFixture) exactlyOnce(t *testing.T, ledgerURL, runID string) {
 	counts, err := l.CountsByKey(ctx)
 	if err != nil || counts[f.arnB] != int64(len(f.objs)) {
 		t.Errorf("counts by key %v (%v), want %d under B", counts, err, len(f.objs))
+		for _, o := range f.objs {
+			if rec, err := l.Get(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key}); err != nil || rec.WrapKey != f.arnB {
+				t.Errorf("%s: the ledger's record %+v (%v) does not say B", o.Key, rec, err)
+			}
+		}
 	}
 }
 

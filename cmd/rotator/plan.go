@@ -30,7 +30,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
-	env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{NoLedger: cfg.Ledger == ""})
+	env, err := pipeline.Open(ctx, cfg, withTestOptions(pipeline.OpenOptions{NoLedger: cfg.Ledger == ""}))
 	if err != nil {
 		return err
 	}

@@ -57,7 +57,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if runID == "" {
 		runID = newRunID()
 	}
-	env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{})
+	env, err := pipeline.Open(ctx, cfg, withTestOptions(pipeline.OpenOptions{}))
 	if err != nil {
 		return err
 	}
@@ -101,7 +101,7 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{})
+	env, err := pipeline.Open(ctx, cfg, withTestOptions(pipeline.OpenOptions{}))
 	if err != nil {
 		return err
 	}
@@ -282,3 +282,8 @@ func newRunID() string {
 	_, _ = rand.Read(b[:])
 	return "run-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
 }
+
+// withTestOptions lets the tests of this package add to the options every
+// command opens its environment with (the kill trials inject faults into
+// the processes they start); it returns o unchanged in the binary.
+var withTestOptions = func(o pipeline.OpenOptions) pipeline.OpenOptions { return o }

@@ -34,7 +34,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	} else if sample <= 0 {
 		return usageError{"--sample must be positive (or use --all)"}
 	}
-	env, err := pipeline.Open(ctx, cfg, pipeline.OpenOptions{NoLedger: true})
+	env, err := pipeline.Open(ctx, cfg, withTestOptions(pipeline.OpenOptions{NoLedger: true}))
 	if err != nil {
 		return err
 	}

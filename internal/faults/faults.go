@@ -25,6 +25,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"sync"
 	"syscall"
@@ -78,6 +79,8 @@ func errInjected(what string) error {
 // Process is one simulated process.
 type Process struct {
 	faults []Fault
+	// random, when set, draws a fault for every call (Random).
+	random *randomFaults
 	// failing: calls named so fail from the given call number on (an
 	// outage of one kind of request).
 	failing map[string]int
@@ -92,6 +95,41 @@ type Process struct {
 // New returns a process that injects the given faults (none, or Fault{}:
 // no fault).
 func New(faults ...Fault) *Process { return &Process{faults: faults} }
+
+// randomFaults draws faults at given rates from a seeded source.
+type randomFaults struct {
+	r     *rand.Rand
+	rates []rate
+}
+
+type rate struct {
+	kind Kind
+	p    float64
+}
+
+func (f *randomFaults) draw() Kind {
+	x := f.r.Float64()
+	for _, r := range f.rates {
+		if x < r.p {
+			return r.kind
+		}
+		x -= r.p
+	}
+	return None
+}
+
+// Random returns a process whose every call gets fault kind k with
+// probability rates[k], drawn from a source seeded with seed: a flaky
+// network for a whole process. Die is never drawn.
+func Random(seed uint64, rates map[Kind]float64) *Process {
+	f := &randomFaults{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}
+	for _, k := range []Kind{Fail, Lost, LostAll} {
+		if p := rates[k]; p > 0 {
+			f.rates = append(f.rates, rate{k, p})
+		}
+	}
+	return &Process{random: f}
+}
 
 // FailFrom makes every call named name ("S3 HeadObject", "ledger
 // SaveUpload", ...) fail from call number from on: an outage that lasts.
@@ -145,6 +183,12 @@ func (p *Process) start(name string) (int, Kind, error) {
 	if from, ok := p.failing[name]; ok && p.n >= from {
 		p.fired = true
 		return p.n, Fail, nil
+	}
+	if p.random != nil {
+		if k := p.random.draw(); k != None {
+			p.fired = true
+			return p.n, k, nil
+		}
 	}
 	return p.n, None, nil
 }
