@@ -1,0 +1,338 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/rotator-dev/rotator/iampolicy"
+	"github.com/rotator-dev/rotator/internal/iamtrace"
+	"github.com/rotator-dev/rotator/internal/sample"
+	"github.com/rotator-dev/rotator/internal/testenv"
+)
+
+// tracedStack is the local stack seen through iamtrace proxies: every
+// request a rotator process makes is recorded with the IAM actions it
+// needs.
+type tracedStack struct {
+	s3, kms, dynamo *iamtrace.Proxy
+	account, region string
+}
+
+func newTracedStack(t *testing.T, account string) *tracedStack {
+	t.Helper()
+	testenv.Need(t, testenv.S3, testenv.KMS, testenv.DynamoDB)
+	region := os.Getenv("AWS_REGION")
+	arns := iamtrace.ARNs{Partition: "aws", Region: region, Account: account}
+	return &tracedStack{
+		s3:      iamtrace.Start(t, "s3", os.Getenv(testenv.EnvS3Endpoint), arns),
+		kms:     iamtrace.Start(t, "kms", os.Getenv(testenv.EnvKMSEndpoint), arns),
+		dynamo:  iamtrace.Start(t, "dynamodb", os.Getenv(testenv.EnvDynamoDBEndpoint), arns),
+		account: account, region: region,
+	}
+}
+
+func (ts *tracedStack) env() []string {
+	return []string{
+		testenv.EnvS3Endpoint + "=" + ts.s3.URL,
+		testenv.EnvKMSEndpoint + "=" + ts.kms.URL,
+		testenv.EnvDynamoDBEndpoint + "=" + ts.dynamo.URL,
+	}
+}
+
+// requests returns what every proxy recorded, and forgets it.
+func (ts *tracedStack) take(t *testing.T) []iamtrace.Request {
+	t.Helper()
+	var out []iamtrace.Request
+	for _, p := range []*iamtrace.Proxy{ts.s3, ts.kms, ts.dynamo} {
+		if u := p.Unknown(); len(u) > 0 {
+			t.Errorf("requests iamtrace cannot map to IAM actions: %q", u)
+		}
+		out = append(out, p.Requests()...)
+		p.Reset()
+	}
+	return out
+}
+
+// rotatorEnv runs rotator with extra environment variables.
+func (f *cliFixture) rotatorEnv(t *testing.T, env []string, args ...string) (int, string, string) {
+	t.Helper()
+	c := f.cmd(args...)
+	c.Env = append(c.Env, env...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err := c.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, out.String(), errb.String()
+}
+
+// policyFor runs rotator iam-policy with a run's arguments.
+func (f *cliFixture) policyFor(t *testing.T, account string, args ...string) *iampolicy.Policy {
+	t.Helper()
+	code, out, errs := f.rotatorEnv(t, nil, append([]string{"iam-policy", "--account", account}, args...)...)
+	if code != 0 {
+		t.Fatalf("rotator iam-policy %v: exit %d: %s", args, code, errs)
+	}
+	var p iampolicy.Policy
+	if err := json.Unmarshal([]byte(out), &p); err != nil {
+		t.Fatalf("iam-policy output is not a policy: %v\n%s", err, out)
+	}
+	return &p
+}
+
+func accountOf(arn string) string { return strings.Split(arn, ":")[4] }
+
+// traceExempt are the actions a policy grants that a healthy run on the
+// local stack cannot show, each with the reason it is granted all the same.
+var traceExempt = map[string]string{
+	"s3:AbortMultipartUpload": "aborts an upload that failed, or that a killed run left and cannot resume (TestFaultMatrix goes through those paths)",
+	"s3:GetObjectRetention":   "with --copy-object-lock: HeadObject returns the Object Lock retention only to a caller allowed s3:GetObjectRetention",
+	"s3:GetObjectLegalHold":   "with --copy-object-lock: HeadObject returns the legal hold only to a caller allowed s3:GetObjectLegalHold",
+}
+
+// traceExemptIn are exemptions for one statement only: --delete-old-versions
+// reads retention and legal hold before it deletes, but only for versions
+// that carry a lock header (none in the traced run).
+var traceExemptDelete = map[string]string{
+	"s3:GetObjectRetention": "read before a version under retention is deleted (TestReencryptDeletesOldVersionsRespectingRetention)",
+	"s3:GetObjectLegalHold": "read before a version under a legal hold is deleted (TestReencryptDeletesOldVersionsRespectingObjectLock)",
+}
+
+// checkTrace checks that p allows every request recorded and that every
+// action of every statement of p was needed by one, but for exemptions.
+func checkTrace(t *testing.T, p *iampolicy.Policy, reqs []iamtrace.Request) {
+	t.Helper()
+	used := map[string]bool{} // sid + " " + action
+	for _, r := range reqs {
+		for _, n := range r.Needs {
+			if !p.AllowsNeed(n) {
+				t.Errorf("%s (HTTP %d) needs %s on %s %v: the policy does not allow it", r.Operation, r.Status, n.Action, n.Resource, n.Context)
+			}
+			for _, s := range p.Statement {
+				one := &iampolicy.Policy{Version: p.Version, Statement: []iampolicy.Statement{s}}
+				if one.AllowsNeed(n) {
+					used[s.Sid+" "+n.Action] = true
+				}
+			}
+		}
+	}
+	for _, s := range p.Statement {
+		for _, a := range s.Action {
+			if used[s.Sid+" "+a] {
+				continue
+			}
+			if why, ok := traceExempt[a]; ok {
+				t.Logf("%s %s: not seen, granted because it %s", s.Sid, a, why)
+				continue
+			}
+			if why, ok := traceExemptDelete[a]; ok && strings.HasPrefix(s.Sid, iampolicy.SidS3DeleteVersions) {
+				t.Logf("%s %s: not seen, granted because it is %s", s.Sid, a, why)
+				continue
+			}
+			t.Errorf("statement %s grants %s on %v, which no request needed", s.Sid, a, s.Resource)
+		}
+	}
+}
+
+// traceBucket creates a bucket of n samples under prefix, versioned or not.
+func traceBucket(t *testing.T, f *cliFixture, prefix string, n int, versioned, lock bool) string {
+	t.Helper()
+	bucket := testenv.Name(t)
+	in := &s3.CreateBucketInput{Bucket: &bucket}
+	if lock {
+		in.ObjectLockEnabledForBucket = aws.Bool(true)
+	}
+	if _, err := f.s3.CreateBucket(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { emptyLockedBucket(f.s3, bucket) })
+	if versioned {
+		if _, err := f.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &bucket,
+			VersioningConfiguration: &s3types.VersioningConfiguration{Status: s3types.BucketVersioningStatusEnabled}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := sample.Seed(ctx, f.s3, f.kms, sample.Options{Bucket: bucket, Prefix: prefix, KMSKeyID: f.arnA, Count: n, MaxSize: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	return bucket
+}
+
+// emptyLockedBucket lifts GOVERNANCE retention and legal holds, then
+// empties and deletes the bucket.
+func emptyLockedBucket(c *s3.Client, bucket string) {
+	out, err := c.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket})
+	if err == nil {
+		for _, v := range out.Versions {
+			c.PutObjectLegalHold(ctx, &s3.PutObjectLegalHoldInput{Bucket: &bucket, Key: v.Key, VersionId: v.VersionId,
+				LegalHold: &s3types.ObjectLockLegalHold{Status: s3types.ObjectLockLegalHoldStatusOff}})
+			c.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &bucket, Key: v.Key, VersionId: v.VersionId, BypassGovernanceRetention: aws.Bool(true)})
+		}
+	}
+	testenv.EmptyBucket(c, bucket)
+}
+
+// TestIAMPolicyCoversEveryRequest runs rotator through proxies that record
+// the IAM actions of every request (internal/iamtrace), for the
+// configurations whose policies differ, and checks the policy `rotator
+// iam-policy` prints for the same flags: it allows every request, and every
+// action it grants was needed (but for the few a healthy run cannot show,
+// each logged with its reason). Versioned and unversioned buckets both run
+// under one policy (the policy cannot know which a bucket is).
+func TestIAMPolicyCoversEveryRequest(t *testing.T) {
+	f := newCLIFixture(t, 0)
+	account := accountOf(f.arnA)
+	ts := newTracedStack(t, account)
+	type run struct {
+		versioned, lock bool
+		prepare         func(t *testing.T, bucket string) // before the run
+	}
+	for _, tc := range []struct {
+		name string
+		args func(bucket, table string) []string
+		runs []run
+	}{
+		{"rewrap", func(b, tbl string) []string {
+			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}, {versioned: true}}},
+		{"rewrap-any-source-key", func(b, tbl string) []string {
+			return []string{"--source", "s3://" + b, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}}},
+		{"rewrap-dry-run", func(b, tbl string) []string {
+			return []string{"--dry-run", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}, {versioned: true}}},
+		{"reencrypt", func(b, tbl string) []string {
+			return []string{"--mode", "reencrypt", "--format", "v3", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}, {versioned: true}}},
+		{"reencrypt-delete-old-versions", func(b, tbl string) []string {
+			return []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{versioned: true}}},
+		{"rewrap-copy-object-lock", func(b, tbl string) []string {
+			return []string{"--copy-object-lock", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{versioned: true, lock: true, prepare: func(t *testing.T, b string) { lockSamples(t, f, b) }}}},
+		{"rewrap-list", func(b, tbl string) []string {
+			return []string{"--list", listOf(t, f, b, false), "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}}},
+		{"rewrap-list-versions", func(b, tbl string) []string {
+			return []string{"--list", listOf(t, f, b, true), "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{versioned: true}}},
+		{"rewrap-all-versions", func(b, tbl string) []string {
+			return []string{"--all-versions", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{versioned: true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var p *iampolicy.Policy
+			var reqs []iamtrace.Request
+			table := "dynamodb://" + testenv.Name(t)
+			for i, r := range tc.runs {
+				bucket := traceBucket(t, f, "p/", 8, r.versioned, r.lock)
+				if r.prepare != nil {
+					r.prepare(t, bucket)
+				}
+				args := tc.args(bucket, table)
+				// One policy for every bucket of the configuration.
+				q := f.policyFor(t, account, append(args, "--region", ts.region)...)
+				if p == nil {
+					p = q
+				}
+				p = mergeBuckets(p, q)
+				ts.take(t)
+				code, out, errs := f.rotatorEnv(t, ts.env(), append([]string{"run", "--run-id", fmt.Sprint("r", i)}, args...)...)
+				if code != exitOK {
+					t.Fatalf("run: exit %d\n%s\n%s", code, out, errs)
+				}
+				reqs = append(reqs, ts.take(t)...)
+			}
+			checkTrace(t, p, reqs)
+			if t.Failed() {
+				t.Logf("policy:\n%s", p.JSON())
+			}
+		})
+	}
+}
+
+// mergeBuckets returns p with the resources of q's statements added to the
+// statements of the same Sid (policies of one configuration on two
+// buckets).
+func mergeBuckets(p, q *iampolicy.Policy) *iampolicy.Policy {
+	out := &iampolicy.Policy{Version: p.Version}
+	out.Statement = slices.Clone(p.Statement)
+	for _, s := range q.Statement {
+		i := slices.IndexFunc(out.Statement, func(o iampolicy.Statement) bool { return o.Sid == s.Sid })
+		if i < 0 {
+			out.Statement = append(out.Statement, s)
+			continue
+		}
+		res := append(slices.Clone(out.Statement[i].Resource), s.Resource...)
+		sort.Strings(res)
+		out.Statement[i].Resource = slices.Compact(res)
+	}
+	return out
+}
+
+// lockSamples puts a legal hold on half the samples of a bucket and a short
+// GOVERNANCE retention on the other half.
+func lockSamples(t *testing.T, f *cliFixture, bucket string) {
+	t.Helper()
+	out, err := f.s3.ListObjectsV2(ctx, &s3.ListObjectsV2Input{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range out.Contents {
+		if strings.HasSuffix(*o.Key, ".instruction") {
+			continue
+		}
+		if i%2 == 0 {
+			_, err = f.s3.PutObjectLegalHold(ctx, &s3.PutObjectLegalHoldInput{Bucket: &bucket, Key: o.Key,
+				LegalHold: &s3types.ObjectLockLegalHold{Status: s3types.ObjectLockLegalHoldStatusOn}})
+		} else {
+			_, err = f.s3.PutObjectRetention(ctx, &s3.PutObjectRetentionInput{Bucket: &bucket, Key: o.Key,
+				Retention: &s3types.ObjectLockRetention{Mode: s3types.ObjectLockRetentionModeGovernance, RetainUntilDate: aws.Time(time.Now().Add(time.Hour))}})
+		}
+		if err != nil {
+			t.Fatalf("lock %s: %v", *o.Key, err)
+		}
+	}
+}
+
+// listOf writes a local list of every sample of a bucket, with version
+// ids or without.
+func listOf(t *testing.T, f *cliFixture, bucket string, versions bool) string {
+	t.Helper()
+	out, err := f.s3.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, o := range out.Versions {
+		switch {
+		case strings.HasSuffix(*o.Key, ".instruction"):
+		case versions:
+			fmt.Fprintf(&b, "%s,%s,%s\n", bucket, *o.Key, *o.VersionId)
+		default:
+			fmt.Fprintf(&b, "%s,%s\n", bucket, *o.Key)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "list.csv")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
