@@ -115,7 +115,11 @@ func TestS3ActionsFollowTheFlags(t *testing.T) {
 		"s3:GetObjectTagging arn:aws:s3:::data/2025/*", "s3:ListBucket arn:aws:s3:::data",
 		"s3:PutObject arn:aws:s3:::data/2025/*", "s3:PutObjectTagging arn:aws:s3:::data/2025/*",
 	}
-	plus := func(extra ...string) []string { out := append(slices.Clone(rewrap), extra...); slices.Sort(out); return out }
+	plus := func(extra ...string) []string {
+		out := append(slices.Clone(rewrap), extra...)
+		slices.Sort(out)
+		return out
+	}
 	for _, tc := range []struct {
 		name string
 		cfg  pipeline.Config
