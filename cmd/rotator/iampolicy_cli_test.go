@@ -14,13 +14,17 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/rotator-dev/rotator/hsmpool"
 	"github.com/rotator-dev/rotator/iampolicy"
+	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/internal/iamtrace"
 	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/internal/testenv"
+	"github.com/rotator-dev/rotator/kmsserver"
 )
 
 // tracedStack is the local stack seen through iamtrace proxies: every
@@ -335,4 +339,137 @@ func listOf(t *testing.T, f *cliFixture, bucket string, versions bool) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// newHSMKey creates an AES key on the stack's SoftHSM token for the test and
+// returns its spec.
+func newHSMKey(t *testing.T) string {
+	t.Helper()
+	testenv.Need(t, testenv.PKCS11)
+	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
+	pin, err := hsmpool.ReadPIN("file:" + pinFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := hsmpool.Open(ctx, hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
+	pin.Clear()
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := "iam-" + testenv.Name(t)
+	if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) }); err != nil {
+			t.Errorf("destroy HSM key %s: %v", label, err)
+		}
+		p.Close()
+	})
+	return "pkcs11:token=" + token + ";object=" + label
+}
+
+// keyPolicy is the key policy that grants the runner, on the key arn, the
+// KMS actions of the IAM policy p's statements whose resources match it,
+// but for the one named drop; the admin keeps every right.
+func keyPolicy(p *iampolicy.Policy, arn, admin, runner, drop string) (string, []string) {
+	var actions []string
+	for _, a := range p.ActionsOf("kms") {
+		if a != drop && p.Allows(a, arn) {
+			actions = append(actions, a)
+		}
+	}
+	stmts := []map[string]any{{"Sid": "admin", "Effect": "Allow", "Principal": map[string]any{"AWS": admin}, "Action": "kms:*", "Resource": "*"}}
+	if len(actions) > 0 {
+		stmts = append(stmts, map[string]any{"Sid": "rotator", "Effect": "Allow", "Principal": map[string]any{"AWS": runner}, "Action": actions, "Resource": "*"})
+	}
+	b, _ := json.Marshal(map[string]any{"Version": iampolicy.Version, "Statement": stmts})
+	return string(b), actions
+}
+
+// TestIAMPolicyKMSStatementsAreSufficientAndMinimal runs rewrap,
+// re-encryption and a KMS to HSM migration against a KMS test server that
+// enforces key policies (kmsserver: a policy with Allow statements denies
+// what none grants). The keys' policies grant rotator exactly the KMS
+// statements of `rotator iam-policy` for the run's flags: the run rotates
+// every object. Then, for each KMS action granted on each key, the same run
+// with that one action taken away fails, and its output names the missing
+// permission.
+func TestIAMPolicyKMSStatementsAreSufficientAndMinimal(t *testing.T) {
+	testenv.Need(t, testenv.S3, testenv.DynamoDB)
+	srv := kmsserver.NewTestServer(t, kmsserver.Options{})
+	admin := srv.Client("")
+	account := srv.Account()
+	adminARN := "arn:aws:iam::" + account + ":user/" + kmsserver.TestAccessKeyID
+	runnerARN := "arn:aws:iam::" + account + ":user/" + os.Getenv("AWS_ACCESS_KEY_ID")
+	s3c := awsx.S3(testenv.AWSConfig(t))
+	newKey := func() string {
+		out, err := admin.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String(t.Name())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return *out.KeyMetadata.Arn
+	}
+	f := &cliFixture{s3: s3c, kms: admin, dir: t.TempDir()}
+	env := []string{testenv.EnvKMSEndpoint + "=" + srv.URL}
+	for _, tc := range []struct {
+		name, verb string
+		args       func(a, b string) []string
+	}{
+		{"rewrap", "rewrapped", func(a, b string) []string { return []string{"--from", "kms:" + a, "--to", "kms:" + b} }},
+		{"reencrypt", "re-encrypted", func(a, b string) []string {
+			return []string{"--mode", "reencrypt", "--from", "kms:" + a, "--to", "kms:" + b}
+		}},
+		{"kms-to-hsm", "rewrapped", func(a, _ string) []string { return []string{"--from", "kms:" + a, "--to", newHSMKey(t)} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := newKey(), newKey()
+			f.arnA = a
+			table := "dynamodb://" + testenv.Name(t) + "?create=true"
+			args := append(tc.args(a, b), "--ledger", table)
+			p := f.policyFor(t, account, append(args, "--source", "s3://unused")...)
+			keys := []string{a}
+			if strings.Contains(strings.Join(args, " "), "kms:"+b) {
+				keys = append(keys, b)
+			}
+			// attempt runs rotator on a fresh bucket with the key policies
+			// granting all the policy's KMS actions but drop on key dropOn.
+			attempt := func(t *testing.T, dropOn, drop string) (int, string) {
+				for _, k := range keys {
+					d := ""
+					if k == dropOn {
+						d = drop
+					}
+					doc, _ := keyPolicy(p, k, adminARN, runnerARN, d)
+					if _, err := admin.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: &k, Policy: &doc}); err != nil {
+						t.Fatalf("PutKeyPolicy: %v", err)
+					}
+				}
+				bucket := traceBucket(t, f, "", 4, false, false)
+				report := filepath.Join(t.TempDir(), "report.csv")
+				code, out, errs := f.rotatorEnv(t, env, append([]string{"run", "--source", "s3://" + bucket, "--report", report,
+					"--run-id", testenv.Name(t)}, args...)...)
+				rep, _ := os.ReadFile(report)
+				return code, out + errs + string(rep)
+			}
+			code, out := attempt(t, "", "")
+			if code != exitOK || !strings.Contains(out, "4 "+tc.verb) {
+				t.Fatalf("under the policy's key policies: exit %d, want 0 and 4 %s:\n%s\npolicy:\n%s", code, tc.verb, out, p.JSON())
+			}
+			for _, k := range keys {
+				_, granted := keyPolicy(p, k, adminARN, runnerARN, "")
+				for _, action := range granted {
+					t.Run(action+"-on-"+map[bool]string{true: "source", false: "target"}[k == a], func(t *testing.T) {
+						code, out := attempt(t, k, action)
+						if code == exitOK {
+							t.Fatalf("without %s on %s: exit 0, want a failure:\n%s", action, k, out)
+						}
+						if !strings.Contains(out, "grant "+action) {
+							t.Errorf("without %s on %s: exit %d, and no hint names it (want %q):\n%s", action, k, code, "grant "+action, out)
+						}
+					})
+				}
+			}
+		})
+	}
 }
