@@ -611,3 +611,43 @@ func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 		})
 	}
 }
+
+// TestIAMPolicyCLI: iam-policy takes a run's command line as it is, prints
+// the policy on stdout and its notes on stderr, and refuses what run
+// refuses.
+func TestIAMPolicyCLI(t *testing.T) {
+	const key = "arn:aws:kms:eu-west-1:111122223333:key/bbbbbbbb-0000-0000-0000-000000000002"
+	var out, errb bytes.Buffer
+	args := []string{"iam-policy", "--source", "s3://data/p/", "--to", "kms:" + key, "--run-id", "r1", "--report", "r.csv",
+		"--ledger", "dynamodb://rotator-ledger", "--account", "111122223333", "--region", "eu-west-1", "--with", "verify", "--with", "ledger"}
+	if code := run(args, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	var p iampolicy.Policy
+	if err := json.Unmarshal(out.Bytes(), &p); err != nil {
+		t.Fatalf("stdout is not a policy: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{"kms:ReEncryptFrom", "kms:ReEncryptTo", "kms:Decrypt", "dynamodb:Scan", "s3:ListBucket"} {
+		if !slices.Contains(p.Actions(), want) {
+			t.Errorf("actions %q lack %s", p.Actions(), want)
+		}
+	}
+	if !p.Allows("dynamodb:Query", "arn:aws:dynamodb:eu-west-1:111122223333:table/rotator-ledger/index/by_wrap_key") {
+		t.Error("--with ledger: no Query on the index")
+	}
+	if !strings.Contains(errb.String(), "note: no --from") {
+		t.Errorf("stderr %q: want the note on kms:ReEncryptFrom granted on every key", errb.String())
+	}
+	for _, bad := range [][]string{
+		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--with", "plan"},
+		{"iam-policy", "--source", "s3://data"},
+		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--mode", "reencrypt"},
+		{"iam-policy", "--list", "s3://lists/l.csv", "--to", "kms:" + key},
+	} {
+		out.Reset()
+		errb.Reset()
+		if code := run(bad, &out, &errb); code != exitUsage || out.Len() > 0 {
+			t.Errorf("rotator %q: exit %d, stdout %q; want exit 2 and no policy", bad, code, out.String())
+		}
+	}
+}
