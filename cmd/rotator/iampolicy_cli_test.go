@@ -113,7 +113,7 @@ var traceExempt = map[string]string{
 	"s3:GetObjectLegalHold":   "with --copy-object-lock: HeadObject returns the legal hold only to a caller allowed s3:GetObjectLegalHold",
 }
 
-// traceExemptIn are exemptions for one statement only: --delete-old-versions
+// traceExemptDelete are exemptions of the S3DeleteOldVersions statement only: --delete-old-versions
 // reads retention and legal hold before it deletes, but only for versions
 // that carry a lock header (none in the traced run).
 var traceExemptDelete = map[string]string{
@@ -525,8 +525,8 @@ var minioUnchecked = map[string]string{
 // output: the run passes. Then, one S3 action at a time taken away, the run
 // fails (exit non-zero), but for the few actions MinIO does not check as
 // AWS does (minioUnchecked, each logged). versitygw cannot do this: it
-// evaluates bucket policies only for accounts it manages through its admin
-// API, which the stack does not enable.
+// applies bucket policies only to the accounts of an IAM backend (--iam-dir
+// and its admin API), and the stack's versitygw has its root account only.
 func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 	testenv.Need(t, testenv.MinIO, testenv.DynamoDB)
 	f := newCLIFixture(t, 0)
