@@ -522,9 +522,7 @@ func minioSession(t *testing.T, p *iampolicy.Policy) []string {
 			if slices.Contains(s.Action, "s3:DeleteObjectVersion") {
 				s.Action = append(slices.Clone(s.Action), "s3:DeleteObject")
 			}
-			if len(s.Action) > 0 {
-				s3only.Statement = append(s3only.Statement, s)
-			}
+			s3only.Statement = append(s3only.Statement, s)
 		}
 	}
 	cfg := testenv.AWSConfig(t)
