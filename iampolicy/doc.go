@@ -65,6 +65,8 @@
 //     requests); dynamodb:CreateTable with ?create=true. Options.Ledger adds
 //     what `rotator ledger` and `status` need: dynamodb:Query on the index
 //     by_wrap_key and dynamodb:Scan (the audit export).
+//   - `rotator plan` with the run's flags needs a subset of the run's
+//     policy; `rotator resume` needs the run's policy.
 //   - HSM keys need no IAM permission: CloudHSM authorizes its crypto user
 //     (the PIN), not IAM.
 package iampolicy

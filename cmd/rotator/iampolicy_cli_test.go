@@ -254,6 +254,7 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}}, "verify,ledger", func(b, tbl string) [][]string {
 			return [][]string{
+				{"plan", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl},
 				{"verify", "--source", "s3://" + b + "/p/", "--key", "kms:" + f.arnB, "--all"},
 				{"status", "--run-id", "r0", "--ledger", tbl},
 				{"ledger", "counts", "--ledger", tbl},
