@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench bench-big faults kill-trials
+.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench bench-big faults kill-trials terraform-check
 
 all: build
 
@@ -56,3 +56,10 @@ KILL_TRIALS ?= 20
 kill-trials:
 	scripts/stack up
 	. .stack/env && ROTATOR_INTEGRATION=require ROTATOR_KILL_TRIALS=$(KILL_TRIALS) $(GO) test -count=1 -timeout 2h -run 'TestCLIKillTrials|TestCLIFaultTrials' ./cmd/rotator/
+
+# terraform-check formats-checks terraform/ with OpenTofu (built once from
+# the Go module proxy) and runs the module's Go test (references, the policy
+# against rotator iam-policy, the table against ledger/SCHEMA.md).
+terraform-check:
+	scripts/tofu check
+	$(GO) test -count=1 ./terraform/

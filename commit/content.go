@@ -31,7 +31,7 @@ const (
 	opListUploads  = "list multipart uploads"
 )
 
-const hintContentPerms = "re-encryption needs s3:GetObject, s3:PutObject, s3:AbortMultipartUpload, s3:ListMultipartUploadParts, s3:GetObjectTagging and s3:PutObjectTagging on the objects"
+const hintContentPerms = "re-encryption needs s3:GetObject, s3:PutObject, s3:AbortMultipartUpload, s3:GetObjectTagging and s3:PutObjectTagging on the objects and s3:ListBucketMultipartUploads on the bucket (rotator iam-policy with the run's flags prints them all)"
 
 // ContentMetadata returns the user metadata of obj's new version: every
 // entry of obj.Metadata but the envelope fields, plus envelopeMeta (the new

@@ -161,6 +161,39 @@ func TestGlob(t *testing.T) {
 	}
 }
 
+// TestPolicyDecide: a policy with Allow statements denies what none of
+// them grants (the implicit deny), as AWS evaluates a key policy; a policy
+// of Deny statements only denies what they name.
+func TestPolicyDecide(t *testing.T) {
+	me := caller{account: "111122223333", arn: "arn:aws:iam::111122223333:user/me"}
+	const grant = `{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/me"},"Action":["kms:ReEncryptFrom","kms:DescribeKey"],"Resource":"*"},` +
+		`{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/admin"},"Action":"kms:*","Resource":"*"}]}`
+	for _, tc := range []struct {
+		policy string
+		action string
+		want   verdict
+	}{
+		{defaultPolicy("111122223333"), "kms:Decrypt", allowed},
+		{grant, "kms:ReEncryptFrom", allowed},
+		{grant, "kms:DescribeKey", allowed},
+		{grant, "kms:ReEncryptTo", deniedImplicit},
+		{grant, "kms:Decrypt", deniedImplicit},
+		{`{"Statement":{"Effect":"Allow","Action":"kms:Decrypt","Resource":"arn:aws:kms:*:*:key/other"}}`, "kms:Decrypt", deniedImplicit},
+		{`{"Statement":[{"Effect":"Allow","Action":"kms:*"},{"Effect":"Deny","Action":"kms:Decrypt"}]}`, "kms:Decrypt", deniedExplicit},
+		{`{"Statement":{"Effect":"Deny","Action":"kms:Encrypt"}}`, "kms:Decrypt", allowed},
+		{defaultPolicy("444455556666"), "kms:Decrypt", allowed}, // delegated to another account's IAM
+		{`{"Statement":[{"Effect":"Allow","Principal":{"AWS":"444455556666"},"Action":"kms:Encrypt"},{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::111122223333:user/x"},"Action":"kms:*"}]}`, "kms:Decrypt", allowed},
+	} {
+		p, err := parsePolicy(tc.policy)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.policy, err)
+		}
+		if got := p.decide(me, tc.action, testARN); got != tc.want {
+			t.Errorf("%s decides %s: %v, want %v", tc.policy, tc.action, got, tc.want)
+		}
+	}
+}
+
 func TestPolicyDenies(t *testing.T) {
 	me := caller{account: "111122223333", arn: "arn:aws:iam::111122223333:user/me"}
 	for _, tc := range []struct {

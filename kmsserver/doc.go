@@ -61,20 +61,28 @@
 // by the canonical context: uint32 number of pairs, then for each pair in
 // ascending key order uint32 len(key) | key | uint32 len(value) | value.
 //
-// Key policy deny: each key has an IAM-style policy (PutKeyPolicy and
-// GetKeyPolicy, policy name "default"; a new key gets KMS's default policy).
-// Only statements with "Effect": "Deny" are evaluated: one applies when its
-// Action (a string or list, wildcards * and ? as in kms:ReEncrypt*, case-
-// insensitive) or NotAction matches the operation's action, its Resource or
-// NotResource (if any) matches the key ARN, and its Principal (if any) is "*",
-// {"AWS": "*"}, the caller's account ID, account root ARN or user ARN
-// (NotPrincipal is the reverse). Conditions are ignored: a Deny with a
-// Condition applies unconditionally. Everything not denied is allowed. A
-// denied caller gets AccessDeniedException ("User: ARN is not authorized to
-// perform: kms:ReEncryptTo on resource: KEY-ARN with an explicit deny in a
-// resource-based policy"). ReEncrypt needs kms:ReEncryptFrom on the source key
-// and kms:ReEncryptTo on the destination key. A new policy that denies the
-// caller kms:PutKeyPolicy is refused (MalformedPolicyDocumentException) unless
+// Key policy: each key has an IAM-style policy (PutKeyPolicy and
+// GetKeyPolicy, policy name "default"; a new key gets KMS's default policy,
+// which allows the account's root, so every caller of the account, kms:*).
+// A statement applies when its Action (a string or list, wildcards * and ?
+// as in kms:ReEncrypt*, case-insensitive) or NotAction matches the
+// operation's action, its Resource or NotResource (if any) matches the key
+// ARN, and its Principal (if any) is "*", {"AWS": "*"}, the caller's account
+// ID, account root ARN or user ARN (NotPrincipal is the reverse); the caller
+// is arn:aws:iam::ACCOUNT:user/ACCESS-KEY-ID, so two access keys are two
+// principals. An applicable Deny denies (AccessDeniedException "User: ARN
+// is not authorized to perform: kms:ReEncryptTo on resource: KEY-ARN with
+// an explicit deny in a resource-based policy"). A policy with Allow
+// statements denies whatever none of them grants, as KMS does ("... because
+// no resource-based policy allows the kms:ReEncryptTo action"), unless one
+// of them grants an account's root (as the default policy does): that
+// hands the decision to the account's IAM policies, which are not
+// modelled, so everything is allowed. A policy of Deny statements only
+// allows everything it does not deny. Conditions are ignored: a
+// statement with a Condition applies unconditionally. ReEncrypt needs
+// kms:ReEncryptFrom on the source key and kms:ReEncryptTo on the destination
+// key. A new policy that would not allow the caller kms:PutKeyPolicy is
+// refused (MalformedPolicyDocumentException) unless
 // BypassPolicyLockoutSafetyCheck is set.
 //
 // Key states: Enabled; Disabled (DisableKey; cryptographic and rotation

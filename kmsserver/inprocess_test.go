@@ -16,6 +16,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
@@ -733,4 +734,44 @@ func TestConcurrency(t *testing.T) {
 	if n := s.Count("ReEncrypt"); n != workers*rounds {
 		t.Errorf("ReEncrypt count %d, want %d", n, workers*rounds)
 	}
+}
+
+// TestImplicitDeny: under a key policy with Allow statements, a caller
+// (named by its access key) may do only what they grant it, and the
+// AccessDeniedException says which action no policy allows.
+func TestImplicitDeny(t *testing.T) {
+	s := kmsserver.NewTestServer(t, kmsserver.Options{})
+	admin := s.Client("", noRetries)
+	ctx := t.Context()
+	k := newKey(t, admin, "implicit deny")
+	md := must[*kms.DescribeKeyOutput](t)(admin.DescribeKey(ctx, &kms.DescribeKeyInput{KeyId: k.KeyId}))
+	account := strings.Split(*md.KeyMetadata.Arn, ":")[4]
+	user := func(name string) string { return "arn:aws:iam::" + account + ":user/" + name }
+	policy := `{"Version":"2012-10-17","Statement":[` +
+		`{"Sid":"admin","Effect":"Allow","Principal":{"AWS":"` + user(kmsserver.TestAccessKeyID) + `"},"Action":"kms:*","Resource":"*"},` +
+		`{"Sid":"worker","Effect":"Allow","Principal":{"AWS":"` + user("worker") + `"},"Action":["kms:Encrypt","kms:DescribeKey"],"Resource":"*"}]}`
+	if _, err := admin.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: k.KeyId, Policy: aws.String(policy)}); err != nil {
+		t.Fatalf("PutKeyPolicy: %v", err)
+	}
+	cfg := s.AWSConfig("")
+	cfg.Credentials = credentials.NewStaticCredentialsProvider("worker", "worker-secret", "")
+	worker := kms.NewFromConfig(cfg, noRetries)
+	out, err := worker.Encrypt(ctx, &kms.EncryptInput{KeyId: k.KeyId, Plaintext: []byte("x")})
+	if err != nil {
+		t.Fatalf("Encrypt, which the policy grants: %v", err)
+	}
+	_, err = worker.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: out.CiphertextBlob})
+	ae := wantCode(t, err, "AccessDeniedException")
+	if want := "User: " + user("worker") + " is not authorized to perform: kms:Decrypt on resource: " + *md.KeyMetadata.Arn +
+		" because no resource-based policy allows the kms:Decrypt action"; ae.ErrorMessage() != want {
+		t.Errorf("message %q, want %q", ae.ErrorMessage(), want)
+	}
+	if _, err := admin.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: out.CiphertextBlob}); err != nil {
+		t.Errorf("Decrypt by the admin: %v", err)
+	}
+	// The lockout check: a policy that grants the caller no PutKeyPolicy is
+	// refused.
+	_, err = admin.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: k.KeyId, Policy: aws.String(
+		`{"Statement":{"Effect":"Allow","Principal":{"AWS":"` + user("worker") + `"},"Action":"kms:*","Resource":"*"}}`)})
+	wantCode(t, err, "MalformedPolicyDocumentException")
 }

@@ -215,10 +215,11 @@ func (h *Handler) createKey(c *call, body []byte) (any, *apiError) {
 	})
 }
 
-// lockoutCheck refuses a policy that would deny the caller kms:PutKeyPolicy,
-// as KMS's policy lockout safety check does.
+// lockoutCheck refuses a policy that would not allow the caller
+// kms:PutKeyPolicy (an explicit or an implicit deny), as KMS's policy
+// lockout safety check does.
 func lockoutCheck(c *call, pd *policyDoc, arn string, bypass bool) *apiError {
-	if !bypass && pd.denies(c.caller(), "kms:PutKeyPolicy", arn) {
+	if !bypass && pd.decide(c.caller(), "kms:PutKeyPolicy", arn) != allowed {
 		return errf(ErrMalformedPolicy, "The new key policy will not allow you to update the key policy in the future.")
 	}
 	return nil

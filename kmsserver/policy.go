@@ -107,40 +107,101 @@ type caller struct {
 	arn     string
 }
 
-// denies reports whether an explicit Deny statement of p applies to the
-// caller performing action (for example "kms:Decrypt") on resource (a key
-// ARN). Allow statements are not evaluated: everything not denied is allowed.
-// Conditions are ignored, so a Deny with a Condition applies unconditionally.
-func (p *policyDoc) denies(c caller, action, resource string) bool {
+// verdict is what a key policy says of one request.
+type verdict int
+
+const (
+	allowed        verdict = iota
+	deniedExplicit         // a Deny statement applies
+	deniedImplicit         // the policy has Allow statements and none applies
+)
+
+// decide evaluates p for the caller performing action (for example
+// "kms:Decrypt") on resource (a key ARN), as AWS evaluates a key policy:
+// an applicable Deny statement denies; an applicable Allow allows. When
+// none applies, a policy with Allow statements denies (the implicit deny),
+// unless one of them grants an account's root: such a statement hands the
+// decision to that account's IAM policies, which the server does not
+// model, so it allows (KMS's default policy, and cross-account keys, keep
+// working). A policy made of Deny statements only allows everything it does
+// not deny. Conditions are ignored: a Deny with a Condition applies
+// unconditionally, and so does an Allow.
+func (p *policyDoc) decide(c caller, action, resource string) verdict {
 	if p == nil {
+		return allowed
+	}
+	hasAllow, allows, delegates := false, false, false
+	for _, s := range p.Statement {
+		if s.Effect == "Allow" {
+			hasAllow = true
+			delegates = delegates || grantsAccountRoot(s.Principal)
+		}
+		if !s.applies(c, action, resource) {
+			continue
+		}
+		if s.Effect == "Deny" {
+			return deniedExplicit
+		}
+		allows = true
+	}
+	if hasAllow && !allows && !delegates {
+		return deniedImplicit
+	}
+	return allowed
+}
+
+// grantsAccountRoot reports whether a Principal names an account (its ID
+// or its root ARN): the statement delegates to that account's IAM.
+func grantsAccountRoot(raw json.RawMessage) bool {
+	ps, err := principals(raw)
+	if err != nil {
 		return false
 	}
-	for _, s := range p.Statement {
-		if s.Effect != "Deny" {
-			continue
+	for _, p := range ps {
+		if isAccountID(p) || strings.HasPrefix(p, "arn:aws:iam::") && strings.HasSuffix(p, ":root") {
+			return true
 		}
-		if len(s.Action) > 0 && !anyMatch(s.Action, action, true) {
-			continue
-		}
-		if len(s.NotAction) > 0 && anyMatch(s.NotAction, action, true) {
-			continue
-		}
-		if len(s.Resource) > 0 && !anyMatch(s.Resource, resource, false) {
-			continue
-		}
-		if len(s.NotResource) > 0 && anyMatch(s.NotResource, resource, false) {
-			continue
-		}
-		if len(s.NotPrincipal) > 0 {
-			if principalMatches(s.NotPrincipal, c) {
-				continue
-			}
-		} else if len(s.Principal) > 0 && !principalMatches(s.Principal, c) {
-			continue
-		}
-		return true
 	}
 	return false
+}
+
+func isAccountID(s string) bool {
+	if len(s) != 12 {
+		return false
+	}
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// denies reports whether an explicit Deny statement of p applies to the
+// caller performing action on resource.
+func (p *policyDoc) denies(c caller, action, resource string) bool {
+	return p.decide(c, action, resource) == deniedExplicit
+}
+
+// applies reports whether s concerns the caller performing action on
+// resource, whatever its effect.
+func (s *statement) applies(c caller, action, resource string) bool {
+	if len(s.Action) > 0 && !anyMatch(s.Action, action, true) {
+		return false
+	}
+	if len(s.NotAction) > 0 && anyMatch(s.NotAction, action, true) {
+		return false
+	}
+	if len(s.Resource) > 0 && !anyMatch(s.Resource, resource, false) {
+		return false
+	}
+	if len(s.NotResource) > 0 && anyMatch(s.NotResource, resource, false) {
+		return false
+	}
+	if len(s.NotPrincipal) > 0 {
+		return !principalMatches(s.NotPrincipal, c)
+	}
+	return len(s.Principal) == 0 || principalMatches(s.Principal, c)
 }
 
 func anyMatch(patterns []string, s string, fold bool) bool {

@@ -129,11 +129,16 @@ func notPendingDeletion(k *key) *apiError {
 	return nil
 }
 
-// authorize fails with AccessDeniedException when the key policy explicitly
-// denies the caller the action on k.
+// authorize fails with AccessDeniedException when the key policy denies
+// the caller the action on k: explicitly (a Deny statement), or implicitly
+// (the policy has Allow statements and none grants it), with the messages
+// KMS gives.
 func authorize(c *call, k *key, action string) *apiError {
-	if k.policy.denies(c.caller(), action, k.arn()) {
+	switch k.policy.decide(c.caller(), action, k.arn()) {
+	case deniedExplicit:
 		return errf(ErrAccessDenied, "User: %s is not authorized to perform: %s on resource: %s with an explicit deny in a resource-based policy", c.principalARN(), action, k.arn())
+	case deniedImplicit:
+		return errf(ErrAccessDenied, "User: %s is not authorized to perform: %s on resource: %s because no resource-based policy allows the %s action", c.principalARN(), action, k.arn(), action)
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
@@ -208,11 +209,42 @@ func kmsError(op, key string, sd side, accessHint string, err error) *Error {
 	case e.Code == "AccessDeniedException":
 		e.Systemic = dest
 		e.Hint = accessHint
+		if action, resource, ok := deniedAction(e.detail); ok {
+			e.Hint = grantHint(action, resource)
+		}
+		e.Hint += "; 'rotator iam-policy' with the run's flags prints every permission a run needs"
 	case credentialCodes[e.Code]:
 		e.Systemic = true
 		e.Hint = "AWS rejected the credentials: check AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, and that the session has not expired"
 	}
 	return e
+}
+
+// deniedRE finds the action and resource KMS names in an AccessDenied
+// message ("User: ARN is not authorized to perform: kms:ReEncryptTo on
+// resource: KEY-ARN because no ... policy allows ..." or "... with an
+// explicit deny in ...").
+var deniedRE = regexp.MustCompile(`not authorized to perform: (kms:[A-Za-z]+) on resource: ([^ ]+)`)
+
+// deniedAction returns the action and resource a KMS AccessDenied message
+// names, if it names them.
+func deniedAction(msg string) (action, resource string, ok bool) {
+	m := deniedRE.FindStringSubmatch(msg)
+	if m == nil {
+		return "", "", false
+	}
+	return m[1], m[2], true
+}
+
+// grantHint names the one permission a denied request lacked.
+func grantHint(action, resource string) string {
+	switch action {
+	case "kms:ReEncryptFrom", "kms:Decrypt":
+		return "grant " + action + " on the source key " + resource + " (its key policy, or the IAM policy where the key policy lets IAM decide)"
+	case "kms:ReEncryptTo", "kms:Encrypt":
+		return "grant " + action + " on the destination key " + resource + " (its key policy, or the IAM policy where the key policy lets IAM decide)"
+	}
+	return "grant " + action + " on " + resource + " (its key policy, or the IAM policy where the key policy lets IAM decide)"
 }
 
 // hsmError classifies the failure of an HSM operation by hsmpool's sentinel

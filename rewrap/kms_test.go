@@ -184,6 +184,10 @@ func TestKMSErrors(t *testing.T) {
 		denyOn(t, f.env.client, f.arnB, "kms:ReEncryptTo")
 		_, err := Rewrap(ctx, f.a, f.b, f.w, envelope.ContentAESGCM)
 		wantError(t, err, "kms ReEncrypt", "AccessDeniedException", false, "kms:ReEncryptTo on the destination key "+f.arnB)
+		// The hint names the one permission KMS refused, not both.
+		if e := wantError(t, err, "kms ReEncrypt", "AccessDeniedException", false, "grant kms:ReEncryptTo on the destination key "+f.arnB); strings.Contains(e.Hint, "ReEncryptFrom") {
+			t.Errorf("hint %q names kms:ReEncryptFrom, which was not refused", e.Hint)
+		}
 		if IsSystemic(err) || IsRetryable(err) { // per object: the pipeline's breaker stops a run where all fail
 			t.Error("IsSystemic/IsRetryable disagree")
 		}
@@ -193,7 +197,9 @@ func TestKMSErrors(t *testing.T) {
 		f := newKMSFixture(t, kmsserver.Options{}, nil)
 		denyOn(t, f.env.client, f.arnA, "kms:ReEncrypt*")
 		_, err := Rewrap(ctx, f.a, f.b, f.w, envelope.ContentAESGCM)
-		wantError(t, err, "kms ReEncrypt", "AccessDeniedException", false, "kms:ReEncryptFrom on the source key")
+		if e := wantError(t, err, "kms ReEncrypt", "AccessDeniedException", false, "grant kms:ReEncryptFrom on the source key "+f.arnA); strings.Contains(e.Hint, "ReEncryptTo") {
+			t.Errorf("hint %q names kms:ReEncryptTo, which was not refused", e.Hint)
+		}
 	})
 	t.Run("Encrypt denied on the destination", func(t *testing.T) {
 		t.Parallel()

@@ -62,6 +62,7 @@ commands:
   status    show a run's state and counts (--run-id ID)
   verify    decrypt objects with a key and check their tags before the old key is retired
   ledger    query the key-lineage ledger: lineage, counts, runs, objects, export
+  iam-policy  print the least-privilege IAM policy of a run (the same flags as run)
   version   print the version
   help      print this help
 
@@ -135,6 +136,8 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdVerify(ctx, rest, stdout, stderr)
 	case "ledger":
 		return cmdLedger(ctx, rest, stdout, stderr)
+	case "iam-policy":
+		return cmdIAMPolicy(ctx, rest, stdout, stderr)
 	default:
 		return usageError{fmt.Sprintf("unknown command %q", args[0])}
 	}

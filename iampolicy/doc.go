@@ -1,0 +1,72 @@
+// Package iampolicy derives the least-privilege IAM policy of a rotator
+// run from its configuration: the actions the code calls for that
+// configuration, on the keys, buckets, prefixes and ledger table it names,
+// and nothing else (`rotator iam-policy`).
+//
+// # Terms
+//
+// Action: an IAM action (kms:ReEncryptFrom, s3:GetObjectVersion,
+// dynamodb:Query). Each AWS request a run makes needs one or more of them;
+// Needs says which, for every request rotator makes (the table AWS
+// documents for S3, KMS and DynamoDB authorization, limited to rotator's
+// requests). A run's policy is the union of what its requests need.
+//
+// Statement: actions on resources, with an optional condition. For(cfg)
+// groups them by purpose, with a Sid naming it (KMSReEncryptFromSource,
+// S3WriteObjects, LedgerTable, ...).
+//
+// Key resources: a key named by ARN is its ARN; by key ID, the ARN built
+// from Options.Partition, Region and Account ("*" when unknown); by alias,
+// every key of the region and account with the condition
+// kms:ResourceAliases naming the alias (IAM matches key operations on key
+// ARNs, never on alias ARNs). A rewrap without --from moves whatever KMS
+// key the objects are under, so kms:ReEncryptFrom is granted on every key
+// of the account and region; Notes says so.
+//
+// What a configuration needs, and why:
+//
+//   - Keys are opened with kms:DescribeKey (--to, every KMS --from).
+//   - Rewrap between KMS keys of one region: kms:ReEncryptFrom on the source
+//     keys and kms:ReEncryptTo on the target; the data key never leaves KMS.
+//     Across regions, and from KMS to an HSM or local key: kms:Decrypt on
+//     the source keys (and kms:Encrypt on a KMS target). To a KMS target
+//     from an HSM or local key: kms:Encrypt.
+//   - Re-encryption: kms:Decrypt on the source keys (the old data key) and
+//     kms:Encrypt on the target (the fresh data key is made by rotator).
+//     No GenerateDataKey: rotator never asks KMS for a data key.
+//   - A dry run opens the keys only (kms:DescribeKey), writes no object,
+//     and on a DynamoDB ledger records the run and what it saw (no
+//     DeleteItem, no Query).
+//   - Objects: s3:GetObject (HEAD, GET of bodies and instruction files),
+//     s3:GetObjectTagging (tags are carried over), s3:PutObject
+//     (self-copies, instruction files, uploads), s3:PutObjectTagging,
+//     s3:AbortMultipartUpload (an upload that failed or cannot be resumed),
+//     on BUCKET/PREFIX* only. s3:GetObjectVersion where requests name a
+//     version: --all-versions, a list naming versions, an inventory, and
+//     re-encryption (it pins the version it read; it also reads that
+//     version's tags: s3:GetObjectVersionTagging). A rewrap of current
+//     versions names none, in a versioned bucket too.
+//   - Buckets: s3:ListBucket for --source (with s3:prefix when a prefix is
+//     given), s3:ListBucketVersions with --all-versions,
+//     s3:ListBucketMultipartUploads for re-encryption (uploads a killed run
+//     left are found and aborted).
+//   - --delete-old-versions: s3:DeleteObjectVersion, s3:GetObjectRetention
+//     and s3:GetObjectLegalHold (Object Lock is checked, never bypassed).
+//   - --copy-object-lock: s3:GetObjectRetention, s3:GetObjectLegalHold,
+//     s3:PutObjectRetention and s3:PutObjectLegalHold.
+//   - --check-acl: s3:GetObjectAcl (and s3:GetObjectVersionAcl where
+//     requests name versions).
+//   - --expected-bucket-owner: every S3 statement gets the condition
+//     s3:ResourceAccount.
+//   - --inventory: s3:GetObject on the report's folder (manifest,
+//     manifest.checksum, data files); --list s3://B/K: s3:GetObject on it.
+//   - DynamoDB ledger: dynamodb:DescribeTable, GetItem, PutItem, UpdateItem,
+//     DeleteItem and Query on the table (ledger/SCHEMA.md lists the
+//     requests); dynamodb:CreateTable with ?create=true. Options.Ledger adds
+//     what `rotator ledger` and `status` need: dynamodb:Query on the index
+//     by_wrap_key and dynamodb:Scan (the audit export).
+//   - `rotator plan` with the run's flags needs a subset of the run's
+//     policy; `rotator resume` needs the run's policy.
+//   - HSM keys need no IAM permission: CloudHSM authorizes its crypto user
+//     (the PIN), not IAM.
+package iampolicy
