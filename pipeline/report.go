@@ -51,20 +51,67 @@ type Outcome struct {
 // report can be fed back as a --list of, say, the failed objects.
 var ReportHeader = []string{"Bucket", "Key", "VersionId", "Status", "ErrorCode", "Message", "Action", "FromKey", "ToKey"}
 
+// ReportFormat is the layout of a completion report's rows.
+type ReportFormat string
+
+// Report formats.
+const (
+	// ReportRotator: a header row (ReportHeader), then one row per outcome
+	// with rotator's status and code.
+	ReportRotator ReportFormat = "rotator"
+	// ReportBatchOps: the rows S3 Batch Operations writes in its
+	// completion reports (Report_CSV_20180820) for a job that invokes
+	// rotator's Lambda handler: no header; Bucket, Key (URL-encoded),
+	// VersionId, TaskStatus (succeeded or failed), HTTPStatusCode (200:
+	// the task ran), ErrorCode (empty, TemporaryFailure or
+	// PermanentFailure), ResultMessage (the task's result string, see
+	// TaskResultOf). Batch Operations' manifest.json names the schema
+	// "Bucket, Key, VersionId, TaskStatus, ErrorCode, HTTPStatusCode,
+	// ResultMessage", but its rows carry the HTTP status before the error
+	// code ("failed,200,PermanentFailure,..."), and so do these.
+	ReportBatchOps ReportFormat = "batch-ops"
+)
+
+// ParseReportFormat parses a --report-format value.
+func ParseReportFormat(s string) (ReportFormat, error) {
+	switch ReportFormat(s) {
+	case "", ReportRotator:
+		return ReportRotator, nil
+	case ReportBatchOps:
+		return ReportBatchOps, nil
+	}
+	return "", fmt.Errorf("report format %q: want rotator (with a header row and rotator's columns) or batch-ops (S3 Batch Operations' completion report rows)", s)
+}
+
+// ReportOptions shape a report.
+type ReportOptions struct {
+	Format ReportFormat
+	// FailedOnly writes only the rows of objects whose task failed
+	// (TaskResultOf is not Succeeded), as a Batch Operations report with
+	// scope FailedTasksOnly does. Counts still count every outcome.
+	FailedOnly bool
+}
+
 // Report writes the completion report as CSV and counts outcomes by status.
 // It is safe for concurrent use.
 type Report struct {
 	mu     sync.Mutex
 	w      *csv.Writer
+	opts   ReportOptions
 	counts map[Status]int64
 	err    error
 }
 
-// NewReport starts a report on w (nil: count only).
+// NewReport starts a report on w (nil: count only) in rotator's format.
 func NewReport(w io.Writer) (*Report, error) {
-	r := &Report{counts: map[Status]int64{}}
-	if w != nil {
-		r.w = csv.NewWriter(w)
+	return NewReportWith(w, ReportOptions{})
+}
+
+// NewReportWith starts a report on w (nil: count only) with opts: the
+// header row, when the format has one, is written at once.
+func NewReportWith(w io.Writer, opts ReportOptions) (*Report, error) {
+	r := ContinueReportWith(w, opts)
+	if w != nil && r.opts.Format == ReportRotator {
 		if err := r.w.Write(ReportHeader); err != nil {
 			return nil, fmt.Errorf("write report header: %w", err)
 		}
@@ -75,7 +122,19 @@ func NewReport(w io.Writer) (*Report, error) {
 // ContinueReport continues a report on w without writing the header again
 // (a resumed run appending to its report).
 func ContinueReport(w io.Writer) *Report {
-	return &Report{counts: map[Status]int64{}, w: csv.NewWriter(w)}
+	return ContinueReportWith(w, ReportOptions{})
+}
+
+// ContinueReportWith continues a report on w with opts, without a header.
+func ContinueReportWith(w io.Writer, opts ReportOptions) *Report {
+	if opts.Format == "" {
+		opts.Format = ReportRotator
+	}
+	r := &Report{counts: map[Status]int64{}, opts: opts}
+	if w != nil {
+		r.w = csv.NewWriter(w)
+	}
+	return r
 }
 
 // Add records one outcome.
@@ -86,10 +145,22 @@ func (r *Report) Add(o Outcome) error {
 	if r.w == nil || r.err != nil {
 		return r.err
 	}
-	r.err = r.w.Write([]string{
-		o.Bucket, url.QueryEscape(o.Key), o.VersionID, string(o.Status), o.ErrorCode,
-		oneLine(o.Message), o.Action, o.FromKey, o.ToKey,
-	})
+	code, msg := TaskResultOf(o, nil)
+	if r.opts.FailedOnly && code == TaskSucceeded {
+		return nil
+	}
+	if r.opts.Format == ReportBatchOps {
+		status, errCode := "succeeded", ""
+		if code != TaskSucceeded {
+			status, errCode = "failed", string(code)
+		}
+		r.err = r.w.Write([]string{o.Bucket, url.QueryEscape(o.Key), o.VersionID, status, "200", errCode, msg})
+	} else {
+		r.err = r.w.Write([]string{
+			o.Bucket, url.QueryEscape(o.Key), o.VersionID, string(o.Status), o.ErrorCode,
+			oneLine(o.Message), o.Action, o.FromKey, o.ToKey,
+		})
+	}
 	if r.err != nil {
 		r.err = fmt.Errorf("write report: %w", r.err)
 	}

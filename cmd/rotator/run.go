@@ -25,6 +25,10 @@ type outputFlags struct {
 	noProgress bool
 	// wait for the run's lease when another process holds it.
 	wait bool
+	// reportFormat (rotator or batch-ops) and reportFailedOnly shape the
+	// completion report (pipeline.ReportOptions).
+	reportFormat     string
+	reportFailedOnly bool
 }
 
 func (o *outputFlags) bind(fs interface {
@@ -35,6 +39,8 @@ func (o *outputFlags) bind(fs interface {
 	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends)")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar on a terminal")
 	fs.BoolVar(&o.wait, "wait", false, "when another process is working on the run, wait until it stops (default: exit with its name)")
+	fs.StringVar(&o.reportFormat, "report-format", "rotator", "completion report `FORMAT`: rotator (header row, rotator's columns) or batch-ops (S3 Batch Operations' rows: no header; Bucket, Key, VersionId, TaskStatus, HTTPStatusCode, ErrorCode, ResultMessage)")
+	fs.BoolVar(&o.reportFailedOnly, "report-failed-only", false, "write only the objects whose task failed to the report (as a Batch Operations report of failed tasks only)")
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -160,7 +166,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	if reportPath == "" {
 		reportPath = "rotator-report-" + rec.ID + ".csv"
 	}
-	rf, rep, err := openReport(reportPath)
+	rf, rep, err := openReport(reportPath, out)
 	if err != nil {
 		return err
 	}
@@ -256,7 +262,12 @@ func acquireLease(ctx context.Context, env *pipeline.Env, runID string, out outp
 }
 
 // openReport opens the completion report, appending to an existing one.
-func openReport(path string) (*os.File, *pipeline.Report, error) {
+func openReport(path string, out outputFlags) (*os.File, *pipeline.Report, error) {
+	format, err := pipeline.ParseReportFormat(out.reportFormat)
+	if err != nil {
+		return nil, nil, usageError{"--report-format: " + err.Error()}
+	}
+	opts := pipeline.ReportOptions{Format: format, FailedOnly: out.reportFailedOnly}
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open report: %w", err)
@@ -268,8 +279,8 @@ func openReport(path string) (*os.File, *pipeline.Report, error) {
 	}
 	var rep *pipeline.Report
 	if st.Size() > 0 {
-		rep = pipeline.ContinueReport(f)
-	} else if rep, err = pipeline.NewReport(f); err != nil {
+		rep = pipeline.ContinueReportWith(f, opts)
+	} else if rep, err = pipeline.NewReportWith(f, opts); err != nil {
 		f.Close()
 		return nil, nil, err
 	}

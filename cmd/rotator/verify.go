@@ -45,7 +45,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	var rep *pipeline.Report
 	if reportPath != "" {
-		f, r, err := openReport(reportPath)
+		f, r, err := openReport(reportPath, outputFlags{})
 		if err != nil {
 			return err
 		}

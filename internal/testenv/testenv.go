@@ -38,6 +38,9 @@ const (
 	PKCS11   = "pkcs11"
 	// MinIO is the second S3 server (see MinIOS3).
 	MinIO = "minio"
+	// LambdaRIE is the AWS Lambda Runtime Interface Emulator, a binary
+	// scripts/stack installs (not a server: tests start it).
+	LambdaRIE = "lambda-rie"
 )
 
 // Variables the stack's env file (.stack/env) exports.
@@ -52,6 +55,8 @@ const (
 	EnvMinIOEndpoint    = "ROTATOR_MINIO_ENDPOINT"
 	EnvMinIOAccessKey   = "ROTATOR_MINIO_ACCESS_KEY"
 	EnvMinIOSecretKey   = "ROTATOR_MINIO_SECRET_KEY"
+	// EnvLambdaRIE is the path of the aws-lambda-rie binary.
+	EnvLambdaRIE = "ROTATOR_LAMBDA_RIE"
 	// EnvRequire set to "require" turns every skip into a failure.
 	EnvRequire = "ROTATOR_INTEGRATION"
 )
@@ -95,6 +100,15 @@ func check(service string) error {
 			}
 		}
 		return reachable(EnvMinIOEndpoint)
+	case LambdaRIE:
+		p := os.Getenv(EnvLambdaRIE)
+		if p == "" {
+			return fmt.Errorf("%s is not set", EnvLambdaRIE)
+		}
+		if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
+			return fmt.Errorf("%s=%s is not an executable (%v): scripts/stack install builds it", EnvLambdaRIE, p, err)
+		}
+		return nil
 	case PKCS11:
 		for _, v := range []string{EnvPKCS11Module, EnvPKCS11Token, EnvPKCS11PinFile, EnvSoftHSMConf} {
 			if os.Getenv(v) == "" {
