@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -24,17 +25,20 @@ type outputFlags struct {
 	report     string
 	noProgress bool
 	// wait for the run's lease when another process holds it.
-	wait bool
+	wait    bool
+	metrics metricsFlags
 }
 
 func (o *outputFlags) bind(fs interface {
 	BoolVar(*bool, string, bool, string)
 	StringVar(*string, string, string, string)
+	Var(flag.Value, string, string)
 }) {
 	fs.BoolVar(&o.json, "json", false, "print JSON lines (message_type status, error, summary) on stdout instead of text")
 	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends)")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar on a terminal")
 	fs.BoolVar(&o.wait, "wait", false, "when another process is working on the run, wait until it stops (default: exit with its name)")
+	o.metrics.bind(fs)
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -138,7 +142,13 @@ func loadRun(ctx context.Context, ledgerURL, runID string) (ledger.Run, pipeline
 // execute runs the pipeline for rec, resuming after positions (and, with
 // resume, settling first what an interrupted process left), and maps the
 // result to an exit code.
-func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) error {
+func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) (err error) {
+	mx, err := startMetrics(out.metrics, env, rec, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { mx.finish(ctx, err) }()
+	ctx = mx.context(ctx)
 	owner := ""
 	runCtx := ctx
 	if !env.Config.DryRun {
@@ -180,6 +190,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 		ui.verb = "re-encrypted"
 	}
 	runner.OnOutcome = ui.outcome
+	mx.watch(runner)
 
 	interrupt := make(chan struct{})
 	sigs := make(chan os.Signal, 2)
