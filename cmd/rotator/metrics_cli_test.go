@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -560,6 +561,64 @@ func TestCLIMetricsFlags(t *testing.T) {
 	}
 	if n := f.events(t, filepath.Join(f.dir, "l.db")); n != 0 {
 		t.Errorf("the run changed %d objects without its metrics", n)
+	}
+}
+
+// TestCLIMetricsRealPushgateway: the Prometheus Pushgateway itself takes
+// the pushes of two shards of a run as two groups (shard="0", shard="1")
+// that add up to the reports, and a later run of one shard replaces its
+// group only.
+func TestCLIMetricsRealPushgateway(t *testing.T) {
+	pgw := testenv.StartPushgateway(t)
+	f := newCLIFixture(t, 24)
+	ledgerPath := filepath.Join(f.dir, "l.db")
+	target := pgw + "/metrics/job/rotator-it"
+	shard := func(i int, runID string) {
+		t.Helper()
+		code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
+			"--run-id", runID, "--shard", fmt.Sprintf("%d/2", i), "--report", runID+".csv", "--no-progress", "--metrics-push", target)
+		if code != exitOK || strings.Contains(out, "warning") {
+			t.Fatalf("shard %d: exit %d:\n%s", i, code, out)
+		}
+	}
+	gateway := func() map[string]*dto.MetricFamily {
+		t.Helper()
+		fams, _ := scrape(t, strings.TrimPrefix(pgw, "http://"))
+		return fams
+	}
+	shard(0, "s0")
+	shard(1, "s1")
+	fams := gateway()
+	r0, _ := reportCounts(t, filepath.Join(f.dir, "s0.csv"))
+	r1, _ := reportCounts(t, filepath.Join(f.dir, "s1.csv"))
+	byShard := series(fams, "rotator_objects_total", "job", "shard", "status", "code", "action")
+	for i, r := range []map[string]float64{r0, r1} {
+		for k, n := range r {
+			if got := byShard[fmt.Sprintf("rotator-it %d %s", i, k)]; got != n {
+				t.Errorf("shard %d: %s: %v in the Pushgateway, %v in the report", i, k, got, n)
+			}
+		}
+	}
+	if got := total(series(fams, "rotator_objects_total")); got != float64(len(f.objs)) {
+		t.Errorf("the shards' groups hold %v objects, want %d", got, len(f.objs))
+	}
+	if pt := series(fams, "push_time_seconds", "job", "shard"); pt["rotator-it 0"] == 0 || pt["rotator-it 1"] == 0 {
+		t.Errorf("push times %v, want one per shard", pt)
+	}
+	if ec := series(fams, "rotator_run_exit_code", "shard"); len(ec) != 2 || ec["0"] != 0 || ec["1"] != 0 {
+		t.Errorf("exit codes %v", ec)
+	}
+
+	// Shard 0 again: nothing left to do. Its group is replaced, shard 1's
+	// kept.
+	shard(0, "s0-again")
+	fams = gateway()
+	after := series(fams, "rotator_objects_total", "shard", "status")
+	if after["0 succeeded"] != 0 || after["0 skipped"] != r0["succeeded  rewrap"] || after["1 succeeded"] != r1["succeeded  rewrap"] {
+		t.Errorf("after shard 0 ran again: %v (shard 0 rewrapped %v, shard 1 %v)", after, r0["succeeded  rewrap"], r1["succeeded  rewrap"])
+	}
+	if info := series(fams, "rotator_run_info", "shard", "run_id"); info["0 s0-again"] != 1 || info["1 s1"] != 1 || len(info) != 2 {
+		t.Errorf("rotator_run_info %v", info)
 	}
 }
 
