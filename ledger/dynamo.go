@@ -115,7 +115,7 @@ func openDynamo(ctx context.Context, spec string, o options) (*dynamoLedger, err
 	} else if cfg, err = awsx.Load(ctx, awsx.Options{MaxAttempts: defaultTries}); err != nil {
 		return nil, fmt.Errorf("ledger: open dynamodb://%s: %w", table, err)
 	}
-	client := dynamodb.NewFromConfig(cfg)
+	client := awsx.DynamoDB(cfg)
 	if o.segments <= 0 {
 		o.segments = 4
 	}

@@ -168,6 +168,21 @@ func (d *Deps) track(l interface{ clear() }) {
 	d.locals = append(d.locals, l)
 }
 
+// HSMPools returns the HSM session pools opened so far (none once d is
+// closed), for their Stats. A nil Deps has none.
+func (d *Deps) HSMPools() []*hsmpool.Pool {
+	if d == nil {
+		return nil
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	pools := make([]*hsmpool.Pool, 0, len(d.pools))
+	for _, p := range d.pools {
+		pools = append(pools, p)
+	}
+	return pools
+}
+
 // Close closes the HSM pools and clears the local keys. Keyrings opened with
 // d stop working. Close is idempotent.
 func (d *Deps) Close() error {

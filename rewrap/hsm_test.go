@@ -56,11 +56,8 @@ func TestHSMOpen(t *testing.T) {
 			t.Errorf("Open(%s).ID() = %s, want %s", s, k.ID(), want)
 		}
 	}
-	d.mu.Lock()
-	pools := len(d.pools)
-	d.mu.Unlock()
-	if pools != 1 {
-		t.Errorf("%d pools for one module and token, want 1 (shared)", pools)
+	if pools := d.HSMPools(); len(pools) != 1 || pools[0].TokenLabel() != token {
+		t.Errorf("%d pools for one module and token, want 1 (shared) on token %s", len(pools), token)
 	}
 
 	t.Run("wrong PIN while logged in", func(t *testing.T) {

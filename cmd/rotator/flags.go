@@ -7,6 +7,7 @@ import (
 	"io"
 	"strings"
 
+	"github.com/rotator-dev/rotator/internal/metrics"
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
@@ -80,4 +81,36 @@ func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.BoolVar(&c.NoDestinationIfMatch, "s3-no-destination-if-match", false, "leave out If-Match on copy destinations (for S3-compatible servers that reject it)")
 	fs.BoolVar(&c.CopyObjectLock, "copy-object-lock", false, "give rewritten objects the Object Lock retention and legal hold of the original")
 	fs.BoolVar(&c.CheckACL, "check-acl", false, "read each object's ACL (s3:GetObjectAcl) before rewriting it, and leave untouched those that grant more than their owner's FULL_CONTROL: a rewrite gives an object the bucket's default ACL (not needed where ACLs are disabled, the default since 2023)")
+}
+
+// metricsFlags are --metrics-addr and --metrics-push (run, resume).
+type metricsFlags struct {
+	addr checkedString // HOST:PORT to serve /metrics on while the run lasts
+	push checkedString // Pushgateway URL to push to when the run ends
+}
+
+func (m *metricsFlags) bind(fs interface {
+	Var(flag.Value, string, string)
+}) {
+	m.addr.check = metrics.CheckAddr
+	m.push.check = func(s string) error { _, err := metrics.ParsePushURL(s); return err }
+	fs.Var(&m.addr, "metrics-addr", "serve Prometheus metrics on http://`HOST:PORT`/metrics while the run lasts (127.0.0.1:PORT for this machine only; port 0 picks one and prints it)")
+	fs.Var(&m.push, "metrics-push", "when the run ends, push its metrics to the Pushgateway at `URL` (http://HOST:9091, job rotator; or http://HOST:9091/metrics/job/JOB[/LABEL/VALUE]... to name the group)")
+}
+
+// checkedString is a string flag whose value check refuses at parse time.
+type checkedString struct {
+	v     string
+	check func(string) error
+}
+
+func (c *checkedString) String() string { return c.v }
+func (c *checkedString) Set(v string) error {
+	if c.check != nil {
+		if err := c.check(v); err != nil {
+			return err
+		}
+	}
+	c.v = v
+	return nil
 }

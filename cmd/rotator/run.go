@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -29,11 +30,13 @@ type outputFlags struct {
 	// completion report (pipeline.ReportOptions).
 	reportFormat     string
 	reportFailedOnly bool
+	metrics          metricsFlags
 }
 
 func (o *outputFlags) bind(fs interface {
 	BoolVar(*bool, string, bool, string)
 	StringVar(*string, string, string, string)
+	Var(flag.Value, string, string)
 }) {
 	fs.BoolVar(&o.json, "json", false, "print JSON lines (message_type status, error, summary) on stdout instead of text")
 	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends)")
@@ -41,6 +44,7 @@ func (o *outputFlags) bind(fs interface {
 	fs.BoolVar(&o.wait, "wait", false, "when another process is working on the run, wait until it stops (default: exit with its name)")
 	fs.StringVar(&o.reportFormat, "report-format", "rotator", "completion report `FORMAT`: rotator (header row, rotator's columns) or batch-ops (S3 Batch Operations' rows: no header; Bucket, Key, VersionId, TaskStatus, HTTPStatusCode, ErrorCode, ResultMessage)")
 	fs.BoolVar(&o.reportFailedOnly, "report-failed-only", false, "write only the objects whose task failed to the report (as a Batch Operations report of failed tasks only)")
+	o.metrics.bind(fs)
 }
 
 func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -144,7 +148,13 @@ func loadRun(ctx context.Context, ledgerURL, runID string) (ledger.Run, pipeline
 // execute runs the pipeline for rec, resuming after positions (and, with
 // resume, settling first what an interrupted process left), and maps the
 // result to an exit code.
-func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) error {
+func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) (err error) {
+	mx, err := startMetrics(out.metrics, env, rec, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { mx.finish(ctx, err) }()
+	ctx = mx.context(ctx)
 	owner := ""
 	runCtx := ctx
 	if !env.Config.DryRun {
@@ -186,6 +196,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 		ui.verb = "re-encrypted"
 	}
 	runner.OnOutcome = ui.outcome
+	mx.watch(runner)
 
 	interrupt := make(chan struct{})
 	sigs := make(chan os.Signal, 2)

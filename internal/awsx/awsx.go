@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -54,6 +55,9 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if cfg.Region == "" {
 		return aws.Config{}, fmt.Errorf("no AWS region configured (hint: set AWS_REGION or a region in the profile)")
 	}
+	// Every client built from cfg reports its calls to the Observer of
+	// their context, if any (WithObserver).
+	cfg.APIOptions = append(cfg.APIOptions, Observe)
 	return cfg, nil
 }
 
@@ -83,6 +87,7 @@ func S3(cfg aws.Config, optFns ...func(*s3.Options)) *s3.Client {
 		// that it skipped validation for every one of them. (Content is
 		// authenticated by its AES-GCM tag.)
 		o.DisableLogOutputChecksumValidationSkipped = true
+		o.APIOptions = append(slices.Clip(o.APIOptions), Observe)
 	}}, optFns...)...)
 }
 

@@ -30,6 +30,13 @@
 //     bucket deleted and re-created under the same name by another account
 //     is refused (403 AccessDenied) rather than read or written.
 //     ExpectedBucketOwner sends it on every request that takes it.
+//   - Observer: what a context carries (WithObserver) to be told of every
+//     AWS call made with it: service, operation, latency, attempts,
+//     throttled attempts and error class (ErrorClass: from the error code
+//     and HTTP status, never the message). The Observe middleware is on
+//     every client rotator builds (Load's configuration, S3, KMS,
+//     DynamoDB); without an Observer in the context it does nothing. The
+//     metrics of a run (internal/metrics) are its Observer.
 //
 // # Why not the SDK's adaptive mode for KMS
 //

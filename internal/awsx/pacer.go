@@ -284,6 +284,6 @@ func (p *Pacer) throttleDelay(attempt int, u float64) time.Duration {
 func KMS(cfg aws.Config, p *Pacer, optFns ...func(*kms.Options)) *kms.Client {
 	return kms.NewFromConfig(cfg, append([]func(*kms.Options){func(o *kms.Options) {
 		o.Retryer = p.Retryer()
-		o.APIOptions = append(slices.Clip(o.APIOptions), p.Middleware)
+		o.APIOptions = append(slices.Clip(o.APIOptions), p.Middleware, Observe)
 	}}, optFns...)...)
 }

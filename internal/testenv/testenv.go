@@ -1,6 +1,6 @@
 // Package testenv connects integration tests to the local stack (versitygw,
 // dynalite, the KMS test server, SoftHSM and MinIO) that scripts/stack
-// starts.
+// starts, and to the Pushgateway it installs (StartPushgateway).
 //
 // versitygw is the S3 server of every test (the AWS_* variables point at
 // it). MinIO is a second S3 server for what versitygw gets wrong (it
@@ -121,6 +121,8 @@ func check(service string) error {
 			}
 		}
 		return nil
+	case Pushgateway:
+		return checkPushgateway()
 	default:
 		return fmt.Errorf("unknown service %q", service)
 	}
