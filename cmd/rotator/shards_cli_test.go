@@ -377,3 +377,34 @@ func TestCLIShardedBatchArrayJob(t *testing.T) {
 		t.Errorf("status (%d):\n%s", code, out)
 	}
 }
+
+// TestCLIReportToS3: a run that is not sharded writes its report to the
+// S3 key it is given, or under a prefix as rotator-report-RUN.csv.
+func TestCLIReportToS3(t *testing.T) {
+	f := newCLIFixture(t, 12)
+	reports := testenv.Name(t) + "-r"
+	if _, err := f.s3.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &reports}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { testenv.EmptyBucket(f.s3, reports) })
+	ledgerPath := filepath.Join(f.dir, "l.db")
+	for _, c := range []struct{ runID, dest, key, status string }{
+		{"first", "s3://" + reports + "/audit/first.csv", "audit/first.csv", ",succeeded,"},
+		{"second", "s3://" + reports + "/audit/", "audit/rotator-report-second.csv", ",skipped,"},
+	} {
+		code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
+			"--run-id", c.runID, "--report", c.dest, "--no-progress")
+		if code != 0 || !strings.Contains(out, "s3://"+reports+"/"+c.key) {
+			t.Fatalf("run %s (%d):\n%s", c.runID, code, out)
+		}
+		got, err := f.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &reports, Key: &c.key})
+		if err != nil {
+			t.Fatalf("report of run %s: %v", c.runID, err)
+		}
+		b, _ := io.ReadAll(got.Body)
+		got.Body.Close()
+		if !strings.HasPrefix(string(b), strings.Join(pipeline.ReportHeader, ",")+"\n") || strings.Count(string(b), c.status) != len(f.objs) {
+			t.Errorf("report of run %s: %d rows %s, want %d:\n%.500s", c.runID, strings.Count(string(b), c.status), c.status, len(f.objs), b)
+		}
+	}
+}
