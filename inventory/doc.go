@@ -31,7 +31,9 @@
 //     exist are; a key ending in the suffix with no object KEY is delivered
 //     flagged Item.UnpairedSuffix, told in bounded memory (partFilter).
 //   - Shard: one of N disjoint parts of a run, by a hash of bucket and key,
-//     for --shard i/N; every version of a key is in one shard.
+//     for --shard i/N; every version of a key is in one shard. ResolveShard
+//     reads --shard auto from a Kubernetes Indexed Job's or an AWS Batch
+//     array job's environment.
 //
 // Every source streams items onto a channel (Send) or to a function (Stream):
 // memory stays flat however many objects a bucket holds: a source holds a few

@@ -48,8 +48,15 @@ type Config struct {
 	KMSRPS      float64 `json:"kms_rps,omitempty"`
 	S3RPS       float64 `json:"s3_rps,omitempty"`
 	HSMSessions int     `json:"hsm_sessions,omitempty"`
-	// Shard is "i/N": this process handles one of N disjoint parts.
+	// Shard is "i/N": this process handles one of N disjoint parts
+	// (resolved from --shard i/N or --shard auto: see ResolveShard).
 	Shard string `json:"shard,omitempty"`
+	// ShardCount N > 0 makes the run a sharded job: N processes, one per
+	// shard, share the run id, each with a run record of its own (see
+	// JoinJob). The run's own record keeps the job's configuration with
+	// ShardCount and no Shard. 0 with a Shard is a run of one shard under
+	// a run id of its own (as earlier versions ran shards).
+	ShardCount int `json:"shard_count,omitempty"`
 	// ListWorkers bounds the partitions listed at once.
 	ListWorkers int `json:"list_workers,omitempty"`
 	// InventoryMaxFileBytes bounds each Parquet data file of an S3
@@ -145,9 +152,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--part-size %d: S3 parts are at least %d bytes (5 MiB)", c.PartSize, reencrypt.MinPartSize)
 	}
 	if c.Shard != "" {
-		if _, err := inventory.ParseShard(c.Shard); err != nil {
+		sh, err := inventory.ParseShard(c.Shard)
+		if err != nil {
 			return fmt.Errorf("--shard: %w", err)
 		}
+		if c.ShardCount != 0 && c.ShardCount != sh.Count {
+			return fmt.Errorf("--shard %s and --shard-count %d disagree", c.Shard, c.ShardCount)
+		}
+	}
+	if c.ShardCount < 0 {
+		return fmt.Errorf("--shard-count %d: want the number of shards", c.ShardCount)
 	}
 	if c.ExpectedBucketOwner != "" {
 		if err := awsx.CheckAccountID(c.ExpectedBucketOwner); err != nil {
@@ -420,6 +434,8 @@ func (c *Config) Describe() string {
 	}
 	if c.Shard != "" {
 		fmt.Fprintf(&b, " shard %s", c.Shard)
+	} else if c.ShardCount > 0 {
+		fmt.Fprintf(&b, " in %d shards", c.ShardCount)
 	}
 	return b.String()
 }

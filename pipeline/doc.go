@@ -33,6 +33,12 @@
 //   - Run lease (lease.go): one process at a time works for a run (or a
 //     shard); its owner string (run/lease/epoch/holder) is the claim owner
 //     of every object it changes, and a later epoch fences earlier ones.
+//   - Sharded job (shard.go): one run id shared by N processes, one per
+//     shard; the first creates the run record (the job's configuration),
+//     each keeps its own record RUN:shard-I-of-N (JoinJob), lease and
+//     intents (ShardIntents). A shard started again resumes its record.
+//   - S3 report (s3report.go): a completion report streamed to one S3
+//     object in bounded parts, written when the run ends or stops.
 //   - Dry run: the same core with its writers wrapped (DryRun): writes and
 //     key backend calls fail with errDryRun before they are sent, and the
 //     outcome says what would have been done.

@@ -310,6 +310,9 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 			case jobs <- job{it: it, ticket: t}:
 				return nil
 			case <-listCtx.Done():
+				// Not handed to a worker: a resumed run lists it again.
+				r.Stats.Listed.Add(-1)
+				r.Stats.Bytes.Add(-it.Size)
 				return listCtx.Err()
 			}
 		})

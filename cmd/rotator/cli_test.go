@@ -407,13 +407,17 @@ func TestCLIDryRunChangesNothingAndShardsCoverAll(t *testing.T) {
 	// every object exactly once.
 	for i := 0; i < 2; i++ {
 		code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
-			"--run-id", fmt.Sprintf("shard-%d", i), "--shard", fmt.Sprintf("%d/2", i), "--no-progress")
+			"--run-id", "job", "--shard", fmt.Sprintf("%d/2", i), "--no-progress")
 		if code != 0 || strings.Contains(out, " 0 rewrapped") {
 			t.Fatalf("shard %d (%d):\n%s", i, code, out)
 		}
 	}
 	f.opensUnder(t, f.arnB)
-	f.exactlyOnce(t, ledgerPath, "shard-1")
+	f.exactlyOnce(t, ledgerPath, "job")
+	if code, out := f.rotator(t, "status", "--run-id", "job", "--ledger", ledgerPath); code != 0 ||
+		!strings.Contains(out, "done (2 shards: 2 done)") || !strings.Contains(out, "30 done: 30 rewrapped") {
+		t.Errorf("status (%d):\n%s", code, out)
+	}
 	// The comparison sees real writes: each sample's envelope changed, in
 	// its metadata or in its instruction file.
 	changed := map[string]bool{}

@@ -13,9 +13,11 @@ import (
 // same run (a resume started by mistake, or from another pod) does not
 // work on it: it exits 5 naming the holder; with --wait it waits for the
 // first to finish and then finds nothing left to do. The run's objects
-// are changed exactly once. (On DynamoDB, the ledger several processes
-// share; the embedded ledger's file lock already keeps a second process
-// out.)
+// are changed exactly once, and the run's counts stay its own (the
+// waiting process used to overwrite them with a second pass that found
+// every object rotated: "0 rewrapped, 60 skipped"). (On DynamoDB, the
+// ledger several processes share; the embedded ledger's file lock
+// already keeps a second process out.)
 func TestCLIOneProcessPerRun(t *testing.T) {
 	testenv.Need(t, testenv.DynamoDB)
 	f := newCLIFixture(t, 60)
@@ -46,4 +48,11 @@ func TestCLIOneProcessPerRun(t *testing.T) {
 		t.Fatalf("second process with --wait: %v\n%s", err, out2.String())
 	}
 	f.exactlyOnce(t, ledgerURL, runID)
+	// The waiting process read the run before it waited, and goes on from
+	// where the first one ended, not from what it read: the counts are
+	// the run's, not overwritten by a second pass that skips everything.
+	code, out = f.rotator(t, "status", "--run-id", runID, "--ledger", ledgerURL)
+	if code != 0 || !strings.Contains(out, "60 listed, 60 done: 60 rewrapped, 0 skipped") {
+		t.Errorf("status (%d):\n%s", code, out)
+	}
 }

@@ -27,6 +27,9 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	cfg.DryRun = true
+	if err := resolveShard(&cfg, stderr); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}

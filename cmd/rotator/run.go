@@ -39,7 +39,7 @@ func (o *outputFlags) bind(fs interface {
 	Var(flag.Value, string, string)
 }) {
 	fs.BoolVar(&o.json, "json", false, "print JSON lines (message_type status, error, summary) on stdout instead of text")
-	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends)")
+	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends), or s3://BUCKET/PREFIX/ for one object per run or shard, written at the end and on interruption")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar on a terminal")
 	fs.BoolVar(&o.wait, "wait", false, "when another process is working on the run, wait until it stops (default: exit with its name)")
 	fs.StringVar(&o.reportFormat, "report-format", "rotator", "completion report `FORMAT`: rotator (header row, rotator's columns) or batch-ops (S3 Batch Operations' rows: no header; Bucket, Key, VersionId, TaskStatus, HTTPStatusCode, ErrorCode, ResultMessage)")
@@ -56,13 +56,19 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	runFlags(fs, &cfg)
 	out.bind(fs)
 	fs.StringVar(&cfg.Ledger, "ledger", DefaultLedger, "the ledger: a `FILE` for the embedded store, or dynamodb://TABLE[?create=true]")
-	fs.StringVar(&runID, "run-id", "", "the run's id (default: generated); shards of one job use one id each")
+	fs.StringVar(&runID, "run-id", "", "the run's id (default: generated); every shard of a sharded job gives the same one")
 	fs.BoolVar(&cfg.DryRun, "dry-run", false, "classify and report what would change; change nothing")
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
+	if err := resolveShard(&cfg, stderr); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	if cfg.ShardCount > 0 {
+		return runShard(ctx, cfg, runID, out, stdout, stderr)
 	}
 	if runID == "" {
 		runID = newRunID()
@@ -88,10 +94,13 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var out outputFlags
-	var runID, ledgerURL string
-	fs := newFlagSet("resume", "--run-id ID [--ledger URL]", stderr)
+	var runID, ledgerURL, shard string
+	var shardCount int
+	fs := newFlagSet("resume", "--run-id ID [--ledger URL] [--shard i/N|auto]", stderr)
 	fs.StringVar(&runID, "run-id", "", "the run to resume")
 	fs.StringVar(&ledgerURL, "ledger", DefaultLedger, "the run's ledger")
+	fs.StringVar(&shard, "shard", "", "the shard `i/N` (or auto) of a sharded run to resume")
+	fs.IntVar(&shardCount, "shard-count", 0, "with --shard auto: the number of shards (default: the run's)")
 	out.bind(fs)
 	if help, err := parse(fs, args); help || err != nil {
 		return err
@@ -102,6 +111,9 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rec, cfg, err := loadRun(ctx, ledgerURL, runID)
 	if err != nil {
 		return err
+	}
+	if cfg.ShardCount > 0 || shard != "" {
+		return resumeShard(ctx, rec, cfg, shard, shardCount, ledgerURL, out, stdout, stderr)
 	}
 	if rec.State == ledger.RunDone {
 		fmt.Fprintf(stderr, "rotator: run %s is done already; resuming re-checks what it listed last\n", runID)
@@ -149,6 +161,7 @@ func loadRun(ctx context.Context, ledgerURL, runID string) (ledger.Run, pipeline
 // resume, settling first what an interrupted process left), and maps the
 // result to an exit code.
 func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) (err error) {
+	runID := jobRunID(env, rec) // a shard's record is RUN:shard-I-of-N
 	mx, err := startMetrics(out.metrics, env, rec, stderr)
 	if err != nil {
 		return err
@@ -158,7 +171,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	owner := ""
 	runCtx := ctx
 	if !env.Config.DryRun {
-		lease, err := acquireLease(ctx, env, rec.ID, out, stderr)
+		lease, err := acquireLease(ctx, env, runID, out, stderr)
 		if err != nil {
 			return err
 		}
@@ -167,16 +180,15 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 		runCtx, stopKeeping = lease.Keep(ctx)
 		defer stopKeeping()
 		owner = lease.Owner()
+		if after, resume, err = reloadRun(ctx, env.Ledger, rec, after, resume); err != nil {
+			return err
+		}
 	}
 	src, err := env.Source(ctx, after)
 	if err != nil {
 		return err
 	}
-	reportPath := out.report
-	if reportPath == "" {
-		reportPath = "rotator-report-" + rec.ID + ".csv"
-	}
-	rf, rep, err := openReport(reportPath, out)
+	rf, rep, reportPath, err := openRunReport(ctx, env, out, runID)
 	if err != nil {
 		return err
 	}
@@ -184,12 +196,12 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 
 	stats := &pipeline.Stats{}
 	runner := &pipeline.Runner{
-		Core: env.Core(rec.ID, owner), Source: src, Workers: env.Config.Concurrency,
+		Core: env.Core(runID, owner), Source: src, Workers: env.Config.Concurrency,
 		Runs: env.Ledger, Run: rec, Progress: inventory.NewProgress(after), Report: rep, Stats: stats,
 		Resume: resume,
 	}
 	if !env.Config.DryRun {
-		runner.Intents = env.Ledger
+		runner.Intents = jobIntents(env)
 	}
 	ui := newProgressUI(out, stdout, stderr, stats)
 	if env.Config.Mode == pipeline.ModeReencrypt {
@@ -220,23 +232,28 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	}()
 
 	if !out.json {
-		fmt.Fprintf(stderr, "rotator: run %s: %s\n", rec.ID, env.Config.Describe())
+		fmt.Fprintf(stderr, "rotator: run %s: %s\n", runID, env.Config.Describe())
 	}
 	start := time.Now()
 	stop := ui.start()
 	err = runner.Execute(runCtx, interrupt)
 	stop()
+	if cerr := rf.Close(); cerr != nil && err == nil {
+		err = cerr // the report could not be written (S3)
+	} else if cerr != nil {
+		fmt.Fprintf(stderr, "rotator: %v\n", cerr)
+	}
 	if cause := context.Cause(runCtx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause // the lease was lost
 	}
-	ui.summary(rec.ID, reportPath, time.Since(start), err)
+	ui.summary(runID, reportPath, time.Since(start), err)
 
-	resumeHint := fmt.Sprintf("rotator resume --run-id %s --ledger %s", rec.ID, env.Config.Ledger)
+	resumeHint := resumeCommand(env, runID)
 	switch {
 	case errors.Is(err, pipeline.ErrInterrupted), errors.Is(err, context.Canceled):
 		return exitError{exitInterrupted, "interrupted; resume with: " + resumeHint}
 	case err != nil:
-		return fmt.Errorf("run %s stopped: %w (resume with: %s)", rec.ID, err, resumeHint)
+		return fmt.Errorf("run %s stopped: %w (resume with: %s)", runID, err, resumeHint)
 	case stats.Unfinished.Load() > 0:
 		return exitError{exitUnfinished, fmt.Sprintf("%d changes are unfinished: their outcome is not known yet, and what they need is kept in the ledger; run '%s' (it exits 0 once none is left)",
 			stats.Unfinished.Load(), resumeHint)}

@@ -28,6 +28,15 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	if parent, _, ok := pipeline.ParseShardRecordID(rec.ID); ok && cfg.ShardCount > 0 && cfg.Shard != "" {
+		// A shard's own record: show its whole run.
+		if rec, cfg, err = loadRun(ctx, ledgerURL, parent); err != nil {
+			return err
+		}
+	}
+	if cfg.ShardCount > 0 {
+		return jobStatus(ctx, ledgerURL, rec, cfg, asJSON, stdout)
+	}
 	cp, err := pipeline.DecodeCheckpoint(rec.Checkpoint)
 	if err != nil {
 		return err
@@ -65,16 +74,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "run %s: %s\n", rec.ID, state)
 		fmt.Fprintf(stdout, "  job:      %s\n", cfg.Describe())
 		fmt.Fprintf(stdout, "  started:  %s\n  updated:  %s\n", rec.CreatedAt.UTC().Format(time.RFC3339), rec.UpdatedAt.UTC().Format(time.RFC3339))
-		c := rec.Counts
-		verb := "rewrapped"
-		if cfg.Mode == pipeline.ModeReencrypt {
-			verb = "re-encrypted"
-		}
-		fmt.Fprintf(stdout, "  objects:  %d listed, %d done: %d %s, %d skipped, %d pending, %d failed, %d changed by others\n",
-			c["listed"], c["done"], c["succeeded"]-c["deleted"], verb, c["skipped"], c["pending"], c["failed"], c["changed"])
-		if c["deleted"]+c["left"] > 0 {
-			fmt.Fprintf(stdout, "  versions: %d older versions deleted, %d under a --from key left\n", c["deleted"], c["left"])
-		}
+		printCounts(stdout, rec.Counts, cfg)
 		if unfinished > 0 {
 			fmt.Fprintf(stdout, "  unfinished: %d changes whose outcome is not known yet are kept in the ledger (or objects to process again)\n", unfinished)
 		}
@@ -105,4 +105,22 @@ func leaseView(ls []ledger.Lease) []map[string]any {
 			"expires": l.Expires.UTC().Format(time.RFC3339)})
 	}
 	return out
+}
+
+// printCounts prints a run's counts.
+func printCounts(w io.Writer, c map[string]int64, cfg pipeline.Config) {
+	fmt.Fprintf(w, "  objects:  %s\n", countsLine(c, cfg))
+	if c["deleted"]+c["left"] > 0 {
+		fmt.Fprintf(w, "  versions: %d older versions deleted, %d under a --from key left\n", c["deleted"], c["left"])
+	}
+}
+
+// countsLine summarises a run's (or a shard's) counts on one line.
+func countsLine(c map[string]int64, cfg pipeline.Config) string {
+	verb := "rewrapped"
+	if cfg.Mode == pipeline.ModeReencrypt {
+		verb = "re-encrypted"
+	}
+	return fmt.Sprintf("%d listed, %d done: %d %s, %d skipped, %d pending, %d failed, %d changed by others",
+		c["listed"], c["done"], c["succeeded"]-c["deleted"], verb, c["skipped"], c["pending"], c["failed"], c["changed"])
 }

@@ -26,6 +26,9 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if cfg.To == "" {
 		return usageError{"give the key the objects must open under with --key (for example --key kms:alias/data-2026)"}
 	}
+	if err := resolveShard(&cfg, stderr); err != nil {
+		return err
+	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
 	}
