@@ -27,8 +27,8 @@ type Options struct {
 	Region string
 }
 
-// Load returns the shared AWS configuration with adaptive retries and no
-// retry quota.
+// Load returns the shared AWS configuration with adaptive retries, no
+// retry quota, and rotator's application id on every request (WithAppID).
 func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = 10
@@ -54,7 +54,7 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if cfg.Region == "" {
 		return aws.Config{}, fmt.Errorf("no AWS region configured (hint: set AWS_REGION or a region in the profile)")
 	}
-	return cfg, nil
+	return WithAppID(cfg), nil
 }
 
 // NewRetryer returns the SDK's adaptive retry mode with maxAttempts, a
