@@ -54,6 +54,7 @@ func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.Inventory, "inventory", "", "read the objects from an S3 Inventory report: `s3://BUCKET/.../manifest.json`")
 	fs.Var(byteSize{&c.InventoryMaxFileBytes}, "inventory-max-file-bytes", "with --inventory: the largest Parquet data file read, in bytes or with a unit such as 2GiB (default 1GiB); each is copied to TMPDIR while it is read, --list-workers at once")
 	fs.StringVar(&c.List, "list", "", "read the objects from a CSV `FILE` (or s3://BUCKET/KEY) of bucket,key[,version] lines, keys URL-encoded like S3 Batch Operations manifests")
+	fs.BoolVar(&c.ListRawKeys, "list-raw-keys", false, "with --list: the keys are written as they are, not URL-encoded (a key with a comma or a quote is then quoted as in CSV: \"a,b\")")
 	fs.BoolVar(&c.AllVersions, "all-versions", false, "consider every version of every key (older versions are reported, never changed in place)")
 	fs.Var((*stringList)(&c.From), "from", "only objects wrapped under this key `SPEC` (repeatable); needed to unwrap local, HSM and cross-region KMS keys")
 	fs.StringVar(&c.Shard, "shard", "", "process shard `i/N` of the objects (disjoint by a hash of bucket and key), for array jobs")

@@ -58,7 +58,9 @@ usage: rotator <command> [flags]     (rotator <command> -h for its flags)
 
 commands:
   plan      count objects by current key, format and action; estimate requests, cost and duration
-  run       rewrap every selected object's data key under the target key
+  run       bring the selected objects under the target key: rewrap each data key (--mode rewrap, the
+            default; bodies are never read) or re-encrypt each object under a fresh data key
+            (--mode reencrypt, for data keys that may be exposed)
   resume    finish an interrupted run (--run-id ID)
   status    show a run's state and counts (--run-id ID)
   verify    decrypt objects with a key and check their tags before the old key is retired

@@ -14,6 +14,7 @@ func TestExitCodes(t *testing.T) {
 		stderror string
 	}{
 		{[]string{"help"}, exitOK, "exit codes:", ""},
+		{[]string{"help"}, exitOK, "--mode reencrypt", ""},
 		{[]string{"version"}, exitOK, "rotator ", ""},
 		{nil, exitUsage, "", "no command given"},
 		{[]string{"frobnicate"}, exitUsage, "", `unknown command "frobnicate"`},
