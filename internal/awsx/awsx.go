@@ -28,7 +28,8 @@ type Options struct {
 }
 
 // Load returns the shared AWS configuration with adaptive retries, no
-// retry quota, and rotator's application id on every request (WithAppID).
+// retry quota, rotator's application id on every request (WithAppID), and
+// failed attempts logged at debug level (LogAttempts).
 func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = 10
@@ -54,7 +55,9 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if cfg.Region == "" {
 		return aws.Config{}, fmt.Errorf("no AWS region configured (hint: set AWS_REGION or a region in the profile)")
 	}
-	return WithAppID(cfg), nil
+	cfg = WithAppID(cfg)
+	cfg.APIOptions = append(cfg.APIOptions, LogAttempts)
+	return cfg, nil
 }
 
 // NewRetryer returns the SDK's adaptive retry mode with maxAttempts, a
