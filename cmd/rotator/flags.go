@@ -26,6 +26,10 @@ func (s *stringList) Set(v string) error {
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// Read before the command runs (newSession); bound here so that they
+	// parse and show in -h.
+	fs.String("log-level", "info", "log lines on stderr at this `LEVEL` and above: debug, info, warn, error or off (default info; warn while a progress line shows; or $"+envLogLevel+")")
+	fs.String("log-format", "auto", "log lines as json, console, or auto: console on a terminal, JSON lines otherwise (or $"+envLogFormat+")")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rotator %s %s\n\nflags:\n", name, synopsis)
 		fs.PrintDefaults()

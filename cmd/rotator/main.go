@@ -19,7 +19,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -94,24 +93,11 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(context.Background(), args, stdout, stderr)
+	sess, err := newSession(args, stdout, stderr)
 	if err == nil {
-		return exitOK
+		err = dispatch(sess.context(context.Background()), args, stdout, stderr)
 	}
-	var ee exitError
-	if errors.As(err, &ee) {
-		if ee.msg != "" {
-			fmt.Fprintf(stderr, "rotator: %s\n", ee.msg)
-		}
-		return ee.code
-	}
-	fmt.Fprintf(stderr, "rotator: error: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "rotator: hint: run 'rotator help' for usage\n")
-		return exitUsage
-	}
-	return exitFatal
+	return sess.finish(err)
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -124,6 +110,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_, err := io.WriteString(stdout, usage)
 		return err
 	case "version", "--version":
+		if sessionOf(ctx).json {
+			return sessionOf(ctx).out.emit(versionMsg{MessageType: msgVersionMsg, Version: version(), AppID: buildinfo.AppID()})
+		}
 		_, err := fmt.Fprintln(stdout, "rotator", version())
 		return err
 	case "plan":

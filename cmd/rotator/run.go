@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/rotator-dev/rotator/internal/logs"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
@@ -25,13 +28,20 @@ type outputFlags struct {
 	noProgress bool
 	// wait for the run's lease when another process holds it.
 	wait bool
+	// jsonObjects: which outcomes get an object message (problems, all).
+	jsonObjects string
+	// plan is a 'rotator plan --json' output: its count of objects is
+	// the total the progress shows before the listing ends.
+	plan string
 }
 
 func (o *outputFlags) bind(fs interface {
 	BoolVar(*bool, string, bool, string)
 	StringVar(*string, string, string, string)
 }) {
-	fs.BoolVar(&o.json, "json", false, "print JSON lines (message_type status, error, summary) on stdout instead of text")
+	fs.BoolVar(&o.json, "json", false, "print JSON lines on stdout instead of text (message_type status, object, summary, exit_error; see docs/json.md)")
+	fs.StringVar(&o.jsonObjects, "json-objects", "problems", "with --json: the outcomes that get an object message: problems (failed, changed, unfinished) or all")
+	fs.StringVar(&o.plan, "plan", "", "a `FILE` holding 'rotator plan --json' of the same objects: its count is the total the progress and ETA go by while the listing runs")
 	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends)")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar on a terminal")
 	fs.BoolVar(&o.wait, "wait", false, "when another process is working on the run, wait until it stops (default: exit with its name)")
@@ -53,6 +63,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	if err := out.check(); err != nil {
+		return err
 	}
 	if runID == "" {
 		runID = newRunID()
@@ -89,12 +102,15 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if runID == "" {
 		return usageError{"give the run to resume with --run-id (see 'rotator ledger runs')"}
 	}
+	if err := out.check(); err != nil {
+		return err
+	}
 	rec, cfg, err := loadRun(ctx, ledgerURL, runID)
 	if err != nil {
 		return err
 	}
 	if rec.State == ledger.RunDone {
-		fmt.Fprintf(stderr, "rotator: run %s is done already; resuming re-checks what it listed last\n", runID)
+		zerolog.Ctx(ctx).Info().Str(logs.RunID, runID).Msg("the run is done already; resuming re-checks what it listed last")
 	}
 	cfg.Ledger = ledgerURL
 	cp, err := pipeline.DecodeCheckpoint(rec.Checkpoint)
@@ -139,6 +155,7 @@ func loadRun(ctx context.Context, ledgerURL, runID string) (ledger.Run, pipeline
 // resume, settling first what an interrupted process left), and maps the
 // result to an exit code.
 func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) error {
+	ctx, log := runLogger(ctx, rec.ID, env.Config)
 	owner := ""
 	runCtx := ctx
 	if !env.Config.DryRun {
@@ -175,7 +192,11 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	if !env.Config.DryRun {
 		runner.Intents = env.Ledger
 	}
-	ui := newProgressUI(out, stdout, stderr, stats)
+	ui := newProgressUI(sessionOf(ctx), log, out, stats)
+	ui.runID, ui.total = rec.ID, expectedTotal(src, out.plan, stats)
+	if resume {
+		ui.command = "resume"
+	}
 	if env.Config.Mode == pipeline.ModeReencrypt {
 		ui.verb = "re-encrypted"
 	}
@@ -202,9 +223,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 		}
 	}()
 
-	if !out.json {
-		fmt.Fprintf(stderr, "rotator: run %s: %s\n", rec.ID, env.Config.Describe())
-	}
+	log.Info().Bool("resume", resume).Bool("dry_run", env.Config.DryRun).Msg("run started: " + env.Config.Describe())
 	start := time.Now()
 	stop := ui.start()
 	err = runner.Execute(runCtx, interrupt)
@@ -212,7 +231,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	if cause := context.Cause(runCtx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause // the lease was lost
 	}
-	ui.summary(rec.ID, reportPath, time.Since(start), err)
+	ui.summary(string(rec.State), reportPath, env.Config.DryRun, time.Since(start), err)
 
 	resumeHint := fmt.Sprintf("rotator resume --run-id %s --ledger %s", rec.ID, env.Config.Ledger)
 	switch {
@@ -243,7 +262,8 @@ func acquireLease(ctx context.Context, env *pipeline.Env, runID string, out outp
 	lease, err := pipeline.AcquireRunLease(ctx, env.Ledger, runID, name, pipeline.LeaseOptions{
 		Wait: out.wait,
 		OnWait: func(h ledger.LeaseHeldError) {
-			fmt.Fprintf(stderr, "rotator: waiting: %v\n", &h)
+			zerolog.Ctx(ctx).Info().Str("holder", h.Lease.Holder).Str("host", h.Lease.Host).Int("pid", h.Lease.PID).
+				Msgf("waiting: %v", &h)
 		},
 	})
 	var held *ledger.LeaseHeldError
