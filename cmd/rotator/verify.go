@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -95,7 +96,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		Msg("verify finished")
 	if out.json {
 		_ = sess.out.emit(summaryMsg{MessageType: msgSummary, Command: "verify", Key: env.To.ID(), Report: reportPath,
-			SecondsElapsed: took.Seconds(), ObjectsListed: stats.Done.Load(), ObjectsDone: stats.Done.Load(), Counts: countsOf(stats)})
+			SecondsElapsed: math.Round(took.Seconds()*1000) / 1000, ObjectsListed: stats.Done.Load(), ObjectsDone: stats.Done.Load(), Counts: countsOf(stats)})
 	} else {
 		fmt.Fprintf(stdout, "verify: %d objects open under %s with valid tags, %d failed, %d skipped (not encrypted)\n", ok, env.To.ID(), failed, skipped)
 	}
