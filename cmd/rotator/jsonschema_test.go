@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-
 )
 
 // docType is one message type as docs/json.md documents it.
