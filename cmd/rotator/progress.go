@@ -221,7 +221,7 @@ func progressLine(p progress, width int) string {
 		doneOf += "/" + num(p.total)
 		pct = fmt.Sprintf(" %d%%", int(float64(p.done)*100/float64(max(p.total, 1))))
 	}
-	rate := strconv.FormatFloat(p.rate, 'f', 0, 64) + "/s"
+	rate := num(int64(math.Round(p.rate))) + "/s"
 	eta := ""
 	if p.eta >= 0 {
 		eta = "ETA " + p.eta.String()
