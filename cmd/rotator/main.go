@@ -63,20 +63,37 @@ commands:
   resume    finish an interrupted run (--run-id ID)
   status    show a run's state and counts (--run-id ID)
   verify    decrypt objects with a key and check their tags before the old key is retired
-  ledger    query the key-lineage ledger: lineage, counts, runs, objects, export
-  version   print the version
+  ledger    query the key-lineage ledger: lineage, counts, runs, objects, export, intents
+  version   print the version (and the application id AWS requests carry)
   help      print this help
 
 examples:
-  rotator plan   --source s3://bucket/prefix --to kms:alias/data-2026
-  rotator run    --source s3://bucket/prefix --from kms:alias/data-2025 --to kms:alias/data-2026
+  rotator plan   --source s3://bucket/prefix --to kms:alias/data-2026 --json > plan.json
+  rotator run    --source s3://bucket/prefix --from kms:alias/data-2025 --to kms:alias/data-2026 --plan plan.json
+  rotator run    --mode reencrypt --source s3://bucket --from kms:alias/data-2025 --to kms:alias/data-2026 --dry-run
+  rotator run    --source s3://bucket --from kms:alias/data-2025 --to 'pkcs11:token=prod;object=s3-kek'
   rotator verify --source s3://bucket/prefix --key kms:alias/data-2026 --sample 1000
-  rotator ledger counts
+  rotator ledger counts --ledger dynamodb://rotator-ledger
 
-AWS configuration comes from the standard chain (environment, shared files,
-SSO, instance roles); AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_KMS and
-AWS_ENDPOINT_URL_DYNAMODB are honoured. Secrets (HSM PINs, local keys) are
-read from files or the environment named in key specs, never from flags.
+output (every command):
+  --json              JSON lines on stdout, one schema for every command (docs/json.md)
+  --log-level LEVEL   logs on stderr: debug, info (default), warn, error, off; debug adds each
+                      retried AWS attempt, throttle and wait for an HSM session
+  --log-format F      json, console, or auto (default): console on a terminal, JSON lines otherwise
+
+environment:
+  AWS_REGION, AWS_PROFILE, ...  the standard AWS chain (environment, shared files, SSO, instance
+                                roles); AWS_ENDPOINT_URL_S3, _KMS and _DYNAMODB are honoured
+  ROTATOR_PKCS11_MODULE         the PKCS#11 library of pkcs11: keys without module-path= (for
+                                CloudHSM /opt/cloudhsm/lib/libcloudhsm_pkcs11.so)
+  ROTATOR_PKCS11_PIN_FILE       the file holding the HSM user PIN of pkcs11: keys without
+                                pin-source= (same as pin-source=file:PATH)
+  ROTATOR_LOG_LEVEL, ROTATOR_LOG_FORMAT   defaults of --log-level and --log-format
+
+Secrets (HSM PINs, local keys) are read from files or the environment named
+in key specs, never from flags. The ledger is a local file by default
+(rotator-ledger.db); dynamodb://TABLE?create=true creates a DynamoDB table
+(schema: ledger/SCHEMA.md) on first use.
 
 exit codes:
   0    done
