@@ -169,7 +169,7 @@ func (u *progressUI) snapshot() progress {
 			p.total, p.source = max(n, p.listed), src
 		}
 	}
-	if p.total > 0 && p.rate > 0 {
+	if p.total > 0 && p.rate > 0 && p.done < p.total {
 		p.eta = time.Duration(float64(max(p.total-p.done, 0)) / p.rate * float64(time.Second)).Round(time.Second)
 	}
 	return p

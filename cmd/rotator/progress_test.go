@@ -83,7 +83,7 @@ func TestProgressTotals(t *testing.T) {
 		t.Errorf("with a plan: %+v", p)
 	}
 	s.ListingDone.Store(true)
-	if p := u.snapshot(); p.total != 2000 || p.source != "listing" || p.eta != 0 {
+	if p := u.snapshot(); p.total != 2000 || p.source != "listing" || p.eta != -1 {
 		t.Errorf("after the listing: %+v", p)
 	}
 	u.total = nil
