@@ -13,8 +13,10 @@ require (
 	github.com/aws/smithy-go v1.28.8
 	github.com/miekg/pkcs11 v1.1.2
 	github.com/parquet-go/parquet-go v0.32.0
+	github.com/rs/zerolog v1.35.1
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/sync v0.24.0
+	golang.org/x/term v0.43.0
 	golang.org/x/time v0.16.0
 )
 
@@ -42,9 +44,7 @@ require (
 	github.com/parquet-go/bitpack v1.0.0 // indirect
 	github.com/parquet-go/jsonlite v1.0.0 // indirect
 	github.com/pierrec/lz4/v4 v4.1.21 // indirect
-	github.com/rs/zerolog v1.35.1 // indirect
 	github.com/twpayne/go-geom v1.6.1 // indirect
 	golang.org/x/sys v0.45.0 // indirect
-	golang.org/x/term v0.43.0 // indirect
 	google.golang.org/protobuf v1.34.2 // indirect
 )
