@@ -12,3 +12,13 @@ func (s *S3Inventory) Fraction() float64 {
 	}
 	return min(float64(s.readBytes.Load())/float64(total), 1)
 }
+
+// Fraction returns how much of the list Stream has read, by bytes: from 0
+// to 1, and 0 before the list is opened (see S3Inventory.Fraction).
+func (l *CSVList) Fraction() float64 {
+	total := l.totalBytes.Load()
+	if total <= 0 {
+		return 0
+	}
+	return min(float64(l.readBytes.Load())/float64(total), 1)
+}

@@ -2,6 +2,8 @@ package inventory
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -46,5 +48,33 @@ func TestS3InventoryFraction(t *testing.T) {
 		if len(seen) == 0 || seen[0] >= 1 {
 			t.Errorf("%s: Fraction during the stream %v, want below 1 at the first item", format, seen)
 		}
+	}
+}
+
+// A list's Fraction is the share of its bytes read.
+func TestCSVListFraction(t *testing.T) {
+	var b strings.Builder
+	for i := range 1000 {
+		fmt.Fprintf(&b, "bucket,key-%04d\n", i)
+	}
+	l := &CSVList{Path: writeFile(t, b.String())}
+	if f := l.Fraction(); f != 0 {
+		t.Errorf("Fraction %v before the stream, want 0", f)
+	}
+	n := 0
+	var at500 float64
+	if err := l.Stream(context.Background(), func(Item) error {
+		if n++; n == 500 {
+			at500 = l.Fraction()
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if f := l.Fraction(); f != 1 {
+		t.Errorf("Fraction %v at the end, want 1", f)
+	}
+	if at500 < 0.45 || at500 > 1 {
+		t.Errorf("Fraction %v at the 500th of 1000 lines", at500)
 	}
 }
