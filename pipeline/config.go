@@ -29,13 +29,13 @@ import (
 type Config struct {
 	// One of Source (s3://BUCKET[/PREFIX]), Inventory (an S3 Inventory
 	// manifest.json URL) and List (a CSV file or s3:// URL).
-	Source    string `json:"source,omitempty"`
-	Inventory string `json:"inventory,omitempty"`
-	List      string `json:"list,omitempty"`
+	Source      string `json:"source,omitempty"`
+	Inventory   string `json:"inventory,omitempty"`
+	List        string `json:"list,omitempty"`
+	AllVersions bool   `json:"all_versions,omitempty"`
 	// ListRawKeys: the keys of List are not URL-encoded (see
 	// inventory.CSVList.RawKeys).
 	ListRawKeys bool `json:"list_raw_keys,omitempty"`
-	AllVersions bool `json:"all_versions,omitempty"`
 	// To is the target key spec; From restricts the run to objects under
 	// these keys.
 	To   string   `json:"to"`
