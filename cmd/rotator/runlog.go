@@ -60,9 +60,10 @@ func readPlanTotal(path string) (int64, error) {
 type fractionReader interface{ Fraction() float64 }
 
 // expectedTotal returns how the progress learns the run's total before
-// its listing ends: from a plan, or, for an S3 Inventory report, by
-// extrapolating the objects listed (stats) over the part of the report
-// read, once a twentieth of it is. nil when there is no way.
+// its listing ends: from a plan, or, for an S3 Inventory report or a
+// list, by extrapolating the objects listed (stats) over the part of the
+// report or list read, once a twentieth of it is. nil when there is no
+// way (a bucket listing).
 func expectedTotal(src inventory.Source, plan string, stats *pipeline.Stats) func() (int64, string, bool) {
 	if plan != "" {
 		n, err := readPlanTotal(plan)
@@ -75,11 +76,15 @@ func expectedTotal(src inventory.Source, plan string, stats *pipeline.Stats) fun
 	if !ok {
 		return nil
 	}
+	name := "inventory"
+	if _, isList := src.(*inventory.CSVList); isList {
+		name = "list"
+	}
 	return func() (int64, string, bool) {
 		f := fr.Fraction()
 		if f < 0.05 {
 			return 0, "", false
 		}
-		return int64(float64(stats.Listed.Load()) / f), "inventory", true
+		return int64(float64(stats.Listed.Load()) / f), name, true
 	}
 }
