@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
@@ -109,5 +110,44 @@ func TestSinkKeepsTheProgressLineLast(t *testing.T) {
 	want := eraseLine + "done 1" + eraseLine + "a log line\n" + "done 1" + eraseLine + "done 2" + "\n"
 	if buf.String() != want {
 		t.Errorf("got %q\nwant %q", buf.String(), want)
+	}
+}
+
+// A --list run estimates its total from the share of the list read; a
+// plan file gives it outright; a bucket listing has none before its end.
+func TestExpectedTotal(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	for i := range 400 {
+		b.WriteString("bucket,key-" + strings.Repeat("x", i%7) + "\n")
+	}
+	list := dir + "/list.csv"
+	if err := os.WriteFile(list, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := &inventory.CSVList{Path: list}
+	stats := &pipeline.Stats{}
+	total := expectedTotal(l, "", stats)
+	if _, _, ok := total(); ok {
+		t.Error("a total before the list is read")
+	}
+	if err := l.Stream(t.Context(), func(inventory.Item) error { stats.Listed.Add(1); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if n, src, ok := total(); !ok || n != 400 || src != "list" {
+		t.Errorf("after the list: %d %q %v, want 400 list", n, src, ok)
+	}
+	plan := dir + "/plan.json"
+	if err := os.WriteFile(plan, []byte(`{"message_type":"plan","objects":1234}`+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n, src, ok := expectedTotal(l, plan, stats)(); !ok || n != 1234 || src != "plan" {
+		t.Errorf("from a plan: %d %q %v", n, src, ok)
+	}
+	if expectedTotal(&inventory.Listing{}, "", stats) != nil {
+		t.Error("a bucket listing has an estimated total")
+	}
+	if _, err := readPlanTotal(list); err == nil || !strings.Contains(err.Error(), "rotator plan --json") {
+		t.Errorf("a file that is no plan: %v", err)
 	}
 }
