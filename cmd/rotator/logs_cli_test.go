@@ -203,7 +203,10 @@ func TestCLIDebugLogsHoldNoSecrets(t *testing.T) {
 			waits++
 		}
 	}
-	if objects < 4*len(f.objs) || attempts == 0 || waits == 0 {
+	// (Waits for an HSM session happen only when two workers meet at the
+	// one session, which the pipeline mostly avoids: they are counted, not
+	// required; TestAcquireWaitLoggedAtDebug in hsmpool proves the line.)
+	if objects < 4*len(f.objs) || attempts == 0 {
 		t.Errorf("%d object lines (want %d), %d throttled attempts, %d HSM waits: the debug logs lack what they promise", objects, 4*len(f.objs), attempts, waits)
 	}
 	t.Logf("%d bytes of output, %d object lines, %d throttled attempts, %d HSM waits; %d secrets in 7 forms each not found", len(out), objects, attempts, waits, len(secrets))
