@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+
+	"github.com/rs/zerolog"
 )
 
 const redacted = "**redacted**"
@@ -85,9 +87,15 @@ func (DataKey) MarshalText() ([]byte, error) { return []byte(redacted), nil }
 // MarshalJSON keeps the key out of JSON (and so out of zerolog's Interface).
 func (DataKey) MarshalJSON() ([]byte, error) { return []byte(`"` + redacted + `"`), nil }
 
+// MarshalZerologObject keeps the key out of zerolog's Object and
+// EmbedObject: it writes "redacted": true and nothing else.
+func (DataKey) MarshalZerologObject(e *zerolog.Event) { e.Bool("redacted", true) }
+
 var (
 	_ fmt.Stringer   = DataKey{}
 	_ fmt.Formatter  = DataKey{}
 	_ fmt.GoStringer = DataKey{}
 	_ slog.LogValuer = DataKey{}
+
+	_ zerolog.LogObjectMarshaler = DataKey{}
 )

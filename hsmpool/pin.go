@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+
+	"github.com/rs/zerolog"
 )
 
 const redacted = "**redacted**"
@@ -87,8 +89,15 @@ func (p *PIN) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redacted) }
 // LogValue keeps the PIN out of log/slog output.
 func (p *PIN) LogValue() slog.Value { return slog.StringValue(redacted) }
 
-// MarshalText keeps the PIN out of text and JSON encodings.
+// MarshalText keeps the PIN out of text and JSON encodings (and so out of
+// zerolog's Interface).
 func (p *PIN) MarshalText() ([]byte, error) { return []byte(redacted), nil }
+
+// MarshalZerologObject keeps the PIN out of zerolog's Object and
+// EmbedObject: it writes "redacted": true and nothing else.
+func (p *PIN) MarshalZerologObject(e *zerolog.Event) { e.Bool("redacted", true) }
+
+var _ zerolog.LogObjectMarshaler = (*PIN)(nil)
 
 // envName reports whether n is a POSIX environment variable name: letters,
 // digits and '_', not starting with a digit.

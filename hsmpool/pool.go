@@ -279,7 +279,9 @@ func (p *Pool) takeSlot(ctx context.Context) error {
 		case <-p.done:
 			err = p.closedError()
 		}
-		p.waitNanos.Add(int64(time.Since(start)))
+		waited := time.Since(start)
+		p.waitNanos.Add(int64(waited))
+		p.logWait(ctx, waited, err)
 		if err != nil {
 			return err
 		}

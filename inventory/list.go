@@ -43,6 +43,8 @@ type CSVList struct {
 	Options
 
 	excluded atomic.Int64
+	// readBytes of totalBytes, the list's size: Fraction.
+	readBytes, totalBytes atomic.Int64
 }
 
 var _ Source = (*CSVList)(nil)
@@ -102,6 +104,9 @@ func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error)
 				return nil, &Error{Op: "read list", File: l.Path, Err: err}
 			}
 		}
+		if st, err := f.Stat(); err == nil {
+			l.totalBytes.Store(st.Size())
+		}
 		return f, nil
 	}
 	bucket, key, err := ParseS3URL(l.Path)
@@ -125,6 +130,9 @@ func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error)
 		}
 		return nil, (&Error{Op: "read list", File: l.Path, Err: err}).classify("reading the list needs s3:GetObject on " + l.Path)
 	}
+	if obj.ContentLength != nil {
+		l.totalBytes.Store(offset + *obj.ContentLength)
+	}
 	return obj.Body, nil
 }
 
@@ -135,6 +143,7 @@ func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, par
 	var fields []string
 	for {
 		s, err := lr.next()
+		l.readBytes.Store(lr.offset)
 		if errors.Is(err, io.EOF) {
 			return out.send(batch)
 		}

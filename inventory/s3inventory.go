@@ -77,6 +77,8 @@ type S3Inventory struct {
 	excluded atomic.Int64
 	mu       sync.Mutex
 	m        *Manifest
+	// readBytes of totalBytes, the data files' sizes: Fraction.
+	readBytes, totalBytes atomic.Int64
 }
 
 var _ Source = (*S3Inventory)(nil)
@@ -204,6 +206,15 @@ func (s *S3Inventory) Stream(ctx context.Context, fn func(Item) error) error {
 		}
 		cursors[i] = invCursor{row: row, last: p.cursor[1] == "last"}
 	}
+	var total, skipped int64
+	for i, file := range m.Files {
+		total += file.Size
+		if cursors[i].last {
+			skipped += file.Size
+		}
+	}
+	s.readBytes.Store(skipped)
+	s.totalBytes.Store(total)
 	f := s.filter(&s.excluded, s.Client)
 	workers := s.workers()
 	return deliver(ctx, workers, fn, func(ctx context.Context, out emitter) error {
@@ -221,7 +232,11 @@ func (s *S3Inventory) Stream(ctx context.Context, fn func(Item) error) error {
 				if m.FileFormat == FormatCSV {
 					return rf.readCSV(gctx, schema)
 				}
-				return rf.readParquet(gctx)
+				err := rf.readParquet(gctx)
+				if err == nil {
+					s.readBytes.Add(file.Size)
+				}
+				return err
 			})
 		}
 		if err := g.Wait(); err != nil {
@@ -344,15 +359,19 @@ func (r *reportFile) wants(ctx context.Context, it *Item, hasLatest bool) (bool,
 }
 
 type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-	n int64
+	r    io.Reader
+	h    hash.Hash
+	n    int64
+	read *atomic.Int64 // counts the bytes read too, if set
 }
 
 func (h *hashingReader) Read(p []byte) (int, error) {
 	n, err := h.r.Read(p)
 	h.h.Write(p[:n])
 	h.n += int64(n)
+	if h.read != nil {
+		h.read.Add(int64(n))
+	}
 	return n, err
 }
 
@@ -364,7 +383,7 @@ func (r *reportFile) readCSV(ctx context.Context, sc csvSchema) error {
 	defer body.Close()
 	// One byte more than announced tells a larger file (verify fails);
 	// nothing beyond is read.
-	hr := &hashingReader{r: io.LimitReader(body, r.file.Size+1), h: md5.New()}
+	hr := &hashingReader{r: io.LimitReader(body, r.file.Size+1), h: md5.New(), read: &r.s.readBytes}
 	br := bufio.NewReaderSize(hr, 64<<10)
 	var text io.Reader = br
 	if magic, _ := br.Peek(2); len(magic) == 2 && magic[0] == 0x1f && magic[1] == 0x8b {

@@ -34,6 +34,9 @@ type Config struct {
 	Inventory   string `json:"inventory,omitempty"`
 	List        string `json:"list,omitempty"`
 	AllVersions bool   `json:"all_versions,omitempty"`
+	// ListRawKeys: the keys of List are not URL-encoded (see
+	// inventory.CSVList.RawKeys).
+	ListRawKeys bool `json:"list_raw_keys,omitempty"`
 	// To is the target key spec; From restricts the run to objects under
 	// these keys.
 	To   string   `json:"to"`
@@ -141,6 +144,9 @@ func (c *Config) Validate() error {
 	}
 	if c.mode() == ModeReencrypt && len(c.From) == 0 {
 		return errors.New("--mode reencrypt decrypts each object's data key: name the keys the objects are wrapped under with --from (one or more; with --list too)")
+	}
+	if c.ListRawKeys && c.List == "" {
+		return errors.New("--list-raw-keys applies to --list only")
 	}
 	if c.DeleteOldVersions && (c.mode() != ModeReencrypt || !c.AllVersions) {
 		return errors.New("--delete-old-versions needs --mode reencrypt and --all-versions (run it with --dry-run first to see the versions it would delete)")
@@ -378,7 +384,7 @@ func (e *Env) Source(ctx context.Context, after []string) (inventory.Source, err
 		suffix = inventory.DefaultExcludeSuffix
 	}
 	spec := inventory.Spec{
-		Source: e.Config.Source, Inventory: e.Config.Inventory, List: e.Config.List,
+		Source: e.Config.Source, Inventory: e.Config.Inventory, List: e.Config.List, RawKeys: e.Config.ListRawKeys,
 		AllVersions: e.Config.AllVersions, TempDir: os.TempDir(), MaxParquetBytes: e.Config.InventoryMaxFileBytes,
 		// Keys that end with the suffix while no object KEY exists are
 		// delivered (flagged) rather than dropped: an encrypted object whose

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Status is how one object ended in a run.
@@ -43,6 +44,9 @@ type Outcome struct {
 	// Also holds the rows of other versions changed while this one was
 	// processed (the older versions a re-encryption deleted).
 	Also []Outcome
+	// Duration is how long the object took to process (set by the
+	// Runner; not in the report).
+	Duration time.Duration
 }
 
 // ReportHeader is the completion report's columns. The first six follow S3

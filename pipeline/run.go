@@ -331,7 +331,9 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 		g.Go(func() error {
 			defer wg.Done()
 			for j := range jobs {
+				began := time.Now()
 				o, err := r.Core.Process(gctx, j.it)
+				o.Duration = time.Since(began)
 				if err != nil {
 					return fmt.Errorf("%s: %w", j.it, err)
 				}

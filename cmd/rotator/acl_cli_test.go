@@ -23,7 +23,7 @@ func TestCLICheckACL(t *testing.T) {
 		t.Errorf("plan --check-acl: exit %d, want it to say the server has no ACLs:\n%s", code, out)
 	}
 	code, out = f.rotator(t, append([]string{"plan", "--check-acl", "--json"}, base...)...)
-	if code != exitOK || !strings.Contains(out, `"acl_checked": false`) || !strings.Contains(out, `"acl_not_checked"`) {
+	if code != exitOK || !strings.Contains(out, `"acl_checked":false`) || !strings.Contains(out, `"acl_not_checked"`) {
 		t.Errorf("plan --check-acl --json: exit %d:\n%s", code, out)
 	}
 	code, out = f.rotator(t, append([]string{"run", "--check-acl", "--ledger", filepath.Join(f.dir, "l.db"), "--no-progress", "--report", "r.csv"}, base...)...)

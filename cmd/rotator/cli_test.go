@@ -301,7 +301,7 @@ func TestCLIPerObjectFailureExits3WithReport(t *testing.T) {
 	if code != exitPartial {
 		t.Fatalf("exit %d, want %d:\n%s", code, exitPartial, out)
 	}
-	for _, want := range []string{`"message_type":"error"`, `"message_type":"summary"`, `"error_code":"BadEnvelope"`} {
+	for _, want := range []string{`"message_type":"object"`, `"message_type":"summary"`, `"code":"BadEnvelope"`, `"message_type":"exit_error"`} {
 		if !strings.Contains(out, want) {
 			t.Errorf("JSON output lacks %s:\n%s", want, out)
 		}

@@ -27,6 +27,10 @@ func (s *stringList) Set(v string) error {
 func newFlagSet(name, synopsis string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	// Read before the command runs (newSession); bound here so that they
+	// parse and show in -h.
+	fs.String("log-level", "info", "log lines on stderr at this `LEVEL` and above: debug, info, warn, error or off (default info; warn while a progress line shows; or $"+envLogLevel+")")
+	fs.String("log-format", "auto", "log lines as json, console, or auto: console on a terminal, JSON lines otherwise (or $"+envLogFormat+")")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: rotator %s %s\n\nflags:\n", name, synopsis)
 		fs.PrintDefaults()
@@ -53,8 +57,9 @@ func parse(fs *flag.FlagSet, args []string) (help bool, err error) {
 func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.Source, "source", "", "list the objects of `s3://BUCKET[/PREFIX]`")
 	fs.StringVar(&c.Inventory, "inventory", "", "read the objects from an S3 Inventory report: `s3://BUCKET/.../manifest.json`")
-	fs.Int64Var(&c.InventoryMaxFileBytes, "inventory-max-file-bytes", 0, "with --inventory: the largest Parquet data file read, in bytes (default 1 GiB); each is copied to TMPDIR while it is read, --list-workers at once")
+	fs.Var(byteSize{&c.InventoryMaxFileBytes}, "inventory-max-file-bytes", "with --inventory: the largest Parquet data file read, in bytes or with a unit such as 2GiB (default 1GiB); each is copied to TMPDIR while it is read, --list-workers at once")
 	fs.StringVar(&c.List, "list", "", "read the objects from a CSV `FILE` (or s3://BUCKET/KEY) of bucket,key[,version] lines, keys URL-encoded like S3 Batch Operations manifests")
+	fs.BoolVar(&c.ListRawKeys, "list-raw-keys", false, "with --list: the keys are written as they are, not URL-encoded (a key with a comma or a quote is then quoted as in CSV: \"a,b\")")
 	fs.BoolVar(&c.AllVersions, "all-versions", false, "consider every version of every key (older versions are reported, never changed in place)")
 	fs.Var((*stringList)(&c.From), "from", "only objects wrapped under this key `SPEC` (repeatable); needed to unwrap local, HSM and cross-region KMS keys")
 	fs.StringVar(&c.Shard, "shard", "", "process shard `i/N` of the objects (disjoint by a hash of bucket and key), or auto: the index of a Kubernetes Indexed Job (JOB_COMPLETION_INDEX) or an AWS Batch array job (AWS_BATCH_JOB_ARRAY_INDEX); the shards of a job share one --run-id")
@@ -71,13 +76,13 @@ func runFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.To, "to", "", "the target key `SPEC`: kms:KEY-ID|ARN|alias/NAME, pkcs11:token=T;object=L?pin-source=file:/path, aes:/path/key, rsa:/path/key.pem")
 	fs.StringVar((*string)(&c.Mode), "mode", string(pipeline.ModeRewrap), "rewrap (the data key moves to the target key; the body is never read) or reencrypt (the content is re-encrypted under a fresh data key wrapped by --to: for data keys that may be exposed; needs --from)")
 	fs.StringVar(&c.Format, "format", "", "with --mode reencrypt: v3 upgrades objects to key-committing content (default: keep each object's format)")
-	fs.Int64Var(&c.PartSize, "part-size", 0, "with --mode reencrypt: bytes per part of large objects (default 16 MiB, at least 5 MiB; raised to keep within 10,000 parts)")
+	fs.Var(byteSize{&c.PartSize}, "part-size", "with --mode reencrypt: `SIZE` of the parts of large objects, such as 64MiB (default 16MiB, at least 5MiB; raised to keep within 10,000 parts)")
 	fs.IntVar(&c.PartsInFlight, "parts-in-flight", 0, "with --mode reencrypt: parts of one object read, re-encrypted and uploaded at once (default 4)")
 	fs.BoolVar(&c.DeleteOldVersions, "delete-old-versions", false, "with --mode reencrypt --all-versions: permanently delete older versions still under a --from key, once the key's current version is re-encrypted; Object Lock is respected (locked versions are reported, never deleted). Dry run first")
-	fs.Int64Var(&c.ReencryptMemory, "reencrypt-memory", 0, "with --mode reencrypt: bytes of part buffers held by all objects at once (default 128 MiB)")
+	fs.Var(byteSize{&c.ReencryptMemory}, "reencrypt-memory", "with --mode reencrypt: `SIZE` of the part buffers held by all objects at once, such as 1GiB (default 128MiB)")
 	fs.Float64Var(&c.KMSRPS, "kms-rps", 0, "cap on KMS requests per second per region, retries included (0: none; below it rotator slows down only when the throttling grows with its rate, since the account's quota is shared with everything else)")
 	fs.IntVar(&c.HSMSessions, "hsm-sessions", 0, "PKCS#11 sessions in the pool (default 16)")
-	fs.Int64Var(&c.MultipartThreshold, "multipart-threshold", 0, "objects larger than this many bytes are copied with a multipart copy (default and maximum 5 GiB)")
+	fs.Var(byteSize{&c.MultipartThreshold}, "multipart-threshold", "objects larger than this `SIZE` are copied with a multipart copy, such as 1GiB (default and maximum 5GiB)")
 	fs.BoolVar(&c.NoMultipartChecksum, "s3-no-multipart-checksum", false, "create multipart copies without a checksum algorithm (for S3-compatible servers that compute part checksums wrongly)")
 	fs.BoolVar(&c.NoDestinationIfMatch, "s3-no-destination-if-match", false, "leave out If-Match on copy destinations (for S3-compatible servers that reject it)")
 	fs.BoolVar(&c.CopyObjectLock, "copy-object-lock", false, "give rewritten objects the Object Lock retention and legal hold of the original")

@@ -5,6 +5,8 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/parquet-go/parquet-go"
+
+	"github.com/rotator-dev/rotator/pipeline"
 )
 
 // --inventory-max-file-bytes reaches the report reader: a Parquet data file
@@ -50,5 +54,28 @@ func TestCLIInventoryMaxFileBytes(t *testing.T) {
 	code, out = f.rotator(t, append(args, strconv.Itoa(pq.Len()))...)
 	if code != exitOK || !strings.Contains(out, fmt.Sprintf("%d objects", len(f.objs))) {
 		t.Errorf("a file at the bound: exit %d, want %d and %d objects:\n%s", code, exitOK, len(f.objs), out)
+	}
+}
+
+// A list whose keys are not URL-encoded fails with a hint naming
+// --list-raw-keys, and that flag exists and reads the keys as they are.
+func TestCLIListRawKeys(t *testing.T) {
+	f := newCLIFixture(t, 1)
+	key := "raw %zz, key" // not valid URL-encoding
+	if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: aws.String(key), Body: strings.NewReader("x")}); err != nil {
+		t.Fatal(err)
+	}
+	list := filepath.Join(f.dir, "list.csv")
+	if err := os.WriteFile(list, []byte(f.bucket+",\""+key+"\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"plan", "--list", list, "--to", "kms:" + f.arnB}
+	code, out := f.rotator(t, args...)
+	if code == exitOK || !strings.Contains(out, "--list-raw-keys") {
+		t.Fatalf("an unencoded key: exit %d, want a failure with a hint naming --list-raw-keys:\n%s", code, out)
+	}
+	code, out = f.rotator(t, append(args, "--list-raw-keys")...)
+	if code != exitOK || !strings.Contains(out, "1 objects") || !strings.Contains(out, pipeline.CodeNotEncrypted) {
+		t.Errorf("with --list-raw-keys: exit %d, want 0 and the object counted as not encrypted:\n%s", code, out)
 	}
 }

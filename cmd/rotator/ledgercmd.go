@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -49,7 +48,7 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&ledgerURL, "ledger", DefaultLedger, "the ledger: a `FILE` or dynamodb://TABLE")
 	fs.StringVar(&key, "key", "", "canonical key id (objects): a KMS key ARN, pkcs11:token=T;object=L, aes:sha256:..., rsa:sha256:...")
 	fs.StringVar(&format, "format", "csv", "export format: csv or jsonl")
-	fs.BoolVar(&asJSON, "json", false, "print JSON lines")
+	fs.BoolVar(&asJSON, "json", false, "print JSON lines on stdout (see docs/json.md; export --json prints message_type event lines)")
 	fs.StringVar(&runID, "run-id", "", "the run (intents)")
 	if help, err := parse(fs, rest); help || err != nil {
 		return err
@@ -59,7 +58,7 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer l.Close()
-	enc := json.NewEncoder(stdout)
+	out := sessionOf(ctx).out
 	switch query {
 	case "lineage":
 		bucket, k, err := inventory.ParseS3URL(target)
@@ -76,8 +75,13 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		rec, rerr := l.Get(ctx, id)
 		if asJSON {
+			if rerr == nil {
+				if err := out.emit(ledgerObjectOf(rec)); err != nil {
+					return err
+				}
+			}
 			for _, ev := range evs {
-				if err := enc.Encode(ev); err != nil {
+				if err := out.emit(eventOf(ev)); err != nil {
 					return err
 				}
 			}
@@ -101,7 +105,7 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 		if asJSON {
-			return enc.Encode(map[string]any{"message_type": "counts_by_key", "counts": counts})
+			return out.emit(keyCountsMsg{MessageType: msgKeyCounts, Counts: counts})
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
 		fmt.Fprintln(tw, "OBJECTS\t  WRAPPING KEY")
@@ -115,7 +119,7 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return l.ByKey(ctx, key, func(o ledger.Object) error {
 			if asJSON {
-				return enc.Encode(o)
+				return out.emit(ledgerObjectOf(o))
 			}
 			_, err := fmt.Fprintf(stdout, "%s\t%s\t%s\n", o.ID, o.State, o.RunID)
 			return err
@@ -129,7 +133,8 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(tw, "RUN\tSTATE\tCREATED\tUPDATED\tDONE\tREWRAPPED\tFAILED")
 		for _, r := range runs {
 			if asJSON {
-				if err := enc.Encode(map[string]any{"run_id": r.ID, "state": r.State, "counts": r.Counts, "created_at": r.CreatedAt, "updated_at": r.UpdatedAt}); err != nil {
+				if err := out.emit(runMsg{MessageType: msgRun, RunID: r.ID, State: string(r.State), Counts: r.Counts,
+					CreatedAt: r.CreatedAt.UTC(), UpdatedAt: r.UpdatedAt.UTC()}); err != nil {
 					return err
 				}
 				continue
@@ -142,6 +147,9 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return tw.Flush()
 	case "export":
+		if asJSON {
+			return l.Events(ctx, func(ev ledger.Event) error { return out.emit(eventOf(ev)) })
+		}
 		switch format {
 		case "csv":
 			return ledger.ExportCSV(ctx, stdout, l)
@@ -153,7 +161,7 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if runID == "" {
 			return usageError{"give the run with --run-id (see 'rotator ledger runs')"}
 		}
-		return printIntents(ctx, l, runID, asJSON, stdout)
+		return printIntents(ctx, l, runID, asJSON, stdout, out)
 	}
 	return usageError{fmt.Sprintf("unknown ledger query %q (lineage, counts, objects, runs, export, intents)", query)}
 }
@@ -170,30 +178,30 @@ func orDash(s string) string {
 // re-encryption checkpoint. For an object whose new content landed while
 // its instruction file was not written, it gives that file's body: the
 // only copy of the new envelope (its data key wrapped, never in the clear).
-func printIntents(ctx context.Context, l ledger.Ledger, runID string, asJSON bool, stdout io.Writer) error {
-	enc := json.NewEncoder(stdout)
+func printIntents(ctx context.Context, l ledger.Ledger, runID string, asJSON bool, stdout io.Writer, out *jsonLines) error {
 	n := 0
 	err := l.Prepared(ctx, runID, func(ev ledger.Event) error {
 		n++
-		row := map[string]any{"message_type": "intent", "object": ev.ID.String(), "op": ev.Op, "from_key": ev.FromKey, "to_key": ev.ToKey,
-			"old_wrapped_key_sha256": ev.OldWrappedKeySHA256, "new_wrapped_key_sha256": ev.NewWrappedKeySHA256, "since": ev.At}
+		row := intentMsg{MessageType: msgIntent, RunID: runID, Bucket: ev.ID.Bucket, Key: ev.ID.Key, VersionID: ev.ID.VersionID,
+			Op: ev.Op, FromKey: ev.FromKey, ToKey: ev.ToKey, OldWrappedKeySHA256: ev.OldWrappedKeySHA256,
+			NewWrappedKeySHA256: ev.NewWrappedKeySHA256, Since: ev.At.UTC()}
 		phase := ""
 		if u, err := l.GetUpload(ctx, runID, ev.ID); err == nil {
 			in, err := (&reencrypt.Engine{}).Resume(u)
 			if err != nil {
-				row["checkpoint_error"] = err.Error()
+				row.CheckpointError = err.Error()
 			} else {
 				phase = in.Phase().String()
-				row["phase"], row["upload_id"] = phase, in.UploadID()
+				row.Phase, row.UploadID = phase, in.UploadID()
 				if in.Instruction() && in.Phase() == reencrypt.PhaseCompleted {
 					if _, body, err := in.NewEnv.InstructionFile(); err == nil {
-						row["instruction_file"] = string(body)
+						row.InstructionFile = string(body)
 					}
 				}
 			}
 		}
 		if asJSON {
-			return enc.Encode(row)
+			return out.emit(row)
 		}
 		_, err := fmt.Fprintf(stdout, "%s\t%s\t%s -> %s\t%s\n", ev.ID, ev.Op, orDash(ev.FromKey), orDash(ev.ToKey), orDash(phase))
 		return err

@@ -19,11 +19,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
+
+	"github.com/rotator-dev/rotator/internal/buildinfo"
 )
 
 // Exit codes.
@@ -57,25 +57,44 @@ usage: rotator <command> [flags]     (rotator <command> -h for its flags)
 
 commands:
   plan      count objects by current key, format and action; estimate requests, cost and duration
-  run       rewrap every selected object's data key under the target key
+  run       bring the selected objects under the target key: rewrap each data key (--mode rewrap, the
+            default; bodies are never read) or re-encrypt each object under a fresh data key
+            (--mode reencrypt, for data keys that may be exposed)
   resume    finish an interrupted run (--run-id ID)
   status    show a run's state and counts (--run-id ID)
   verify    decrypt objects with a key and check their tags before the old key is retired
-  ledger    query the key-lineage ledger: lineage, counts, runs, objects, export
+  ledger    query the key-lineage ledger: lineage, counts, runs, objects, export, intents
   iam-policy  print the least-privilege IAM policy of a run (the same flags as run)
-  version   print the version
+  version   print the version (and the application id AWS requests carry)
   help      print this help
 
 examples:
-  rotator plan   --source s3://bucket/prefix --to kms:alias/data-2026
-  rotator run    --source s3://bucket/prefix --from kms:alias/data-2025 --to kms:alias/data-2026
+  rotator plan   --source s3://bucket/prefix --to kms:alias/data-2026 --json > plan.json
+  rotator run    --source s3://bucket/prefix --from kms:alias/data-2025 --to kms:alias/data-2026 --plan plan.json
+  rotator run    --mode reencrypt --source s3://bucket --from kms:alias/data-2025 --to kms:alias/data-2026 --dry-run
+  rotator run    --source s3://bucket --from kms:alias/data-2025 --to 'pkcs11:token=prod;object=s3-kek'
   rotator verify --source s3://bucket/prefix --key kms:alias/data-2026 --sample 1000
-  rotator ledger counts
+  rotator ledger counts --ledger dynamodb://rotator-ledger
 
-AWS configuration comes from the standard chain (environment, shared files,
-SSO, instance roles); AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL_KMS and
-AWS_ENDPOINT_URL_DYNAMODB are honoured. Secrets (HSM PINs, local keys) are
-read from files or the environment named in key specs, never from flags.
+output (every command):
+  --json              JSON lines on stdout, one schema for every command (docs/json.md)
+  --log-level LEVEL   logs on stderr: debug, info (default), warn, error, off; debug adds each
+                      retried AWS attempt, throttle and wait for an HSM session
+  --log-format F      json, console, or auto (default): console on a terminal, JSON lines otherwise
+
+environment:
+  AWS_REGION, AWS_PROFILE, ...  the standard AWS chain (environment, shared files, SSO, instance
+                                roles); AWS_ENDPOINT_URL_S3, _KMS and _DYNAMODB are honoured
+  ROTATOR_PKCS11_MODULE         the PKCS#11 library of pkcs11: keys without module-path= (for
+                                CloudHSM /opt/cloudhsm/lib/libcloudhsm_pkcs11.so)
+  ROTATOR_PKCS11_PIN_FILE       the file holding the HSM user PIN of pkcs11: keys without
+                                pin-source= (same as pin-source=file:PATH)
+  ROTATOR_LOG_LEVEL, ROTATOR_LOG_FORMAT   defaults of --log-level and --log-format
+
+Secrets (HSM PINs, local keys) are read from files or the environment named
+in key specs, never from flags. The ledger is a local file by default
+(rotator-ledger.db); dynamodb://TABLE?create=true creates a DynamoDB table
+(schema: ledger/SCHEMA.md) on first use.
 
 exit codes:
   0    done
@@ -92,24 +111,11 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	err := dispatch(context.Background(), args, stdout, stderr)
+	sess, err := newSession(args, stdout, stderr)
 	if err == nil {
-		return exitOK
+		err = dispatch(sess.context(context.Background()), args, stdout, stderr)
 	}
-	var ee exitError
-	if errors.As(err, &ee) {
-		if ee.msg != "" {
-			fmt.Fprintf(stderr, "rotator: %s\n", ee.msg)
-		}
-		return ee.code
-	}
-	fmt.Fprintf(stderr, "rotator: error: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		fmt.Fprintf(stderr, "rotator: hint: run 'rotator help' for usage\n")
-		return exitUsage
-	}
-	return exitFatal
+	return sess.finish(err)
 }
 
 func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -122,6 +128,9 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		_, err := io.WriteString(stdout, usage)
 		return err
 	case "version", "--version":
+		if sessionOf(ctx).json {
+			return sessionOf(ctx).out.emit(versionMsg{MessageType: msgVersionMsg, Version: version(), AppID: buildinfo.AppID()})
+		}
 		_, err := fmt.Fprintln(stdout, "rotator", version())
 		return err
 	case "plan":
@@ -143,9 +152,4 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 }
 
-func version() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "(devel)"
-}
+func version() string { return buildinfo.Version() }

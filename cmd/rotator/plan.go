@@ -2,13 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/rotator-dev/rotator/pipeline"
 )
@@ -21,7 +22,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sourceFlags(fs, &cfg)
 	runFlags(fs, &cfg)
 	fs.StringVar(&cfg.Ledger, "ledger", "", "a ledger to learn KMS objects' keys from earlier runs (read only; default none)")
-	fs.BoolVar(&asJSON, "json", false, "print the plan as one JSON object")
+	fs.BoolVar(&asJSON, "json", false, "print the plan as one JSON line (message_type plan, see docs/json.md); save it for 'rotator run --plan FILE'")
 	fs.Func("price", "override a per-request price: `NAME=USD` (s3-put, s3-get, kms, ddb-write, ddb-read; repeatable)", prices.Set)
 	if help, err := parse(fs, args); help || err != nil {
 		return err
@@ -54,10 +55,10 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
+	zerolog.Ctx(ctx).Info().Int64("objects", p.Objects).Int64("bytes", p.Bytes).Msg("plan finished: " + cfg.Describe())
 	if asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(p)
+		return sessionOf(ctx).out.emit(planMsg{MessageType: msgPlan, Config: cfg, TargetKey: env.To.ID(), Plan: p,
+			DurationSeconds: p.Duration.Seconds()})
 	}
 	printPlan(stdout, cfg, p, env.To.ID())
 	return nil

@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/rotator-dev/rotator/internal/logs"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
@@ -31,6 +34,11 @@ type outputFlags struct {
 	reportFormat     string
 	reportFailedOnly bool
 	metrics          metricsFlags
+	// jsonObjects: which outcomes get an object message (problems, all).
+	jsonObjects string
+	// plan is a 'rotator plan --json' output: its count of objects is
+	// the total the progress shows before the listing ends.
+	plan string
 }
 
 func (o *outputFlags) bind(fs interface {
@@ -38,7 +46,9 @@ func (o *outputFlags) bind(fs interface {
 	StringVar(*string, string, string, string)
 	Var(flag.Value, string, string)
 }) {
-	fs.BoolVar(&o.json, "json", false, "print JSON lines (message_type status, error, summary) on stdout instead of text")
+	fs.BoolVar(&o.json, "json", false, "print JSON lines on stdout instead of text (message_type status, object, summary, exit_error; see docs/json.md)")
+	fs.StringVar(&o.jsonObjects, "json-objects", "problems", "with --json: the outcomes that get an object message: problems (failed, changed, unfinished) or all")
+	fs.StringVar(&o.plan, "plan", "", "a `FILE` holding 'rotator plan --json' of the same objects: its count is the total the progress and ETA go by while the listing runs")
 	fs.StringVar(&o.report, "report", "", "completion report CSV `FILE` (default rotator-report-RUNID.csv; a resumed run appends), or s3://BUCKET/PREFIX/ for one object per run or shard, written at the end and on interruption")
 	fs.BoolVar(&o.noProgress, "no-progress", false, "no progress bar on a terminal")
 	fs.BoolVar(&o.wait, "wait", false, "when another process is working on the run, wait until it stops (default: exit with its name)")
@@ -66,6 +76,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	if err := out.check(); err != nil {
+		return err
 	}
 	if cfg.ShardCount > 0 {
 		return runShard(ctx, cfg, runID, out, stdout, stderr)
@@ -108,6 +121,9 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if runID == "" {
 		return usageError{"give the run to resume with --run-id (see 'rotator ledger runs')"}
 	}
+	if err := out.check(); err != nil {
+		return err
+	}
 	rec, cfg, err := loadRun(ctx, ledgerURL, runID)
 	if err != nil {
 		return err
@@ -116,7 +132,7 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return resumeShard(ctx, rec, cfg, shard, shardCount, ledgerURL, out, stdout, stderr)
 	}
 	if rec.State == ledger.RunDone {
-		fmt.Fprintf(stderr, "rotator: run %s is done already; resuming re-checks what it listed last\n", runID)
+		zerolog.Ctx(ctx).Info().Str(logs.RunID, runID).Msg("the run is done already; resuming re-checks what it listed last")
 	}
 	cfg.Ledger = ledgerURL
 	cp, err := pipeline.DecodeCheckpoint(rec.Checkpoint)
@@ -168,6 +184,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	}
 	defer func() { mx.finish(ctx, err) }()
 	ctx = mx.context(ctx)
+	ctx, log := runLogger(ctx, rec.ID, env.Config)
 	owner := ""
 	runCtx := ctx
 	if !env.Config.DryRun {
@@ -203,7 +220,11 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	if !env.Config.DryRun {
 		runner.Intents = jobIntents(env)
 	}
-	ui := newProgressUI(out, stdout, stderr, stats)
+	ui := newProgressUI(sessionOf(ctx), log, out, stats)
+	ui.runID, ui.total = rec.ID, expectedTotal(src, out.plan, stats)
+	if resume {
+		ui.command = "resume"
+	}
 	if env.Config.Mode == pipeline.ModeReencrypt {
 		ui.verb = "re-encrypted"
 	}
@@ -231,9 +252,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 		}
 	}()
 
-	if !out.json {
-		fmt.Fprintf(stderr, "rotator: run %s: %s\n", runID, env.Config.Describe())
-	}
+	log.Info().Bool("resume", resume).Bool("dry_run", env.Config.DryRun).Msg("run started: " + env.Config.Describe())
 	start := time.Now()
 	stop := ui.start()
 	err = runner.Execute(runCtx, interrupt)
@@ -246,7 +265,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	if cause := context.Cause(runCtx); err != nil && cause != nil && !errors.Is(cause, context.Canceled) {
 		err = cause // the lease was lost
 	}
-	ui.summary(runID, reportPath, time.Since(start), err)
+	ui.summary(string(rec.State), reportPath, env.Config.DryRun, time.Since(start), err)
 
 	resumeHint := resumeCommand(env, runID)
 	switch {
@@ -277,7 +296,8 @@ func acquireLease(ctx context.Context, env *pipeline.Env, runID string, out outp
 	lease, err := pipeline.AcquireRunLease(ctx, env.Ledger, runID, name, pipeline.LeaseOptions{
 		Wait: out.wait,
 		OnWait: func(h ledger.LeaseHeldError) {
-			fmt.Fprintf(stderr, "rotator: waiting: %v\n", &h)
+			zerolog.Ctx(ctx).Info().Str("holder", h.Lease.Holder).Str("host", h.Lease.Host).Int("pid", h.Lease.PID).
+				Msgf("waiting: %v", &h)
 		},
 	})
 	var held *ledger.LeaseHeldError

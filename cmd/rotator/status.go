@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"time"
@@ -17,7 +16,7 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := newFlagSet("status", "--run-id ID [--ledger URL] [--json]", stderr)
 	fs.StringVar(&runID, "run-id", "", "the run")
 	fs.StringVar(&ledgerURL, "ledger", DefaultLedger, "the run's ledger")
-	fs.BoolVar(&asJSON, "json", false, "print JSON")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON line (message_type run_status, see docs/json.md)")
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
@@ -63,11 +62,9 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		state = string(ledger.RunUnfinished)
 	}
 	if asJSON {
-		if err := json.NewEncoder(stdout).Encode(map[string]any{
-			"message_type": "run_status", "run_id": rec.ID, "state": state, "counts": rec.Counts,
-			"config": cfg, "positions": cp.Positions, "error": cp.Error, "unfinished": unfinished, "leases": leaseView(leases),
-			"created_at": rec.CreatedAt, "updated_at": rec.UpdatedAt,
-		}); err != nil {
+		if err := sessionOf(ctx).out.emit(runStatusMsg{MessageType: msgRunStatus, RunID: rec.ID, State: state, Counts: rec.Counts,
+			Config: cfg, Positions: cp.Positions, Error: cp.Error, Unfinished: unfinished, Leases: leaseView(leases),
+			CreatedAt: rec.CreatedAt.UTC(), UpdatedAt: rec.UpdatedAt.UTC()}); err != nil {
 			return err
 		}
 	} else {
@@ -98,11 +95,11 @@ func cmdStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 }
 
 // leaseView is a run's leases as status --json shows them.
-func leaseView(ls []ledger.Lease) []map[string]any {
-	var out []map[string]any
+func leaseView(ls []ledger.Lease) []leaseMsg {
+	var out []leaseMsg
 	for _, l := range ls {
-		out = append(out, map[string]any{"name": l.Name, "holder": l.Holder, "host": l.Host, "pid": l.PID, "epoch": l.Epoch,
-			"expires": l.Expires.UTC().Format(time.RFC3339)})
+		out = append(out, leaseMsg{Name: l.Name, Holder: l.Holder, Host: l.Host, PID: l.PID, Epoch: l.Epoch,
+			Expires: l.Expires.UTC().Format(time.RFC3339)})
 	}
 	return out
 }

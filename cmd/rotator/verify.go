@@ -4,21 +4,28 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
+	"time"
 
+	"github.com/rs/zerolog"
+
+	"github.com/rotator-dev/rotator/internal/logs"
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
 func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var cfg pipeline.Config
 	var sample int
-	var all, asJSON bool
+	var all bool
 	var reportPath string
+	var out outputFlags
 	fs := newFlagSet("verify", "--source s3://BUCKET[/PREFIX] --key KEYSPEC [--sample N | --all]", stderr)
 	sourceFlags(fs, &cfg)
 	fs.StringVar(&cfg.To, "key", "", "the key `SPEC` the objects must open under")
 	fs.IntVar(&sample, "sample", 100, "verify `N` objects chosen at random")
 	fs.BoolVar(&all, "all", false, "verify every object")
-	fs.BoolVar(&asJSON, "json", false, "print JSON lines")
+	fs.BoolVar(&out.json, "json", false, "print JSON lines on stdout (message_type object for each object that failed, summary; see docs/json.md)")
+	fs.StringVar(&out.jsonObjects, "json-objects", "problems", "with --json: the outcomes that get an object message: problems (failed) or all")
 	fs.StringVar(&reportPath, "report", "", "write every outcome to this CSV `FILE`")
 	if help, err := parse(fs, args); help || err != nil {
 		return err
@@ -31,6 +38,9 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if err := cfg.Validate(); err != nil {
 		return usageError{err.Error()}
+	}
+	if err := out.check(); err != nil {
+		return err
 	}
 	if all {
 		sample = 0
@@ -58,7 +68,11 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		rep, _ = pipeline.NewReport(nil)
 	}
 	stats := &pipeline.Stats{}
-	ui := newProgressUI(outputFlags{json: asJSON, noProgress: true}, stdout, stderr, stats)
+	out.noProgress = true
+	sess := sessionOf(ctx)
+	ui := newProgressUI(sess, *zerolog.Ctx(ctx), out, stats)
+	ui.command = "verify"
+	start := time.Now()
 	v := &pipeline.Verifier{Core: env.Core("verify", ""), Bodies: env.S3, Key: env.To}
 	err = v.Verify(ctx, src, sample, cfg.Concurrency, func(o pipeline.Outcome) {
 		_ = rep.Add(o)
@@ -68,9 +82,6 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			stats.Succeeded.Add(1)
 		case pipeline.StatusFailed:
 			stats.Failed.Add(1)
-			if !asJSON {
-				fmt.Fprintf(stderr, "rotator: FAILED s3://%s/%s: %s: %s\n", o.Bucket, o.Key, o.ErrorCode, o.Message)
-			}
 		default:
 			stats.Skipped.Add(1)
 		}
@@ -83,8 +94,12 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	ok, failed, skipped := stats.Succeeded.Load(), stats.Failed.Load(), stats.Skipped.Load()
-	if asJSON {
-		ui.emit(map[string]any{"message_type": "summary", "verified": ok, "failed": failed, "skipped": skipped, "key": env.To.ID()})
+	took := time.Since(start)
+	logs.Duration(ui.log.Info().Str(logs.ToKey, env.To.ID()).Int64("verified", ok).Int64("failed", failed).Int64("skipped", skipped), took).
+		Msg("verify finished")
+	if out.json {
+		_ = sess.out.emit(summaryMsg{MessageType: msgSummary, Command: "verify", Key: env.To.ID(), Report: reportPath,
+			SecondsElapsed: math.Round(took.Seconds()*1000) / 1000, ObjectsListed: stats.Done.Load(), ObjectsDone: stats.Done.Load(), Counts: countsOf(stats)})
 	} else {
 		fmt.Fprintf(stdout, "verify: %d objects open under %s with valid tags, %d failed, %d skipped (not encrypted)\n", ok, env.To.ID(), failed, skipped)
 	}

@@ -28,8 +28,9 @@ type Options struct {
 	Region string
 }
 
-// Load returns the shared AWS configuration with adaptive retries and no
-// retry quota.
+// Load returns the shared AWS configuration with adaptive retries, no
+// retry quota, rotator's application id on every request (WithAppID), and
+// failed attempts logged at debug level (LogAttempts).
 func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = 10
@@ -58,6 +59,8 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	// Every client built from cfg reports its calls to the Observer of
 	// their context, if any (WithObserver).
 	cfg.APIOptions = append(cfg.APIOptions, Observe)
+	cfg = WithAppID(cfg)
+	cfg.APIOptions = append(cfg.APIOptions, LogAttempts)
 	return cfg, nil
 }
 

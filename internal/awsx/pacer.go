@@ -150,12 +150,13 @@ func (p *Pacer) reserve(now time.Time) reservation {
 	return r
 }
 
-// observe feeds the outcome of one attempt, at now, to the adaptive rate.
-func (p *Pacer) observe(now time.Time, throttled bool) {
+// observe feeds the outcome of one attempt, at now, to the adaptive rate,
+// and returns the rate when it changed it.
+func (p *Pacer) observe(now time.Time, throttled bool) (limit float64, changed bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if !p.ctl.observe(now, throttled) {
-		return
+		return 0, false
 	}
 	// Attempts already granted go at the old rate: the next window starts
 	// after the last of them.
@@ -163,12 +164,13 @@ func (p *Pacer) observe(now time.Time, throttled bool) {
 	l := p.ctl.limit
 	if math.IsInf(l, 1) {
 		p.soft.SetLimitAt(now, rate.Inf)
-		return
+		return l, true
 	}
 	// A bucket of 50ms worth absorbs the scheduling noise of the
 	// goroutines that wait for it, and is too small to matter to a quota.
 	p.soft.SetLimitAt(now, rate.Limit(l))
 	p.soft.SetBurstAt(now, max(1, int(l/20)))
+	return l, true
 }
 
 func later(a, b time.Time) time.Time {
@@ -221,7 +223,9 @@ func (p *Pacer) Middleware(st *middleware.Stack) error {
 			out, md, err := next.HandleFinalize(ctx, in)
 			throttled, answered := outcome(err)
 			if answered {
-				p.observe(time.Now(), throttled)
+				if l, changed := p.observe(time.Now(), throttled); changed {
+					logPacing(ctx, l)
+				}
 			}
 			if n, ok := ctx.Value(attemptsKey{}).(*int); ok && err != nil {
 				*n++
