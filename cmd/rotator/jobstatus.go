@@ -91,6 +91,12 @@ func jobStatus(ctx context.Context, ledgerURL string, rec ledger.Run, cfg pipeli
 	for i := range shards {
 		s := &shards[i]
 		s.unfinished = unfinished[i]
+		if s.rec != nil {
+			// Objects a recovery began with and did not finish count too.
+			if cp, err := pipeline.DecodeCheckpoint(s.rec.Checkpoint); err == nil {
+				s.unfinished += len(cp.Revisit)
+			}
+		}
 		totalUnfinished += s.unfinished
 		if ls, ok := byName[ledger.ShardLeaseName(i, n)]; ok {
 			s.lease = &ls
