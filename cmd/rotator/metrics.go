@@ -10,7 +10,6 @@ import (
 
 	"github.com/rotator-dev/rotator/internal/metrics"
 	"github.com/rotator-dev/rotator/inventory"
-	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
@@ -29,8 +28,8 @@ type runMetrics struct {
 const pushTimeout = 30 * time.Second
 
 // startMetrics starts serving the run's metrics when --metrics-addr is
-// given.
-func startMetrics(f metricsFlags, env *pipeline.Env, rec *ledger.Run, stderr io.Writer) (*runMetrics, error) {
+// given; runID is the job's run id (a shard's too).
+func startMetrics(f metricsFlags, env *pipeline.Env, runID string, stderr io.Writer) (*runMetrics, error) {
 	if f.addr.v == "" && f.push.v == "" {
 		return nil, nil
 	}
@@ -39,7 +38,7 @@ func startMetrics(f metricsFlags, env *pipeline.Env, rec *ledger.Run, stderr io.
 	if mode == "" {
 		mode = pipeline.ModeRewrap
 	}
-	r.m.Run(rec.ID, mode, env.Config.Shard, time.Now())
+	r.m.Run(runID, mode, env.Config.Shard, time.Now())
 	r.m.WatchHSM(env.Deps)
 	if env.Config.Shard != "" {
 		if sh, err := inventory.ParseShard(env.Config.Shard); err == nil {

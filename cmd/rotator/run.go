@@ -178,13 +178,13 @@ func loadRun(ctx context.Context, ledgerURL, runID string) (ledger.Run, pipeline
 // result to an exit code.
 func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []string, resume bool, out outputFlags, stdout, stderr io.Writer) (err error) {
 	runID := jobRunID(env, rec) // a shard's record is RUN:shard-I-of-N
-	mx, err := startMetrics(out.metrics, env, rec, stderr)
+	mx, err := startMetrics(out.metrics, env, runID, stderr)
 	if err != nil {
 		return err
 	}
 	defer func() { mx.finish(ctx, err) }()
 	ctx = mx.context(ctx)
-	ctx, log := runLogger(ctx, rec.ID, env.Config)
+	ctx, log := runLogger(ctx, runID, env.Config)
 	owner := ""
 	runCtx := ctx
 	if !env.Config.DryRun {
