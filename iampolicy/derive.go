@@ -37,6 +37,9 @@ type Options struct {
 	// DynamoDB ledger: queries of the index by_wrap_key and the scan of the
 	// audit export.
 	Ledger bool
+	// Report is the run's --report when it is in S3 (s3://BUCKET/PREFIX/
+	// or s3://BUCKET/KEY); a local report needs nothing.
+	Report string
 }
 
 // Result is a derived policy and the notes an operator should read with it
@@ -61,6 +64,8 @@ const (
 	SidS3ListVersions   = "S3ListBucketVersions"
 	SidS3ListUploads    = "S3ListMultipartUploads"
 	SidS3Reports        = "S3ReadInventoryOrList"
+	SidS3WriteReport    = "S3WriteReport"
+	SidS3ReportBucket   = "S3ReportBucket"
 	SidLedgerTable      = "LedgerTable"
 	SidLedgerIndex      = "LedgerIndex"
 )
@@ -86,6 +91,9 @@ func For(cfg pipeline.Config, o Options) (*Result, error) {
 		return nil, err
 	}
 	if err := d.s3(); err != nil {
+		return nil, err
+	}
+	if err := d.report(); err != nil {
 		return nil, err
 	}
 	if err := d.ledger(); err != nil {
@@ -441,4 +449,30 @@ func uniqueSids(p *Policy) {
 			s.Sid += strconv.Itoa(seen[s.Sid])
 		}
 	}
+}
+
+// report adds what writing an s3:// --report needs (pipeline.S3Report):
+// s3:GetObject (HEAD, and reading back a report being continued),
+// s3:PutObject (PutObject, or a multipart upload, its part copies and its
+// completion) and s3:AbortMultipartUpload on the report's object or
+// prefix; on its bucket s3:ListBucketMultipartUploads (uploads a killed
+// process left are aborted) and s3:ListBucket (without it S3 answers a
+// HEAD of a report not yet written with 403, not 404).
+func (d *deriver) report() error {
+	if !strings.HasPrefix(d.o.Report, "s3://") {
+		return nil
+	}
+	b, k, err := inventory.ParseS3URL(d.o.Report)
+	if err != nil || b == "" {
+		return fmt.Errorf("--report %s: want s3://BUCKET/PREFIX/ (or a local file)", d.o.Report)
+	}
+	part := d.o.Partition
+	obj := "arn:" + part + ":s3:::" + b + "/" + k
+	if k == "" || strings.HasSuffix(k, "/") {
+		obj += "*"
+	}
+	d.b.add(SidS3WriteReport, []string{"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}, []string{obj}, d.s3Cond(nil))
+	d.b.add(SidS3ReportBucket, []string{"s3:ListBucket", "s3:ListBucketMultipartUploads"}, []string{"arn:" + part + ":s3:::" + b}, d.s3Cond(nil))
+	d.note("the report is written to s3://%s/%s (s3:ListBucket on its bucket lets a HEAD of a report not yet written answer 404)", b, k)
+	return nil
 }

@@ -60,6 +60,9 @@
 //     s3:ResourceAccount.
 //   - --inventory: s3:GetObject on the report's folder (manifest,
 //     manifest.checksum, data files); --list s3://B/K: s3:GetObject on it.
+//   - --report s3://B/PREFIX/ (Options.Report): s3:GetObject, s3:PutObject
+//     and s3:AbortMultipartUpload on the report objects; s3:ListBucket and
+//     s3:ListBucketMultipartUploads on B.
 //   - DynamoDB ledger: dynamodb:DescribeTable, GetItem, PutItem, UpdateItem,
 //     DeleteItem and Query on the table (ledger/SCHEMA.md lists the
 //     requests); dynamodb:CreateTable with ?create=true. Options.Ledger adds

@@ -206,6 +206,29 @@ func TestListsAndInventories(t *testing.T) {
 		t.Error("inventory: the report is read-only")
 	}
 
+	// An S3 report: written (and continued) under its prefix or key; a
+	// local report needs nothing.
+	for _, tc := range []struct{ report, object string }{
+		{"s3://audit/rotator/", "arn:aws:s3:::audit/rotator/*"},
+		{"s3://audit", "arn:aws:s3:::audit/*"},
+		{"s3://audit/runs/r1.csv", "arn:aws:s3:::audit/runs/r1.csv"},
+	} {
+		r = derive(t, pipeline.Config{Source: "s3://data/", To: "kms:" + keyB}, Options{Report: tc.report})
+		got = grants(r.Policy, "s3")
+		for _, want := range []string{"s3:GetObject " + tc.object, "s3:PutObject " + tc.object, "s3:AbortMultipartUpload " + tc.object,
+			"s3:ListBucket arn:aws:s3:::audit", "s3:ListBucketMultipartUploads arn:aws:s3:::audit"} {
+			if !slices.Contains(got, want) {
+				t.Errorf("--report %s: %q lacks %q", tc.report, got, want)
+			}
+		}
+	}
+	r = derive(t, pipeline.Config{Source: "s3://data/", To: "kms:" + keyB}, Options{Report: "report.csv"})
+	if got := grants(r.Policy, "s3"); slices.ContainsFunc(got, func(g string) bool {
+		return strings.Contains(g, "audit") || strings.HasPrefix(g, "s3:ListBucketMultipartUploads")
+	}) {
+		t.Errorf("a local report needs nothing in S3: %q", got)
+	}
+
 	if _, err := For(pipeline.Config{List: "s3://lists/flagged.csv", To: "kms:" + keyB, Ledger: "l.db"}, Options{}); err == nil || !strings.Contains(err.Error(), "--bucket") {
 		t.Errorf("an S3 list without --bucket: %v, want a hint to name the buckets", err)
 	}

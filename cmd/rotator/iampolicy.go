@@ -34,6 +34,7 @@ func cmdIAMPolicy(_ context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	o.Buckets = buckets
+	o.Report = out.report
 	for _, w := range with {
 		for _, c := range splitComma(w) {
 			switch c {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -604,25 +605,47 @@ func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 		versioned bool
 		args      []string
 		unchecked map[string]string
+		s3Report  bool // --report s3://BUCKET/rotator/ (in MinIO, under the policy too)
 	}{
 		// Not --check-acl: MinIO's policy language has no s3:GetObjectAcl
 		// (it checks s3:GetBucketPolicy for GetObjectAcl), and under
 		// temporary credentials its made-up ACL names an owner other than
 		// the FULL_CONTROL grantee, so every object would be reported.
-		{"rewrap", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil},
-		{"reencrypt", false, []string{"--mode", "reencrypt", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil},
-		{"reencrypt-delete-old-versions", true, []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, versionedUnchecked},
+		{"rewrap", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, false},
+		{"reencrypt", false, []string{"--mode", "reencrypt", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, false},
+		{"reencrypt-delete-old-versions", true, []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, versionedUnchecked, false},
+		{"rewrap-report-in-s3", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			table := "dynamodb://" + testenv.Name(t) + "?create=true"
 			attempt := func(t *testing.T, drop string) (int, string, *iampolicy.Policy) {
 				b := newBucket(t, tc.versioned)
-				args := append([]string{"--source", "s3://" + b + "/p/", "--ledger", table}, tc.args...)
+				report := filepath.Join(t.TempDir(), "report.csv")
+				if tc.s3Report {
+					rb := testenv.Name(t) + "-reports"
+					if _, err := root.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &rb}); err != nil {
+						t.Fatal(err)
+					}
+					t.Cleanup(func() { testenv.EmptyBucket(root, rb) })
+					report = "s3://" + rb + "/rotator/"
+				}
+				args := append([]string{"--source", "s3://" + b + "/p/", "--ledger", table, "--report", report}, tc.args...)
 				p := f.policyFor(t, account, args...)
 				env := minioSession(t, p.Without(drop))
-				report := filepath.Join(t.TempDir(), "report.csv")
-				code, out, errs := f.rotatorEnv(t, env, append([]string{"run", "--run-id", testenv.Name(t), "--report", report}, args...)...)
-				rep, _ := os.ReadFile(report)
+				runID := testenv.Name(t)
+				code, out, errs := f.rotatorEnv(t, env, append([]string{"run", "--run-id", runID}, args...)...)
+				var rep []byte
+				if tc.s3Report {
+					rb, _, _ := strings.Cut(strings.TrimPrefix(report, "s3://"), "/")
+					if got, err := root.GetObject(ctx, &s3.GetObjectInput{Bucket: &rb, Key: aws.String("rotator/rotator-report-" + runID + ".csv")}); err == nil {
+						rep, _ = io.ReadAll(got.Body)
+						got.Body.Close()
+					} else if code == exitOK {
+						t.Errorf("exit 0, and no report in %s: %v", report, err)
+					}
+				} else {
+					rep, _ = os.ReadFile(report)
+				}
 				return code, out + errs + string(rep), p
 			}
 			code, out, p := attempt(t, "")

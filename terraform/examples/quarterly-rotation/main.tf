@@ -46,6 +46,8 @@ module "rotator" {
     "--expected-bucket-owner", var.account_id, "--ledger", "dynamodb://rotator-ledger",
     "--report", "s3://rotator-reports/rotation/",
   ]
+  report_bucket       = "rotator-reports"
+  report_prefix       = "rotation/"
   schedule_expression = "cron(0 3 1 1,4,7,10 ? *)"
 
   lambda_zip             = "${path.module}/bootstrap.zip"

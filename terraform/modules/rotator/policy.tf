@@ -50,6 +50,11 @@ locals {
   s3_buckets  = [for b in var.buckets : "arn:${local.partition}:s3:::${b.bucket}"]
   owner_check = merge([for o in [var.expected_bucket_owner] : { StringEquals = { "s3:ResourceAccount" = [o] } } if o != ""]...)
 
+  # An S3 --report: written (continued after a resume) under its prefix;
+  # ListBucket so that a HEAD of a report not yet written answers 404.
+  report_objects = var.report_bucket == "" ? [] : ["arn:${local.partition}:s3:::${var.report_bucket}/${var.report_prefix}*"]
+  report_buckets = var.report_bucket == "" ? [] : ["arn:${local.partition}:s3:::${var.report_bucket}"]
+
   # The ledger table (Terraform creates it: no CreateTable).
   ledger_actions = concat(
     ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
@@ -75,6 +80,10 @@ locals {
       Resource  = ["arn:${local.partition}:s3:::${b.bucket}"]
       Condition = merge(local.owner_check, [for p in [b.prefix] : { StringLike = { "s3:prefix" = ["${p}*"] } } if p != ""]...)
     }],
+    [
+      { Sid = "S3WriteReport", Action = ["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"], Resource = local.report_objects, Condition = local.owner_check },
+      { Sid = "S3ReportBucket", Action = ["s3:ListBucket", "s3:ListBucketMultipartUploads"], Resource = local.report_buckets, Condition = local.owner_check },
+    ],
     [
       { Sid = "LedgerTable", Action = local.ledger_actions, Resource = [aws_dynamodb_table.ledger.arn], Condition = {} },
       { Sid = "LedgerIndex", Action = var.allow_ledger_queries ? ["dynamodb:Query"] : [], Resource = ["${aws_dynamodb_table.ledger.arn}/index/by_wrap_key"], Condition = {} },

@@ -84,6 +84,22 @@ variable "allow_ledger_queries" {
   default     = true
 }
 
+variable "report_bucket" {
+  description = "--report s3://BUCKET/PREFIX/: the bucket the runs write their completion reports to (empty: reports are local files)."
+  type        = string
+  default     = ""
+}
+
+variable "report_prefix" {
+  description = "--report s3://BUCKET/PREFIX/: the prefix (ending in /, or empty) of the reports, one object per run or shard."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.report_prefix == "" || endswith(var.report_prefix, "/")
+    error_message = "report_prefix is a prefix: end it with / (each run or shard writes its own object under it)."
+  }
+}
+
 # --- the ledger ------------------------------------------------------------------
 
 variable "ledger_table_name" {
