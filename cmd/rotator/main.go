@@ -19,6 +19,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -50,6 +51,22 @@ type exitError struct {
 }
 
 func (e exitError) Error() string { return e.msg }
+
+// exitOf is how a command that returned err ends: its exit code, the
+// message to print (none for an exitError without one) and a hint.
+func exitOf(err error) (code int, msg, hint string) {
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return exitOK, "", ""
+	case errors.As(err, &ee):
+		return ee.code, ee.msg, ""
+	case errors.As(err, &ue):
+		return exitUsage, err.Error(), "run 'rotator help' for usage"
+	}
+	return exitFatal, err.Error(), ""
+}
 
 const usage = `rotator re-keys client-side encrypted S3 objects (S3 Encryption Client formats).
 

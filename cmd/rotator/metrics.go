@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -81,7 +80,8 @@ func (r *runMetrics) finish(ctx context.Context, err error) {
 	if r == nil {
 		return
 	}
-	r.m.End(exitCodeOf(err), time.Now())
+	code, _, _ := exitOf(err)
+	r.m.End(code, time.Now())
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pushTimeout)
 	defer cancel()
 	if r.push.URL != "" {
@@ -96,19 +96,4 @@ func (r *runMetrics) finish(ctx context.Context, err error) {
 	if r.srv != nil {
 		_ = r.srv.Close(ctx)
 	}
-}
-
-// exitCodeOf is the exit code run gives err.
-func exitCodeOf(err error) int {
-	var ee exitError
-	var ue usageError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ee):
-		return ee.code
-	case errors.As(err, &ue):
-		return exitUsage
-	}
-	return exitFatal
 }

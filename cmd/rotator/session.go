@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -113,15 +112,7 @@ func (s *session) finish(err error) int {
 	if err == nil {
 		return exitOK
 	}
-	code, msg, hint := exitFatal, err.Error(), ""
-	var ee exitError
-	var ue usageError
-	switch {
-	case errors.As(err, &ee):
-		code, msg = ee.code, ee.msg
-	case errors.As(err, &ue):
-		code, hint = exitUsage, "run 'rotator help' for usage"
-	}
+	code, msg, hint := exitOf(err)
 	if s.json {
 		m := msg
 		if m == "" {
