@@ -75,7 +75,7 @@ func staticConfig(endpoint string) aws.Config {
 // carries an Observer.
 func TestObserveS3(t *testing.T) {
 	t.Parallel()
-	var n atomic.Int64
+	var n, heads atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch k := r.URL.Path; {
 		case k == "/b/slow" && n.Add(1) == 1:
@@ -86,6 +86,8 @@ func TestObserveS3(t *testing.T) {
 			w.Header().Set("Content-Type", "application/xml")
 			w.WriteHeader(http.StatusForbidden)
 			fmt.Fprint(w, `<Error><Code>AccessDenied</Code><Message>secret-bucket/secret-key is not yours</Message></Error>`)
+		case k == "/b/slowhead" && heads.Add(1) == 1:
+			w.WriteHeader(http.StatusServiceUnavailable) // S3's SlowDown to a HEAD: no body, no code
 		case k == "/b/gone":
 			w.WriteHeader(http.StatusNotFound) // a HEAD answer has no body
 		default:
@@ -125,6 +127,12 @@ func TestObserveS3(t *testing.T) {
 		t.Fatal("HEAD of a missing object succeeded")
 	}
 	wantCall(t, obs.take(t, 1)[0], "s3", "HeadObject", 1, 0, awsx.ClassNotFound)
+
+	// S3 answers a HEAD it throttles with a bare 503: still a throttle.
+	if err := head(ctx, "slowhead"); err != nil {
+		t.Fatal(err)
+	}
+	wantCall(t, obs.take(t, 1)[0], "s3", "HeadObject", 2, 1, "")
 
 	// Last: after a throttle, the adaptive retryer slows the client down.
 	// (A GET: the answer to a HEAD has no body, hence no error code.)
@@ -229,6 +237,8 @@ func TestErrorClass(t *testing.T) {
 		{fmt.Errorf("op: %w", context.DeadlineExceeded), awsx.ClassCanceled},
 		{resp(400, api("ThrottlingException", smithy.FaultClient)), awsx.ClassThrottling},
 		{resp(503, api("SlowDown", smithy.FaultServer)), awsx.ClassThrottling},
+		{resp(503, api("ServiceUnavailable", smithy.FaultServer)), awsx.ClassThrottling}, // S3's SlowDown to a HEAD (no body)
+		{resp(500, api("ServiceUnavailable", smithy.FaultServer)), awsx.ClassServer},
 		{resp(400, api("ProvisionedThroughputExceededException", smithy.FaultClient)), awsx.ClassThrottling},
 		{resp(403, api("AccessDenied", smithy.FaultClient)), awsx.ClassAccessDenied},
 		{resp(400, api("AccessDeniedException", smithy.FaultClient)), awsx.ClassAccessDenied},

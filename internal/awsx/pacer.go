@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 	"golang.org/x/time/rate"
 )
 
@@ -186,9 +188,20 @@ var (
 )
 
 // isThrottle reports whether err is a throttling answer (ThrottlingException
-// and the SDK's other throttle codes).
+// and the SDK's other throttle codes), or a 503 without an error code: an
+// answer to a HEAD has no body, so S3's 503 SlowDown reaches the SDK as
+// the status alone, which it names ServiceUnavailable.
 func isThrottle(err error) bool {
-	return err != nil && throttles.IsErrorThrottle(err) == aws.TrueTernary
+	if err == nil {
+		return false
+	}
+	if throttles.IsErrorThrottle(err) == aws.TrueTernary {
+		return true
+	}
+	var re *smithyhttp.ResponseError
+	var ae smithy.APIError
+	return errors.As(err, &re) && re.HTTPStatusCode() == http.StatusServiceUnavailable &&
+		errors.As(err, &ae) && ae.ErrorCode() == "ServiceUnavailable"
 }
 
 // outcome tells how an attempt's error counts: throttled, or answered
