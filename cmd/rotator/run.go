@@ -185,31 +185,64 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	defer func() { mx.finish(ctx, err) }()
 	ctx = mx.context(ctx)
 	ctx, log := runLogger(ctx, runID, env.Config)
+
+	// Signals are taken from the start: while the run starts (waiting for
+	// its lease, settling what an earlier process left, opening the
+	// source and the report), the first one stops the start and the lease
+	// is released; once objects flow, the first finishes the objects in
+	// flight and the second stops at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	startCtx, stopStart := context.WithCancelCause(ctx)
+	defer stopStart(nil)
+	startWatch := make(chan struct{})
+	startWatched := make(chan struct{})
+	go func() {
+		defer close(startWatched)
+		select {
+		case <-sigs:
+			stopStart(pipeline.ErrInterrupted)
+		case <-startWatch:
+		}
+	}()
+	startErr := func(err error) error {
+		if errors.Is(context.Cause(startCtx), pipeline.ErrInterrupted) {
+			return exitError{exitInterrupted, "interrupted while the run was starting; resume with: " + resumeCommand(env, runID)}
+		}
+		return err
+	}
+
 	owner := ""
 	runCtx := ctx
 	if !env.Config.DryRun {
-		lease, err := acquireLease(ctx, env, runID, out, stderr)
+		lease, err := acquireLease(startCtx, env, runID, out, stderr)
 		if err != nil {
-			return err
+			return startErr(err)
 		}
 		defer lease.Release(ctx)
 		var stopKeeping func()
 		runCtx, stopKeeping = lease.Keep(ctx)
 		defer stopKeeping()
 		owner = lease.Owner()
-		if after, resume, err = reloadRun(ctx, env.Ledger, rec, after, resume); err != nil {
-			return err
+		if after, resume, err = reloadRun(startCtx, env.Ledger, rec, after, resume); err != nil {
+			return startErr(err)
 		}
 	}
-	src, err := env.Source(ctx, after)
+	src, err := env.Source(startCtx, after)
 	if err != nil {
-		return err
+		return startErr(err)
 	}
-	rf, rep, reportPath, err := openRunReport(ctx, env, out, runID)
+	rf, rep, reportPath, err := openRunReport(startCtx, env, out, runID)
 	if err != nil {
-		return err
+		return startErr(err)
 	}
 	defer rf.Close()
+	close(startWatch)
+	<-startWatched
+	if err := startErr(nil); err != nil {
+		return err
+	}
 
 	stats := &pipeline.Stats{}
 	runner := &pipeline.Runner{
@@ -232,9 +265,6 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	mx.watch(runner)
 
 	interrupt := make(chan struct{})
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
 	runCtx, cancel := context.WithCancel(runCtx)
 	defer cancel()
 	go func() {
