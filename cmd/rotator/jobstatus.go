@@ -173,6 +173,41 @@ func jobStatus(ctx context.Context, ledgerURL string, rec ledger.Run, cfg pipeli
 	return nil
 }
 
+// foldJobs gives the record of each sharded job in runs (whose own record
+// no process updates once its shards work) the state and counts of its
+// shards' records, as status does without the leases: done when every
+// shard is, running while any shard's record says so, and so on
+// (jobState). The shards' records stay in the list.
+func foldJobs(runs []ledger.Run) []ledger.Run {
+	shards := map[string][]ledger.Run{}
+	for _, r := range runs {
+		if parent, _, ok := pipeline.ParseShardRecordID(r.ID); ok {
+			shards[parent] = append(shards[parent], r)
+		}
+	}
+	for i, r := range runs {
+		var cfg pipeline.Config
+		if len(shards[r.ID]) == 0 || json.Unmarshal(r.Config, &cfg) != nil || cfg.ShardCount == 0 || cfg.Shard != "" {
+			continue
+		}
+		tally := map[string]int{shardNotStarted: cfg.ShardCount}
+		counts := map[string]int64{}
+		for _, s := range shards[r.ID] {
+			tally[shardNotStarted]--
+			tally[string(s.State)]++
+			for k, v := range s.Counts {
+				counts[k] += v
+			}
+			if s.UpdatedAt.After(runs[i].UpdatedAt) {
+				runs[i].UpdatedAt = s.UpdatedAt
+			}
+		}
+		runs[i].State = ledger.RunState(jobState(tally, cfg.ShardCount))
+		runs[i].Counts = counts
+	}
+	return runs
+}
+
 // jobState is a sharded run's state from its shards' (tally: shards by
 // state): done when every shard is; unfinished when every shard went
 // through its listing but changes are unfinished; running while any

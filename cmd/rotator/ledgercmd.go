@@ -129,6 +129,7 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		if err != nil {
 			return err
 		}
+		runs = foldJobs(runs)
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "RUN\tSTATE\tCREATED\tUPDATED\tDONE\tREWRAPPED\tFAILED")
 		for _, r := range runs {

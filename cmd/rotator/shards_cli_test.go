@@ -205,6 +205,28 @@ func TestCLIShardedJob(t *testing.T) {
 		t.Errorf("status counts %v for %d objects", st.Counts, objects)
 	}
 
+	// ledger runs shows the job's record as its shards left it (done, their
+	// counts added up), not as the first process wrote it (running).
+	code, out = f.rotator(t, "ledger", "runs", "--ledger", ledgerURL, "--json")
+	found := false
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var r struct {
+			RunID  string           `json:"run_id"`
+			State  string           `json:"state"`
+			Counts map[string]int64 `json:"counts"`
+		}
+		if json.Unmarshal([]byte(line), &r) != nil || r.RunID != runID {
+			continue
+		}
+		found = true
+		if r.State != "done" || r.Counts["succeeded"] != st.Counts["succeeded"] || r.Counts["done"] != st.Counts["done"] {
+			t.Errorf("ledger runs: job %s is %s with counts %v; status says done with %v", runID, r.State, r.Counts, st.Counts)
+		}
+	}
+	if code != 0 || !found {
+		t.Errorf("ledger runs --json (%d) has no line for the job:\n%s", code, out)
+	}
+
 	// One report per shard in S3, with its shard's objects only; the
 	// interrupted shard's report was continued.
 	for i := range n {
