@@ -137,33 +137,83 @@ func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease
 	var res error
 	var got Claimed
 	err := b.write(func(tx *bolt.Tx) error {
-		res, got = nil, Claimed{}
-		claims := tx.Bucket(bucketClaims)
-		k := idKey(id)
-		var cur boltClaim
-		found, err := getJSON(claims, k, &cur)
-		if err != nil {
-			return err
-		}
-		if found && now.UnixMilli() < cur.Expires && !mayTakeOver(cur.Owner, owner) {
-			res = &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}
-			return nil
-		}
-		if found && cur.Owner != owner {
-			got.Prev = cur.Owner
-		}
-		var rec objectRecord
-		if ok, err := getJSON(tx.Bucket(bucketObjects), k, &rec); err != nil {
-			return err
-		} else if ok {
-			if got.Record, err = rec.object(); err != nil {
-				return err
-			}
-		}
-		return putJSON(claims, k, boltClaim{Owner: owner, Run: runOf(owner), Expires: now.Add(lease).UnixMilli()})
+		var err error
+		got, res, err = claimTx(tx, id, owner, lease, now)
+		return err
 	})
 	if err != nil {
 		return Claimed{}, fmt.Errorf("ledger: claim %s: %w", id, err)
+	}
+	return got, res
+}
+
+// claimTx is Claim inside tx. res is the refusal (a *ClaimedError), err a
+// failure of the transaction.
+func claimTx(tx *bolt.Tx, id ObjectID, owner string, lease time.Duration, now time.Time) (got Claimed, res, err error) {
+	claims := tx.Bucket(bucketClaims)
+	k := idKey(id)
+	var cur boltClaim
+	found, err := getJSON(claims, k, &cur)
+	if err != nil {
+		return got, nil, err
+	}
+	if found && now.UnixMilli() < cur.Expires && !mayTakeOver(cur.Owner, owner) {
+		return got, &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}, nil
+	}
+	if found && cur.Owner != owner {
+		got.Prev = cur.Owner
+	}
+	var rec objectRecord
+	if ok, err := getJSON(tx.Bucket(bucketObjects), k, &rec); err != nil {
+		return got, nil, err
+	} else if ok {
+		if got.Record, err = rec.object(); err != nil {
+			return got, nil, err
+		}
+	}
+	return got, nil, putJSON(claims, k, boltClaim{Owner: owner, Run: runOf(owner), Expires: now.Add(lease).UnixMilli()})
+}
+
+func (b *boltLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev Event) (Claimed, error) {
+	ev, err := prepPrepare(ev, b.o.now())
+	if err == nil {
+		err = checkOwnerRun(owner, ev.RunID)
+	}
+	if err == nil {
+		err = checkClaimArgs(ev.ID, owner, lease)
+	}
+	if err != nil {
+		return Claimed{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Claimed{}, err
+	}
+	now := b.o.now()
+	var res error
+	var got Claimed
+	err = b.write(func(tx *bolt.Tx) error {
+		var err error
+		got, res, err = claimTx(tx, ev.ID, owner, lease, now)
+		if err != nil || res != nil || got.Prev != "" {
+			return err
+		}
+		// Anything of the run on the version (an intent of any operation,
+		// or this change committed already): the long way.
+		prefix := tupleKey(ev.RunID, ev.ID.Bucket, ev.ID.Key, ev.ID.VersionID)
+		if k, _ := tx.Bucket(bucketPrep).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+			return nil
+		}
+		if tx.Bucket(bucketEvents).Get(eventTuple(ev.ID, ev.RunID, ev.Op)) != nil {
+			return nil
+		}
+		if err := putJSON(tx.Bucket(bucketPrep), prepTuple(ev.ID, ev.RunID, ev.Op), toEventRecord(ev)); err != nil {
+			return err
+		}
+		got.Prepared = true
+		return b.o.at(pointPrepared)
+	})
+	if err != nil {
+		return Claimed{}, fmt.Errorf("ledger: begin %s of %s: %w", ev.Op, ev.ID, err)
 	}
 	return got, res
 }
