@@ -507,6 +507,18 @@ func (d *dynamoLedger) putPrepared(ctx context.Context, ev Event) error {
 		if found && sameEvent(cur, ev) {
 			return d.o.at(pointPrepared)
 		}
+		if !found {
+			// Dropped since: by the Commit of this very change (a
+			// concurrent duplicate), which recorded it first?
+			pk := objectPK(ev.ID.Bucket, ev.ID.Key)
+			committed, done, err := d.getEvent(ctx, pk, eventSK(ev.ID.VersionID, ev.RunID, ev.Op), ev.ID)
+			if err != nil {
+				return err
+			}
+			if done && completes(committed, ev) {
+				return nil
+			}
+		}
 		return preparedElsewhere(ev)
 	}
 	if err != nil {
