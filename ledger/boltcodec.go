@@ -22,8 +22,9 @@ import (
 //     placements, algorithms, states, methods, run ids) as a number from
 //     the dictionary bucket "dict" ("s"+string -> id, "i"+id -> string;
 //     ids from 1, 0 is the empty string, never reused);
-//   - an ETag that is a quoted MD5 as its 16 bytes, a SHA-256 fingerprint
-//     as its 32 bytes, a time as Unix nanoseconds.
+//   - an ETag that is a quoted MD5 as its 16 bytes (an event's ETag after
+//     as one byte when it is the ETag before), a SHA-256 fingerprint as
+//     its 32 bytes, a time as Unix nanoseconds.
 //
 // Schema 1 stored the same records as JSON; a value starting with '{' is
 // one, and is read as such (a file is never rewritten: its records turn
@@ -316,7 +317,11 @@ func (c boltCodec) encodeEvent(ev Event) ([]byte, error) {
 	e.word(ev.ToKey)
 	e.time(ev.At)
 	e.etag(ev.ETagBefore)
-	e.etag(ev.ETagAfter)
+	if ev.ETagAfter != "" && ev.ETagAfter == ev.ETagBefore {
+		e.b = append(e.b, 2) // a metadata-only self-copy keeps the ETag
+	} else {
+		e.etag(ev.ETagAfter)
+	}
 	// VersionBefore is the event's version (prepEvent checks it).
 	e.str(ev.VersionAfter)
 	e.sum(ev.OldWrappedKeySHA256)
@@ -343,7 +348,12 @@ func (c boltCodec) decodeEvent(id ObjectID, run, op string, v []byte) (Event, er
 	ev.ToKey = d.word()
 	ev.At = d.time()
 	ev.ETagBefore = d.etag()
-	ev.ETagAfter = d.etag()
+	if len(d.b) > 0 && d.b[0] == 2 {
+		d.b = d.b[1:]
+		ev.ETagAfter = ev.ETagBefore
+	} else {
+		ev.ETagAfter = d.etag()
+	}
 	ev.VersionAfter = d.str()
 	ev.OldWrappedKeySHA256 = d.sum()
 	ev.NewWrappedKeySHA256 = d.sum()

@@ -37,7 +37,8 @@ const writeLatency = 30 * time.Millisecond
 
 // flowObject is the rewrap of object i of a run, with realistic sizes.
 func flowObject(run string, i int) (Object, Event) {
-	id := ObjectID{Bucket: "data-bucket", Key: fmt.Sprintf("tenants/t%03d/2026/12/05/object-%08d.bin", i%1000, i)}
+	// Keys in listing order, as a run meets them.
+	id := ObjectID{Bucket: "data-bucket", Key: fmt.Sprintf("tenants/t%03d/2026/12/05/object-%08d.bin", i/1000, i)}
 	h := md5.Sum([]byte(id.Key))
 	etag := `"` + hex.EncodeToString(h[:]) + `"`
 	ev := Event{ID: id, RunID: run, Op: OpRewrap, Method: "kms-reencrypt", FromKey: keyA, ToKey: keyB, ETagBefore: etag,
