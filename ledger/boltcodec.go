@@ -382,17 +382,6 @@ func (c boltCodec) preparedAt(k, v []byte) (Event, error) {
 	return c.decodeEvent(ObjectID{Bucket: parts[1], Key: parts[2], VersionID: parts[3]}, parts[0], parts[4], v)
 }
 
-// getStoredEvent reads the event of identity (id, run, op) from bucket
-// (events or prepared) at key k; false when there is none.
-func (c boltCodec) getStoredEvent(bucket, k []byte, id ObjectID, run, op string) (Event, bool, error) {
-	v := c.tx.Bucket(bucket).Get(k)
-	if v == nil {
-		return Event{}, false, nil
-	}
-	ev, err := c.decodeEvent(id, run, op, v)
-	return ev, err == nil, err
-}
-
 // putStoredEvent stores ev in bucket (events or prepared) at key k.
 func (c boltCodec) putStoredEvent(bucket, k []byte, ev Event) error {
 	v, err := c.encodeEvent(ev)
