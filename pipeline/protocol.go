@@ -159,11 +159,12 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 	// nothing), so that the claim can carry the intent: one ledger write
 	// instead of two, when nothing was left on the object.
 	var rw *newRewrap
+	var obs func() error
 	if _, ok := c.Ledger.(beginner); ok && action == ActionRewrap {
 		var out Outcome
 		var done bool
 		var err error
-		if rw, out, done, err = c.planRewrap(ctx, cl, o); done {
+		if rw, out, done, obs, err = c.planRewrap(ctx, cl, o); done && obs == nil {
 			return out, err
 		}
 		o = out
@@ -174,6 +175,16 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 	}
 	defer c.end(ctx, h)
 	ctx = h.ctx
+	if obs != nil && got.Prev == "" && !recordMoved(got.Record, cl) {
+		// Not to be rewrapped after all: recorded under the claim once
+		// what the run left on the object is settled, as the long way
+		// does (which it takes when the claim or the record says the
+		// object may have changed since it was read).
+		if out, done, err := c.prior(ctx, h, got, o); done || err != nil {
+			return out, err
+		}
+		return o, obs()
+	}
 	if got.Prepared {
 		if got.Prev == "" && !recordMoved(got.Record, cl) {
 			// Nothing earlier on the object, and the ledger agrees with

@@ -14,8 +14,11 @@ import (
 // KMS to HSM, ...) and stores the new envelope where the old one lives:
 // steps 3 to 6 of the protocol.
 func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcome) (Outcome, error) {
-	rw, out, done, err := c.planRewrap(ctx, cl, o)
+	rw, out, done, obs, err := c.planRewrap(ctx, cl, o)
 	if done {
+		if obs != nil {
+			err = obs()
+		}
 		return out, err
 	}
 	if out, done, err := c.prepare(ctx, h, rw.ev, out); done {
@@ -33,35 +36,39 @@ type newRewrap struct {
 // planRewrap asks the key backends for the new wrapping of cl's data key
 // and builds the intent. done is set when the object is not to be
 // rewrapped after all (already under the target key, not under a --from
-// key, a key backend's refusal): out says why, and it is recorded as an
-// observation. It needs no claim: it writes nothing but observations.
-func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (*newRewrap, Outcome, bool, error) {
+// key, a key backend's refusal): out says why, and obs, when set, records
+// it as an observation, which the caller makes under the object's claim
+// (so that it never lands over a change another run holding the claim
+// commits meanwhile). It writes nothing.
+func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (rw *newRewrap, out Outcome, done bool, obs func() error, err error) {
 	res, err := c.newWrapping(ctx, cl)
 	if err != nil {
 		out, systemic := o.fromError("rewrap the data key", err)
 		if systemic {
-			return nil, out, true, err
+			return nil, out, true, nil, err
 		}
 		if out.ErrorCode == CodeDryRun {
-			return nil, out, true, nil
+			return nil, out, true, nil, nil
 		}
-		return nil, out, true, c.observe(ctx, cl, c.stateFor(out), cl.Key)
+		key := cl.Key
+		return nil, out, true, func() error { return c.observe(ctx, cl, c.stateFor(out), key) }, nil
 	}
 	o.FromKey, o.ToKey = res.FromKey, res.ToKey
 	cl.Key, cl.KeySource = res.FromKey, "kms"
+	current := func() error { return c.observe(ctx, cl, ledger.StateCurrent, res.FromKey) }
 	if res.FromKey == c.To.ID() {
 		o = o.skip(CodeAlreadyTarget, "already wrapped under the target key (asked KMS)")
 		o.ToKey = ""
-		return nil, o, true, c.observe(ctx, cl, ledger.StateCurrent, res.FromKey)
+		return nil, o, true, current, nil
 	}
 	if !c.selected(res.FromKey) {
 		o = o.skip(CodeNotFromKey, "wrapped under "+res.FromKey+", not under a --from key")
 		o.ToKey = ""
-		return nil, o, true, c.observe(ctx, cl, ledger.StateCurrent, res.FromKey)
+		return nil, o, true, current, nil
 	}
 	newEnv, err := res.Apply(cl.Env)
 	if err != nil {
-		return nil, o.fail(CodeBadEnvelope, err.Error()), true, nil
+		return nil, o.fail(CodeBadEnvelope, err.Error()), true, nil, nil
 	}
 	ev := ledger.Event{
 		ID: c.id(cl), RunID: c.RunID, Op: ledger.OpRewrap, Method: res.Method, FromKey: res.FromKey, ToKey: res.ToKey,
@@ -73,7 +80,7 @@ func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (*
 		// the object's version does not change.
 		ev.ETagBefore = cl.Instr.ETag
 	}
-	return &newRewrap{ev: ev, newEnv: newEnv}, o, false, nil
+	return &newRewrap{ev: ev, newEnv: newEnv}, o, false, nil, nil
 }
 
 // writeRewrap writes a rewrap whose intent is recorded and commits it on
