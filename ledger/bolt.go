@@ -53,6 +53,7 @@ type boltLedger struct {
 	db     *bolt.DB
 	o      options
 	writes atomic.Int64 // writes asked for (tests count them)
+	txs    atomic.Int64 // write transactions committed or tried
 
 	// Group commit (see write): writes waiting for the next transaction,
 	// and whether a committer is running.
@@ -134,13 +135,16 @@ func (b *boltLedger) write(fn func(*bolt.Tx) error) error {
 	b.running = true
 	b.mu.Unlock()
 	if lead {
-		b.commitLoop()
+		// A goroutine of its own: under a steady load the queue never
+		// runs dry, and the committer must not be a worker held back
+		// from its object by everyone else's writes.
+		go b.commitLoop()
 	}
 	return <-w.done
 }
 
 // commitLoop commits the queued writes, group by group, until none is
-// left. It runs on the goroutine of the write that found no committer.
+// left; the next write then starts another.
 func (b *boltLedger) commitLoop() {
 	for {
 		b.mu.Lock()
@@ -166,6 +170,7 @@ func (b *boltLedger) commitGroup(group []*boltWrite) {
 	for len(group) > 0 {
 		failed := -1
 		var ferr error
+		b.txs.Add(1)
 		err := b.db.Update(func(tx *bolt.Tx) error {
 			fill(tx)
 			for i, w := range group {
