@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,7 +38,10 @@ var (
 	bucketMeta    = []byte("meta")            // "schema" -> "1"
 )
 
-const boltSchema = "1"
+// boltSchema is the schema this code writes: 2, compact records (see
+// boltcodec.go). It reads files of schema 1 (JSON records) and marks them
+// 2 when it opens them, so that a rotator that knows only 1 refuses them.
+const boltSchema = "2"
 
 type boltClaim struct {
 	Owner   string `json:"owner"`
@@ -46,10 +50,26 @@ type boltClaim struct {
 }
 
 type boltLedger struct {
-	db       *bolt.DB
-	o        options
-	inflight atomic.Int32
+	db     *bolt.DB
+	o      options
+	writes atomic.Int64 // writes asked for (tests count them)
+	txs    atomic.Int64 // write transactions committed or tried
+
+	// Group commit (see write): writes waiting for the next transaction,
+	// and whether a committer is running.
+	mu      sync.Mutex
+	queue   []*boltWrite
+	running bool
 }
+
+// boltWrite is one write waiting for its transaction.
+type boltWrite struct {
+	fn   func(*bolt.Tx) error
+	done chan error
+}
+
+// maxGroup bounds the writes of one transaction.
+const maxGroup = 4096
 
 var _ Ledger = (*boltLedger)(nil)
 
@@ -57,28 +77,31 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	if path == "" {
 		return nil, errors.New("ledger: open bolt: empty path (hint: bolt:///path/to/ledger.db)")
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockWait, FreelistType: bolt.FreelistMapType})
+	// The freelist is not written at every commit (NoFreelistSync): bbolt
+	// rebuilds it when it opens the file, and commits write less.
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: o.lockWait, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("ledger: open %s: locked by another process (hint: the embedded ledger serves one process at a time; use dynamodb://TABLE for shards and concurrent jobs)", path)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
-	db.MaxBatchDelay = time.Millisecond
 	err = db.Update(func(tx *bolt.Tx) error {
 		// Every open creates the buckets a file lacks: one written before a
 		// bucket existed (uploads, prepared) gains it, schema still 1.
-		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta, bucketUploads, bucketLeases} {
+		for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketByKey, bucketCounts, bucketRuns, bucketMeta, bucketUploads, bucketLeases, bucketDict} {
 			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
 				return err
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
 		switch v := meta.Get([]byte("schema")); {
-		case v == nil:
+		case v == nil, string(v) == "1":
+			// New, or written before compact records: its JSON records
+			// are read as they are, and new ones are compact.
 			return meta.Put([]byte("schema"), []byte(boltSchema))
 		case string(v) != boltSchema:
-			return fmt.Errorf("schema version %s, this rotator knows %s (hint: use the rotator version that wrote it)", v, boltSchema)
+			return fmt.Errorf("schema version %s, this rotator knows 1 and %s (hint: use the rotator version that wrote it, or a newer one)", v, boltSchema)
 		}
 		return nil
 	})
@@ -94,15 +117,110 @@ func openBolt(path string, o options) (*boltLedger, error) {
 
 func (b *boltLedger) Close() error { return b.db.Close() }
 
-// write runs fn in a write transaction. A lone writer gets its own
-// transaction; concurrent writers share one (fn may then run more than once,
-// so it must set its results afresh each time).
+// write runs fn in a write transaction, shared with the writes that
+// queued up while the previous one committed (group commit): one writer
+// at a time runs transactions back to back, each taking every write
+// waiting, so that one fsync serves them all and a write never waits for
+// more than the transaction in progress and its own. fn may run more than
+// once (its transaction may be rolled back for another write's failure),
+// so it must set its results afresh each time. A write whose fn fails is
+// rolled back with its group, which is run again without it; its error is
+// returned to it alone.
 func (b *boltLedger) write(fn func(*bolt.Tx) error) error {
-	defer b.inflight.Add(-1)
-	if b.inflight.Add(1) > 1 {
-		return b.db.Batch(fn)
+	b.writes.Add(1)
+	w := &boltWrite{fn: fn, done: make(chan error, 1)}
+	b.mu.Lock()
+	b.queue = append(b.queue, w)
+	lead := !b.running
+	b.running = true
+	b.mu.Unlock()
+	if lead {
+		// A goroutine of its own: under a steady load the queue never
+		// runs dry, and the committer must not be a worker held back
+		// from its object by everyone else's writes.
+		go b.commitLoop()
 	}
-	return b.db.Update(fn)
+	return <-w.done
+}
+
+// commitLoop commits the queued writes, group by group, until none is
+// left; the next write then starts another.
+func (b *boltLedger) commitLoop() {
+	for {
+		b.mu.Lock()
+		group := b.queue
+		if len(group) > maxGroup {
+			group = group[:maxGroup:maxGroup]
+		}
+		b.queue = b.queue[len(group):]
+		if len(group) == 0 {
+			b.queue, b.running = nil, false
+			b.mu.Unlock()
+			return
+		}
+		b.mu.Unlock()
+		b.commitGroup(group)
+	}
+}
+
+// commitGroup commits group in one transaction. A write whose fn fails
+// gets its error (the transaction rolled back: nothing of it was
+// written), and the others are committed without it.
+func (b *boltLedger) commitGroup(group []*boltWrite) {
+	for len(group) > 0 {
+		failed := -1
+		var ferr error
+		b.txs.Add(1)
+		err := b.db.Update(func(tx *bolt.Tx) error {
+			fill(tx)
+			for i, w := range group {
+				if ferr = safely(w.fn, tx); ferr != nil {
+					failed = i
+					return ferr
+				}
+			}
+			return nil
+		})
+		if failed < 0 {
+			for _, w := range group {
+				w.done <- err
+			}
+			return
+		}
+		group[failed].done <- ferr
+		group = append(group[:failed:failed], group[failed+1:]...)
+	}
+}
+
+// fill sets how full bbolt packs the pages it splits, for the buckets
+// that grow with every object. Their keys arrive nearly in order (the
+// listing's, a few hundred workers apart): split half full, bbolt's
+// default, pages of keys written in order stay half empty.
+func fill(tx *bolt.Tx) {
+	for _, name := range [][]byte{bucketObjects, bucketEvents, bucketByKey} {
+		if bk := tx.Bucket(name); bk != nil {
+			bk.FillPercent = fillPercent
+		}
+	}
+}
+
+// fillPercent is how full a page split in order is left. Measured on
+// runs of 2,000 objects: 0.5 leaves pages of keys written in order half
+// empty; 0.9 and 1.0 pack those but, with hundreds of workers finishing
+// out of order, leave a trail of nearly empty pages behind each split;
+// 0.7 is the best of both (about 560 to 590 bytes of file per object at
+// 32 and 512 workers, against 620 to 810 at 0.5 and 0.9).
+var fillPercent = 0.7
+
+// safely runs fn, turning a panic into an error (it would otherwise
+// kill the committer with the other writes of its group waiting).
+func safely(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("ledger: panic in a write: %v", p)
+		}
+	}()
+	return fn(tx)
 }
 
 func idKey(id ObjectID) []byte { return tupleKey(id.Bucket, id.Key, id.VersionID) }
@@ -137,33 +255,78 @@ func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease
 	var res error
 	var got Claimed
 	err := b.write(func(tx *bolt.Tx) error {
-		res, got = nil, Claimed{}
-		claims := tx.Bucket(bucketClaims)
-		k := idKey(id)
-		var cur boltClaim
-		found, err := getJSON(claims, k, &cur)
-		if err != nil {
-			return err
-		}
-		if found && now.UnixMilli() < cur.Expires && !mayTakeOver(cur.Owner, owner) {
-			res = &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}
-			return nil
-		}
-		if found && cur.Owner != owner {
-			got.Prev = cur.Owner
-		}
-		var rec objectRecord
-		if ok, err := getJSON(tx.Bucket(bucketObjects), k, &rec); err != nil {
-			return err
-		} else if ok {
-			if got.Record, err = rec.object(); err != nil {
-				return err
-			}
-		}
-		return putJSON(claims, k, boltClaim{Owner: owner, Run: runOf(owner), Expires: now.Add(lease).UnixMilli()})
+		var err error
+		got, res, err = claimTx(tx, id, owner, lease, now)
+		return err
 	})
 	if err != nil {
 		return Claimed{}, fmt.Errorf("ledger: claim %s: %w", id, err)
+	}
+	return got, res
+}
+
+// claimTx is Claim inside tx. res is the refusal (a *ClaimedError), err a
+// failure of the transaction.
+func claimTx(tx *bolt.Tx, id ObjectID, owner string, lease time.Duration, now time.Time) (got Claimed, res, err error) {
+	claims := tx.Bucket(bucketClaims)
+	k := idKey(id)
+	var cur boltClaim
+	found, err := getJSON(claims, k, &cur)
+	if err != nil {
+		return got, nil, err
+	}
+	if found && now.UnixMilli() < cur.Expires && !mayTakeOver(cur.Owner, owner) {
+		return got, &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}, nil
+	}
+	if found && cur.Owner != owner {
+		got.Prev = cur.Owner
+	}
+	if got.Record, _, err = (boltCodec{tx}).getObjectRecord(id); err != nil {
+		return got, nil, err
+	}
+	return got, nil, putJSON(claims, k, boltClaim{Owner: owner, Run: runOf(owner), Expires: now.Add(lease).UnixMilli()})
+}
+
+func (b *boltLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev Event) (Claimed, error) {
+	ev, err := prepPrepare(ev, b.o.now())
+	if err == nil {
+		err = checkOwnerRun(owner, ev.RunID)
+	}
+	if err == nil {
+		err = checkClaimArgs(ev.ID, owner, lease)
+	}
+	if err != nil {
+		return Claimed{}, err
+	}
+	if err := ctx.Err(); err != nil {
+		return Claimed{}, err
+	}
+	now := b.o.now()
+	var res error
+	var got Claimed
+	err = b.write(func(tx *bolt.Tx) error {
+		var err error
+		got, res, err = claimTx(tx, ev.ID, owner, lease, now)
+		if err != nil || res != nil || got.Prev != "" {
+			return err
+		}
+		// Anything of the run on the version (an intent of any operation,
+		// or this change committed already): the long way.
+		prefix := tupleKey(ev.RunID, ev.ID.Bucket, ev.ID.Key, ev.ID.VersionID)
+		if k, _ := tx.Bucket(bucketPrep).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
+			return nil
+		}
+		if tx.Bucket(bucketEvents).Get(eventTuple(ev.ID, ev.RunID, ev.Op)) != nil {
+			return nil
+		}
+		if err := (boltCodec{tx}).putStoredEvent(bucketPrep, prepTuple(ev.ID, ev.RunID, ev.Op), ev); err != nil {
+			return err
+		}
+		got.Prepared = true
+		return b.o.at(pointPrepared)
+	})
+	if err != nil {
+		return Claimed{}, fmt.Errorf("ledger: begin %s of %s: %w", ev.Op, ev.ID, err)
 	}
 	return got, res
 }
@@ -200,13 +363,21 @@ func prepTuple(id ObjectID, run, op string) []byte {
 	return tupleKey(run, id.Bucket, id.Key, id.VersionID, op)
 }
 
-func getEvent(bk *bolt.Bucket, key []byte) (Event, bool, error) {
-	var rec eventRecord
-	found, err := getJSON(bk, key, &rec)
-	if err != nil || !found {
-		return Event{}, false, err
+// getEvent reads the event (bucket events) or prepared event (bucket
+// prepared) stored at key; false when there is none.
+func getEvent(tx *bolt.Tx, bucket, key []byte) (Event, bool, error) {
+	v := tx.Bucket(bucket).Get(key)
+	if v == nil {
+		return Event{}, false, nil
 	}
-	ev, err := rec.event()
+	c := boltCodec{tx}
+	var ev Event
+	var err error
+	if bytes.Equal(bucket, bucketPrep) {
+		ev, err = c.preparedAt(key, v)
+	} else {
+		ev, err = c.eventAt(key, v)
+	}
 	return ev, err == nil, err
 }
 
@@ -235,7 +406,7 @@ func (b *boltLedger) Prepare(ctx context.Context, owner string, ev Event) error 
 		if err != nil {
 			return err
 		}
-		committed, found, err := getEvent(tx.Bucket(bucketEvents), eventTuple(ev.ID, ev.RunID, ev.Op))
+		committed, found, err := getEvent(tx, bucketEvents, eventTuple(ev.ID, ev.RunID, ev.Op))
 		if err != nil {
 			return err
 		}
@@ -249,7 +420,7 @@ func (b *boltLedger) Prepare(ctx context.Context, owner string, ev Event) error 
 			res = notClaimed("prepare", ev, owner, cl.Owner)
 			return nil
 		}
-		prep, found, err := getEvent(tx.Bucket(bucketPrep), prepTuple(ev.ID, ev.RunID, ev.Op))
+		prep, found, err := getEvent(tx, bucketPrep, prepTuple(ev.ID, ev.RunID, ev.Op))
 		if err != nil {
 			return err
 		}
@@ -257,7 +428,7 @@ func (b *boltLedger) Prepare(ctx context.Context, owner string, ev Event) error 
 			res = preparedElsewhere(ev)
 			return nil
 		}
-		if err := putJSON(tx.Bucket(bucketPrep), prepTuple(ev.ID, ev.RunID, ev.Op), toEventRecord(ev)); err != nil {
+		if err := (boltCodec{tx}).putStoredEvent(bucketPrep, prepTuple(ev.ID, ev.RunID, ev.Op), ev); err != nil {
 			return err
 		}
 		return b.o.at(pointPrepared)
@@ -289,7 +460,7 @@ func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Ev
 			return err
 		}
 		held := cl.Owner == owner
-		prep, prepared, err := getEvent(tx.Bucket(bucketPrep), pKey)
+		prep, prepared, err := getEvent(tx, bucketPrep, pKey)
 		if err != nil {
 			return err
 		}
@@ -300,8 +471,7 @@ func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Ev
 			}
 			return tx.Bucket(bucketPrep).Delete(pKey)
 		}
-		events := tx.Bucket(bucketEvents)
-		old, found, err := getEvent(events, evKey)
+		old, found, err := getEvent(tx, bucketEvents, evKey)
 		if err != nil {
 			return err
 		}
@@ -321,7 +491,7 @@ func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Ev
 			res = notPrepared(ev)
 			return nil
 		case !found:
-			if err := putJSON(events, evKey, toEventRecord(ev)); err != nil {
+			if err := (boltCodec{tx}).putStoredEvent(bucketEvents, evKey, ev); err != nil {
 				return err
 			}
 		}
@@ -395,11 +565,7 @@ func (b *boltLedger) PreparedOn(ctx context.Context, runID string, id ObjectID) 
 		c := tx.Bucket(bucketPrep).Cursor()
 		prefix := tupleKey(runID, id.Bucket, id.Key, id.VersionID)
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			var rec eventRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return fmt.Errorf("ledger: corrupt prepared event: %w", err)
-			}
-			ev, err := rec.event()
+			ev, err := (boltCodec{tx}).preparedAt(k, v)
 			if err != nil {
 				return err
 			}
@@ -422,18 +588,14 @@ func (b *boltLedger) Prepared(ctx context.Context, runID string, fn func(Event) 
 	if err := validRunID(runID); err != nil {
 		return err
 	}
-	return pages(ctx, b, bucketPrep, tupleKey(runID), func(tx *bolt.Tx, _, v []byte) (prepItem, error) {
-		var rec eventRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return prepItem{}, fmt.Errorf("ledger: corrupt prepared event: %w", err)
-		}
-		ev, err := rec.event()
+	return pages(ctx, b, bucketPrep, tupleKey(runID), func(tx *bolt.Tx, k, v []byte) (prepItem, error) {
+		ev, err := (boltCodec{tx}).preparedAt(k, v)
 		if err != nil {
 			return prepItem{}, err
 		}
 		// Never the case here (every operation is one transaction), but
 		// the rule is the DynamoDB backend's.
-		committed, found, err := getEvent(tx.Bucket(bucketEvents), eventTuple(ev.ID, ev.RunID, ev.Op))
+		committed, found, err := getEvent(tx, bucketEvents, eventTuple(ev.ID, ev.RunID, ev.Op))
 		if err != nil || !found {
 			return prepItem{ev: ev}, err
 		}
@@ -445,7 +607,7 @@ func (b *boltLedger) Prepared(ctx context.Context, runID string, fn func(Event) 
 		}
 		return b.write(func(tx *bolt.Tx) error {
 			k := prepTuple(it.ev.ID, it.ev.RunID, it.ev.Op)
-			cur, found, err := getEvent(tx.Bucket(bucketPrep), k)
+			cur, found, err := getEvent(tx, bucketPrep, k)
 			if err != nil || !found || !sameEvent(cur, it.ev) {
 				return err
 			}
@@ -473,23 +635,23 @@ func checkOwnerRun(owner, runID string) error {
 // step. With newerWins it leaves a record with a later UpdatedAt alone and
 // reports false.
 func putObject(tx *bolt.Tx, obj Object, newerWins bool) (bool, error) {
-	objects := tx.Bucket(bucketObjects)
-	k := idKey(obj.ID)
-	rec := toObjectRecord(obj)
-	var old objectRecord
-	found, err := getJSON(objects, k, &old)
+	c := boltCodec{tx}
+	if err := validWrapKey(obj.WrapKey); err != nil {
+		return false, err
+	}
+	old, found, err := c.getObjectRecord(obj.ID)
 	if err != nil {
 		return false, err
 	}
 	if found {
-		if newerWins && old.UpdatedAt > rec.UpdatedAt {
+		if newerWins && old.UpdatedAt.After(obj.UpdatedAt) {
 			return false, nil
 		}
-		if newerWins && keepsKey(rec, old) {
-			rec.WrapKey, rec.WrappedKeySHA256 = old.WrapKey, old.WrappedKeySHA256
+		if newerWins && keepsKey(toObjectRecord(obj), toObjectRecord(old)) {
+			obj.WrapKey, obj.WrappedKeySHA256 = old.WrapKey, old.WrappedKeySHA256
 		}
 		if old.WrapKey != "" {
-			if err := tx.Bucket(bucketByKey).Delete(tupleKey(old.WrapKey, obj.ID.Bucket, obj.ID.Key, obj.ID.VersionID)); err != nil {
+			if err := unindex(tx, c, old.WrapKey, obj.ID); err != nil {
 				return false, err
 			}
 			if err := addCount(tx, old.WrapKey, -1); err != nil {
@@ -497,15 +659,31 @@ func putObject(tx *bolt.Tx, obj Object, newerWins bool) (bool, error) {
 			}
 		}
 	}
-	if rec.WrapKey != "" {
-		if err := tx.Bucket(bucketByKey).Put(tupleKey(rec.WrapKey, obj.ID.Bucket, obj.ID.Key, obj.ID.VersionID), nil); err != nil {
+	if obj.WrapKey != "" {
+		id, err := c.intern(obj.WrapKey)
+		if err != nil {
 			return false, err
 		}
-		if err := addCount(tx, rec.WrapKey, 1); err != nil {
+		if err := tx.Bucket(bucketByKey).Put(tupleKey(wrapKeyRef(id), obj.ID.Bucket, obj.ID.Key, obj.ID.VersionID), nil); err != nil {
+			return false, err
+		}
+		if err := addCount(tx, obj.WrapKey, 1); err != nil {
 			return false, err
 		}
 	}
-	return true, putJSON(objects, k, rec)
+	return true, c.putObjectRecord(idKey(obj.ID), obj)
+}
+
+// unindex removes id from wrapKey's entries in by_wrap_key, in the form
+// of schema 2 (the key's dictionary id) and of schema 1 (the key).
+func unindex(tx *bolt.Tx, c boltCodec, wrapKey string, id ObjectID) error {
+	bk := tx.Bucket(bucketByKey)
+	if ref, ok := c.lookup(wrapKey); ok {
+		if err := bk.Delete(tupleKey(wrapKeyRef(ref), id.Bucket, id.Key, id.VersionID)); err != nil {
+			return err
+		}
+	}
+	return bk.Delete(tupleKey(wrapKey, id.Bucket, id.Key, id.VersionID))
 }
 
 func addCount(tx *bolt.Tx, wrapKey string, d int64) error {
@@ -539,11 +717,11 @@ func (b *boltLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
 	if err := validID(id); err != nil {
 		return Object{}, err
 	}
-	var rec objectRecord
+	var obj Object
 	var found bool
 	err := b.db.View(func(tx *bolt.Tx) error {
 		var err error
-		found, err = getJSON(tx.Bucket(bucketObjects), idKey(id), &rec)
+		obj, found, err = (boltCodec{tx}).getObjectRecord(id)
 		return err
 	})
 	if err != nil {
@@ -552,7 +730,7 @@ func (b *boltLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
 	if !found {
 		return Object{}, fmt.Errorf("%w: object %s", ErrNotFound, id)
 	}
-	return rec.object()
+	return obj, nil
 }
 
 func (b *boltLedger) Lineage(ctx context.Context, id ObjectID) ([]Event, error) {
@@ -564,11 +742,7 @@ func (b *boltLedger) Lineage(ctx context.Context, id ObjectID) ([]Event, error) 
 	err := b.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			var rec eventRecord
-			if err := json.Unmarshal(v, &rec); err != nil {
-				return err
-			}
-			e, err := rec.event()
+			e, err := (boltCodec{tx}).eventAt(k, v)
 			if err != nil {
 				return err
 			}
@@ -627,22 +801,37 @@ func (b *boltLedger) ByKey(ctx context.Context, wrapKey string, fn func(Object) 
 	if wrapKey == "" {
 		return fmt.Errorf("%w: by key: empty wrap key", ErrInvalid)
 	}
-	prefix := tupleKey(wrapKey)
-	return pages(ctx, b, bucketByKey, prefix, func(tx *bolt.Tx, k, _ []byte) (Object, error) {
-		parts, err := splitTuple(k[len(prefix):])
-		if err != nil || len(parts) != 3 {
-			return Object{}, fmt.Errorf("ledger: by key %s: corrupt index entry %q", wrapKey, k)
-		}
-		var rec objectRecord
-		found, err := getJSON(tx.Bucket(bucketObjects), tupleKey(parts...), &rec)
+	// Entries of schema 2 (the key's dictionary id), then any of schema 1
+	// (the key itself).
+	var ref uint64
+	var known bool
+	if err := b.db.View(func(tx *bolt.Tx) error { ref, known = (boltCodec{tx}).lookup(wrapKey); return nil }); err != nil {
+		return err
+	}
+	prefixes := [][]byte{tupleKey(wrapKey)}
+	if known {
+		prefixes = [][]byte{tupleKey(wrapKeyRef(ref)), tupleKey(wrapKey)}
+	}
+	for _, prefix := range prefixes {
+		err := pages(ctx, b, bucketByKey, prefix, func(tx *bolt.Tx, k, _ []byte) (Object, error) {
+			parts, err := splitTuple(k[len(prefix):])
+			if err != nil || len(parts) != 3 {
+				return Object{}, fmt.Errorf("ledger: by key %s: corrupt index entry %q", wrapKey, k)
+			}
+			obj, found, err := (boltCodec{tx}).getObjectRecord(ObjectID{Bucket: parts[0], Key: parts[1], VersionID: parts[2]})
+			if err != nil {
+				return Object{}, err
+			}
+			if !found {
+				return Object{}, fmt.Errorf("ledger: by key %s: index entry without record: %q", wrapKey, k)
+			}
+			return obj, nil
+		}, fn)
 		if err != nil {
-			return Object{}, err
+			return err
 		}
-		if !found {
-			return Object{}, fmt.Errorf("ledger: by key %s: index entry without record: %q", wrapKey, k)
-		}
-		return rec.object()
-	}, fn)
+	}
+	return nil
 }
 
 func (b *boltLedger) CountsByKey(ctx context.Context) (map[string]int64, error) {
@@ -663,12 +852,8 @@ func (b *boltLedger) CountsByKey(ctx context.Context) (map[string]int64, error) 
 }
 
 func (b *boltLedger) Events(ctx context.Context, fn func(Event) error) error {
-	return pages(ctx, b, bucketEvents, nil, func(_ *bolt.Tx, _, v []byte) (Event, error) {
-		var rec eventRecord
-		if err := json.Unmarshal(v, &rec); err != nil {
-			return Event{}, fmt.Errorf("ledger: corrupt event: %w", err)
-		}
-		return rec.event()
+	return pages(ctx, b, bucketEvents, nil, func(tx *bolt.Tx, k, v []byte) (Event, error) {
+		return (boltCodec{tx}).eventAt(k, v)
 	}, fn)
 }
 

@@ -1,11 +1,14 @@
 package ledger
 
 import (
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // boltStore opens a fresh embedded ledger in t.TempDir(), alternating the
@@ -59,5 +62,56 @@ func TestOpenLocations(t *testing.T) {
 			l.Close()
 			t.Errorf("Open(%q) succeeded", loc)
 		}
+	}
+}
+
+// TestBoltGroupCommit: writes made at once share transactions; one whose
+// function fails gets its error alone and leaves nothing, and every other
+// write of its group is committed.
+func TestBoltGroupCommit(t *testing.T) {
+	l := boltStore(t)().(*boltLedger)
+	bk := []byte("group-test")
+	if err := l.db.Update(func(tx *bolt.Tx) error { _, err := tx.CreateBucket(bk); return err }); err != nil {
+		t.Fatal(err)
+	}
+	const n = 300
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = l.write(func(tx *bolt.Tx) error {
+				if err := tx.Bucket(bk).Put([]byte(fmt.Sprintf("k%03d", i)), []byte("v")); err != nil {
+					return err
+				}
+				if i%7 == 0 {
+					return fmt.Errorf("write %d fails", i)
+				}
+				return nil
+			})
+		}()
+	}
+	wg.Wait()
+	// Fewer transactions than writes (each failure costs one more).
+	if txs := l.txs.Load(); txs >= n {
+		t.Errorf("%d writes in %d transactions: none shared", n, txs)
+	} else {
+		t.Logf("%d writes in %d transactions", n, txs)
+	}
+	err := l.db.View(func(tx *bolt.Tx) error {
+		for i := range n {
+			got := tx.Bucket(bk).Get([]byte(fmt.Sprintf("k%03d", i)))
+			switch {
+			case i%7 == 0 && (errs[i] == nil || got != nil):
+				t.Errorf("write %d: error %v, value %q; want its error and nothing written", i, errs[i], got)
+			case i%7 != 0 && (errs[i] != nil || got == nil):
+				t.Errorf("write %d: error %v, value %q; want it committed", i, errs[i], got)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -67,6 +67,9 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"UploadsList", testUploadsList},
 		{"Lease", testLease},
 		{"PreparedOn", testPreparedOn},
+		{"Begin", testBegin},
+		{"BeginLeavesEarlierIntents", testBeginLeavesEarlierIntents},
+		{"BeginAfterCommit", testBeginAfterCommit},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if parallel {

@@ -33,8 +33,13 @@
 //     A prepared event is never replaced by another: the second Prepare of
 //     an identity fails with ErrConflict until the first is committed or
 //     abandoned (only the object can tell whether its write landed).
+//   - Begin: a claim and a prepared event in one call, for an object
+//     nobody left anything on (one transaction on the embedded store; two
+//     item writes on DynamoDB). Where something was left, it only claims,
+//     and the caller settles and prepares the long way.
 //   - Commit: recording one change: the event exactly once, then the object
-//     record, then releasing the claim. A retried Commit converges.
+//     record, then releasing the claim. A retried Commit converges. A
+//     rewrap costs two writes: Begin and Commit.
 //   - Observation: recording an object version seen without a change; of two
 //     observations the later (by UpdatedAt) wins.
 //   - Wrap key: the canonical id of a wrapping key (KMS key ARN,
@@ -61,8 +66,12 @@
 // backend, a bbolt file. It is safe for any number of goroutines in one
 // process, and for one process only: bbolt locks the file, so a second
 // process waits two seconds and fails. Shards (`--shard i/N`) and concurrent
-// jobs must use DynamoDB. Every operation is one bbolt transaction;
-// concurrent writers share transactions so that one fsync serves many.
+// jobs must use DynamoDB. Every operation is one bbolt transaction, and
+// writes commit in groups: one writer at a time runs transactions back to
+// back, each taking every write that queued up while the previous one
+// committed, so that one fsync serves every waiting worker and a write
+// waits for at most the transaction in progress and its own. A write that
+// fails is rolled back with its group, which commits again without it.
 //
 // Open("dynamodb://TABLE") opens a DynamoDB table (add ?create=true to create
 // it, pay per request). The client comes from the default AWS configuration
@@ -73,6 +82,14 @@
 // conditional write: no transactions (dynalite has none; they also cost
 // twice). BatchWriteItem is not used: every ledger write needs a condition
 // (the claim, exactly-once, later-wins), which a batch cannot carry.
+//
+// A Begin on DynamoDB is a Claim and then, when the claim was free and the
+// run has nothing on the version (a query of the run's partition and a
+// read of the event, both strongly consistent), the PutItem of the
+// prepared event: two writes. The intent stays an item of the run's
+// partition, so that Prepared finds every intent of a run with a strongly
+// consistent query: on the object record's item it would need a secondary
+// index, which is eventually consistent, and a resume could miss it.
 //
 // A Commit on DynamoDB is three requests: a strongly consistent read of the
 // claim; a PutItem of the event on condition that it does not exist (an
@@ -135,10 +152,28 @@
 //
 // bbolt buckets: objects and claims (keyed by the tuple bucket, key,
 // version), events (bucket, key, version, run, op), prepared (run, bucket,
-// key, version, op), uploads (run, bucket, key, version), by_wrap_key (wrap
-// key, bucket, key, version), wrap_key_counts (wrap key -> count), runs,
-// meta. Opening a file creates the buckets it lacks (schema 1 throughout). A
-// tuple key writes each component with 0x00 as 0x00 0xff and ends it with
-// 0x00 0x01, so components never run into each other and keys sort like the
-// tuples.
+// key, version, op), uploads (run, bucket, key, version), by_wrap_key
+// (wrap key reference, bucket, key, version), wrap_key_counts (wrap key ->
+// count), dict (strings <-> numbers), runs, meta. A tuple key writes each
+// component with 0x00 as 0x00 0xff and ends it with 0x00 0x01, so
+// components never run into each other and keys sort like the tuples.
+//
+// Schema 2: object records, events and prepared events are compact (see
+// boltcodec.go): a version byte, then their fields in binary, without what
+// the key holds; repeated strings (wrap keys, formats, states, methods,
+// run ids) as numbers from the dict bucket, ETags and fingerprints as raw
+// bytes. About 370 bytes of records per object after its first rotation
+// (record, event, index entry) and 190 more for each later one (the
+// event); with bbolt's pages, 560 to 620 bytes of file per object for the
+// first rotation and about 280 for each later one, against 2.5 to 3 KB
+// with schema 1's JSON. Pages that grow with every object are split 70%
+// full (fillPercent in bolt.go). by_wrap_key names a wrap key "#" and its
+// dict number in base 36 (canonical key ids never start with '#').
+//
+// Schema 1 files (JSON records, by_wrap_key by the wrap key itself) are
+// read as they are: a record starting with '{' is JSON, index entries of
+// both forms are read and removed. Opening one marks it schema 2 (its old
+// records stay, new ones are compact), so that a rotator that knows only
+// schema 1 refuses it ("schema version 2 ... use the rotator version that
+// wrote it"). Opening creates the buckets a file lacks.
 package ledger

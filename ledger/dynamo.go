@@ -350,6 +350,41 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 	return Claimed{}, fmt.Errorf("%w: claim %s: the claim keeps changing hands", ErrConflict, id)
 }
 
+// Begin is Claim then, when nothing is in the way, Prepare: two writes
+// (the claim on the object record's item, the prepared event in the run's
+// partition), since the prepared event must be found by a strongly
+// consistent query of the run (Prepared) and DynamoDB has no multi-item
+// write without transactions. It saves the reads Prepare would repeat.
+func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev Event) (Claimed, error) {
+	ev, err := prepPrepare(ev, d.o.now())
+	if err == nil {
+		err = checkOwnerRun(owner, ev.RunID)
+	}
+	if err != nil {
+		return Claimed{}, err
+	}
+	got, err := d.Claim(ctx, ev.ID, owner, lease)
+	if err != nil || got.Prev != "" {
+		return got, err
+	}
+	prior, err := d.PreparedOn(ctx, ev.RunID, ev.ID)
+	if err != nil || len(prior) > 0 {
+		return got, err
+	}
+	pk := objectPK(ev.ID.Bucket, ev.ID.Key)
+	if _, found, err := d.getEvent(ctx, pk, eventSK(ev.ID.VersionID, ev.RunID, ev.Op), ev.ID); err != nil || found {
+		return got, err
+	}
+	if err := d.putPrepared(ctx, ev); err != nil {
+		if errors.Is(err, ErrConflict) {
+			return got, nil
+		}
+		return got, err
+	}
+	got.Prepared = true
+	return got, nil
+}
+
 // held checks that owner holds the claim on id (a strongly consistent
 // read: see the package documentation for what it fences).
 func (d *dynamoLedger) held(ctx context.Context, id ObjectID, owner, verb string) error {
@@ -448,9 +483,13 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 	if strAttr(item, attrClaimOwner) != owner {
 		return notClaimed("prepare", ev, owner, strAttr(item, attrClaimOwner))
 	}
-	// One conditional put of a new event; an event already prepared for
-	// the identity must be the same one (a retried Prepare), never
-	// replaced: its write may have landed.
+	return d.putPrepared(ctx, ev)
+}
+
+// putPrepared writes the prepared event ev: one conditional put of a new
+// item; an event already prepared for the identity must be the same one
+// (a retried Prepare), never replaced: its write may have landed.
+func (d *dynamoLedger) putPrepared(ctx context.Context, ev Event) error {
 	prep, err := attributevalue.MarshalMap(toEventRecord(ev))
 	if err != nil {
 		return err
@@ -467,6 +506,18 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 		}
 		if found && sameEvent(cur, ev) {
 			return d.o.at(pointPrepared)
+		}
+		if !found {
+			// Dropped since: by the Commit of this very change (a
+			// concurrent duplicate), which recorded it first?
+			pk := objectPK(ev.ID.Bucket, ev.ID.Key)
+			committed, done, err := d.getEvent(ctx, pk, eventSK(ev.ID.VersionID, ev.RunID, ev.Op), ev.ID)
+			if err != nil {
+				return err
+			}
+			if done && completes(committed, ev) {
+				return nil
+			}
 		}
 		return preparedElsewhere(ev)
 	}

@@ -173,6 +173,19 @@ type Ledger interface {
 	// taken over, if any, and the object record (so that a caller can tell
 	// whether the object changed since it read it).
 	Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) (Claimed, error)
+	// Begin is Claim and Prepare in one write, for the common case of a
+	// version nobody left anything on: it claims ev.ID for owner (whose
+	// run is ev.RunID) for lease, as Claim does, and when the claim was
+	// free, expired or owner's already (Claimed.Prev empty), nothing of
+	// ev.RunID is prepared on the version and ev's identity is not
+	// committed, it records ev as prepared (the intent) with the claim,
+	// atomically on the embedded store (one transaction). Claimed.Prepared
+	// says whether it did. When it did not, the claim alone is taken (or
+	// refused, as Claim's) and the caller goes the long way: settle what
+	// is there (PreparedOn), read the object again, Prepare. A crash after
+	// Begin leaves the claim and the intent, exactly what Claim followed
+	// by Prepare leaves. ev is validated as Prepare's is.
+	Begin(ctx context.Context, owner string, lease time.Duration, ev Event) (Claimed, error)
 	// Release drops owner's claim on id. It is a no-op when owner does not
 	// hold it.
 	Release(ctx context.Context, id ObjectID, owner string) error
@@ -196,7 +209,8 @@ type Ledger interface {
 	Prepare(ctx context.Context, owner string, ev Event) error
 	// Commit records a change exactly once: the event (identity: version,
 	// run id, op) if it is not recorded yet, then the object record, then it
-	// releases the claim, then it drops the prepared event. The claim on
+	// releases the claim, then it drops the prepared event. A successful
+	// Commit has released the claim: no Release is needed after it. The claim on
 	// ev.ID must be held by owner (whose run is ev.RunID), else
 	// ErrNotClaimed. Retrying a Commit
 	// (after a crash, a timeout, or concurrently) converges: an identical
@@ -325,6 +339,9 @@ type Claimed struct {
 	// Record is the version's object record; zero (empty State) when there
 	// is none.
 	Record Object
+	// Prepared is set by Begin when it recorded its event as prepared
+	// together with the claim.
+	Prepared bool
 }
 
 // ClaimedError is returned by Claim when another run holds the claim.

@@ -471,6 +471,12 @@ func (l *beforeClaim) Claim(ctx context.Context, id ledger.ObjectID, owner strin
 	return l.Ledger.Claim(ctx, id, owner, lease)
 }
 
+// Begin claims too (with the intent).
+func (l *beforeClaim) Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (ledger.Claimed, error) {
+	l.once.Do(l.f)
+	return l.Ledger.Begin(ctx, owner, lease, ev)
+}
+
 // TestCase6ObjectReadAgainAfterTheClaim: run A reads an object; before A's
 // claim, run B rewraps it and commits (a metadata-only self-copy: the
 // ETag does not change, so no S3 condition can tell). A's claim shows the
@@ -561,6 +567,14 @@ func (l *noRenewal) Claim(ctx context.Context, id ledger.ObjectID, owner string,
 		return ledger.Claimed{}, errors.New("injected: the ledger is unreachable")
 	}
 	return l.Ledger.Claim(ctx, id, owner, lease)
+}
+
+// Begin is the first claim (with the intent).
+func (l *noRenewal) Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (ledger.Claimed, error) {
+	if l.n.Add(1) > 1 {
+		return ledger.Claimed{}, errors.New("injected: the ledger is unreachable")
+	}
+	return l.Ledger.Begin(ctx, owner, lease, ev)
 }
 
 // ctxWrite waits d (or until its context ends) before each metadata write.
@@ -763,7 +777,8 @@ func TestCaseRecoveryStoppedAfterDroppingAnIntent(t *testing.T) {
 	h.mustBeUnfinished(t, c, res)
 	// The resume proves the copy did not land, drops the intent, and its
 	// processing of the object again fails to record the new intent.
-	res = h.processWith(t, c, faults.New().FailFrom("ledger Prepare", 1), h.config(c), true)
+	// (The intent is recorded by Prepare, or with the claim by Begin.)
+	res = h.processWith(t, c, faults.New().FailFrom("ledger Prepare", 1).FailFrom("ledger Begin", 1), h.config(c), true)
 	if res.err == nil {
 		t.Fatalf("the resume whose ledger fails did not stop:\n%s", res.report)
 	}

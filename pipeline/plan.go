@@ -219,11 +219,15 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		return
 	}
 	p.Requests["s3:HeadObject"]++
-	ddbWrite := func(n int64) {
+	// ledgerReqs counts one object's ledger requests (see ledgerCost).
+	ledgerReqs := func(lc ledgerCost) {
+		p.Requests["ledger:embedded-write"] += lc.embedded
 		if o.DynamoDBLedger {
-			p.Requests["dynamodb:write"] += n
+			p.Requests["dynamodb:write"] += lc.writes
+			p.Requests["dynamodb:read"] += lc.reads
 		}
 	}
+	ddbWrite := func(n int64) { ledgerReqs(ledgerCost{writes: n, embedded: n}) }
 	if done {
 		if out.ErrorCode == CodeNotEncrypted {
 			p.Requests["s3:GetObject"]++ // the missing instruction file
@@ -258,7 +262,9 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	switch action {
 	case ActionSkip:
 		p.ByAction["skip: "+code]++
-		ddbWrite(1)
+		if code != CodeAlreadyTarget || cl.KeySource != "ledger" {
+			ddbWrite(1) // an observation; none when the ledger knew it already
+		}
 		return
 	case ActionDeleteVersion:
 		// Older versions under a --from key: kept as they are, or
@@ -269,7 +275,7 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 			p.Requests["s3:GetObjectLegalHold"]++
 			p.Requests["s3:HeadObject"] += 2 // the current version, the version again
 			p.Requests["s3:DeleteObject"]++
-			ddbWrite(5)
+			ledgerReqs(costChange)
 		} else {
 			p.ByAction["older version under a --from key (kept; --delete-old-versions deletes it)"]++
 			ddbWrite(1)
@@ -282,8 +288,7 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 			ddbWrite(1)
 		default:
 			p.ByAction["reencrypt"]++
-			p.addReencrypt(c, cl)
-			ddbWrite(5)
+			ledgerReqs(p.addReencrypt(c, cl))
 		}
 		return
 	}
@@ -321,13 +326,43 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	default:
 		p.Requests["s3:CopyObject"]++
 	}
-	ddbWrite(5) // claim, prepare, event, record (with release), drop prepared
+	ledgerReqs(costRewrap)
+}
+
+// ledgerCost is what one object costs the ledger: DynamoDB write and read
+// requests (each item well under 1 KB: one request unit), and transactions
+// of the embedded store (each one shared with concurrent workers: one
+// fsync serves many).
+type ledgerCost struct{ writes, reads, embedded int64 }
+
+var (
+	// A rewrap: Begin (the claim, and the intent; two items on DynamoDB,
+	// whose reads check what the run left on the version), then Commit
+	// (the event, the object record with the claim's release, the intent
+	// dropped; it reads the claim and the intent). See ledger/SCHEMA.md.
+	costRewrap = ledgerCost{writes: 5, reads: 4, embedded: 2}
+	// A re-encryption or a version deletion: Claim, PreparedOn, Prepare,
+	// Commit (no Release: the Commit releases the claim). Checkpoints of
+	// re-encryptions come on top (costCheckpoint).
+	costChange = ledgerCost{writes: 5, reads: 5, embedded: 3}
+	// One upload checkpoint saved (SaveUpload: the claim read, the
+	// checkpoint put); the last one deleted (DeleteUpload) costs the same
+	// write and two reads.
+	costCheckpoint = ledgerCost{writes: 1, reads: 1, embedded: 1}
+)
+
+func (a ledgerCost) plus(b ledgerCost, n int64) ledgerCost {
+	return ledgerCost{writes: a.writes + n*b.writes, reads: a.reads + n*b.reads, embedded: a.embedded + n*b.embedded}
 }
 
 // addReencrypt counts the requests of one re-encryption: the old data key
 // unwrapped, the new one wrapped, the content read in parts with ranged
-// GETs and written with PutObject (one part) or a multipart upload.
-func (p *Plan) addReencrypt(c *Core, cl *Classification) {
+// GETs and written with PutObject (one part) or a multipart upload. It
+// returns its ledger requests: a multipart upload (every upload of an
+// object whose envelope is in an instruction file) saves a checkpoint
+// when it starts, after each part, before and after its completion, and
+// deletes it at the end.
+func (p *Plan) addReencrypt(c *Core, cl *Classification) ledgerCost {
 	if cl.Wrapped.Alg.IsKMS() {
 		p.Requests["kms:Decrypt"]++
 	} else if strings.HasPrefix(cl.Key, "pkcs11:") {
@@ -357,6 +392,12 @@ func (p *Plan) addReencrypt(c *Core, cl *Classification) {
 		p.Requests["s3:PutObject"]++
 	}
 	p.ReencryptBytes += cl.Obj.Size
+	lc := costChange
+	if parts > 1 || cl.Instr != nil {
+		lc = lc.plus(costCheckpoint, parts+4)
+		lc.reads++ // DeleteUpload reads the checkpoint, then the claim
+	}
+	return lc
 }
 
 // estimate prices the requests and bounds the duration.

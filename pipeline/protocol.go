@@ -62,13 +62,23 @@ type hold struct {
 	// keep: an intent stays in the ledger, so the claim stays too (the
 	// next process of the run takes it over; other runs wait for it).
 	keep bool
+	// released: a Commit released the claim (no Release needed).
+	released bool
 }
 
 // claim claims id for this process. On failure the outcome says why (a
 // claim held by another run or shard: failed, left alone) and err is set
-// when the ledger itself failed.
-func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome) (*hold, ledger.Claimed, error) {
-	got, err := c.Ledger.Claim(ctx, id, c.owner(), c.lease())
+// when the ledger itself failed. With an intent rw (a rewrap made before
+// the claim) and a ledger that can (beginner), the claim and the intent
+// are one write; got.Prepared says whether the intent was recorded.
+func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome, rw *newRewrap) (*hold, ledger.Claimed, error) {
+	var got ledger.Claimed
+	var err error
+	if b, ok := c.Ledger.(beginner); ok && rw != nil {
+		got, err = b.Begin(ctx, c.owner(), c.lease(), rw.ev)
+	} else {
+		got, err = c.Ledger.Claim(ctx, id, c.owner(), c.lease())
+	}
 	if err != nil {
 		if errors.Is(err, ledger.ErrClaimed) || errors.Is(err, errDryRun) {
 			*o, _ = o.fromError("claim the object", err)
@@ -81,6 +91,13 @@ func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome) (*hold
 	h := &hold{id: id, ctx: hctx, cancel: cancel, done: make(chan struct{})}
 	go c.renew(h)
 	return h, got, nil
+}
+
+// beginner is the ability of a ledger to claim an object and record an
+// intent in one write (ledger.Ledger.Begin); a ledger without it is
+// claimed and prepared in two.
+type beginner interface {
+	Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (ledger.Claimed, error)
 }
 
 // renew renews h's claim every third of the lease until h ends. When the
@@ -116,7 +133,7 @@ func (c *Core) renew(h *hold) {
 func (c *Core) end(ctx context.Context, h *hold) {
 	close(h.done)
 	h.cancel()
-	if !h.keep {
+	if !h.keep && !h.released {
 		// The claim expires by itself if this fails.
 		_ = c.Ledger.Release(context.WithoutCancel(ctx), h.id, c.owner())
 	}
@@ -138,12 +155,52 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 		return o.skip(CodeDuplicate, "listed more than once: processed once, by another worker"), nil
 	}
 	defer c.leave(id)
-	h, got, err := c.claim(ctx, id, &o)
+	// A rewrap makes its new wrapping first (KMS ReEncrypt writes
+	// nothing), so that the claim can carry the intent: one ledger write
+	// instead of two, when nothing was left on the object.
+	var rw *newRewrap
+	var obs func() error
+	if _, ok := c.Ledger.(beginner); ok && action == ActionRewrap {
+		var out Outcome
+		var done bool
+		var err error
+		if rw, out, done, obs, err = c.planRewrap(ctx, cl, o); done && obs == nil {
+			return out, err
+		}
+		o = out
+	}
+	h, got, err := c.claim(ctx, id, &o, rw)
 	if h == nil {
 		return o, err
 	}
 	defer c.end(ctx, h)
 	ctx = h.ctx
+	if obs != nil && got.Prev == "" && !recordMoved(got.Record, cl) {
+		// Not to be rewrapped after all: recorded under the claim once
+		// what the run left on the object is settled, as the long way
+		// does (which it takes when the claim or the record says the
+		// object may have changed since it was read).
+		if out, done, err := c.prior(ctx, h, got, o); done || err != nil {
+			return out, err
+		}
+		return o, obs()
+	}
+	if got.Prepared {
+		if got.Prev == "" && !recordMoved(got.Record, cl) {
+			// Nothing earlier on the object, and the ledger agrees with
+			// what was read: the intent is recorded, write.
+			return c.writeRewrap(ctx, h, cl, rw, o)
+		}
+		// Another run changed the object since it was read: nothing
+		// was written, so the intent is dropped and the object read
+		// again below.
+		if err := c.drop(ctx, h, rw.ev); err != nil {
+			if errors.Is(err, ledger.ErrNotClaimed) || errors.Is(err, context.Canceled) {
+				return keepIntent(h, o, "could not drop the intent", err), nil
+			}
+			return o.fail(CodeLedger, err.Error()), ledgerError{err}
+		}
+	}
 
 	// Step 2: what an earlier process left, and a fresh read.
 	out, done, err := c.prior(ctx, h, got, o)
@@ -257,7 +314,7 @@ func (c *Core) record(ctx context.Context, h *hold, rec ledger.Object, ev ledger
 		return o.unfinished(fmt.Sprintf("the %s landed but the ledger did not record it (%v): run 'rotator resume' to record it", action, err)),
 			ledgerError{fmt.Errorf("commit %s: %w", ev.ID, err)}
 	}
-	h.keep = false
+	h.keep, h.released = false, true
 	if rec.ID.VersionID != ev.ID.VersionID {
 		o.VersionID = rec.ID.VersionID
 	}

@@ -189,7 +189,7 @@ func (c *Core) recoverOne(ctx context.Context, ev ledger.Event, giveUp bool) (Ou
 		return o.unfinished("being changed by another worker of this process"), kept, nil
 	}
 	defer c.leave(ev.ID)
-	h, _, err := c.claim(ctx, ev.ID, &o)
+	h, _, err := c.claim(ctx, ev.ID, &o, nil)
 	if h == nil {
 		if err == nil {
 			o = o.unfinished(o.Message)

@@ -14,32 +14,61 @@ import (
 // KMS to HSM, ...) and stores the new envelope where the old one lives:
 // steps 3 to 6 of the protocol.
 func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcome) (Outcome, error) {
+	rw, out, done, obs, err := c.planRewrap(ctx, cl, o)
+	if done {
+		if obs != nil {
+			err = obs()
+		}
+		return out, err
+	}
+	if out, done, err := c.prepare(ctx, h, rw.ev, out); done {
+		return out, err
+	}
+	return c.writeRewrap(ctx, h, cl, rw, out)
+}
+
+// newRewrap is a rewrap decided and its new wrapping made, not written.
+type newRewrap struct {
+	ev     ledger.Event // the intent
+	newEnv *envelope.Envelope
+}
+
+// planRewrap asks the key backends for the new wrapping of cl's data key
+// and builds the intent. done is set when the object is not to be
+// rewrapped after all (already under the target key, not under a --from
+// key, a key backend's refusal): out says why, and obs, when set, records
+// it as an observation, which the caller makes under the object's claim
+// (so that it never lands over a change another run holding the claim
+// commits meanwhile). It writes nothing.
+func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (rw *newRewrap, out Outcome, done bool, obs func() error, err error) {
 	res, err := c.newWrapping(ctx, cl)
 	if err != nil {
 		out, systemic := o.fromError("rewrap the data key", err)
 		if systemic {
-			return out, err
+			return nil, out, true, nil, err
 		}
 		if out.ErrorCode == CodeDryRun {
-			return out, nil
+			return nil, out, true, nil, nil
 		}
-		return out, c.observe(ctx, cl, c.stateFor(out), cl.Key)
+		key := cl.Key
+		return nil, out, true, func() error { return c.observe(ctx, cl, c.stateFor(out), key) }, nil
 	}
 	o.FromKey, o.ToKey = res.FromKey, res.ToKey
 	cl.Key, cl.KeySource = res.FromKey, "kms"
+	current := func() error { return c.observe(ctx, cl, ledger.StateCurrent, res.FromKey) }
 	if res.FromKey == c.To.ID() {
 		o = o.skip(CodeAlreadyTarget, "already wrapped under the target key (asked KMS)")
 		o.ToKey = ""
-		return o, c.observe(ctx, cl, ledger.StateCurrent, res.FromKey)
+		return nil, o, true, current, nil
 	}
 	if !c.selected(res.FromKey) {
 		o = o.skip(CodeNotFromKey, "wrapped under "+res.FromKey+", not under a --from key")
 		o.ToKey = ""
-		return o, c.observe(ctx, cl, ledger.StateCurrent, res.FromKey)
+		return nil, o, true, current, nil
 	}
 	newEnv, err := res.Apply(cl.Env)
 	if err != nil {
-		return o.fail(CodeBadEnvelope, err.Error()), nil
+		return nil, o.fail(CodeBadEnvelope, err.Error()), true, nil, nil
 	}
 	ev := ledger.Event{
 		ID: c.id(cl), RunID: c.RunID, Op: ledger.OpRewrap, Method: res.Method, FromKey: res.FromKey, ToKey: res.ToKey,
@@ -51,14 +80,17 @@ func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcom
 		// the object's version does not change.
 		ev.ETagBefore = cl.Instr.ETag
 	}
-	if out, done, err := c.prepare(ctx, h, ev, o); done {
-		return out, err
-	}
-	cr, werr := c.write(ctx, cl, newEnv)
+	return &newRewrap{ev: ev, newEnv: newEnv}, o, false, nil, nil
+}
+
+// writeRewrap writes a rewrap whose intent is recorded and commits it on
+// evidence: steps 4 to 6 of the protocol.
+func (c *Core) writeRewrap(ctx context.Context, h *hold, cl *Classification, rw *newRewrap, o Outcome) (Outcome, error) {
+	cr, werr := c.write(ctx, cl, rw.newEnv)
 	if werr == nil {
-		return c.recordRewrap(ctx, h, ev, cl.Env, cl.Instr != nil, cr, cl.Obj, o)
+		return c.recordRewrap(ctx, h, rw.ev, cl.Env, cl.Instr != nil, cr, cl.Obj, o)
 	}
-	_, out, err := c.afterWrite(ctx, h, ev, o, "write the new envelope", werr)
+	_, out, err := c.afterWrite(ctx, h, rw.ev, o, "write the new envelope", werr)
 	return out, err
 }
 

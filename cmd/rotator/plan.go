@@ -88,6 +88,11 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	for _, k := range []string{"s3", "kms", "dynamodb", "total"} {
 		fmt.Fprintf(w, "  %-9s $%.4f\n", k, p.CostUSD[k])
 	}
+	if p.Objects > 0 {
+		per := func(k string) float64 { return float64(p.Requests[k]) / float64(p.Objects) }
+		fmt.Fprintf(w, "ledger: %.2f writes per object on the embedded ledger (transactions, shared by concurrent workers), %.2f writes and %.2f reads on DynamoDB; re-encryptions in parts add one checkpoint write per part\n",
+			per("ledger:embedded-write"), per("dynamodb:write"), per("dynamodb:read"))
+	}
 	fmt.Fprintf(w, "\nestimated duration: %s (bound by %s; measured S3 latency %s)\n",
 		p.Duration.Round(time.Second), p.Bound, p.HeadLatency.Round(time.Microsecond))
 	switch {

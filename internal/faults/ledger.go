@@ -24,6 +24,11 @@ func (f *faultyLedger) Claim(ctx context.Context, id ledger.ObjectID, owner stri
 	return got, err
 }
 
+func (f *faultyLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (got ledger.Claimed, err error) {
+	err = f.p.do("ledger Begin", func() (err error) { got, err = f.l.Begin(ctx, owner, lease, ev); return })
+	return got, err
+}
+
 func (f *faultyLedger) Release(ctx context.Context, id ledger.ObjectID, owner string) error {
 	return f.p.do("ledger Release", func() error { return f.l.Release(ctx, id, owner) })
 }
