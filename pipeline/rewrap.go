@@ -27,7 +27,7 @@ func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcom
 	}
 	o.FromKey, o.ToKey = res.FromKey, res.ToKey
 	cl.Key, cl.KeySource = res.FromKey, "kms"
-	if res.FromKey == c.To.ID() {
+	if res.FromKey == c.To.ID() && c.Mode != ModeRestore {
 		o = o.skip(CodeAlreadyTarget, "already wrapped under the target key (asked KMS)")
 		o.ToKey = ""
 		return o, c.observe(ctx, cl, ledger.StateCurrent, res.FromKey)
@@ -64,6 +64,9 @@ func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcom
 
 // newWrapping asks the key backends for the new wrapping.
 func (c *Core) newWrapping(ctx context.Context, cl *Classification) (rewrap.Result, error) {
+	if c.Mode == ModeRestore {
+		return c.escrowWrapping(ctx, cl)
+	}
 	if from := c.fromKeyring(cl.Key); from != nil {
 		return rewrap.Rewrap(ctx, from, c.To, cl.Wrapped, cl.CEK)
 	}
