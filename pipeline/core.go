@@ -190,7 +190,7 @@ func (cl *Classification) Placement() string {
 func (c *Core) Process(ctx context.Context, it inventory.Item) (Outcome, error) {
 	o, err := c.process(ctx, it)
 	o = c.NoteUnpairedSuffix(it, o)
-	if o.Status == StatusSkipped && (o.ErrorCode == CodeNotEncrypted || o.ErrorCode == CodeUnpairedInstructionFile) && c.isEscrowFile(it.Key) {
+	if o.Status == StatusSkipped && o.ErrorCode == CodeEscrowFile {
 		o.ErrorCode = CodeEscrowFile
 		o.Message = "an escrow file (" + c.escrowSuffix() + "): handled with its object"
 	}
@@ -221,6 +221,9 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 		return nil, o.skip(CodeDeleteMarker, "delete marker: never touched"), true
 	}
 	if envelope.IsInstructionFile(obj.Metadata) {
+		if c.isEscrowFile(obj.Key) {
+			return nil, o.skip(CodeEscrowFile, "an escrow file ("+c.escrowSuffix()+"): handled with its object"), true
+		}
 		return nil, o.skip(CodeNotEncrypted, "an instruction file: handled with its object"), true
 	}
 	cl := &Classification{Obj: obj}

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"encoding/csv"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -21,13 +24,25 @@ func TestEscrowCLI(t *testing.T) {
 	arnC := *out.KeyMetadata.Arn
 	src := "s3://" + f.bucket
 
-	code, text := f.rotator(t, "escrow", "--source", src, "--from", "kms:"+f.arnA, "--escrow", "kms:"+arnC, "--run-id", "esc-1", "--no-progress", "--log-level", "warn")
+	code, text := f.rotator(t, "plan", "--source", src, "--to", "kms:"+f.arnB, "--check-escrow")
+	if code != 0 || !strings.Contains(text, "8  no escrow file") || !strings.Contains(text, "8 objects have no valid escrow") {
+		t.Errorf("plan --check-escrow before the escrow: exit %d\n%s", code, text)
+	}
+	code, text = f.rotator(t, "escrow", "--source", src, "--from", "kms:"+f.arnA, "--escrow", "kms:"+arnC, "--run-id", "esc-1", "--no-progress", "--log-level", "warn")
 	if code != 0 {
 		t.Fatalf("escrow: exit %d\n%s", code, text)
 	}
 	code, text = f.rotator(t, "ledger", "lineage", src+"/"+f.objs[0].Key)
 	if code != 0 || !strings.Contains(text, "escrow") || !strings.Contains(text, "kms-reencrypt") {
 		t.Errorf("lineage after escrow: exit %d\n%s", code, text)
+	}
+	code, text = f.rotator(t, "plan", "--source", src, "--to", "kms:"+f.arnB, "--check-escrow", "--json")
+	if code != 0 || !strings.Contains(text, `"by_escrow":{"escrow file present (verify --escrow proves its key)":8}`) {
+		t.Errorf("plan --check-escrow after the escrow: exit %d\n%s", code, text)
+	}
+	code, text = f.rotator(t, "ledger", "counts", "--escrow", "--json")
+	if want := `{"message_type":"key_counts","counts":{"` + arnC + `":8}}`; code != 0 || strings.TrimSpace(text) != want {
+		t.Errorf("ledger counts --escrow: exit %d\n%s\nwant %s", code, text, want)
 	}
 	code, text = f.rotator(t, "verify", "--source", src, "--escrow", "--key", "kms:"+arnC, "--all")
 	if code != 0 || !strings.Contains(text, "8 objects open") {
@@ -44,6 +59,38 @@ func TestEscrowCLI(t *testing.T) {
 	}
 	f.opensUnder(t, f.arnB)
 
+	// A re-encryption gives every object a new data key: the escrow files
+	// are stale, and both the ledger and verify --escrow say so.
+	code, text = f.rotator(t, "run", "--mode", "reencrypt", "--source", src, "--from", "kms:"+f.arnB, "--to", "kms:"+f.arnB, "--run-id", "reenc-1", "--no-progress", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("re-encryption: exit %d\n%s", code, text)
+	}
+	code, text = f.rotator(t, "plan", "--source", src, "--to", "kms:"+f.arnB, "--check-escrow", "--json")
+	if code != 0 || !strings.Contains(text, `"by_escrow":{"escrow file of other content (stale or someone else's)":4,"escrow file present (verify --escrow proves its key)":4}`) {
+		t.Errorf("plan --check-escrow after a re-encryption (the V2 IVs changed; V3 needs the key): exit %d\n%s", code, text)
+	}
+	code, text = f.rotator(t, "ledger", "counts", "--escrow", "--json")
+	if want := `{"message_type":"key_counts","counts":{"` + escrowStale + `":8}}`; code != 0 || strings.TrimSpace(text) != want {
+		t.Errorf("ledger counts --escrow after a re-encryption: exit %d\n%s\nwant %s", code, text, want)
+	}
+	code, text = f.rotator(t, "verify", "--source", src, "--escrow", "--key", "kms:"+arnC, "--all", "--report", "stale.csv")
+	if code != 3 || !strings.Contains(text, "0 objects open") {
+		t.Errorf("verify --escrow of stale escrow files: exit %d, want 3\n%s", code, text)
+	}
+	failed := 0
+	for _, r := range reportRows(t, filepath.Join(f.dir, "stale.csv")) {
+		switch {
+		case r["ErrorCode"] == "EscrowFile" && r["Status"] == "skipped":
+		case r["ErrorCode"] == "EscrowMismatch" && r["Status"] == "failed":
+			failed++
+		default:
+			t.Errorf("verify --escrow of %s: %s %s %s", r["Key"], r["Status"], r["ErrorCode"], r["Message"])
+		}
+	}
+	if failed != 8 {
+		t.Errorf("%d stale escrow files reported, want 8", failed)
+	}
+
 	for _, bad := range [][]string{
 		{"restore", "--source", src, "--to", "kms:" + f.arnB},
 		{"restore", "--source", src, "--from-escrow", "kms:" + arnC, "--to", "kms:" + f.arnB, "--from", "kms:" + f.arnA},
@@ -55,4 +102,27 @@ func TestEscrowCLI(t *testing.T) {
 			t.Errorf("%q: exit %d, want 2 (usage)\n%s", bad, code, text)
 		}
 	}
+}
+
+// reportRows reads a completion report (with its header) as maps.
+func reportRows(t *testing.T, path string) []map[string]string {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	recs, err := csv.NewReader(fh).ReadAll()
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("report %s: %v", path, err)
+	}
+	var rows []map[string]string
+	for _, rec := range recs[1:] {
+		row := map[string]string{}
+		for i, col := range recs[0] {
+			row[col] = rec[i]
+		}
+		rows = append(rows, row)
+	}
+	return rows
 }
