@@ -483,10 +483,6 @@ func (c *Config) validateEscrow() error {
 		}
 	}
 	switch c.mode() {
-	case ModeReencrypt:
-		if c.Escrow != "" {
-			return errors.New("--escrow with --mode reencrypt is not supported yet: re-encryption gives each object a new data key; run 'rotator escrow' over the objects after it (verify --escrow reports the escrow files it left stale)")
-		}
 	case ModeRestore:
 		if c.Escrow == "" {
 			return errors.New("restore needs the escrow key: --from-escrow KEYSPEC")

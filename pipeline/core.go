@@ -402,6 +402,15 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 			return o.skip(code, msg), nil
 		}
 	}
+	if c.Mode == ModeReencrypt && c.escrowing() && code == CodeAlreadyTarget && !cl.Obj.Noncurrent {
+		// Re-encrypted earlier (by this run, before a process died, or by
+		// another): its escrow file is rewritten from the new data key.
+		eo, done, err := c.escrowFirst(ctx, cl, o)
+		if done || err != nil {
+			return eo, err
+		}
+		msg += "; escrow file written (" + eo.Message + ")"
+	}
 	o.Action = action
 	switch {
 	case action == ActionSkip:
@@ -434,6 +443,9 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 		return c.olderVersion(ctx, cl, o)
 	}
 	out, err := c.change(ctx, cl, o, action)
+	if err == nil && action == ActionReencrypt && c.Mode == ModeReencrypt && c.escrowing() && out.Status == StatusSucceeded && !cl.Obj.Noncurrent {
+		out, err = c.escrowAfter(ctx, cl, out)
+	}
 	if err == nil && action == ActionReencrypt && c.Versions != nil && (out.Status == StatusSucceeded || out.ErrorCode == CodeDryRun) {
 		return c.sweepVersions(ctx, cl, cl, out)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
+	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/rewrap"
 )
@@ -29,6 +30,11 @@ import (
 //     then OpRewrap). A rewrap keeps the data key, so the escrow file
 //     stays valid after it; an object whose escrow failed is not
 //     rewrapped (it is reported and left under its old key).
+//   - ModeReencrypt with Escrow set (run --mode reencrypt --escrow): each
+//     object's escrow file is rewritten from its new data key right after
+//     its re-encryption landed (escrowAfter), and objects found already
+//     re-encrypted get theirs rewritten too (what a process that died
+//     between the two left stale).
 //   - ModeRestore (rotator restore --from-escrow): the primary wrapping is
 //     lost; each object's data key is unwrapped from its escrow file with
 //     Escrow, checked against the object (V3: the key commitment; V2: the
@@ -82,7 +88,7 @@ func (c *Core) escrowSuffix() string {
 
 // escrowing reports whether the core writes escrow files.
 func (c *Core) escrowing() bool {
-	return c.Escrow != nil && (c.Mode == ModeEscrow || c.Mode == ModeRewrap || c.Mode == "")
+	return c.Escrow != nil && (c.Mode == ModeEscrow || c.Mode == ModeRewrap || c.Mode == ModeReencrypt || c.Mode == "")
 }
 
 // isEscrowFile reports whether an item's key names an escrow file (by its
@@ -136,6 +142,37 @@ func (c *Core) escrowFirst(ctx context.Context, cl *Classification, o Outcome) (
 		cl.Key, cl.KeySource = out.FromKey, "kms"
 	}
 	return out, false, nil
+}
+
+// escrowAfter rewrites the escrow file of an object a re-encryption just
+// gave a new data key (out is the re-encryption's outcome), from its new
+// primary wrapping: a change of its own through the protocol. Until it
+// lands the escrow file holds the old data key (stale: verify --escrow
+// reports it); when it does not land, the object's outcome says so and
+// the run does not end done (a resumed run, or rotator escrow, rewrites
+// it).
+func (c *Core) escrowAfter(ctx context.Context, cl *Classification, out Outcome) (Outcome, error) {
+	o := Outcome{Bucket: cl.Obj.Bucket, Key: cl.Obj.Key, Action: ActionEscrow}
+	fresh, fo, done := c.Classify(ctx, inventory.Item{Bucket: cl.Obj.Bucket, Key: cl.Obj.Key}, o)
+	eo, err := fo, error(nil)
+	if !done {
+		eo, err = c.change(ctx, fresh, o, ActionEscrow)
+	}
+	if err != nil || eo.Status == StatusSucceeded {
+		if err == nil {
+			out.Message += "; escrow file rewritten (" + eo.Message + ")"
+		}
+		return out, err
+	}
+	out.ErrorCode = eo.ErrorCode
+	out.Message = "re-encrypted, but its escrow file was not rewritten and holds the old data key until it is (run again, or rotator escrow): " + eo.Message
+	switch eo.Status {
+	case StatusUnfinished:
+		out.Status = StatusUnfinished
+	default:
+		out.Status = StatusFailed
+	}
+	return out, nil
 }
 
 // escrowObject writes the escrow file of a held object: steps 3 to 6 of

@@ -265,3 +265,55 @@ func TestEscrowRSAPublicKeyRestoreWithPrivateKey(t *testing.T) {
 		}
 	}
 }
+
+// TestEscrowReencryptRewritesEscrow: a re-encryption with --escrow gives
+// each object a new data key and rewrites its escrow file from it (after
+// the content landed); the escrow files of an earlier escrow under the old
+// data keys are replaced, never left stale.
+func TestEscrowReencryptRewritesEscrow(t *testing.T) {
+	const n = 8
+	f := newFixture(t, n, false)
+	escrowKey := openKey(t, f.deps, "kms:"+createKey(t, f.kms.Client(""), "escrow C"))
+	e := f.core("escrow-first")
+	e.Mode, e.To, e.Escrow, e.Creator = pipeline.ModeEscrow, escrowKey, escrowKey, f.commit
+	if rep, buf := f.run(t, e); rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("escrow: %v\n%s", rep.Counts(), buf)
+	}
+	before := map[string][]byte{}
+	for _, o := range f.objs {
+		before[o.Key] = escrowBody(t, f, o.Key)
+	}
+
+	c, _ := f.reencryptCore("reencrypt-escrow", nil, f.a)
+	c.Escrow, c.Creator = escrowKey, f.commit
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("re-encryption with escrow: %v\n%s", rep.Counts(), buf)
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the re-encryption", o.Key)
+		}
+		if bytes.Equal(escrowBody(t, f, o.Key), before[o.Key]) {
+			t.Errorf("%s: escrow file not rewritten", o.Key)
+		}
+		evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ops []string
+		for _, ev := range evs {
+			if ev.RunID == "reencrypt-escrow" {
+				ops = append(ops, ev.Op)
+			}
+		}
+		if len(ops) != 2 || ops[0] != ledger.OpReencrypt || ops[1] != ledger.OpEscrow {
+			t.Errorf("%s: events of the run %q, want reencrypt then escrow", o.Key, ops)
+		}
+	}
+	for key, o := range f.verifyEscrow(t, escrowKey) {
+		if o.Status != pipeline.StatusSucceeded {
+			t.Errorf("verify --escrow %s after the re-encryption: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+}

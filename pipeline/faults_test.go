@@ -23,6 +23,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/middleware"
 
+	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/internal/awsx"
@@ -90,6 +91,7 @@ func faultScenarios() []scenario {
 			scenario{name: "delete-version-" + l, mode: pipeline.ModeReencrypt, kind: meta(envelope.V2), size: 100, versioned: true, dynamo: dyn},
 			scenario{name: "kms-to-hsm-escrow-meta-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, toHSM: true, dynamo: dyn, escrow: true},
 			scenario{name: "rewrap-escrow-instr-" + l, mode: pipeline.ModeRewrap, kind: instr(envelope.V3), size: 100, dynamo: dyn, escrow: true},
+			scenario{name: "reencrypt-escrow-instr-" + l, mode: pipeline.ModeReencrypt, kind: instr(envelope.V2), size: 100, dynamo: dyn, escrow: true},
 		)
 	}
 	return out
@@ -253,6 +255,23 @@ func (h *faultHarness) setup(t *testing.T) *faultCase {
 				c.older = append(c.older, v.id)
 			}
 		}
+	}
+	if h.sc.escrow && h.sc.mode == pipeline.ModeReencrypt {
+		// An escrow file under the old data key, which the re-encryption
+		// must replace.
+		l, err := ledger.Open(ctx, filepath.Join(h.dir, fmt.Sprintf("pre-escrow-%d.db", h.caseNo)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm := commit.New(h.s3, commit.Options{})
+		pre := &pipeline.Core{S3: cm, Ledger: l, To: h.escrow, Escrow: h.escrow, Creator: cm, From: []rewrap.Keyring{h.a},
+			Mode: pipeline.ModeEscrow, RunID: "pre-escrow"}
+		for _, o := range c.objs {
+			if out, err := pre.Process(ctx, inventory.Item{Bucket: c.bucket, Key: o.Key}); err != nil || out.Status != pipeline.StatusSucceeded {
+				t.Fatalf("escrow before the re-encryption: %+v %v", out, err)
+			}
+		}
+		l.Close()
 	}
 	if h.sc.dynamo {
 		c.ledger = "dynamodb://" + h.table + "?create=true"
@@ -458,7 +477,7 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 		}
 	}
 	if h.sc.escrow {
-		h.checkEscrow(t, c, rotated, strings.Join(log, "\n"))
+		h.checkEscrow(t, c, rotated, strings.Join(log, "\n"), false)
 	}
 	// A second run rotates what the first reported and left.
 	c2 := *c
@@ -470,7 +489,7 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 	again := h.check(t, &c2, true)
 	h.checkLeftNothing(t, &c2)
 	if h.sc.escrow {
-		h.checkEscrow(t, &c2, again, "second run")
+		h.checkEscrow(t, &c2, again, "second run", true)
 	}
 	all := h.events(t, c)
 	for key, n := range h.events(t, &c2) {
@@ -528,12 +547,15 @@ func (h *faultHarness) check(t *testing.T, c *faultCase, mustRotate bool) map[st
 	return rotated
 }
 
-// checkEscrow checks the escrow invariants of a run: an object rotated by
-// the run has an escrow file that opens it under the escrow key alone with
-// its original plaintext, and one escrow event of the run; an escrow file
-// that exists is never stale or partial; no run records two escrows of an
-// object.
-func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[string]bool, log string) {
+// checkEscrow checks the escrow invariants of a run: no run records two
+// escrows of an object; an escrow the run recorded opens its object under
+// the escrow key alone with its original plaintext. A rewrap escrows
+// before it changes anything and keeps the data key: an object it rotated
+// has such an escrow file, and no escrow file it leaves is stale. A
+// re-encryption escrows after its content landed: a failed escrow may
+// leave the old one, stale, with the object reported; once a run ends
+// with everything done (final), every object's escrow file opens it.
+func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[string]bool, log string, final bool) {
 	t.Helper()
 	l := h.openLedger(t, c)
 	defer l.Close()
@@ -550,19 +572,24 @@ func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[strin
 		if escrows[o.Key] > 1 {
 			t.Errorf("%s: %d escrow events of the run, want at most 1\n%s", o.Key, escrows[o.Key], log)
 		}
+		rewrap := h.sc.mode == pipeline.ModeRewrap
+		must := final || escrows[o.Key] == 1 || (rewrap && rotated[o.Key])
 		ekey := escrow.Key(o.Key, "")
 		_, err := h.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.bucket, Key: &ekey})
 		if err != nil {
-			if rotated[o.Key] {
-				t.Errorf("%s: rotated without an escrow file (%v)\n%s", o.Key, err, log)
+			if must {
+				t.Errorf("%s: no escrow file (%v) (rotated %v, %d escrow events)\n%s", o.Key, err, rotated[o.Key], escrows[o.Key], log)
 			}
 			continue
+		}
+		if !must && !rewrap {
+			continue // a re-encryption's failed escrow: the old file may be stale
 		}
 		pt, err := openThroughEscrow(h, c.bucket, o.Key, h.escrow)
 		if err != nil || !bytes.Equal(pt, c.plain[o.Key]) {
 			t.Errorf("%s: the escrow file does not open the object under the escrow key: %v\n%s", o.Key, err, log)
 		}
-		if rotated[o.Key] && escrows[o.Key] != 1 {
+		if (final || (rewrap && rotated[o.Key])) && escrows[o.Key] != 1 {
 			t.Errorf("%s: rotated with %d escrow events of the run, want 1\n%s", o.Key, escrows[o.Key], log)
 		}
 	}

@@ -156,8 +156,8 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 			return fo, nil
 		}
 		a, code, msg := c.Decide(fresh)
-		if action == ActionEscrow && c.Mode == ModeRewrap && (a == ActionRewrap || code == CodeAlreadyTarget) {
-			a = ActionEscrow // run --escrow escrows what it rewraps
+		if action == ActionEscrow && c.Mode != ModeEscrow && (a == ActionRewrap || a == ActionReencrypt || code == CodeAlreadyTarget) {
+			a = ActionEscrow // run --escrow escrows what it rewraps or re-encrypts
 		}
 		if a != action {
 			if a == ActionSkip {

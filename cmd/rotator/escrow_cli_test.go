@@ -96,7 +96,7 @@ func TestEscrowCLI(t *testing.T) {
 		{"restore", "--source", src, "--from-escrow", "kms:" + arnC, "--to", "kms:" + f.arnB, "--from", "kms:" + f.arnA},
 		{"escrow", "--source", src},
 		{"escrow", "--source", src, "--escrow", "kms:" + arnC, "--escrow-suffix", ".instruction"},
-		{"run", "--mode", "reencrypt", "--source", src, "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--escrow", "kms:" + arnC},
+		{"escrow", "--source", src, "--escrow", "kms:" + arnC, "--mode", "rewrap"},
 	} {
 		if code, text := f.rotator(t, bad...); code != 2 {
 			t.Errorf("%q: exit %d, want 2 (usage)\n%s", bad, code, text)
