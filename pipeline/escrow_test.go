@@ -10,6 +10,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/hsmpool"
@@ -314,6 +317,46 @@ func TestEscrowReencryptRewritesEscrow(t *testing.T) {
 	for key, o := range f.verifyEscrow(t, escrowKey) {
 		if o.Status != pipeline.StatusSucceeded {
 			t.Errorf("verify --escrow %s after the re-encryption: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+}
+
+// TestEscrowUnderHSMKey: rotator escrow with an HSM escrow key (the data
+// key unwrapped with KMS A and wrapped inside the HSM, cleared at once);
+// verify --escrow through the HSM; the KMS key A disabled (the primary
+// lost); restore from the HSM escrow to KMS B.
+func TestEscrowUnderHSMKey(t *testing.T) {
+	const n = 8
+	f := newFixture(t, n, false)
+	hsm, _ := destroyableHSMKey(t, f)
+	c := f.core("escrow-hsm")
+	c.Mode, c.To, c.From, c.Escrow, c.Creator = pipeline.ModeEscrow, hsm, []rewrap.Keyring{f.a}, hsm, f.commit
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("escrow under the HSM key: %v\n%s", rep.Counts(), buf)
+	}
+	for _, row := range reportRows(t, buf) {
+		if row["Message"] != "kms-decrypt+hsm-wrap" || row["ToKey"] != hsm.ID() {
+			t.Errorf("escrow row %v", row)
+		}
+	}
+	for key, o := range f.verifyEscrow(t, hsm) {
+		if o.Status != pipeline.StatusSucceeded {
+			t.Errorf("verify --escrow %s: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+	if _, err := f.kms.Client("").DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(f.a.ID())}); err != nil {
+		t.Fatal(err)
+	}
+	r := f.core("restore-hsm")
+	r.Mode, r.To, r.Escrow, r.Bodies = pipeline.ModeRestore, f.b, hsm, f.s3
+	rep, buf = f.run(t, r)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("restore from the HSM escrow: %v\n%s", rep.Counts(), buf)
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the restore", o.Key)
 		}
 	}
 }

@@ -20,6 +20,16 @@ func escrowFlags(fs *flag.FlagSet, c *pipeline.Config, name string) {
 	fs.StringVar(&c.EscrowSuffix, "escrow-suffix", "", "suffix of escrow files (default "+escrow.DefaultSuffix+")")
 }
 
+// checkRunMode refuses the modes of rotator escrow and rotator restore on
+// the commands whose --mode takes rewrap or reencrypt only.
+func checkRunMode(cfg pipeline.Config) error {
+	switch cfg.Mode {
+	case "", pipeline.ModeRewrap, pipeline.ModeReencrypt:
+		return nil
+	}
+	return usageError{"--mode " + string(cfg.Mode) + ": want rewrap or reencrypt (escrow files are written by 'rotator escrow' or run --escrow, and read back by 'rotator restore')"}
+}
+
 // runCommonFlags binds what escrow and restore share with run.
 func runCommonFlags(fs *flag.FlagSet, cfg *pipeline.Config, out *outputFlags, runID *string) {
 	sourceFlags(fs, cfg)

@@ -97,6 +97,9 @@ func TestEscrowCLI(t *testing.T) {
 		{"escrow", "--source", src},
 		{"escrow", "--source", src, "--escrow", "kms:" + arnC, "--escrow-suffix", ".instruction"},
 		{"escrow", "--source", src, "--escrow", "kms:" + arnC, "--mode", "rewrap"},
+		{"run", "--source", src, "--mode", "restore", "--escrow", "kms:" + arnC, "--to", "kms:" + f.arnB},
+		{"iam-policy", "--source", src, "--mode", "escrow", "--to", "kms:" + arnC},
+		{"plan", "--source", src, "--mode", "escrow", "--to", "kms:" + arnC},
 	} {
 		if code, text := f.rotator(t, bad...); code != 2 {
 			t.Errorf("%q: exit %d, want 2 (usage)\n%s", bad, code, text)

@@ -31,6 +31,9 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	cfg.DryRun = true
+	if err := checkRunMode(cfg); err != nil {
+		return err
+	}
 	if err := resolveShard(&cfg, stderr); err != nil {
 		return err
 	}

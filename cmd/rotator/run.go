@@ -72,6 +72,9 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
+	if err := checkRunMode(cfg); err != nil {
+		return err
+	}
 	return startRun(ctx, cfg, runID, out, stdout, stderr)
 }
 
