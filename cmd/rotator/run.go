@@ -234,8 +234,13 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	if resume {
 		ui.command = "resume"
 	}
-	if env.Config.Mode == pipeline.ModeReencrypt {
+	switch env.Config.Mode {
+	case pipeline.ModeReencrypt:
 		ui.verb = "re-encrypted"
+	case pipeline.ModeEscrow:
+		ui.verb = "escrowed"
+	case pipeline.ModeRestore:
+		ui.verb = "restored"
 	}
 	runner.OnOutcome = ui.outcome
 	mx.watch(runner)

@@ -104,7 +104,11 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		_ = sess.out.emit(summaryMsg{MessageType: msgSummary, Command: "verify", Key: env.To.ID(), Report: reportPath,
 			SecondsElapsed: math.Round(took.Seconds()*1000) / 1000, ObjectsListed: stats.Done.Load(), ObjectsDone: stats.Done.Load(), Counts: countsOf(stats)})
 	} else {
-		fmt.Fprintf(stdout, "verify: %d objects open under %s with valid tags, %d failed, %d skipped (not encrypted)\n", ok, env.To.ID(), failed, skipped)
+		through := ""
+		if viaEscrow {
+			through = " through their escrow files"
+		}
+		fmt.Fprintf(stdout, "verify: %d objects open%s under %s with valid tags, %d failed, %d skipped (not encrypted)\n", ok, through, env.To.ID(), failed, skipped)
 	}
 	if failed > 0 {
 		return exitError{exitPartial, fmt.Sprintf("%d objects do not open under %s: keep the old key", failed, env.To.ID())}
