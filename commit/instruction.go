@@ -165,3 +165,36 @@ func CheckObjectSide(obj *Object, objectSide map[string]string) error {
 	}
 	return nil
 }
+
+// CreateInstruction writes a new instruction file (an escrow file) at
+// instrKey with body and the Java client's marker metadata
+// (envelope.InstructionObjectMetadata), only if no object exists there
+// (If-None-Match: *; otherwise ErrChanged: read it and rewrite it with
+// WriteInstruction). A retried PutObject whose first attempt landed fails
+// its condition against itself: the file read back holding body is then
+// success.
+func (c *Committer) CreateInstruction(ctx context.Context, bucket, instrKey string, body []byte) (Result, error) {
+	ref := &objRef{bucket: bucket, key: instrKey}
+	if err := checkInstructionBody(body); err != nil {
+		return Result{}, ref.fail(opPutInstr, ErrNotRewrap, "pass the body from Envelope.InstructionFile", "%w", err)
+	}
+	in := &s3.PutObjectInput{
+		Bucket:        aws.String(bucket),
+		Key:           aws.String(instrKey),
+		Body:          bytes.NewReader(body),
+		ContentLength: aws.Int64(int64(len(body))),
+		IfNoneMatch:   aws.String("*"),
+		Metadata:      envelope.InstructionObjectMetadata(),
+	}
+	out, err := c.s3.PutObject(ctx, in)
+	if err != nil {
+		e := ref.classify(opPutInstr, err, hintInstrPerms)
+		if e.Kind == ErrChanged {
+			if cur, ok := c.instructionLanded(ctx, &Object{Bucket: bucket, Key: instrKey}, body); ok {
+				return Result{ETagAfter: cur.ETag, VersionAfter: cur.VersionID}, nil
+			}
+		}
+		return Result{}, e
+	}
+	return Result{ETagAfter: aws.ToString(out.ETag), VersionAfter: aws.ToString(out.VersionId)}, nil
+}

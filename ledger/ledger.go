@@ -84,6 +84,12 @@ const (
 	OpRewrap        = "rewrap"
 	OpReencrypt     = "reencrypt"
 	OpDeleteVersion = "delete-version"
+	// OpEscrow: the object's data key wrapped a second time, under an
+	// escrow key, into its escrow file (package escrow). FromKey is the
+	// primary key it was wrapped from, ToKey the escrow key; the wrapped
+	// key fingerprints and ETags are the escrow file's (the object itself
+	// is not written, so VersionAfter stays empty).
+	OpEscrow = "escrow"
 )
 
 // Event is a lineage event: one change rotator made to one object version.
@@ -92,7 +98,7 @@ const (
 type Event struct {
 	ID     ObjectID // the version that was changed
 	RunID  string
-	Op     string // OpRewrap, OpReencrypt, OpDeleteVersion
+	Op     string // OpRewrap, OpReencrypt, OpDeleteVersion, OpEscrow
 	Method string // how: "kms-reencrypt", "kms-decrypt+hsm-wrap", ...
 	// FromKey and ToKey are canonical key ids, as in Object.WrapKey.
 	FromKey string

@@ -16,6 +16,7 @@ import (
 
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
@@ -96,6 +97,13 @@ type Config struct {
 	// owner's FULL_CONTROL, which a rewrite would drop
 	// (CodeACLWouldBeDropped).
 	CheckACL bool `json:"check_acl,omitempty"`
+	// Escrow is the escrow key spec (pipeline/escrow.go): with ModeRewrap
+	// (run --escrow) every selected object is escrowed under it before it
+	// is rewrapped; with ModeRestore (restore --from-escrow) the key the
+	// objects are restored from. ModeEscrow escrows under To. EscrowSuffix
+	// names the escrow files (default escrow.DefaultSuffix).
+	Escrow       string `json:"escrow,omitempty"`
+	EscrowSuffix string `json:"escrow_suffix,omitempty"`
 }
 
 // format returns the envelope format Format names (0: keep).
@@ -132,9 +140,12 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.Mode {
-	case "", ModeRewrap, ModeReencrypt:
+	case "", ModeRewrap, ModeReencrypt, ModeEscrow, ModeRestore:
 	default:
 		return fmt.Errorf("--mode %q: want rewrap or reencrypt", c.Mode)
+	}
+	if err := c.validateEscrow(); err != nil {
+		return err
 	}
 	if _, err := c.format(); err != nil {
 		return err
@@ -188,7 +199,8 @@ type Env struct {
 	Deps    *rewrap.Deps
 	To      rewrap.Keyring
 	From    []rewrap.Keyring
-	Ledger  ledger.Ledger // nil when opened without one
+	Escrow  rewrap.Keyring // the escrow key (Config.Escrow), nil without one
+	Ledger  ledger.Ledger  // nil when opened without one
 	Commit  *commit.Committer
 	S3Limit *rate.Limiter
 
@@ -278,6 +290,11 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 			}
 			e.From = append(e.From, k)
 		}
+		if cfg.Escrow != "" && cfg.mode() != ModeEscrow {
+			if e.Escrow, err = e.openKey(ctx, cfg.Escrow); err != nil {
+				return nil, fmt.Errorf("--escrow: %w", err)
+			}
+		}
 	}
 	if !o.NoLedger {
 		if cfg.Ledger == "" {
@@ -329,6 +346,10 @@ func (e *Env) Core(runID, owner string) *Core {
 		S3: s3c, Ledger: l, To: e.To, From: e.From, Mode: mode,
 		RunID: runID, Owner: owner, InstructionSuffix: e.Config.InstructionSuffix,
 		Parse: envelope.ParseOptions{AllowLegacy: true}, KeyFor: e.keyFor,
+		Escrow: e.Escrow, EscrowSuffix: e.Config.EscrowSuffix, Creator: e.Commit, Bodies: e.S3,
+	}
+	if mode == ModeEscrow {
+		c.Escrow = e.To
 	}
 	if mode == ModeReencrypt && e.To != nil {
 		c.Format, _ = e.Config.format() // validated by Open
@@ -429,6 +450,9 @@ func (c *Config) Describe() string {
 	if c.Format != "" {
 		fmt.Fprintf(&b, " format %s", c.Format)
 	}
+	if c.Escrow != "" {
+		fmt.Fprintf(&b, " escrow %s", rewrap.RedactSpec(c.Escrow))
+	}
 	if c.DeleteOldVersions {
 		b.WriteString(" deleting older versions")
 	}
@@ -444,6 +468,34 @@ func (c *Config) Describe() string {
 		fmt.Fprintf(&b, " in %d shards", c.ShardCount)
 	}
 	return b.String()
+}
+
+// validateEscrow checks the escrow settings.
+func (c *Config) validateEscrow() error {
+	if c.Escrow != "" {
+		if _, err := rewrap.ParseSpec(c.Escrow); err != nil {
+			return fmt.Errorf("--escrow: %w", err)
+		}
+	}
+	if c.EscrowSuffix != "" {
+		if err := escrow.CheckSuffix(c.EscrowSuffix, c.InstructionSuffix); err != nil {
+			return fmt.Errorf("--escrow-suffix: %w", err)
+		}
+	}
+	switch c.mode() {
+	case ModeRestore:
+		if c.Escrow == "" {
+			return errors.New("restore needs the escrow key: --from-escrow KEYSPEC")
+		}
+		if len(c.From) > 0 {
+			return errors.New("restore takes no --from: every object is restored from its escrow file")
+		}
+	case ModeEscrow:
+		if c.Escrow != "" && c.Escrow != c.To {
+			return errors.New("escrow mode escrows under --to (the escrow key)")
+		}
+	}
+	return nil
 }
 
 func (c *Config) mode() Mode {

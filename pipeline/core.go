@@ -103,6 +103,18 @@ type Core struct {
 	// key once their key's current version is re-encrypted
 	// (--delete-old-versions); nil keeps them.
 	Versions VersionDeleter
+	// Escrow is the escrow key (pipeline/escrow.go): with ModeEscrow the
+	// key escrow files are written under (the same as To); with
+	// ModeRewrap, when set, each object is escrowed under it before it is
+	// rewrapped; with ModeRestore the key objects are restored from.
+	// EscrowSuffix names escrow files (default escrow.DefaultSuffix).
+	Escrow       rewrap.Keyring
+	EscrowSuffix string
+	// Creator creates escrow files where none exists (commit.Committer).
+	Creator InstructionCreator
+	// Bodies reads object bodies: ModeRestore checks a V2 object's
+	// escrowed data key against its body's tag.
+	Bodies Getter
 	// KeyFor opens the keyring of a canonical key id an intent recorded
 	// (an intent resumed after --to changed its meaning, an alias moved);
 	// nil knows only To and From.
@@ -177,7 +189,12 @@ func (cl *Classification) Placement() string {
 // outcome, and the object is left as it was.
 func (c *Core) Process(ctx context.Context, it inventory.Item) (Outcome, error) {
 	o, err := c.process(ctx, it)
-	return c.NoteUnpairedSuffix(it, o), err
+	o = c.NoteUnpairedSuffix(it, o)
+	if o.Status == StatusSkipped && o.ErrorCode == CodeEscrowFile {
+		o.ErrorCode = CodeEscrowFile
+		o.Message = "an escrow file (" + c.escrowSuffix() + "): handled with its object"
+	}
+	return o, err
 }
 
 func (c *Core) process(ctx context.Context, it inventory.Item) (Outcome, error) {
@@ -204,6 +221,9 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 		return nil, o.skip(CodeDeleteMarker, "delete marker: never touched"), true
 	}
 	if envelope.IsInstructionFile(obj.Metadata) {
+		if c.isEscrowFile(obj.Key) {
+			return nil, o.skip(CodeEscrowFile, "an escrow file ("+c.escrowSuffix()+"): handled with its object"), true
+		}
 		return nil, o.skip(CodeNotEncrypted, "an instruction file: handled with its object"), true
 	}
 	cl := &Classification{Obj: obj}
@@ -328,6 +348,9 @@ func (c *Core) selected(key string) bool {
 // Decide returns the action for a classified object and, for a skip, the
 // code and message.
 func (c *Core) Decide(cl *Classification) (action, code, msg string) {
+	if c.Mode == ModeEscrow || c.Mode == ModeRestore {
+		return c.decideEscrow(cl)
+	}
 	switch {
 	case cl.Key != "" && cl.Key == c.To.ID() && c.Mode == ModeReencrypt && cl.KeySource == "ledger" && cl.ReencryptedBy == c.RunID:
 		return ActionSkip, CodeAlreadyTarget, "already re-encrypted by this run"
@@ -364,6 +387,30 @@ func (c *Core) Decide(cl *Classification) (action, code, msg string) {
 func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome, error) {
 	o.FromKey = cl.Key
 	action, code, msg := c.Decide(cl)
+	if c.Mode == ModeRewrap && c.escrowing() && (action == ActionRewrap || code == CodeAlreadyTarget) {
+		// run --escrow: the escrow file first; the rewrap keeps its data key.
+		eo, done, err := c.escrowFirst(ctx, cl, o)
+		if done || err != nil {
+			return eo, err
+		}
+		action, code, msg = c.Decide(cl)
+		if action == ActionSkip {
+			o.Action = action
+			if code == CodeAlreadyTarget {
+				return o.skip(code, msg+"; escrow file written ("+eo.Message+")"), nil
+			}
+			return o.skip(code, msg), nil
+		}
+	}
+	if c.Mode == ModeReencrypt && c.escrowing() && code == CodeAlreadyTarget && !cl.Obj.Noncurrent {
+		// Re-encrypted earlier (by this run, before a process died, or by
+		// another): its escrow file is rewritten from the new data key.
+		eo, done, err := c.escrowFirst(ctx, cl, o)
+		if done || err != nil {
+			return eo, err
+		}
+		msg += "; escrow file written (" + eo.Message + ")"
+	}
 	o.Action = action
 	switch {
 	case action == ActionSkip:
@@ -396,6 +443,9 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 		return c.olderVersion(ctx, cl, o)
 	}
 	out, err := c.change(ctx, cl, o, action)
+	if err == nil && action == ActionReencrypt && c.Mode == ModeReencrypt && c.escrowing() && out.Status == StatusSucceeded && !cl.Obj.Noncurrent {
+		out, err = c.escrowAfter(ctx, cl, out)
+	}
 	if err == nil && action == ActionReencrypt && c.Versions != nil && (out.Status == StatusSucceeded || out.ErrorCode == CodeDryRun) {
 		return c.sweepVersions(ctx, cl, cl, out)
 	}

@@ -124,7 +124,8 @@ func dryKey(k rewrap.Keyring) rewrap.Keyring {
 // are real, and nothing is written or sent to a key backend.
 func DryRun(c *Core) *Core {
 	d := &Core{S3: dryCommitter{c.S3}, To: dryKey(c.To), Mode: c.Mode, RunID: c.RunID, Owner: c.Owner, Lease: c.Lease,
-		InstructionSuffix: c.InstructionSuffix, Parse: c.Parse, Reencrypter: c.Reencrypter, Format: c.Format}
+		InstructionSuffix: c.InstructionSuffix, Parse: c.Parse, Reencrypter: c.Reencrypter, Format: c.Format,
+		Escrow: dryKey(c.Escrow), EscrowSuffix: c.EscrowSuffix, Bodies: c.Bodies}
 	d.Ledger = dryLedger{c.Ledger}
 	for _, k := range c.From {
 		d.From = append(d.From, dryKey(k))

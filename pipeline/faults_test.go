@@ -23,7 +23,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go/middleware"
 
+	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/internal/faults"
 	"github.com/rotator-dev/rotator/internal/sample"
@@ -61,6 +63,7 @@ type scenario struct {
 	toHSM     bool // KMS -> HSM
 	versioned bool // an older version too, --all-versions --delete-old-versions
 	dynamo    bool // the DynamoDB ledger
+	escrow    bool // --escrow on a third KMS key: each object escrowed before it is rewrapped
 }
 
 func faultScenarios() []scenario {
@@ -86,6 +89,9 @@ func faultScenarios() []scenario {
 			scenario{name: "kms-to-hsm-meta-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, toHSM: true, dynamo: dyn},
 			scenario{name: "kms-to-hsm-instr-" + l, mode: pipeline.ModeRewrap, kind: instr(envelope.V2), size: 100, toHSM: true, dynamo: dyn},
 			scenario{name: "delete-version-" + l, mode: pipeline.ModeReencrypt, kind: meta(envelope.V2), size: 100, versioned: true, dynamo: dyn},
+			scenario{name: "kms-to-hsm-escrow-meta-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, toHSM: true, dynamo: dyn, escrow: true},
+			scenario{name: "rewrap-escrow-instr-" + l, mode: pipeline.ModeRewrap, kind: instr(envelope.V3), size: 100, dynamo: dyn, escrow: true},
+			scenario{name: "reencrypt-escrow-instr-" + l, mode: pipeline.ModeReencrypt, kind: instr(envelope.V2), size: 100, dynamo: dyn, escrow: true},
 		)
 	}
 	return out
@@ -146,8 +152,10 @@ type faultHarness struct {
 	base   aws.Config
 	arnA   string
 	arnB   string
-	hsm    string // the HSM key spec (toHSM)
-	table  string // the DynamoDB table
+	arnC   string         // the escrow key (escrow)
+	escrow rewrap.Keyring // its keyring
+	hsm    string         // the HSM key spec (toHSM)
+	table  string         // the DynamoDB table
 	deps   *rewrap.Deps
 	a, to  rewrap.Keyring
 	caseNo int
@@ -174,6 +182,10 @@ func newFaultHarness(t *testing.T, sc scenario) *faultHarness {
 	h.deps = &rewrap.Deps{AWS: base}
 	t.Cleanup(func() { h.deps.Close() })
 	h.a = openKey(t, h.deps, "kms:"+h.arnA)
+	if sc.escrow {
+		h.arnC = createKey(t, h.kms, "faults escrow C")
+		h.escrow = openKey(t, h.deps, "kms:"+h.arnC)
+	}
 	if sc.toHSM {
 		h.hsm = newHSMKeySpec(t)
 		h.deps.PKCS11Module, h.deps.PKCS11PINSource = os.Getenv(testenv.EnvPKCS11Module), "file:"+os.Getenv(testenv.EnvPKCS11PinFile)
@@ -244,6 +256,23 @@ func (h *faultHarness) setup(t *testing.T) *faultCase {
 			}
 		}
 	}
+	if h.sc.escrow && h.sc.mode == pipeline.ModeReencrypt {
+		// An escrow file under the old data key, which the re-encryption
+		// must replace.
+		l, err := ledger.Open(ctx, filepath.Join(h.dir, fmt.Sprintf("pre-escrow-%d.db", h.caseNo)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm := commit.New(h.s3, commit.Options{})
+		pre := &pipeline.Core{S3: cm, Ledger: l, To: h.escrow, Escrow: h.escrow, Creator: cm, From: []rewrap.Keyring{h.a},
+			Mode: pipeline.ModeEscrow, RunID: "pre-escrow"}
+		for _, o := range c.objs {
+			if out, err := pre.Process(ctx, inventory.Item{Bucket: c.bucket, Key: o.Key}); err != nil || out.Status != pipeline.StatusSucceeded {
+				t.Fatalf("escrow before the re-encryption: %+v %v", out, err)
+			}
+		}
+		l.Close()
+	}
 	if h.sc.dynamo {
 		c.ledger = "dynamodb://" + h.table + "?create=true"
 	} else {
@@ -262,6 +291,9 @@ func (h *faultHarness) config(c *faultCase) pipeline.Config {
 	}
 	if h.sc.versioned {
 		cfg.AllVersions, cfg.DeleteOldVersions = true, true
+	}
+	if h.sc.escrow {
+		cfg.Escrow = "kms:" + h.arnC
 	}
 	return cfg
 }
@@ -444,6 +476,9 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 			t.Errorf("%s: rotated with %d lineage events, want 1\n%s", key, events[key], strings.Join(log, "\n"))
 		}
 	}
+	if h.sc.escrow {
+		h.checkEscrow(t, c, rotated, strings.Join(log, "\n"), false)
+	}
 	// A second run rotates what the first reported and left.
 	c2 := *c
 	c2.runID += "-again"
@@ -451,8 +486,11 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 	if !res.done() || res.failed != 0 {
 		t.Fatalf("second run: %v (unfinished %d, failed %d)\n%s", res.err, res.unfinished, res.failed, res.report)
 	}
-	h.check(t, &c2, true)
+	again := h.check(t, &c2, true)
 	h.checkLeftNothing(t, &c2)
+	if h.sc.escrow {
+		h.checkEscrow(t, &c2, again, "second run", true)
+	}
 	all := h.events(t, c)
 	for key, n := range h.events(t, &c2) {
 		all[key] += n
@@ -509,6 +547,106 @@ func (h *faultHarness) check(t *testing.T, c *faultCase, mustRotate bool) map[st
 	return rotated
 }
 
+// checkEscrow checks the escrow invariants of a run: no run records two
+// escrows of an object; an escrow the run recorded opens its object under
+// the escrow key alone with its original plaintext. A rewrap escrows
+// before it changes anything and keeps the data key: an object it rotated
+// has such an escrow file, and no escrow file it leaves is stale. A
+// re-encryption escrows after its content landed: a failed escrow may
+// leave the old one, stale, with the object reported; once a run ends
+// with everything done (final), every object's escrow file opens it.
+func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[string]bool, log string, final bool) {
+	t.Helper()
+	l := h.openLedger(t, c)
+	defer l.Close()
+	escrows := map[string]int{}
+	if err := l.Events(ctx, func(ev ledger.Event) error {
+		if ev.RunID == c.runID && ev.ID.Bucket == c.bucket && ev.Op == ledger.OpEscrow {
+			escrows[ev.ID.Key]++
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range c.objs {
+		if escrows[o.Key] > 1 {
+			t.Errorf("%s: %d escrow events of the run, want at most 1\n%s", o.Key, escrows[o.Key], log)
+		}
+		rewrap := h.sc.mode == pipeline.ModeRewrap
+		must := final || escrows[o.Key] == 1 || (rewrap && rotated[o.Key])
+		ekey := escrow.Key(o.Key, "")
+		_, err := h.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.bucket, Key: &ekey})
+		if err != nil {
+			if must {
+				t.Errorf("%s: no escrow file (%v) (rotated %v, %d escrow events)\n%s", o.Key, err, rotated[o.Key], escrows[o.Key], log)
+			}
+			continue
+		}
+		if !must && !rewrap {
+			continue // a re-encryption's failed escrow: the old file may be stale
+		}
+		pt, err := openThroughEscrow(h, c.bucket, o.Key, h.escrow)
+		if err != nil || !bytes.Equal(pt, c.plain[o.Key]) {
+			t.Errorf("%s: the escrow file does not open the object under the escrow key: %v\n%s", o.Key, err, log)
+		}
+		if (final || (rewrap && rotated[o.Key])) && escrows[o.Key] != 1 {
+			t.Errorf("%s: rotated with %d escrow events of the run, want 1\n%s", o.Key, escrows[o.Key], log)
+		}
+	}
+}
+
+// openThroughEscrow decrypts an object with the data key of its escrow
+// file alone, unwrapped with k.
+func openThroughEscrow(h *faultHarness, bucket, key string, k rewrap.Keyring) ([]byte, error) {
+	out, err := h.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		return nil, err
+	}
+	ct, err := io.ReadAll(out.Body)
+	out.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	var instr []byte
+	if envelope.NeedsInstructionFile(out.Metadata) {
+		ik := envelope.InstructionKey(key, "")
+		io2, err := h.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &ik})
+		if err != nil {
+			return nil, err
+		}
+		instr, err = io.ReadAll(io2.Body)
+		io2.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+	env, err := envelope.Parse(out.Metadata, instr, envelope.ParseOptions{})
+	if err != nil {
+		return nil, err
+	}
+	ekey := escrow.Key(key, "")
+	eo, err := h.s3.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &ekey})
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(eo.Body)
+	eo.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	e, err := escrow.Parse(env, body)
+	if err != nil {
+		return nil, err
+	}
+	w, cek := rewrap.FromEnvelope(e)
+	dek, err := k.Unwrap(ctx, w, cek)
+	if err != nil {
+		return nil, err
+	}
+	defer dek.Clear()
+	return envelope.DecryptContent(e, dek, ct)
+}
+
 // checkLeftNothing checks that the run holds no intent or checkpoint and
 // that no multipart upload is left in the bucket.
 func (h *faultHarness) checkLeftNothing(t *testing.T, c *faultCase) {
@@ -534,7 +672,7 @@ func (h *faultHarness) events(t *testing.T, c *faultCase) map[string]int {
 	defer l.Close()
 	n := map[string]int{}
 	if err := l.Events(ctx, func(ev ledger.Event) error {
-		if ev.RunID == c.runID && ev.ID.Bucket == c.bucket && ev.Op != ledger.OpDeleteVersion {
+		if ev.RunID == c.runID && ev.ID.Bucket == c.bucket && ev.Op != ledger.OpDeleteVersion && ev.Op != ledger.OpEscrow {
 			n[ev.ID.Key]++
 		}
 		return nil

@@ -87,7 +87,7 @@ const (
 
 // verbs name actions in messages.
 var verbs = map[string]string{
-	ActionRewrap: "rewrap", ActionReencrypt: "re-encrypt", ActionDeleteVersion: "delete this older version", ActionSkip: "skip",
+	ActionRewrap: "rewrap", ActionReencrypt: "re-encrypt", ActionEscrow: "write the escrow file of", ActionDeleteVersion: "delete this older version", ActionSkip: "skip",
 }
 
 // Outcome helpers.
@@ -125,7 +125,10 @@ func (o Outcome) succeed(action string, ev ledger.Event) Outcome {
 func (o Outcome) fromError(what string, err error) (out Outcome, systemic bool) {
 	msg := "could not " + what + ": " + err.Error()
 	var re *rewrap.Error
+	var ee *escrowError
 	switch {
+	case errors.As(err, &ee):
+		o = o.fail(ee.code, ee.msg)
 	case errors.Is(err, errDryRun):
 		o.Status, o.ErrorCode = StatusPending, CodeDryRun
 		o.Message = "would " + verbs[o.Action] + " (dry run)"

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/rewrap"
 )
@@ -97,6 +98,12 @@ type Plan struct {
 	ACLChecked    bool   `json:"acl_checked"`
 	ACLNotChecked string `json:"acl_not_checked,omitempty"`
 	ACLGrants     int64  `json:"objects_with_acl_grants"`
+	// ByEscrow (PlanOptions.CheckEscrow) counts the encrypted current
+	// versions by the state of their escrow file: EscrowNone and
+	// EscrowMismatch have no valid escrow; EscrowPresent ones have a file
+	// that describes their content, whose data key only verify --escrow
+	// proves (a plan calls no key backend).
+	ByEscrow map[string]int64 `json:"by_escrow,omitempty"`
 	// ReencryptBytes is the content a re-encryption run reads and writes
 	// again (each byte once each way).
 	ReencryptBytes int64 `json:"reencrypt_bytes,omitempty"`
@@ -123,6 +130,32 @@ type PlanOptions struct {
 	// ACL, when set (--check-acl), reads the ACL of what the run would
 	// rewrite, and counts the objects whose grants a rewrite would drop.
 	ACL ACLReader
+	// CheckEscrow reads each encrypted current version's escrow file (named
+	// by the core's EscrowSuffix) and counts them in Plan.ByEscrow.
+	CheckEscrow bool
+}
+
+// Escrow states counted in Plan.ByEscrow.
+const (
+	EscrowNone     = "no escrow file"
+	EscrowMismatch = "escrow file of other content (stale or someone else's)"
+	EscrowPresent  = "escrow file present (verify --escrow proves its key)"
+)
+
+// escrowState reads cl's escrow file and says which Escrow* state it is
+// in; "" when it could not be read.
+func escrowState(ctx context.Context, c *Core, cl *Classification) string {
+	_, body, err := c.S3.ReadInstruction(ctx, cl.Obj.Bucket, escrow.Key(cl.Obj.Key, c.escrowSuffix()), "")
+	switch {
+	case errors.Is(err, commit.ErrGone):
+		return EscrowNone
+	case err != nil:
+		return ""
+	}
+	if _, err := escrow.Parse(cl.Env, body); err != nil {
+		return EscrowMismatch
+	}
+	return EscrowPresent
 }
 
 // MakePlan classifies every item of src with c (which must be a DryRun
@@ -151,6 +184,12 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 				if err := gctx.Err(); err != nil {
 					return err
 				}
+				var est string
+				if o.CheckEscrow && !done && !cl.Obj.Noncurrent {
+					if est = escrowState(gctx, c, cl); est == "" {
+						est = "escrow file unreadable"
+					}
+				}
 				var acl aclResult
 				if o.ACL != nil && !done && !noACLs.Load() {
 					acl = checkPlanACL(gctx, c, o.ACL, cl)
@@ -164,6 +203,12 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 				}
 				p.Requests["s3:GetObjectAcl"] += acl.reads
 				p.add(c, it, cl, out, done, o, acl.err)
+				if est != "" {
+					if p.ByEscrow == nil {
+						p.ByEscrow = map[string]int64{}
+					}
+					p.ByEscrow[est]++
+				}
 				mu.Unlock()
 			}
 			return nil

@@ -212,7 +212,11 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 		if fdone {
 			return fo, nil
 		}
-		if a, code, msg := c.Decide(fresh); a != action {
+		a, code, msg := c.Decide(fresh)
+		if action == ActionEscrow && c.Mode != ModeEscrow && (a == ActionRewrap || a == ActionReencrypt || code == CodeAlreadyTarget) {
+			a = ActionEscrow // run --escrow escrows what it rewraps or re-encrypts
+		}
+		if a != action {
 			if a == ActionSkip {
 				return fo.skip(code, msg), nil
 			}
@@ -227,6 +231,8 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 		return c.reencrypt(ctx, h, cl, o)
 	case ActionDeleteVersion:
 		return c.deleteVersion(ctx, h, cl, o)
+	case ActionEscrow:
+		return c.escrowObject(ctx, h, cl, o)
 	}
 	return o.fail(CodeUnsupported, "unknown action "+action), nil
 }
@@ -374,6 +380,8 @@ func (c *Core) settle(ctx context.Context, h *hold, ev ledger.Event, o Outcome) 
 		return c.settleReencrypt(ctx, h, ev, o)
 	case ledger.OpDeleteVersion:
 		return c.settleDeleted(ctx, h, ev, o)
+	case ledger.OpEscrow:
+		return c.settleEscrow(ctx, h, ev, o)
 	}
 	return kept, keepIntent(h, o, "an intent with an unknown operation "+ev.Op, nil), nil
 }

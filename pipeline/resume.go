@@ -246,6 +246,8 @@ func actionOf(op string) string {
 		return ActionReencrypt
 	case ledger.OpDeleteVersion:
 		return ActionDeleteVersion
+	case ledger.OpEscrow:
+		return ActionEscrow
 	}
 	return ActionRewrap
 }

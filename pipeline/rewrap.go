@@ -56,7 +56,7 @@ func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (r
 	o.FromKey, o.ToKey = res.FromKey, res.ToKey
 	cl.Key, cl.KeySource = res.FromKey, "kms"
 	current := func() error { return c.observe(ctx, cl, ledger.StateCurrent, res.FromKey) }
-	if res.FromKey == c.To.ID() {
+	if res.FromKey == c.To.ID() && c.Mode != ModeRestore {
 		o = o.skip(CodeAlreadyTarget, "already wrapped under the target key (asked KMS)")
 		o.ToKey = ""
 		return nil, o, true, current, nil
@@ -96,6 +96,9 @@ func (c *Core) writeRewrap(ctx context.Context, h *hold, cl *Classification, rw 
 
 // newWrapping asks the key backends for the new wrapping.
 func (c *Core) newWrapping(ctx context.Context, cl *Classification) (rewrap.Result, error) {
+	if c.Mode == ModeRestore {
+		return c.escrowWrapping(ctx, cl)
+	}
 	if from := c.fromKeyring(cl.Key); from != nil {
 		return rewrap.Rewrap(ctx, from, c.To, cl.Wrapped, cl.CEK)
 	}

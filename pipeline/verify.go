@@ -11,7 +11,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/gcmstream"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/rewrap"
@@ -40,6 +42,10 @@ type Verifier struct {
 	Core   *Core // its S3 reads the envelopes (Classify)
 	Bodies Getter
 	Key    rewrap.Keyring
+	// Escrow: open each object through its escrow file alone (verify
+	// --escrow): the data key is unwrapped with Key from the escrow file
+	// (named by Core.EscrowSuffix), never from the object's envelope.
+	Escrow bool
 }
 
 // VerifyObject checks one object. Status succeeded: it opened under Key with
@@ -58,7 +64,16 @@ func (v *Verifier) VerifyObject(ctx context.Context, it inventory.Item) (Outcome
 	if cl.CEK.Legacy() {
 		return o.fail(CodeLegacyBody, "AES/CBC content carries no authentication tag: re-encrypt it to V2 or V3"), nil
 	}
-	dek, err := v.Key.Unwrap(ctx, cl.Wrapped, cl.CEK)
+	w := cl.Wrapped
+	if v.Escrow {
+		o.Action = "verify-escrow"
+		ew, eo, ok := v.escrowWrapped(ctx, cl, o)
+		if !ok {
+			return eo, nil
+		}
+		w = ew
+	}
+	dek, err := v.Key.Unwrap(ctx, w, cl.CEK)
 	if err != nil {
 		var re *rewrap.Error
 		if errors.As(err, &re) {
@@ -81,10 +96,32 @@ func (v *Verifier) VerifyObject(ctx context.Context, it inventory.Item) (Outcome
 	}
 	defer out.Body.Close()
 	if err := checkTag(cl.Env, dek, out.Body, cl.Obj.Size); err != nil {
+		if v.Escrow {
+			return o.fail(CodeEscrowMismatch, "the escrowed data key does not open the object (a stale escrow file, or one written by someone else): "+err.Error()), nil
+		}
 		return o.fail(CodeBadTag, "the body does not authenticate under the data key: "+err.Error()), nil
 	}
 	o.Status, o.Message = StatusSucceeded, "opens under the key; tag verified"
 	return o, nil
+}
+
+// escrowWrapped reads the object's escrow file: the wrapping to unwrap, or
+// the outcome when there is none or it does not describe the object.
+func (v *Verifier) escrowWrapped(ctx context.Context, cl *Classification, o Outcome) (rewrap.Wrapped, Outcome, bool) {
+	ekey := escrow.Key(cl.Obj.Key, v.Core.escrowSuffix())
+	_, body, err := v.Core.S3.ReadInstruction(ctx, cl.Obj.Bucket, ekey, "")
+	if errors.Is(err, commit.ErrGone) {
+		return rewrap.Wrapped{}, o.fail(CodeNoEscrow, "no escrow file "+ekey+": the object is not recoverable without its primary key (run 'rotator escrow')"), false
+	}
+	if err != nil {
+		return rewrap.Wrapped{}, o.fromS3Error("read the escrow file "+ekey, err), false
+	}
+	e, err := escrow.Parse(cl.Env, body)
+	if err != nil {
+		return rewrap.Wrapped{}, o.fail(CodeEscrowMismatch, err.Error()), false
+	}
+	w := escrow.Wrapped(e)
+	return rewrap.Wrapped{Alg: w.Alg, Key: w.Key, MatDesc: w.MatDesc}, o, true
 }
 
 // Verify checks sample items of src chosen uniformly at random (all of

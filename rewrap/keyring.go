@@ -162,6 +162,14 @@ const (
 	MethodKMSDecryptEncrypt = "kms-decrypt+kms-encrypt"
 )
 
+// UnwrapOp names the unwrap half of a method for a key of kind k
+// ("kms-decrypt", "hsm-unwrap", "aes-unwrap", "rsa-unwrap").
+func UnwrapOp(k Kind) string { return unwrapOp(k) }
+
+// WrapOp names the wrap half of a method for a key of kind k
+// ("kms-encrypt", "hsm-wrap", "aes-wrap", "rsa-wrap").
+func WrapOp(k Kind) string { return wrapOp(k) }
+
 func unwrapOp(k Kind) string {
 	switch k {
 	case KindKMS:

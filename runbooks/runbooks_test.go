@@ -308,6 +308,15 @@ func TestRunbooks(t *testing.T) {
 				"ROLE": "rotator-run",
 			}
 		}},
+		{"escrow-before-retiring.md", func(t *testing.T) map[string]string {
+			old := st.key(t, "runbook KMS key")
+			return map[string]string{
+				"BUCKET": st.bucket(t, "", old, 12, false, nil), "KEY_OLD": old,
+				"HSM_TOKEN": os.Getenv(testenv.EnvPKCS11Token), "HSM_KEY_LABEL": hsmKey(t),
+				"ESCROW_KEY": st.key(t, "runbook escrow key"), "RESTORE_KEY": st.key(t, "runbook restore key"),
+				"LEDGER": ledgerTable(t), "RUN_ID": "escrow-" + testenv.Name(t),
+			}
+		}},
 		{"incident-rekey.md", func(t *testing.T) map[string]string {
 			exposed := st.key(t, "runbook exposed key")
 			// Envelopes in metadata: older versions of instruction-file

@@ -33,6 +33,9 @@ func cmdIAMPolicy(_ context.Context, args []string, stdout, stderr io.Writer) er
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
+	if err := checkRunMode(cfg); err != nil {
+		return err
+	}
 	o.Buckets = buckets
 	o.Report = out.report
 	for _, w := range with {

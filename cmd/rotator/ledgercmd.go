@@ -17,7 +17,8 @@ const ledgerUsage = `usage: rotator ledger <query> [--ledger URL] [flags]
 
 queries:
   lineage s3://BUCKET/KEY[@VERSION]   every change rotator made to an object (and the versions it created)
-  counts                              objects per wrapping key
+  counts [--escrow]                   objects per wrapping key (--escrow: per escrow key, from the
+                                      escrow events; objects re-encrypted since count as stale)
   objects --key KEYID                 the objects still wrapped under a key (a query, not a scan)
   runs                                every run, oldest first
   export [--format csv|jsonl]         every lineage event, for auditors
@@ -43,8 +44,9 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		target, rest = rest[0], rest[1:]
 	}
 	var ledgerURL, key, format, runID string
-	var asJSON bool
+	var asJSON, byEscrow bool
 	fs := newFlagSet("ledger "+query, "[flags]", stderr)
+	fs.BoolVar(&byEscrow, "escrow", false, "counts: objects per escrow key instead of per wrapping key")
 	fs.StringVar(&ledgerURL, "ledger", DefaultLedger, "the ledger: a `FILE` or dynamodb://TABLE")
 	fs.StringVar(&key, "key", "", "canonical key id (objects): a KMS key ARN, pkcs11:token=T;object=L, aes:sha256:..., rsa:sha256:...")
 	fs.StringVar(&format, "format", "csv", "export format: csv or jsonl")
@@ -100,7 +102,12 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		return tw.Flush()
 	case "counts":
-		counts, err := l.CountsByKey(ctx)
+		var counts map[string]int64
+		if byEscrow {
+			counts, err = escrowCounts(ctx, l)
+		} else {
+			counts, err = l.CountsByKey(ctx)
+		}
 		if err != nil {
 			return err
 		}
@@ -108,7 +115,11 @@ func cmdLedger(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return out.emit(keyCountsMsg{MessageType: msgKeyCounts, Counts: counts})
 		}
 		tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "OBJECTS\t  WRAPPING KEY")
+		if byEscrow {
+			fmt.Fprintln(tw, "OBJECTS\t  ESCROW KEY")
+		} else {
+			fmt.Fprintln(tw, "OBJECTS\t  WRAPPING KEY")
+		}
 		for _, k := range sortedByCount(counts) {
 			fmt.Fprintf(tw, "%d\t  %s\n", counts[k], k)
 		}
@@ -218,4 +229,54 @@ func printIntents(ctx context.Context, l ledger.Ledger, runID string, asJSON boo
 		fmt.Fprintln(stdout)
 	}
 	return nil
+}
+
+// escrowStale is the key under which escrowCounts counts the objects
+// re-encrypted (a new data key) after their last escrow.
+const escrowStale = "stale: re-encrypted since its escrow"
+
+// escrowCounts counts objects by the escrow key of their latest escrow
+// event (op escrow), from the ledger's events: an object re-encrypted
+// after it counts under escrowStale. An object is its bucket and key (an
+// escrow file goes with the key's current version).
+func escrowCounts(ctx context.Context, l ledger.Ledger) (map[string]int64, error) {
+	type last struct {
+		escrow    time.Time
+		escrowKey string
+		reenc     time.Time
+	}
+	objs := map[[2]string]*last{}
+	err := l.Events(ctx, func(ev ledger.Event) error {
+		id := [2]string{ev.ID.Bucket, ev.ID.Key}
+		o := objs[id]
+		if o == nil {
+			o = &last{}
+			objs[id] = o
+		}
+		switch ev.Op {
+		case ledger.OpEscrow:
+			if !ev.At.Before(o.escrow) {
+				o.escrow, o.escrowKey = ev.At, ev.ToKey
+			}
+		case ledger.OpReencrypt:
+			if ev.At.After(o.reenc) {
+				o.reenc = ev.At
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	counts := map[string]int64{}
+	for _, o := range objs {
+		switch {
+		case o.escrowKey == "":
+		case o.reenc.After(o.escrow):
+			counts[escrowStale]++
+		default:
+			counts[o.escrowKey]++
+		}
+	}
+	return counts, nil
 }

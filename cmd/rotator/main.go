@@ -80,6 +80,10 @@ commands:
   resume    finish an interrupted run (--run-id ID)
   status    show a run's state and counts (--run-id ID)
   verify    decrypt objects with a key and check their tags before the old key is retired
+            (--escrow: open each object through its escrow file alone)
+  escrow    wrap each object's data key a second time, under an escrow key, into its escrow
+            file KEY.escrow.instruction (run --escrow does it as it rewraps)
+  restore   rewrap objects from their escrow files to a new key, when the primary key is lost
   ledger    query the key-lineage ledger: lineage, counts, runs, objects, export, intents
   iam-policy  print the least-privilege IAM policy of a run (the same flags as run)
   version   print the version (and the application id AWS requests carry)
@@ -91,6 +95,8 @@ examples:
   rotator run    --mode reencrypt --source s3://bucket --from kms:alias/data-2025 --to kms:alias/data-2026 --dry-run
   rotator run    --source s3://bucket --from kms:alias/data-2025 --to 'pkcs11:token=prod;object=s3-kek'
   rotator verify --source s3://bucket/prefix --key kms:alias/data-2026 --sample 1000
+  rotator escrow --source s3://bucket --from kms:alias/data-2025 --escrow kms:alias/backup-2026
+  rotator restore --source s3://bucket --from-escrow kms:alias/backup-2026 --to kms:alias/data-2027
   rotator ledger counts --ledger dynamodb://rotator-ledger
 
 output (every command):
@@ -160,6 +166,10 @@ func dispatch(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return cmdStatus(ctx, rest, stdout, stderr)
 	case "verify":
 		return cmdVerify(ctx, rest, stdout, stderr)
+	case "escrow":
+		return cmdEscrow(ctx, rest, stdout, stderr)
+	case "restore":
+		return cmdRestore(ctx, rest, stdout, stderr)
 	case "ledger":
 		return cmdLedger(ctx, rest, stdout, stderr)
 	case "iam-policy":

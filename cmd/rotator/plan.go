@@ -23,11 +23,17 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	runFlags(fs, &cfg)
 	fs.StringVar(&cfg.Ledger, "ledger", "", "a ledger to learn KMS objects' keys from earlier runs (read only; default none)")
 	fs.BoolVar(&asJSON, "json", false, "print the plan as one JSON line (message_type plan, see docs/json.md); save it for 'rotator run --plan FILE'")
+	var checkEscrow bool
+	fs.BoolVar(&checkEscrow, "check-escrow", false, "read each object's escrow file and count the objects with no valid escrow (no file, or one of other content)")
+	fs.StringVar(&cfg.EscrowSuffix, "escrow-suffix", "", "with --check-escrow: suffix of escrow files (default .escrow.instruction)")
 	fs.Func("price", "override a per-request price: `NAME=USD` (s3-put, s3-get, kms, ddb-write, ddb-read; repeatable)", prices.Set)
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
 	cfg.DryRun = true
+	if err := checkRunMode(cfg); err != nil {
+		return err
+	}
 	if err := resolveShard(&cfg, stderr); err != nil {
 		return err
 	}
@@ -51,6 +57,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if cfg.CheckACL {
 		po.ACL = env.Commit
 	}
+	po.CheckEscrow = checkEscrow
 	p, err := pipeline.MakePlan(ctx, core, src, po)
 	if err != nil {
 		return err
@@ -83,6 +90,12 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	section("by current key", p.ByKey)
 	section("by format and placement", p.ByFormat)
 	section("by action", p.ByAction)
+	if p.ByEscrow != nil {
+		section("by escrow", p.ByEscrow)
+		if n := p.ByEscrow[pipeline.EscrowNone] + p.ByEscrow[pipeline.EscrowMismatch]; n > 0 {
+			fmt.Fprintf(w, "%d objects have no valid escrow: 'rotator escrow' (or run --escrow) writes them\n\n", n)
+		}
+	}
 	section("requests the run will send", p.Requests)
 	fmt.Fprintf(w, "estimated cost (list prices, us-east-1, DynamoDB ledger; the embedded ledger costs nothing):\n")
 	for _, k := range []string{"s3", "kms", "dynamodb", "total"} {

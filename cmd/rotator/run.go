@@ -68,9 +68,18 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs.StringVar(&cfg.Ledger, "ledger", DefaultLedger, "the ledger: a `FILE` for the embedded store, or dynamodb://TABLE[?create=true]")
 	fs.StringVar(&runID, "run-id", "", "the run's id (default: generated); every shard of a sharded job gives the same one")
 	fs.BoolVar(&cfg.DryRun, "dry-run", false, "classify and report what would change; change nothing")
+	escrowFlags(fs, &cfg, "escrow")
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
+	if err := checkRunMode(cfg); err != nil {
+		return err
+	}
+	return startRun(ctx, cfg, runID, out, stdout, stderr)
+}
+
+// startRun starts a new run of cfg (run, escrow, restore).
+func startRun(ctx context.Context, cfg pipeline.Config, runID string, out outputFlags, stdout, stderr io.Writer) error {
 	if err := resolveShard(&cfg, stderr); err != nil {
 		return err
 	}
@@ -258,8 +267,13 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	if resume {
 		ui.command = "resume"
 	}
-	if env.Config.Mode == pipeline.ModeReencrypt {
+	switch env.Config.Mode {
+	case pipeline.ModeReencrypt:
 		ui.verb = "re-encrypted"
+	case pipeline.ModeEscrow:
+		ui.verb = "escrowed"
+	case pipeline.ModeRestore:
+		ui.verb = "restored"
 	}
 	runner.OnOutcome = ui.outcome
 	mx.watch(runner)

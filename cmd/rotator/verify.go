@@ -27,6 +27,9 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.BoolVar(&out.json, "json", false, "print JSON lines on stdout (message_type object for each object that failed, summary; see docs/json.md)")
 	fs.StringVar(&out.jsonObjects, "json-objects", "problems", "with --json: the outcomes that get an object message: problems (failed) or all")
 	fs.StringVar(&reportPath, "report", "", "write every outcome to this CSV `FILE`")
+	var viaEscrow bool
+	fs.BoolVar(&viaEscrow, "escrow", false, "open each object through its escrow file alone (--key is then the escrow key; for rsa: the private key file)")
+	fs.StringVar(&cfg.EscrowSuffix, "escrow-suffix", "", "with --escrow: suffix of escrow files (default .escrow.instruction)")
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
@@ -73,7 +76,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	ui := newProgressUI(sess, *zerolog.Ctx(ctx), out, stats)
 	ui.command = "verify"
 	start := time.Now()
-	v := &pipeline.Verifier{Core: env.Core("verify", ""), Bodies: env.S3, Key: env.To}
+	v := &pipeline.Verifier{Core: env.Core("verify", ""), Bodies: env.S3, Key: env.To, Escrow: viaEscrow}
 	err = v.Verify(ctx, src, sample, cfg.Concurrency, func(o pipeline.Outcome) {
 		_ = rep.Add(o)
 		stats.Done.Add(1)
@@ -101,7 +104,11 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		_ = sess.out.emit(summaryMsg{MessageType: msgSummary, Command: "verify", Key: env.To.ID(), Report: reportPath,
 			SecondsElapsed: math.Round(took.Seconds()*1000) / 1000, ObjectsListed: stats.Done.Load(), ObjectsDone: stats.Done.Load(), Counts: countsOf(stats)})
 	} else {
-		fmt.Fprintf(stdout, "verify: %d objects open under %s with valid tags, %d failed, %d skipped (not encrypted)\n", ok, env.To.ID(), failed, skipped)
+		through := ""
+		if viaEscrow {
+			through = " through their escrow files"
+		}
+		fmt.Fprintf(stdout, "verify: %d objects open%s under %s with valid tags, %d failed, %d skipped (not encrypted)\n", ok, through, env.To.ID(), failed, skipped)
 	}
 	if failed > 0 {
 		return exitError{exitPartial, fmt.Sprintf("%d objects do not open under %s: keep the old key", failed, env.To.ID())}

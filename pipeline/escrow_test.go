@@ -1,0 +1,362 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/escrow"
+	"github.com/rotator-dev/rotator/hsmpool"
+	"github.com/rotator-dev/rotator/internal/testenv"
+	"github.com/rotator-dev/rotator/inventory"
+	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/pipeline"
+	"github.com/rotator-dev/rotator/rewrap"
+)
+
+// destroyableHSMKey creates an AES-256 key on the stack's SoftHSM token and
+// returns its keyring and a function that destroys the key object (the
+// HSM key lost); whatever is left is destroyed when the test ends.
+func destroyableHSMKey(t *testing.T, f *fixture) (rewrap.Keyring, func()) {
+	t.Helper()
+	testenv.Need(t, testenv.PKCS11)
+	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
+	pin, err := hsmpool.ReadPIN("file:" + pinFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := hsmpool.Open(ctx, hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
+	pin.Clear()
+	if err != nil {
+		t.Fatal(err)
+	}
+	label := "escrow-" + testenv.Name(t)
+	if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
+		t.Fatal(err)
+	}
+	destroyed := false
+	destroy := func() {
+		if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) }); err != nil {
+			t.Fatalf("destroy HSM key %s: %v", label, err)
+		}
+		destroyed = true
+	}
+	t.Cleanup(func() {
+		if !destroyed {
+			_ = p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) })
+		}
+		p.Close()
+	})
+	f.deps.PKCS11Module, f.deps.PKCS11PINSource = module, "file:"+pinFile
+	return openKey(t, f.deps, "pkcs11:token="+token+";object="+label), destroy
+}
+
+// escrowBody reads an object's escrow file.
+func escrowBody(t *testing.T, f *fixture, key string) []byte {
+	t.Helper()
+	st, body, err := f.commit.ReadInstruction(ctx, f.bucket, escrow.Key(key, ""), "")
+	if err != nil {
+		t.Fatalf("%s: escrow file: %v", key, err)
+	}
+	if !envelope.IsInstructionFile(st.Metadata) {
+		t.Errorf("%s: the escrow file is not marked as an instruction file: %v", key, st.Metadata)
+	}
+	return body
+}
+
+func (f *fixture) verifyEscrow(t *testing.T, k rewrap.Keyring) map[string]pipeline.Outcome {
+	t.Helper()
+	v := &pipeline.Verifier{Core: f.core("verify"), Bodies: f.s3, Key: k, Escrow: true}
+	got := map[string]pipeline.Outcome{}
+	err := v.Verify(ctx, f.source(t), 0, 4, func(o pipeline.Outcome) { got[o.Key] = o })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestEscrowMigrationToHSMRestoredFromKMSEscrow: a run KMS A -> HSM with
+// --escrow C writes every object's escrow file (ReEncrypt: no data key in
+// the process) before rewrapping it; verify --escrow opens each object
+// through its escrow file alone; the HSM key is destroyed; restore from
+// the escrow to KMS key D makes every object readable with its original
+// plaintext. Escrow files swapped between objects (someone else's) are
+// detected without trusting them: by the IV (V2) or the key commitment
+// (V3), and by the body's tag.
+func TestEscrowMigrationToHSMRestoredFromKMSEscrow(t *testing.T) {
+	const n = 8 // two of each format and placement
+	f := newFixture(t, n, false)
+	hsm, destroy := destroyableHSMKey(t, f)
+	kc := f.kms.Client("")
+	escrowKey := openKey(t, f.deps, "kms:"+createKey(t, kc, "escrow C"))
+	newKey := openKey(t, f.deps, "kms:"+createKey(t, kc, "restored D"))
+
+	c := f.core("to-hsm-escrow")
+	c.To, c.From, c.Escrow, c.Creator = hsm, []rewrap.Keyring{f.a}, escrowKey, f.commit
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("KMS -> HSM with escrow: %v\n%s", rep.Counts(), buf)
+	}
+	for _, o := range f.objs {
+		e, err := escrow.Parse(storedEnvelope(t, f, o.Key), escrowBody(t, f, o.Key))
+		if err != nil {
+			t.Fatalf("%s: %v", o.Key, err)
+		}
+		if e.WrapAlg != envelope.WrapKMSContext {
+			t.Errorf("%s: escrow wrapped with %s, want kms+context", o.Key, e.WrapAlg)
+		}
+		evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ops []string
+		for _, ev := range evs {
+			ops = append(ops, ev.Op+" "+ev.Method+" "+ev.ToKey)
+		}
+		want := []string{"escrow kms-reencrypt " + escrowKey.ID(), "rewrap kms-decrypt+hsm-wrap " + hsm.ID()}
+		if len(ops) != 2 || ops[0] != want[0] || ops[1] != want[1] {
+			t.Errorf("%s: lineage %q, want %q", o.Key, ops, want)
+		}
+	}
+	for key, o := range f.verifyEscrow(t, escrowKey) {
+		if o.Status != pipeline.StatusSucceeded {
+			t.Errorf("verify --escrow %s: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+	// A second run writes nothing: every object is under the HSM key, and
+	// its escrow file (rewritten from the primary wrapping) still holds.
+	again := f.core("to-hsm-escrow-again")
+	again.To, again.From, again.Escrow, again.Creator = hsm, []rewrap.Keyring{f.a}, escrowKey, f.commit
+	rep, buf = f.run(t, again)
+	if got := rep.Counts(); got[pipeline.StatusFailed] != 0 || got[pipeline.StatusSkipped] != n {
+		t.Errorf("second run: %v\n%s", got, buf)
+	}
+
+	destroy()
+	for _, o := range f.objs[:1] {
+		if _, err := f.tryDecrypt(o.Key, hsm); err == nil {
+			t.Fatalf("%s still opens under the destroyed HSM key", o.Key)
+		}
+	}
+
+	r := f.core("restore")
+	r.Mode, r.To, r.Escrow, r.Bodies = pipeline.ModeRestore, newKey, escrowKey, f.s3
+	rep, buf = f.run(t, r)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("restore: %v\n%s", rep.Counts(), buf)
+	}
+	for _, row := range reportRows(t, buf) {
+		if row["Message"] != "escrow:kms-decrypt+kms-encrypt" || row["FromKey"] != escrowKey.ID() || row["ToKey"] != newKey.ID() {
+			t.Errorf("restore row %v", row)
+		}
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, newKey); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the restore", o.Key)
+		}
+	}
+
+	// Escrow files of other objects (same format and placement): refused.
+	a, b := f.objs[0], f.objs[4]
+	if a.Kind != b.Kind {
+		for _, o := range f.objs[1:] {
+			if o.Kind == a.Kind {
+				b = o
+			}
+		}
+	}
+	ab, bb := escrowBody(t, f, a.Key), escrowBody(t, f, b.Key)
+	put(t, f, escrow.Key(a.Key, ""), bb, escrow.ObjectMetadata())
+	put(t, f, escrow.Key(b.Key, ""), ab, escrow.ObjectMetadata())
+	got := f.verifyEscrow(t, escrowKey)
+	for _, k := range []string{a.Key, b.Key} {
+		if o := got[k]; o.Status != pipeline.StatusFailed || o.ErrorCode != pipeline.CodeEscrowMismatch {
+			t.Errorf("verify --escrow of a swapped escrow file %s (%v): %s %s %s", k, a.Kind, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+	r2 := f.core("restore-swapped")
+	r2.Mode, r2.To, r2.Escrow, r2.Bodies = pipeline.ModeRestore, f.b, escrowKey, f.s3
+	for _, k := range []string{a.Key, b.Key} {
+		o, err := r2.Process(ctx, inventory.Item{Bucket: f.bucket, Key: k})
+		if err != nil || o.Status != pipeline.StatusFailed || o.ErrorCode != pipeline.CodeEscrowMismatch {
+			t.Errorf("restore from a swapped escrow file %s: %s %s %s %v", k, o.Status, o.ErrorCode, o.Message, err)
+		}
+		if got := f.decrypt(t, k, newKey); !bytes.Equal(got, f.plain[k]) {
+			t.Errorf("%s: changed by a refused restore", k)
+		}
+	}
+}
+
+// writeRSAKeys writes an RSA key pair as PEM files: the public key (all an
+// escrow needs) and the private key (loaded only for a restore).
+func writeRSAKeys(t *testing.T) (pub, priv string) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	pubDER, err := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, priv = filepath.Join(dir, "escrow.pub.pem"), filepath.Join(dir, "escrow.pem")
+	if err := os.WriteFile(pub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pub, priv
+}
+
+// TestEscrowRSAPublicKeyRestoreWithPrivateKey: rotator escrow over objects
+// under KMS A with only the RSA public key writes RSA-OAEP-SHA1 escrow
+// files; the public key cannot open them; restore with the private key
+// rewraps every object to KMS B.
+func TestEscrowRSAPublicKeyRestoreWithPrivateKey(t *testing.T) {
+	const n = 8
+	f := newFixture(t, n, false)
+	pubFile, privFile := writeRSAKeys(t)
+	pub := openKey(t, f.deps, "rsa:"+pubFile)
+
+	c := f.core("escrow-rsa")
+	c.Mode, c.To, c.From, c.Escrow, c.Creator = pipeline.ModeEscrow, pub, []rewrap.Keyring{f.a}, pub, f.commit
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("escrow: %v\n%s", rep.Counts(), buf)
+	}
+	for _, o := range f.objs {
+		e, err := escrow.Parse(storedEnvelope(t, f, o.Key), escrowBody(t, f, o.Key))
+		if err != nil || e.WrapAlg != envelope.WrapRSAOAEPSHA1 {
+			t.Fatalf("%s: escrow %v %v", o.Key, e, err)
+		}
+		// The object itself is untouched: still under A.
+		if got := f.decrypt(t, o.Key, f.a); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: changed by the escrow", o.Key)
+		}
+	}
+	// The public key cannot open them: verify stops at once (systemic).
+	v := &pipeline.Verifier{Core: f.core("verify"), Bodies: f.s3, Key: pub, Escrow: true}
+	if err := v.Verify(ctx, f.source(t), 0, 1, func(pipeline.Outcome) {}); !rewrap.IsSystemic(err) {
+		t.Errorf("verify --escrow with the public key only: %v, want a systemic WrapOnly error", err)
+	}
+	priv := openKey(t, f.deps, "rsa:"+privFile)
+	for key, o := range f.verifyEscrow(t, priv) {
+		if o.Status != pipeline.StatusSucceeded {
+			t.Errorf("verify --escrow %s: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+	r := f.core("restore-rsa")
+	r.Mode, r.To, r.Escrow, r.Bodies = pipeline.ModeRestore, f.b, priv, f.s3
+	rep, buf = f.run(t, r)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("restore: %v\n%s", rep.Counts(), buf)
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the restore", o.Key)
+		}
+	}
+}
+
+// TestEscrowReencryptRewritesEscrow: a re-encryption with --escrow gives
+// each object a new data key and rewrites its escrow file from it (after
+// the content landed); the escrow files of an earlier escrow under the old
+// data keys are replaced, never left stale.
+func TestEscrowReencryptRewritesEscrow(t *testing.T) {
+	const n = 8
+	f := newFixture(t, n, false)
+	escrowKey := openKey(t, f.deps, "kms:"+createKey(t, f.kms.Client(""), "escrow C"))
+	e := f.core("escrow-first")
+	e.Mode, e.To, e.Escrow, e.Creator = pipeline.ModeEscrow, escrowKey, escrowKey, f.commit
+	if rep, buf := f.run(t, e); rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("escrow: %v\n%s", rep.Counts(), buf)
+	}
+	before := map[string][]byte{}
+	for _, o := range f.objs {
+		before[o.Key] = escrowBody(t, f, o.Key)
+	}
+
+	c, _ := f.reencryptCore("reencrypt-escrow", nil, f.a)
+	c.Escrow, c.Creator = escrowKey, f.commit
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("re-encryption with escrow: %v\n%s", rep.Counts(), buf)
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the re-encryption", o.Key)
+		}
+		if bytes.Equal(escrowBody(t, f, o.Key), before[o.Key]) {
+			t.Errorf("%s: escrow file not rewritten", o.Key)
+		}
+		evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ops []string
+		for _, ev := range evs {
+			if ev.RunID == "reencrypt-escrow" {
+				ops = append(ops, ev.Op)
+			}
+		}
+		if len(ops) != 2 || ops[0] != ledger.OpReencrypt || ops[1] != ledger.OpEscrow {
+			t.Errorf("%s: events of the run %q, want reencrypt then escrow", o.Key, ops)
+		}
+	}
+	for key, o := range f.verifyEscrow(t, escrowKey) {
+		if o.Status != pipeline.StatusSucceeded {
+			t.Errorf("verify --escrow %s after the re-encryption: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+}
+
+// TestEscrowUnderHSMKey: rotator escrow with an HSM escrow key (the data
+// key unwrapped with KMS A and wrapped inside the HSM, cleared at once);
+// verify --escrow through the HSM; the KMS key A disabled (the primary
+// lost); restore from the HSM escrow to KMS B.
+func TestEscrowUnderHSMKey(t *testing.T) {
+	const n = 8
+	f := newFixture(t, n, false)
+	hsm, _ := destroyableHSMKey(t, f)
+	c := f.core("escrow-hsm")
+	c.Mode, c.To, c.From, c.Escrow, c.Creator = pipeline.ModeEscrow, hsm, []rewrap.Keyring{f.a}, hsm, f.commit
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("escrow under the HSM key: %v\n%s", rep.Counts(), buf)
+	}
+	for _, row := range reportRows(t, buf) {
+		if row["Message"] != "kms-decrypt+hsm-wrap" || row["ToKey"] != hsm.ID() {
+			t.Errorf("escrow row %v", row)
+		}
+	}
+	for key, o := range f.verifyEscrow(t, hsm) {
+		if o.Status != pipeline.StatusSucceeded {
+			t.Errorf("verify --escrow %s: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+	if _, err := f.kms.Client("").DisableKey(ctx, &kms.DisableKeyInput{KeyId: aws.String(f.a.ID())}); err != nil {
+		t.Fatal(err)
+	}
+	r := f.core("restore-hsm")
+	r.Mode, r.To, r.Escrow, r.Bodies = pipeline.ModeRestore, f.b, hsm, f.s3
+	rep, buf = f.run(t, r)
+	if rep.Counts()[pipeline.StatusSucceeded] != n {
+		t.Fatalf("restore from the HSM escrow: %v\n%s", rep.Counts(), buf)
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the restore", o.Key)
+		}
+	}
+}
