@@ -158,7 +158,7 @@ func (r *Report) Add(o Outcome) error {
 		if code != TaskSucceeded {
 			status, errCode = "failed", string(code)
 		}
-		r.err = r.w.Write([]string{o.Bucket, url.QueryEscape(o.Key), o.VersionID, status, "200", errCode, msg})
+		r.err = r.w.Write([]string{o.Bucket, url.QueryEscape(o.Key), o.VersionID, status, "200", errCode, oneLine(msg)})
 	} else {
 		r.err = r.w.Write([]string{
 			o.Bucket, url.QueryEscape(o.Key), o.VersionID, string(o.Status), o.ErrorCode,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -360,23 +361,51 @@ func openReport(path string, out outputFlags) (*os.File, *pipeline.Report, error
 		return nil, nil, usageError{"--report-format: " + err.Error()}
 	}
 	opts := pipeline.ReportOptions{Format: format, FailedOnly: out.reportFailedOnly}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, nil, fmt.Errorf("open report: %w", err)
 	}
-	st, err := f.Stat()
+	size, err := dropTornRow(f)
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("open report %s: %w", path, err)
 	}
 	var rep *pipeline.Report
-	if st.Size() > 0 {
+	if size > 0 {
 		rep = pipeline.ContinueReportWith(f, opts)
 	} else if rep, err = pipeline.NewReportWith(f, opts); err != nil {
 		f.Close()
 		return nil, nil, err
 	}
 	return f, rep, nil
+}
+
+// dropTornRow cuts a report's last line when it is not whole (a process
+// killed while writing it; rows never hold a newline: keys are escaped,
+// messages made one line), so that the rows a resumed run appends stay
+// rows. It returns the report's size.
+func dropTornRow(f *os.File) (int64, error) {
+	st, err := f.Stat()
+	if err != nil || st.Size() == 0 {
+		return 0, err
+	}
+	size := st.Size()
+	buf := make([]byte, 4096)
+	for end := size; end > 0; {
+		start := max(end-int64(len(buf)), 0)
+		n, err := f.ReadAt(buf[:end-start], start)
+		if err != nil && n < int(end-start) {
+			return 0, err
+		}
+		if end == size && buf[n-1] == '\n' {
+			return size, nil // whole
+		}
+		if i := bytes.LastIndexByte(buf[:n], '\n'); i >= 0 {
+			return start + int64(i) + 1, f.Truncate(start + int64(i) + 1)
+		}
+		end = start
+	}
+	return 0, f.Truncate(0) // not even the header is whole: start again
 }
 
 // newRunID returns run-YYYYMMDD-HHMMSS-XXXX (UTC).
