@@ -37,6 +37,9 @@ type Options struct {
 	// DynamoDB ledger: queries of the index by_wrap_key and the scan of the
 	// audit export.
 	Ledger bool
+	// Plan adds what `rotator plan` reads beyond the run: each bucket's
+	// versioning, replication and lifecycle configuration.
+	Plan bool
 }
 
 // Result is a derived policy and the notes an operator should read with it
@@ -61,6 +64,7 @@ const (
 	SidS3ListVersions   = "S3ListBucketVersions"
 	SidS3ListUploads    = "S3ListMultipartUploads"
 	SidS3Reports        = "S3ReadInventoryOrList"
+	SidS3BucketConfig   = "S3ReadBucketConfiguration"
 	SidLedgerTable      = "LedgerTable"
 	SidLedgerIndex      = "LedgerIndex"
 )
@@ -296,6 +300,10 @@ func (d *deriver) s3() error {
 			d.b.add(SidS3ListVersions, []string{"s3:ListBucketVersions"}, []string{s.bucketARN(part)}, d.s3Cond(prefixCond))
 		} else if d.cfg.Source != "" {
 			d.b.add(SidS3List, []string{"s3:ListBucket"}, []string{s.bucketARN(part)}, d.s3Cond(prefixCond))
+		}
+		if d.o.Plan {
+			d.b.add(SidS3BucketConfig, []string{"s3:GetBucketVersioning", "s3:GetReplicationConfiguration", "s3:GetLifecycleConfiguration"},
+				[]string{s.bucketARN(part)}, d.s3Cond(nil))
 		}
 		if d.reencrypt() && !d.cfg.DryRun {
 			d.b.add(SidS3ListUploads, []string{"s3:ListBucketMultipartUploads"}, []string{s.bucketARN(part)}, d.s3Cond(nil))

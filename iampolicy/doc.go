@@ -66,7 +66,11 @@
 //     what `rotator ledger` and `status` need: dynamodb:Query on the index
 //     by_wrap_key and dynamodb:Scan (the audit export).
 //   - `rotator plan` with the run's flags needs a subset of the run's
-//     policy; `rotator resume` needs the run's policy.
+//     policy plus, with Options.Plan (--with plan), s3:GetBucketVersioning,
+//     s3:GetReplicationConfiguration and s3:GetLifecycleConfiguration on
+//     each bucket (what the writes cost beyond their requests; without
+//     them plan says what it could not read). `rotator resume` needs the
+//     run's policy.
 //   - HSM keys need no IAM permission: CloudHSM authorizes its crypto user
 //     (the PIN), not IAM.
 package iampolicy

@@ -252,7 +252,7 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 		}, []run{{}}, "", nil},
 		{"rewrap-then-verify-status-ledger", func(b, tbl string) []string {
 			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
-		}, []run{{}}, "verify,ledger", func(b, tbl string) [][]string {
+		}, []run{{}}, "verify,ledger,plan", func(b, tbl string) [][]string {
 			return [][]string{
 				{"plan", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl},
 				{"verify", "--source", "s3://" + b + "/p/", "--key", "kms:" + f.arnB, "--all"},
@@ -677,7 +677,7 @@ func TestIAMPolicyCLI(t *testing.T) {
 		t.Errorf("stderr %q: want the note on kms:ReEncryptFrom granted on every key", errb.String())
 	}
 	for _, bad := range [][]string{
-		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--with", "plan"},
+		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--with", "audit"},
 		{"iam-policy", "--source", "s3://data"},
 		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--mode", "reencrypt"},
 		{"iam-policy", "--list", "s3://lists/l.csv", "--to", "kms:" + key},

@@ -23,7 +23,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	runFlags(fs, &cfg)
 	fs.StringVar(&cfg.Ledger, "ledger", "", "a ledger to learn KMS objects' keys from earlier runs (read only; default none)")
 	fs.BoolVar(&asJSON, "json", false, "print the plan as one JSON line (message_type plan, see docs/json.md); save it for 'rotator run --plan FILE'")
-	fs.Func("price", "override a per-request price: `NAME=USD` (s3-put, s3-get, kms, ddb-write, ddb-read; repeatable)", prices.Set)
+	fs.Func("price", "override a price: `NAME=USD` (per request: s3-put, s3-get, kms, ddb-write, ddb-read; storage-gb-month, replication-gb; repeatable)", prices.Set)
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
@@ -46,7 +46,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	core := env.Core("plan", "")
 	po := pipeline.PlanOptions{
 		Concurrency: cfg.Concurrency, KMSRPS: cfg.KMSRPS, S3RPS: cfg.S3RPS, Prices: prices,
-		DynamoDBLedger: true, MultipartThreshold: cfg.MultipartThreshold,
+		DynamoDBLedger: true, MultipartThreshold: cfg.MultipartThreshold, Buckets: env.S3,
 	}
 	if cfg.CheckACL {
 		po.ACL = env.Commit
@@ -84,10 +84,19 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	section("by format and placement", p.ByFormat)
 	section("by action", p.ByAction)
 	section("requests the run will send", p.Requests)
+	printWriteCosts(w, p)
 	fmt.Fprintf(w, "estimated cost (list prices, us-east-1, DynamoDB ledger; the embedded ledger costs nothing):\n")
-	for _, k := range []string{"s3", "kms", "dynamodb", "total"} {
-		fmt.Fprintf(w, "  %-9s $%.4f\n", k, p.CostUSD[k])
+	keys := []string{"s3", "kms", "dynamodb"}
+	if p.WriteCosts != nil {
+		keys = append(keys, "replication", "noncurrent_storage")
 	}
+	for _, k := range append(keys, "total") {
+		fmt.Fprintf(w, "  %-19s $%.4f\n", k, p.CostUSD[k])
+	}
+	if m := p.CostUSD["noncurrent_storage_monthly"]; m > 0 {
+		fmt.Fprintf(w, "  plus $%.4f per month for the noncurrent copies no lifecycle rule expires, until they are deleted\n", m)
+	}
+	printPlacement(w, p)
 	fmt.Fprintf(w, "\nestimated duration: %s (bound by %s; measured S3 latency %s)\n",
 		p.Duration.Round(time.Second), p.Bound, p.HeadLatency.Round(time.Microsecond))
 	switch {
@@ -109,6 +118,93 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 	}
 	if p.ByKey[pipeline.KeyUnknown] > 0 {
 		fmt.Fprintf(w, "\nnote: %d KMS-wrapped objects do not name their KMS key (the S3 Encryption Client stores none); the run learns it from KMS ReEncrypt and skips those already under the target.\n", p.ByKey[pipeline.KeyUnknown])
+	}
+}
+
+// printWriteCosts prints what the buckets' configuration makes the run's
+// writes cost beyond their requests.
+func printWriteCosts(w io.Writer, p *pipeline.Plan) {
+	wc := p.WriteCosts
+	if wc == nil {
+		return
+	}
+	fmt.Fprintf(w, "bucket configuration (what the writes cost beyond their requests):\n")
+	for _, b := range wc.Buckets {
+		fmt.Fprintf(w, "  %s: versioning %s", b.Bucket, b.Versioning)
+		if len(b.Replication) > 0 {
+			dests := make([]string, 0, len(b.Replication))
+			for _, r := range b.Replication {
+				d := r.Destination
+				if r.Prefix != "" {
+					d += " (prefix " + r.Prefix + ")"
+				}
+				dests = append(dests, d)
+			}
+			fmt.Fprintf(w, "; replicated to %s", strings.Join(dests, ", "))
+		}
+		for _, r := range b.NoncurrentExpiration {
+			fmt.Fprintf(w, "; noncurrent versions expire after %d days", r.Days)
+			if r.Prefix != "" {
+				fmt.Fprintf(w, " under %s", r.Prefix)
+			}
+			if r.Tags {
+				fmt.Fprintf(w, " (tag filter: not applied by plan)")
+			}
+		}
+		fmt.Fprintln(w)
+		for _, u := range b.Unread {
+			fmt.Fprintf(w, "    %s\n", u)
+		}
+	}
+	fmt.Fprintf(w, "  the run writes %s", bytesString(wc.WrittenBytes))
+	if wc.NoncurrentBytes > 0 {
+		fmt.Fprintf(w, "; keeps %s of replaced versions as noncurrent versions", bytesString(wc.NoncurrentBytes))
+		switch {
+		case wc.NoncurrentExpiringBytes == wc.NoncurrentBytes && wc.NoncurrentDaysMin == wc.NoncurrentDaysMax:
+			fmt.Fprintf(w, " for %d days (lifecycle)", wc.NoncurrentDaysMin)
+		case wc.NoncurrentExpiringBytes > 0:
+			fmt.Fprintf(w, " (%s of them expire after %d to %d days; the rest until deleted)", bytesString(wc.NoncurrentExpiringBytes), wc.NoncurrentDaysMin, wc.NoncurrentDaysMax)
+		default:
+			fmt.Fprintf(w, " until deleted (no NoncurrentVersionExpiration rule)")
+		}
+	}
+	if wc.ReplicatedBytes > 0 {
+		fmt.Fprintf(w, "; replicates %s in %d writes", bytesString(wc.ReplicatedBytes), wc.ReplicatedWrites)
+	}
+	fmt.Fprintf(w, "\n\n")
+}
+
+// printPlacement compares rotations with the envelopes in metadata and in
+// instruction files.
+func printPlacement(w io.Writer, p *pipeline.Plan) {
+	pc := p.Placement
+	if pc == nil {
+		return
+	}
+	fmt.Fprintf(w, "\nenvelope placement: %d objects (%s) keep their envelope in metadata, so every rotation copies them whole.\n",
+		pc.Objects, bytesString(pc.ObjectBytes))
+	fmt.Fprintf(w, "  --placement instruction-file moves each envelope into an instruction file (%s in all), once:\n", bytesString(pc.InstructionBytes))
+	row := func(what string, once, monthly float64) {
+		fmt.Fprintf(w, "  %-40s $%.4f", what, once)
+		if monthly > 0 {
+			fmt.Fprintf(w, " + $%.4f/month until deleted", monthly)
+		}
+		fmt.Fprintln(w)
+	}
+	row("a rotation as they are (S3 part):", pc.RotationOnceUSD, pc.RotationMonthlyUSD)
+	row("the move (once; in a rotation's copy):", pc.MoveOnceUSD, pc.MoveMonthlyUSD)
+	row("each rotation after the move:", pc.MovedRotationOnceUSD, pc.MovedRotationMonthlyUSD)
+	fmt.Fprintf(w, "  (requests, noncurrent copies and replication; KMS and ledger costs are the same either way)\n")
+	saved := pc.RotationOnceUSD - pc.MovedRotationOnceUSD
+	savedMonthly := pc.RotationMonthlyUSD - pc.MovedRotationMonthlyUSD
+	extra := pc.MoveOnceUSD - pc.RotationOnceUSD
+	switch {
+	case saved <= 0 && savedMonthly <= 0:
+		fmt.Fprintf(w, "  the move does not pay for these objects: a rotation after it costs as much or more (small objects: reading and rewriting an instruction file costs more requests than a copy)\n")
+	case saved > 0:
+		fmt.Fprintf(w, "  done in a rotation's run, the move costs $%.4f more than that rotation and saves $%.4f in each later one\n", extra, saved)
+	default:
+		fmt.Fprintf(w, "  done in a rotation's run, the move costs $%.4f more than that rotation; each later one keeps $%.4f/month fewer noncurrent bytes\n", extra, savedMonthly)
 	}
 }
 
