@@ -84,6 +84,11 @@ const (
 	OpRewrap        = "rewrap"
 	OpReencrypt     = "reencrypt"
 	OpDeleteVersion = "delete-version"
+	// OpMove: a rewrap that also moved the envelope from the object's
+	// metadata into an instruction file (--placement instruction-file):
+	// the instruction file created, then the object copied onto itself
+	// without the envelope. VersionAfter is the object's new version.
+	OpMove = "move"
 )
 
 // Event is a lineage event: one change rotator made to one object version.
@@ -92,7 +97,7 @@ const (
 type Event struct {
 	ID     ObjectID // the version that was changed
 	RunID  string
-	Op     string // OpRewrap, OpReencrypt, OpDeleteVersion
+	Op     string // OpRewrap, OpReencrypt, OpDeleteVersion, OpMove
 	Method string // how: "kms-reencrypt", "kms-decrypt+hsm-wrap", ...
 	// FromKey and ToKey are canonical key ids, as in Object.WrapKey.
 	FromKey string

@@ -41,6 +41,9 @@ func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcom
 	if err != nil {
 		return o.fail(CodeBadEnvelope, err.Error()), nil
 	}
+	if c.moves(cl) {
+		return c.move(ctx, h, cl, newEnv, res, o)
+	}
 	ev := ledger.Event{
 		ID: c.id(cl), RunID: c.RunID, Op: ledger.OpRewrap, Method: res.Method, FromKey: res.FromKey, ToKey: res.ToKey,
 		ETagBefore: cl.Obj.ETag, VersionBefore: cl.Obj.VersionID,
