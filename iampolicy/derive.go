@@ -279,6 +279,11 @@ func (d *deriver) s3() error {
 			read = append(read, "s3:GetObjectVersionAcl")
 		}
 	}
+	if d.cfg.Placement == pipeline.PlacementInstructionFile {
+		// A move whose copy did not land deletes the instruction file it
+		// created (KEY.instruction, under the same prefix).
+		write = append(write, "s3:DeleteObject")
+	}
 	if d.cfg.CopyObjectLock {
 		read = append(read, "s3:GetObjectRetention", "s3:GetObjectLegalHold")
 		write = append(write, "s3:PutObjectRetention", "s3:PutObjectLegalHold")

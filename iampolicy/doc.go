@@ -54,6 +54,9 @@
 //     and s3:GetObjectLegalHold (Object Lock is checked, never bypassed).
 //   - --copy-object-lock: s3:GetObjectRetention, s3:GetObjectLegalHold,
 //     s3:PutObjectRetention and s3:PutObjectLegalHold.
+//   - --placement instruction-file: s3:DeleteObject (a move whose copy did
+//     not land deletes the instruction file it created; creating it is
+//     s3:PutObject on KEY.instruction, under the same prefix).
 //   - --check-acl: s3:GetObjectAcl (and s3:GetObjectVersionAcl where
 //     requests name versions).
 //   - --expected-bucket-owner: every S3 statement gets the condition

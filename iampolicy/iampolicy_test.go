@@ -129,6 +129,7 @@ func TestS3ActionsFollowTheFlags(t *testing.T) {
 		{"dry run reads only", with(func(c *pipeline.Config) { c.DryRun = true }),
 			[]string{"s3:GetObject arn:aws:s3:::data/2025/*", "s3:ListBucket arn:aws:s3:::data"}},
 		{"--check-acl", with(func(c *pipeline.Config) { c.CheckACL = true }), plus("s3:GetObjectAcl arn:aws:s3:::data/2025/*")},
+		{"--placement instruction-file", with(func(c *pipeline.Config) { c.Placement = pipeline.PlacementInstructionFile }), plus("s3:DeleteObject arn:aws:s3:::data/2025/*")},
 		{"--copy-object-lock", with(func(c *pipeline.Config) { c.CopyObjectLock = true }), plus(
 			"s3:GetObjectLegalHold arn:aws:s3:::data/2025/*", "s3:GetObjectRetention arn:aws:s3:::data/2025/*",
 			"s3:PutObjectLegalHold arn:aws:s3:::data/2025/*", "s3:PutObjectRetention arn:aws:s3:::data/2025/*")},

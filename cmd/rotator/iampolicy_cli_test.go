@@ -111,6 +111,7 @@ var traceExempt = map[string]string{
 	"s3:AbortMultipartUpload": "aborts an upload that failed, or that a killed run left and cannot resume (TestFaultMatrix goes through those paths)",
 	"s3:GetObjectRetention":   "with --copy-object-lock: HeadObject returns the Object Lock retention only to a caller allowed s3:GetObjectRetention",
 	"s3:GetObjectLegalHold":   "with --copy-object-lock: HeadObject returns the legal hold only to a caller allowed s3:GetObjectLegalHold",
+	"s3:DeleteObject":         "with --placement instruction-file: deletes the instruction file a move created when its copy did not land (TestFaultMatrix, move scenarios)",
 }
 
 // traceExemptDelete are exemptions of the S3DeleteOldVersions statement only: --delete-old-versions
@@ -262,6 +263,9 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 				{"ledger", "export", "--ledger", tbl},
 			}
 		}},
+		{"rewrap-placement-instruction-file", func(b, tbl string) []string {
+			return []string{"--placement", "instruction-file", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}, {versioned: true}}, "", nil},
 		{"rewrap-all-versions", func(b, tbl string) []string {
 			return []string{"--all-versions", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{versioned: true}}, "", nil},
@@ -611,6 +615,8 @@ func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 		// the FULL_CONTROL grantee, so every object would be reported.
 		{"rewrap", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil},
 		{"reencrypt", false, []string{"--mode", "reencrypt", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil},
+		{"rewrap-placement-instruction-file", false, []string{"--placement", "instruction-file", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB},
+			map[string]string{"s3:DeleteObject": "a healthy move deletes nothing (only the instruction file of a move whose copy did not land)"}},
 		{"reencrypt-delete-old-versions", true, []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, versionedUnchecked},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
