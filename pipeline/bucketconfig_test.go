@@ -179,3 +179,4 @@ func TestReadBucketConfigOnMinIO(t *testing.T) {
 		t.Errorf("%+v", bc)
 	}
 }
+

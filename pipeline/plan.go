@@ -344,7 +344,17 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		}
 		return
 	}
-	p.ByAction["rewrap"]++
+	if c.Move != nil && cl.Instr == nil && cl.Env.Placement == envelope.PlacementMetadata {
+		// --placement instruction-file: the copy also drops the envelope,
+		// which a new instruction file holds.
+		p.ByAction["rewrap + move to instruction file"]++
+		if _, body, err := cl.Env.InstructionFile(); err == nil {
+			p.Requests["s3:PutObject"]++
+			p.addWrite(costOfWrite(bc, instructionKey(cl.Obj.Key, c.suffix()), "", int64(len(body)), 0))
+		}
+	} else {
+		p.ByAction["rewrap"]++
+	}
 	switch {
 	case cl.Wrapped.Alg.IsKMS() && c.To.Kind() == rewrap.KindKMS:
 		p.Requests["kms:ReEncrypt"]++

@@ -112,6 +112,26 @@ func TestPlanShowsWriteCostsOnMinIO(t *testing.T) {
 		t.Errorf("plan text: exit %d, want it to say the move does not pay for these objects\n%s", code, text)
 	}
 
+	// With --placement instruction-file: each object in metadata is moved
+	// in its rewrap's copy, which adds a new instruction file.
+	code, out, errs = f.rotatorEnv(t, minioSession(t, p), append([]string{"plan", "--json", "--placement", "instruction-file"}, args...)...)
+	if code != exitOK {
+		t.Fatalf("plan --placement: exit %d\n%s\n%s", code, out, errs)
+	}
+	var mp pipeline.Plan
+	if err := json.Unmarshal([]byte(out), &mp); err != nil {
+		t.Fatal(err)
+	}
+	if mp.ByAction["rewrap + move to instruction file"] != inMeta || mp.ByAction["rewrap"] != int64(len(objs))-inMeta {
+		t.Errorf("by action %v: want %d moves", mp.ByAction, inMeta)
+	}
+	if mp.Requests["s3:PutObject"] != int64(len(objs)) || mp.Requests["s3:CopyObject"] != inMeta {
+		t.Errorf("requests %v: want a copy and a new instruction file per move, a PutObject per instruction file rewritten", mp.Requests)
+	}
+	if mp.Placement == nil || mp.WriteCosts.WrittenBytes != wc.WrittenBytes+mp.Placement.InstructionBytes || mp.WriteCosts.NoncurrentBytes != wc.NoncurrentBytes {
+		t.Errorf("write costs %+v: want the new instruction files written, nothing more kept", mp.WriteCosts)
+	}
+
 	// Without the lifecycle permission: said, with what to grant.
 	code, out, errs = f.rotatorEnv(t, minioSession(t, p.Without("s3:GetLifecycleConfiguration")), append([]string{"plan"}, args...)...)
 	if code != exitOK {
