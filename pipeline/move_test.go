@@ -168,3 +168,32 @@ func TestMoveLeavesAnExistingInstructionFile(t *testing.T) {
 		t.Errorf("the object no longer opens under its key: %v", err)
 	}
 }
+
+// Above the multipart threshold the move's copy is a multipart copy of the
+// object onto itself, without the envelope: same result.
+func TestMoveMultipartCopy(t *testing.T) {
+	f := newFixture(t, 4, false)
+	cs := &countingS3{S3: f.s3}
+	mover := commit.New(cs, commit.Options{MultipartThreshold: 100})
+	c := f.core("move-multipart")
+	c.S3, c.Move = mover, mover
+	rep, buf := f.run(t, c)
+	if n := rep.Counts()[pipeline.StatusSucceeded]; n != int64(len(f.objs)) {
+		t.Fatalf("succeeded %d of %d\n%s", n, len(f.objs), buf)
+	}
+	for _, o := range f.objs {
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs after the move", o.Key)
+		}
+		h, err := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: aws.String(o.Key)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !envelope.NeedsInstructionFile(h.Metadata) {
+			t.Errorf("%s: the metadata still holds a complete envelope", o.Key)
+		}
+	}
+	if cs.copies != 0 {
+		t.Errorf("%d CopyObject calls: above the threshold the copy is multipart", cs.copies)
+	}
+}
