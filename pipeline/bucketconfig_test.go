@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"crypto/rand"
 	"fmt"
 	"math"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 
+	"github.com/rotator-dev/rotator/commit"
+	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/internal/testenv"
 )
 
@@ -180,3 +183,41 @@ func TestReadBucketConfigOnMinIO(t *testing.T) {
 	}
 }
 
+// The case the issue reports: 285 million objects of 100 KB (envelope V2 in
+// metadata, a KMS ciphertext blob of 184 bytes as KMS writes them) in a
+// versioned bucket replicated to another region, no lifecycle rule. A
+// rotation as they are copies every body (a noncurrent copy kept, the
+// body shipped again); after the move a rotation rewrites the instruction
+// files. Logged for docs, checked against the formulas of byteCost.
+func TestPlacementCostsOfTheReportedBucket(t *testing.T) {
+	const n, size = 285e6, 100_000
+	env, _, err := envelope.EncryptContent(envelope.V2, envelope.NewDataKey(make([]byte, 32)), make([]byte, size-16), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ec, _ := envelope.NewKMSContext(envelope.ContentAESGCM, nil)
+	if env, err = env.WithWrappedKey(make([]byte, 184), envelope.WrapKMSContext, ec); err != nil {
+		t.Fatal(err)
+	}
+	_, body, err := env.InstructionFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc := &BucketConfig{Versioning: VersioningEnabled, Replication: []ReplicationRule{{Destination: "arn:aws:s3:::dr"}}}
+	cl := &Classification{Obj: &commit.Object{Bucket: "b", Key: "k", Size: size, VersionID: "v1"}, Env: env}
+	p := &Plan{}
+	p.comparePlacement(cl, bc, DefaultPrices, 5<<30)
+	pc := p.Placement
+	pr := DefaultPrices
+	ib := float64(len(body))
+	wantRotation := pr.S3Put + (float64(size)/gb*pr.ReplicationGB + pr.S3Put)
+	wantMoved := 2*pr.S3Get + pr.S3Put + (ib/gb*pr.ReplicationGB + pr.S3Put)
+	near := func(got, want float64) bool { return math.Abs(got-want) <= 1e-9*math.Abs(want) }
+	if !near(pc.RotationOnceUSD, wantRotation) || !near(pc.MovedRotationOnceUSD, wantMoved) ||
+		!near(pc.RotationMonthlyUSD, float64(size)/gb*pr.StorageGBMonth) || !near(pc.MovedRotationMonthlyUSD, ib/gb*pr.StorageGBMonth) {
+		t.Errorf("placement costs %+v", pc)
+	}
+	t.Logf("%.0f objects of %d bytes, instruction file %d bytes: rotation $%.0f + $%.0f/month; move $%.0f + $%.0f/month; rotation after the move $%.0f + $%.0f/month",
+		n, size, len(body), n*pc.RotationOnceUSD, n*pc.RotationMonthlyUSD, n*pc.MoveOnceUSD, n*pc.MoveMonthlyUSD,
+		n*pc.MovedRotationOnceUSD, n*pc.MovedRotationMonthlyUSD)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -91,10 +92,10 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 		keys = append(keys, "replication", "noncurrent_storage")
 	}
 	for _, k := range append(keys, "total") {
-		fmt.Fprintf(w, "  %-19s $%.4f\n", k, p.CostUSD[k])
+		fmt.Fprintf(w, "  %-19s %s\n", k, usd(p.CostUSD[k]))
 	}
 	if m := p.CostUSD["noncurrent_storage_monthly"]; m > 0 {
-		fmt.Fprintf(w, "  plus $%.4f per month for the noncurrent copies no lifecycle rule expires, until they are deleted\n", m)
+		fmt.Fprintf(w, "  plus %s per month for the noncurrent copies no lifecycle rule expires, until they are deleted\n", usd(m))
 	}
 	printPlacement(w, p)
 	fmt.Fprintf(w, "\nestimated duration: %s (bound by %s; measured S3 latency %s)\n",
@@ -185,9 +186,9 @@ func printPlacement(w io.Writer, p *pipeline.Plan) {
 		pc.Objects, bytesString(pc.ObjectBytes))
 	fmt.Fprintf(w, "  --placement instruction-file moves each envelope into an instruction file (%s in all), once:\n", bytesString(pc.InstructionBytes))
 	row := func(what string, once, monthly float64) {
-		fmt.Fprintf(w, "  %-40s $%.4f", what, once)
+		fmt.Fprintf(w, "  %-40s %s", what, usd(once))
 		if monthly > 0 {
-			fmt.Fprintf(w, " + $%.4f/month until deleted", monthly)
+			fmt.Fprintf(w, " + %s/month until deleted", usd(monthly))
 		}
 		fmt.Fprintln(w)
 	}
@@ -202,10 +203,27 @@ func printPlacement(w io.Writer, p *pipeline.Plan) {
 	case saved <= 0 && savedMonthly <= 0:
 		fmt.Fprintf(w, "  the move does not pay for these objects: a rotation after it costs as much or more (small objects: reading and rewriting an instruction file costs more requests than a copy)\n")
 	case saved > 0:
-		fmt.Fprintf(w, "  done in a rotation's run, the move costs $%.4f more than that rotation and saves $%.4f in each later one\n", extra, saved)
+		fmt.Fprintf(w, "  done in a rotation's run, the move costs %s more than that rotation and saves %s in each later one", usd(extra), usd(saved))
+		if savedMonthly > 0 {
+			fmt.Fprintf(w, " (and %s/month of noncurrent copies)", usd(savedMonthly))
+		}
+		fmt.Fprintln(w)
 	default:
-		fmt.Fprintf(w, "  done in a rotation's run, the move costs $%.4f more than that rotation; each later one keeps $%.4f/month fewer noncurrent bytes\n", extra, savedMonthly)
+		fmt.Fprintf(w, "  done in a rotation's run, the move costs %s more than that rotation; each later one keeps %s/month less of noncurrent copies\n", usd(extra), usd(savedMonthly))
 	}
+}
+
+// usd prints an amount of dollars with cents, or with two significant
+// digits below a cent.
+func usd(v float64) string {
+	switch {
+	case v == 0:
+		return "$0"
+	case v >= 0.01 || v <= -0.01:
+		return fmt.Sprintf("$%.2f", v)
+	}
+	d := int(-math.Floor(math.Log10(math.Abs(v)))) + 1
+	return fmt.Sprintf("$%.*f", min(d, 12), v)
 }
 
 func sortedByCount(m map[string]int64) []string {

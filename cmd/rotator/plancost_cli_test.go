@@ -108,6 +108,7 @@ func TestPlanShowsWriteCostsOnMinIO(t *testing.T) {
 		}
 	}
 	code, text, _ := f.rotatorEnv(t, minioSession(t, p), append([]string{"plan"}, args...)...)
+	t.Logf("plan:\n%s", text)
 	if code != exitOK || !strings.Contains(text, "the move does not pay") {
 		t.Errorf("plan text: exit %d, want it to say the move does not pay for these objects\n%s", code, text)
 	}
