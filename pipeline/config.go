@@ -455,6 +455,9 @@ func (c *Config) Describe() string {
 	if c.DeleteOldVersions {
 		b.WriteString(" deleting older versions")
 	}
+	if c.Placement != "" {
+		fmt.Fprintf(&b, " moving envelopes to %s", c.Placement)
+	}
 	if c.CheckACL {
 		b.WriteString(" checking ACLs")
 	}
