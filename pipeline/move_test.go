@@ -5,6 +5,7 @@ import (
 	"context"
 	"maps"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -20,21 +21,21 @@ import (
 // countingS3 counts the S3 writes a run sends.
 type countingS3 struct {
 	commit.S3
-	copies, puts, deletes int
+	copies, puts, deletes atomic.Int64
 }
 
 func (c *countingS3) CopyObject(ctx2 context.Context, in *s3.CopyObjectInput, o ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {
-	c.copies++
+	c.copies.Add(1)
 	return c.S3.CopyObject(ctx2, in, o...)
 }
 
 func (c *countingS3) PutObject(ctx2 context.Context, in *s3.PutObjectInput, o ...func(*s3.Options)) (*s3.PutObjectOutput, error) {
-	c.puts++
+	c.puts.Add(1)
 	return c.S3.PutObject(ctx2, in, o...)
 }
 
 func (c *countingS3) DeleteObject(ctx2 context.Context, in *s3.DeleteObjectInput, o ...func(*s3.Options)) (*s3.DeleteObjectOutput, error) {
-	c.deletes++
+	c.deletes.Add(1)
 	return c.S3.DeleteObject(ctx2, in, o...)
 }
 
@@ -101,8 +102,8 @@ func TestMoveToInstructionFileThenRotateWithoutCopying(t *testing.T) {
 		}
 	}
 	// Each object in metadata: one instruction file created, one copy.
-	if cs.copies != inMeta || cs.puts != len(f.objs) || cs.deletes != 0 {
-		t.Errorf("first run: %d copies, %d puts, %d deletes; want %d, %d, 0", cs.copies, cs.puts, cs.deletes, inMeta, len(f.objs))
+	if cs.copies.Load() != int64(inMeta) || cs.puts.Load() != int64(len(f.objs)) || cs.deletes.Load() != 0 {
+		t.Errorf("first run: %d copies, %d puts, %d deletes; want %d, %d, 0", cs.copies.Load(), cs.puts.Load(), cs.deletes.Load(), inMeta, len(f.objs))
 	}
 	evs := map[string]int{}
 	if err := f.ledger.Events(ctx, func(ev ledger.Event) error {
@@ -119,15 +120,16 @@ func TestMoveToInstructionFileThenRotateWithoutCopying(t *testing.T) {
 	}
 
 	// The next rotation, back to A: instruction files only.
-	cs.copies, cs.puts = 0, 0
+	cs.copies.Store(0)
+	cs.puts.Store(0)
 	c2 := f.core("move-2")
 	c2.To, c2.S3, c2.Move = f.a, mover, mover
 	rep, buf = f.run(t, c2)
 	if n := rep.Counts()[pipeline.StatusSucceeded]; n != int64(len(f.objs)) {
 		t.Fatalf("second rotation: succeeded %d of %d\n%s", n, len(f.objs), buf)
 	}
-	if cs.copies != 0 || cs.puts != len(f.objs) {
-		t.Errorf("second rotation: %d copies, %d puts; want 0 copies, %d puts", cs.copies, cs.puts, len(f.objs))
+	if cs.copies.Load() != 0 || cs.puts.Load() != int64(len(f.objs)) {
+		t.Errorf("second rotation: %d copies, %d puts; want 0 copies, %d puts", cs.copies.Load(), cs.puts.Load(), len(f.objs))
 	}
 	for _, o := range f.objs {
 		if got := f.decrypt(t, o.Key, f.a); !bytes.Equal(got, f.plain[o.Key]) {
@@ -193,7 +195,7 @@ func TestMoveMultipartCopy(t *testing.T) {
 			t.Errorf("%s: the metadata still holds a complete envelope", o.Key)
 		}
 	}
-	if cs.copies != 0 {
-		t.Errorf("%d CopyObject calls: above the threshold the copy is multipart", cs.copies)
+	if cs.copies.Load() != 0 {
+		t.Errorf("%d CopyObject calls: above the threshold the copy is multipart", cs.copies.Load())
 	}
 }
