@@ -86,17 +86,17 @@ func (c *Core) recordMove(ctx context.Context, h *hold, ev ledger.Event, env *en
 // settleMove decides a move from where the object's envelope is now:
 // in the instruction file with the new wrapped key, and gone from the
 // metadata (landed); in the metadata with the old wrapped key and the
-// original ETag (the copy did not land: the instruction file the move may
-// have created is deleted when it holds the new wrapped key, which only
-// this move made); anything else is someone else's change.
+// original ETag (the copy did not land); anything else is someone else's
+// change. When it did not land, the instruction file the move may have
+// created is deleted if it holds the new wrapped key (only this move made
+// it) and no reader uses it (the object is gone, or its metadata holds a
+// complete envelope).
 func (c *Core) settleMove(ctx context.Context, h *hold, ev ledger.Event, o Outcome) (verdict, Outcome, error) {
 	n, err := c.current(ctx, ev.ID)
 	switch {
 	case err != nil:
 		return kept, keepIntent(h, o, "could not read the object to learn whether its envelope moved", err), nil
-	case n.gone:
-		return c.dropAs(ctx, h, ev, o, changedBy)
-	case n.instr != nil && n.fp == ev.NewWrappedKeySHA256:
+	case !n.gone && n.instr != nil && n.fp == ev.NewWrappedKeySHA256:
 		env, perr := envelope.Parse(n.obj.Metadata, n.body, envelope.ParseOptions{AllowLegacy: true, MaxMetadataBytes: -1})
 		if perr != nil {
 			return kept, keepIntent(h, o, "the instruction file holds the new wrapped key but the envelope does not parse", perr), nil
@@ -106,24 +106,39 @@ func (c *Core) settleMove(ctx context.Context, h *hold, ev ledger.Event, o Outco
 			return kept, out, err
 		}
 		return committed, out, err
-	case n.instr == nil && n.fp == ev.OldWrappedKeySHA256 && n.obj.ETag == ev.ETagBefore:
-		if c.Move == nil {
-			return kept, keepIntent(h, o, "the move did not land, and its instruction file cannot be checked without --placement instruction-file", nil), nil
-		}
-		ik := instructionKey(ev.ID.Key, c.suffix())
-		instr, body, rerr := c.S3.ReadInstruction(ctx, ev.ID.Bucket, ik, "")
-		switch {
-		case errors.Is(rerr, commit.ErrGone):
-		case rerr != nil:
-			return kept, keepIntent(h, o, "the move did not land; could not read the instruction file it may have created", rerr), nil
-		default:
-			if w, werr := envelope.WrappedKeyOf(nil, body); werr == nil && ledger.WrappedKeyFingerprint(w) == ev.NewWrappedKeySHA256 {
-				if derr := c.Move.DeleteInstruction(ctx, instr); derr != nil {
-					return kept, keepIntent(h, o, "the move did not land; could not delete the instruction file it created", derr), nil
-				}
-			}
-		}
-		return c.dropAs(ctx, h, ev, o, dropped)
 	}
-	return c.dropAs(ctx, h, ev, o, changedBy)
+	v := changedBy
+	if !n.gone && n.instr == nil && n.fp == ev.OldWrappedKeySHA256 && n.obj.ETag == ev.ETagBefore {
+		v = dropped
+	}
+	if n.gone || !needsInstruction(n.obj) {
+		if why, err := c.removeMoveFile(ctx, ev); err != nil {
+			return kept, keepIntent(h, o, why, err), nil
+		}
+	}
+	return c.dropAs(ctx, h, ev, o, v)
+}
+
+// removeMoveFile deletes the instruction file of the move ev when it
+// holds ev's new wrapped key; why says what failed.
+func (c *Core) removeMoveFile(ctx context.Context, ev ledger.Event) (string, error) {
+	ik := instructionKey(ev.ID.Key, c.suffix())
+	instr, body, err := c.S3.ReadInstruction(ctx, ev.ID.Bucket, ik, "")
+	switch {
+	case errors.Is(err, commit.ErrGone):
+		return "", nil
+	case err != nil:
+		return "the move did not land; could not read the instruction file it may have created", err
+	}
+	w, werr := envelope.WrappedKeyOf(nil, body)
+	if werr != nil || ledger.WrappedKeyFingerprint(w) != ev.NewWrappedKeySHA256 {
+		return "", nil // someone else's: left as it is
+	}
+	if c.Move == nil {
+		return "the move did not land, and the instruction file it created can only be deleted with --placement instruction-file", errors.New("no mover")
+	}
+	if err := c.Move.DeleteInstruction(ctx, instr); err != nil {
+		return "the move did not land; could not delete the instruction file it created", err
+	}
+	return "", nil
 }

@@ -199,3 +199,45 @@ func TestMoveMultipartCopy(t *testing.T) {
 		t.Errorf("%d CopyObject calls: above the threshold the copy is multipart", cs.copies.Load())
 	}
 }
+
+// interfering runs before each DropEnvelope: someone else writes the
+// object between the move's two writes.
+type interfering struct {
+	pipeline.Mover
+	before func(obj *commit.Object)
+}
+
+func (m interfering) DropEnvelope(ctx context.Context, obj *commit.Object, side map[string]string) (commit.Result, error) {
+	m.before(obj)
+	return m.Mover.DropEnvelope(ctx, obj, side)
+}
+
+// An object someone else rewrites between the move's two writes is left
+// as they made it (Changed), and the instruction file the move created
+// beside it, which no reader uses (their object holds its envelope in its
+// metadata), is deleted.
+func TestMoveLeavesAnObjectChangedMidMoveAndRemovesItsFile(t *testing.T) {
+	f := newFixture(t, 0, false)
+	objs, err := sample.Seed(ctx, f.s3, f.kms.Client(""), sample.Options{Bucket: f.bucket, KMSKeyID: f.a.ID(), Count: 1,
+		Kinds: []sample.Kind{{Format: envelope.V3, Placement: envelope.PlacementMetadata}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := objs[0].Key
+	theirs := []byte("their new content")
+	c := f.core("move-changed")
+	c.Move = interfering{Mover: f.commit, before: func(obj *commit.Object) {
+		put(t, f, key, theirs, obj.Metadata) // a complete envelope in the metadata, another body
+	}}
+	rep, buf := f.run(t, c)
+	if rep.Counts()[pipeline.StatusChanged] != 1 {
+		t.Fatalf("want the object reported changed\n%s", buf)
+	}
+	if got := snap(t, f, key); !bytes.Equal(got.body, theirs) {
+		t.Errorf("the other writer's object was changed")
+	}
+	ik := key + envelope.DefaultInstructionSuffix
+	if _, err := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &ik}); err == nil {
+		t.Errorf("the move's instruction file is left beside the changed object")
+	}
+}
