@@ -43,6 +43,12 @@
 //     (InstructionEnvelope, WriteInstruction). The encrypted object itself
 //     is not written: the envelope fields on it (V3 x-amz-c, x-amz-d,
 //     x-amz-i) never change on a rewrap (CheckObjectSide verifies that).
+//   - Move (move.go): NewInstruction creates an instruction file only
+//     where none exists (If-None-Match: *; its own file found on a retry
+//     is success, anyone else's ErrExists); DropEnvelope copies the object
+//     onto itself without the envelope in its metadata (V3 keeps x-amz-c,
+//     x-amz-d and x-amz-i), guarded as every self-copy; DeleteInstruction
+//     removes a file a move created whose copy did not land (If-Match).
 //   - Envelope fields: the user metadata names envelope.IsEnvelopeField
 //     recognises. A commit replaces all of them with the new envelope's and
 //     keeps every other user metadata entry unchanged.

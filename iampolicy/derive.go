@@ -40,6 +40,9 @@ type Options struct {
 	// Report is the run's --report when it is in S3 (s3://BUCKET/PREFIX/
 	// or s3://BUCKET/KEY); a local report needs nothing.
 	Report string
+	// Plan adds what `rotator plan` reads beyond the run: each bucket's
+	// versioning, replication and lifecycle configuration.
+	Plan bool
 }
 
 // Result is a derived policy and the notes an operator should read with it
@@ -66,6 +69,7 @@ const (
 	SidS3Reports        = "S3ReadInventoryOrList"
 	SidS3WriteReport    = "S3WriteReport"
 	SidS3ReportBucket   = "S3ReportBucket"
+	SidS3BucketConfig   = "S3ReadBucketConfiguration"
 	SidLedgerTable      = "LedgerTable"
 	SidLedgerIndex      = "LedgerIndex"
 )
@@ -283,6 +287,11 @@ func (d *deriver) s3() error {
 			read = append(read, "s3:GetObjectVersionAcl")
 		}
 	}
+	if d.cfg.Placement == pipeline.PlacementInstructionFile {
+		// A move whose copy did not land deletes the instruction file it
+		// created (KEY.instruction, under the same prefix).
+		write = append(write, "s3:DeleteObject")
+	}
 	if d.cfg.CopyObjectLock {
 		read = append(read, "s3:GetObjectRetention", "s3:GetObjectLegalHold")
 		write = append(write, "s3:PutObjectRetention", "s3:PutObjectLegalHold")
@@ -304,6 +313,10 @@ func (d *deriver) s3() error {
 			d.b.add(SidS3ListVersions, []string{"s3:ListBucketVersions"}, []string{s.bucketARN(part)}, d.s3Cond(prefixCond))
 		} else if d.cfg.Source != "" {
 			d.b.add(SidS3List, []string{"s3:ListBucket"}, []string{s.bucketARN(part)}, d.s3Cond(prefixCond))
+		}
+		if d.o.Plan {
+			d.b.add(SidS3BucketConfig, []string{"s3:GetBucketVersioning", "s3:GetReplicationConfiguration", "s3:GetLifecycleConfiguration"},
+				[]string{s.bucketARN(part)}, d.s3Cond(nil))
 		}
 		if d.reencrypt() && !d.cfg.DryRun {
 			d.b.add(SidS3ListUploads, []string{"s3:ListBucketMultipartUploads"}, []string{s.bucketARN(part)}, d.s3Cond(nil))

@@ -54,6 +54,9 @@
 //     and s3:GetObjectLegalHold (Object Lock is checked, never bypassed).
 //   - --copy-object-lock: s3:GetObjectRetention, s3:GetObjectLegalHold,
 //     s3:PutObjectRetention and s3:PutObjectLegalHold.
+//   - --placement instruction-file: s3:DeleteObject (a move whose copy did
+//     not land deletes the instruction file it created; creating it is
+//     s3:PutObject on KEY.instruction, under the same prefix).
 //   - --check-acl: s3:GetObjectAcl (and s3:GetObjectVersionAcl where
 //     requests name versions).
 //   - --expected-bucket-owner: every S3 statement gets the condition
@@ -69,7 +72,11 @@
 //     what `rotator ledger` and `status` need: dynamodb:Query on the index
 //     by_wrap_key and dynamodb:Scan (the audit export).
 //   - `rotator plan` with the run's flags needs a subset of the run's
-//     policy; `rotator resume` needs the run's policy.
+//     policy plus, with Options.Plan (--with plan), s3:GetBucketVersioning,
+//     s3:GetReplicationConfiguration and s3:GetLifecycleConfiguration on
+//     each bucket (what the writes cost beyond their requests; without
+//     them plan says what it could not read). `rotator resume` needs the
+//     run's policy.
 //   - HSM keys need no IAM permission: CloudHSM authorizes its crypto user
 //     (the PIN), not IAM.
 package iampolicy

@@ -129,6 +129,7 @@ func TestS3ActionsFollowTheFlags(t *testing.T) {
 		{"dry run reads only", with(func(c *pipeline.Config) { c.DryRun = true }),
 			[]string{"s3:GetObject arn:aws:s3:::data/2025/*", "s3:ListBucket arn:aws:s3:::data"}},
 		{"--check-acl", with(func(c *pipeline.Config) { c.CheckACL = true }), plus("s3:GetObjectAcl arn:aws:s3:::data/2025/*")},
+		{"--placement instruction-file", with(func(c *pipeline.Config) { c.Placement = pipeline.PlacementInstructionFile }), plus("s3:DeleteObject arn:aws:s3:::data/2025/*")},
 		{"--copy-object-lock", with(func(c *pipeline.Config) { c.CopyObjectLock = true }), plus(
 			"s3:GetObjectLegalHold arn:aws:s3:::data/2025/*", "s3:GetObjectRetention arn:aws:s3:::data/2025/*",
 			"s3:PutObjectLegalHold arn:aws:s3:::data/2025/*", "s3:PutObjectRetention arn:aws:s3:::data/2025/*")},
@@ -158,6 +159,25 @@ func TestS3ActionsFollowTheFlags(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// --with plan adds the bucket configuration plan reads (versioning,
+// replication, lifecycle) on each bucket, and nothing else.
+func TestPlanReadsBucketConfiguration(t *testing.T) {
+	cfg := pipeline.Config{Source: "s3://data/2025/", From: []string{"kms:" + keyA}, To: "kms:" + keyB}
+	without := grants(derive(t, cfg, Options{}).Policy, "s3")
+	with := grants(derive(t, cfg, Options{Plan: true}).Policy, "s3")
+	want := append(slices.Clone(without), "s3:GetBucketVersioning arn:aws:s3:::data",
+		"s3:GetLifecycleConfiguration arn:aws:s3:::data", "s3:GetReplicationConfiguration arn:aws:s3:::data")
+	slices.Sort(want)
+	if !slices.Equal(with, want) {
+		t.Errorf("with Plan:\n got %q\nwant %q", with, want)
+	}
+	for _, g := range without {
+		if strings.Contains(g, "Bucket") && !strings.Contains(g, "ListBucket") {
+			t.Errorf("without Plan the run's policy grants %s", g)
+		}
 	}
 }
 
@@ -303,6 +323,9 @@ func TestS3NeedsAsS3Authorizes(t *testing.T) {
 		{S3Request{Method: "DELETE", Bucket: "b", Key: "k", Query: q("uploadId=u")}, "AbortMultipartUpload", []string{"s3:AbortMultipartUpload arn:aws:s3:::b/k"}},
 		{S3Request{Method: "DELETE", Bucket: "b", Key: "k", Query: q("versionId=v")}, "DeleteObject", []string{"s3:DeleteObjectVersion arn:aws:s3:::b/k"}},
 		{S3Request{Method: "GET", Bucket: "b", Key: "k", Query: q("acl&versionId=v")}, "GetObjectAcl", []string{"s3:GetObjectVersionAcl arn:aws:s3:::b/k"}},
+		{S3Request{Method: "GET", Bucket: "b", Query: q("versioning")}, "GetBucketVersioning", []string{"s3:GetBucketVersioning arn:aws:s3:::b"}},
+		{S3Request{Method: "GET", Bucket: "b", Query: q("replication")}, "GetBucketReplication", []string{"s3:GetReplicationConfiguration arn:aws:s3:::b"}},
+		{S3Request{Method: "GET", Bucket: "b", Query: q("lifecycle")}, "GetBucketLifecycleConfiguration", []string{"s3:GetLifecycleConfiguration arn:aws:s3:::b"}},
 	} {
 		op, needs := S3Needs("aws", tc.req)
 		var got []string

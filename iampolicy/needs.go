@@ -65,6 +65,12 @@ func S3Needs(partition string, r S3Request) (string, []Need) {
 			return "ListObjectsV2", list("s3:ListBucket")
 		case r.Method == "GET" && has("versions"):
 			return "ListObjectVersions", list("s3:ListBucketVersions")
+		case r.Method == "GET" && has("versioning"):
+			return "GetBucketVersioning", []Need{{Action: "s3:GetBucketVersioning", Resource: bucketARN}}
+		case r.Method == "GET" && has("replication"):
+			return "GetBucketReplication", []Need{{Action: "s3:GetReplicationConfiguration", Resource: bucketARN}}
+		case r.Method == "GET" && has("lifecycle"):
+			return "GetBucketLifecycleConfiguration", []Need{{Action: "s3:GetLifecycleConfiguration", Resource: bucketARN}}
 		case r.Method == "GET" && has("uploads"):
 			return "ListMultipartUploads", []Need{{Action: "s3:ListBucketMultipartUploads", Resource: bucketARN}}
 		case r.Method == "GET" && len(r.Query) == 0, r.Method == "HEAD":

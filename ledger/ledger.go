@@ -90,6 +90,11 @@ const (
 	// key fingerprints and ETags are the escrow file's (the object itself
 	// is not written, so VersionAfter stays empty).
 	OpEscrow = "escrow"
+	// OpMove: a rewrap that also moved the envelope from the object's
+	// metadata into an instruction file (--placement instruction-file):
+	// the instruction file created, then the object copied onto itself
+	// without the envelope. VersionAfter is the object's new version.
+	OpMove = "move"
 )
 
 // Event is a lineage event: one change rotator made to one object version.
@@ -98,7 +103,7 @@ const (
 type Event struct {
 	ID     ObjectID // the version that was changed
 	RunID  string
-	Op     string // OpRewrap, OpReencrypt, OpDeleteVersion, OpEscrow
+	Op     string // OpRewrap, OpReencrypt, OpDeleteVersion, OpEscrow, OpMove
 	Method string // how: "kms-reencrypt", "kms-decrypt+hsm-wrap", ...
 	// FromKey and ToKey are canonical key ids, as in Object.WrapKey.
 	FromKey string

@@ -69,6 +69,11 @@ type Config struct {
 	InventoryMaxFileBytes int64 `json:"inventory_max_file_bytes,omitempty"`
 	// InstructionSuffix of instruction files (default ".instruction").
 	InstructionSuffix string `json:"instruction_suffix,omitempty"`
+	// Placement is PlacementInstructionFile (--placement
+	// instruction-file) to move the envelope of every object a rewrap
+	// changes from its metadata into an instruction file; empty keeps
+	// each envelope where it is.
+	Placement string `json:"placement,omitempty"`
 	// Commit options (see commit.Options).
 	MultipartThreshold   int64 `json:"multipart_threshold,omitempty"`
 	NoMultipartChecksum  bool  `json:"no_multipart_checksum,omitempty"`
@@ -155,6 +160,21 @@ func (c *Config) Validate() error {
 	}
 	if c.mode() == ModeReencrypt && len(c.From) == 0 {
 		return errors.New("--mode reencrypt decrypts each object's data key: name the keys the objects are wrapped under with --from (one or more; with --list too)")
+	}
+	switch c.Placement {
+	case "":
+	case PlacementInstructionFile:
+		if c.mode() != ModeRewrap {
+			return errors.New("--placement instruction-file applies to --mode rewrap (a re-encryption keeps each envelope where it is)")
+		}
+		if c.InstructionSuffix != "" && c.InstructionSuffix != envelope.DefaultInstructionSuffix {
+			return fmt.Errorf("--placement instruction-file writes %s files: the official Go clients read no other suffix (drop --instruction-suffix %s)", envelope.DefaultInstructionSuffix, c.InstructionSuffix)
+		}
+		if c.CheckACL {
+			return errors.New("--placement instruction-file cannot be combined with --check-acl yet: run --check-acl without it first")
+		}
+	default:
+		return fmt.Errorf("--placement %q: want instruction-file (or leave it out to keep each envelope where it is)", c.Placement)
 	}
 	if c.ListRawKeys && c.List == "" {
 		return errors.New("--list-raw-keys applies to --list only")
@@ -351,6 +371,9 @@ func (e *Env) Core(runID, owner string) *Core {
 	if mode == ModeEscrow {
 		c.Escrow = e.To
 	}
+	if e.Config.Placement == PlacementInstructionFile && e.Commit != nil {
+		c.Move = e.Commit
+	}
 	if mode == ModeReencrypt && e.To != nil {
 		c.Format, _ = e.Config.format() // validated by Open
 		c.Reencrypter = e.Engine()
@@ -455,6 +478,9 @@ func (c *Config) Describe() string {
 	}
 	if c.DeleteOldVersions {
 		b.WriteString(" deleting older versions")
+	}
+	if c.Placement != "" {
+		fmt.Fprintf(&b, " moving envelopes to %s", c.Placement)
 	}
 	if c.CheckACL {
 		b.WriteString(" checking ACLs")

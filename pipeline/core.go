@@ -115,6 +115,11 @@ type Core struct {
 	// Bodies reads object bodies: ModeRestore checks a V2 object's
 	// escrowed data key against its body's tag.
 	Bodies Getter
+	// Move, when set (--placement instruction-file), moves the envelope
+	// of every object it rewraps from the object's metadata into an
+	// instruction file, in the same copy (move.go); nil keeps envelopes
+	// where they are.
+	Move Mover
 	// KeyFor opens the keyring of a canonical key id an intent recorded
 	// (an intent resumed after --to changed its meaning, an alias moved);
 	// nil knows only To and From.

@@ -25,3 +25,30 @@ func TestDescribeRedactsMalformedPINSource(t *testing.T) {
 		}
 	}
 }
+
+// --placement is validated: instruction-file only, with a rewrap, the
+// default suffix, and not (yet) with --check-acl.
+func TestPlacementValidation(t *testing.T) {
+	base := Config{Source: "s3://b", To: "kms:alias/x", Placement: PlacementInstructionFile}
+	if err := base.Validate(); err != nil {
+		t.Fatalf("rewrap with --placement instruction-file: %v", err)
+	}
+	if !strings.Contains(base.Describe(), "moving envelopes to instruction-file") {
+		t.Errorf("Describe() = %q", base.Describe())
+	}
+	for _, tc := range []struct {
+		set  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.Placement = "metadata" }, "want instruction-file"},
+		{func(c *Config) { c.Mode, c.From = ModeReencrypt, []string{"kms:alias/y"} }, "applies to --mode rewrap"},
+		{func(c *Config) { c.InstructionSuffix = ".enc" }, "read no other suffix"},
+		{func(c *Config) { c.CheckACL = true }, "--check-acl"},
+	} {
+		c := base
+		tc.set(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: %v, want an error saying %q", c, err, tc.want)
+		}
+	}
+}

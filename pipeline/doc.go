@@ -8,7 +8,7 @@
 //     file when the envelope is not in the metadata) to decide its action.
 //   - Action: skip, rewrap or re-encrypt.
 //   - Commit protocol (protocol.go): the one sequence every change goes
-//     through (rewrap, re-encryption, version deletion): claim the object
+//     through (rewrap, re-encryption, version deletion, move): claim the object
 //     for this process (renewed while it works), settle what this run left
 //     on it and read it again if it may have changed, record the intent in
 //     the ledger (a prepared event, and a re-encryption's checkpoint),
@@ -39,6 +39,17 @@
 //     intents (ShardIntents). A shard started again resumes its record.
 //   - S3 report (s3report.go): a completion report streamed to one S3
 //     object in bounded parts, written when the run ends or stops.
+//   - Move (move.go, --placement instruction-file): a rewrap that also
+//     moves the envelope from the object's metadata into a new
+//     instruction file: the file first (If-None-Match; the metadata wins
+//     while both exist, so the object opens under the old key), then the
+//     guarded self-copy without the envelope. Settled on where the
+//     envelope is; a file left by a copy that did not land is deleted.
+//   - Write costs (plancost.go, bucketconfig.go): what a run's writes
+//     store and ship beyond their requests, from each bucket's
+//     versioning, replication and lifecycle configuration (noncurrent
+//     copies, replicated bytes), and the move's cost against later
+//     rotations' (Plan.WriteCosts, Plan.Placement).
 //   - Dry run: the same core with its writers wrapped (DryRun): writes and
 //     key backend calls fail with errDryRun before they are sent, and the
 //     outcome says what would have been done.

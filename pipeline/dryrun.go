@@ -71,6 +71,17 @@ func (dryCommitter) WriteInstruction(context.Context, *commit.Object, []byte) (c
 	return commit.Result{}, errDryRun
 }
 
+// dryMover refuses every write of a move.
+type dryMover struct{ Mover }
+
+func (dryMover) NewInstruction(context.Context, string, string, []byte) (commit.Result, error) {
+	return commit.Result{}, errDryRun
+}
+func (dryMover) DropEnvelope(context.Context, *commit.Object, map[string]string) (commit.Result, error) {
+	return commit.Result{}, errDryRun
+}
+func (dryMover) DeleteInstruction(context.Context, *commit.Object) error { return errDryRun }
+
 // dryVersions passes reads through and refuses deletions.
 type dryVersions struct{ VersionDeleter }
 
@@ -132,6 +143,9 @@ func DryRun(c *Core) *Core {
 	}
 	if c.Versions != nil {
 		d.Versions = dryVersions{c.Versions}
+	}
+	if c.Move != nil {
+		d.Move = dryMover{c.Move}
 	}
 	return d
 }

@@ -64,6 +64,7 @@ type scenario struct {
 	versioned bool // an older version too, --all-versions --delete-old-versions
 	dynamo    bool // the DynamoDB ledger
 	escrow    bool // --escrow on a third KMS key: each object escrowed before it is rewrapped
+	move      bool // --placement instruction-file: the envelope moves out of the metadata
 }
 
 func faultScenarios() []scenario {
@@ -92,6 +93,8 @@ func faultScenarios() []scenario {
 			scenario{name: "kms-to-hsm-escrow-meta-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, toHSM: true, dynamo: dyn, escrow: true},
 			scenario{name: "rewrap-escrow-instr-" + l, mode: pipeline.ModeRewrap, kind: instr(envelope.V3), size: 100, dynamo: dyn, escrow: true},
 			scenario{name: "reencrypt-escrow-instr-" + l, mode: pipeline.ModeReencrypt, kind: instr(envelope.V2), size: 100, dynamo: dyn, escrow: true},
+			scenario{name: "move-v2-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, move: true, dynamo: dyn},
+			scenario{name: "move-v3-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V3), size: 100, move: true, dynamo: dyn},
 		)
 	}
 	return out
@@ -294,6 +297,9 @@ func (h *faultHarness) config(c *faultCase) pipeline.Config {
 	}
 	if h.sc.escrow {
 		cfg.Escrow = "kms:" + h.arnC
+	}
+	if h.sc.move {
+		cfg.Placement = pipeline.PlacementInstructionFile
 	}
 	return cfg
 }
@@ -520,6 +526,9 @@ func (h *faultHarness) check(t *testing.T, c *faultCase, mustRotate bool) map[st
 				t.Errorf("%s: rewrapped but its body changed", o.Key)
 			}
 			rotated[o.Key] = true
+			if h.sc.move {
+				h.checkMoved(t, c.bucket, o.Key, true)
+			}
 		case mustRotate:
 			t.Errorf("%s: does not open under the target key: %v", o.Key, err)
 		default:
@@ -528,6 +537,9 @@ func (h *faultHarness) check(t *testing.T, c *faultCase, mustRotate bool) map[st
 			}
 			if pt, _, err := sample.Open(ctx, h.s3, c.bucket, o.Key, h.a); err != nil || !bytes.Equal(pt, c.plain[o.Key]) {
 				t.Errorf("%s: left as it was, but no longer opens under its key: %v", o.Key, err)
+			}
+			if h.sc.move {
+				h.checkMoved(t, c.bucket, o.Key, false)
 			}
 		}
 	}
@@ -645,6 +657,30 @@ func openThroughEscrow(h *faultHarness, bucket, key string, k rewrap.Keyring) ([
 	}
 	defer dek.Clear()
 	return envelope.DecryptContent(e, dek, ct)
+}
+
+// checkMoved checks where a moved (or unmoved) object's envelope is: in
+// its instruction file and out of its metadata (V3 keeps x-amz-c, x-amz-d
+// and x-amz-i there), or in its metadata with no instruction file left
+// beside it by a move that did not land.
+func (h *faultHarness) checkMoved(t *testing.T, bucket, key string, moved bool) {
+	t.Helper()
+	head, err := h.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ik := key + envelope.DefaultInstructionSuffix
+	_, ierr := h.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &ik})
+	switch {
+	case moved && !envelope.NeedsInstructionFile(head.Metadata):
+		t.Errorf("%s: rotated, but its metadata still holds the envelope", key)
+	case moved && ierr != nil:
+		t.Errorf("%s: moved, but its instruction file cannot be read: %v", key, ierr)
+	case moved && h.sc.kind.Format == envelope.V3 && (head.Metadata["x-amz-c"] == "" || head.Metadata["x-amz-d"] == "" || head.Metadata["x-amz-i"] == ""):
+		t.Errorf("%s: a moved V3 object must keep x-amz-c, x-amz-d and x-amz-i: %v", key, head.Metadata)
+	case !moved && ierr == nil:
+		t.Errorf("%s: not moved, but an instruction file is left beside it", key)
+	}
 }
 
 // checkLeftNothing checks that the run holds no intent or checkpoint and

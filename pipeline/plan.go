@@ -26,34 +26,48 @@ import (
 // rewraps), unless the ledger remembers the object from an earlier run.
 const KeyUnknown = "kms:(unknown until the run asks KMS)"
 
-// Prices are per-request prices in USD. The defaults are AWS's public
-// list prices in us-east-1 (S3 Standard requests, KMS requests, DynamoDB
-// on-demand request units); --price overrides them.
+// Prices are the prices plan estimates with, in USD: per request, and per
+// GB for storage and replication. The defaults are AWS's public list
+// prices in us-east-1 (S3 Standard requests and storage, KMS requests,
+// DynamoDB on-demand request units, data transfer to another region);
+// --price overrides them.
 type Prices struct {
 	S3Put    float64 `json:"s3_put"`    // PUT, COPY, POST, LIST
 	S3Get    float64 `json:"s3_get"`    // GET, HEAD and others
 	KMS      float64 `json:"kms"`       // any KMS request
 	DDBWrite float64 `json:"ddb_write"` // one write request unit
 	DDBRead  float64 `json:"ddb_read"`  // one read request unit
+	// StorageGBMonth is the storage price of one GB (2^30 bytes) for a
+	// month: what a noncurrent version costs while it is kept (S3
+	// Standard's first 50 TB).
+	StorageGBMonth float64 `json:"storage_gb_month"`
+	// ReplicationGB is the price of one GB replication ships: data
+	// transfer to another region (0 for replication within a region; S3
+	// Replication Time Control adds $0.015). Each replicated write is
+	// also a PUT request at the destination (S3Put).
+	ReplicationGB float64 `json:"replication_gb"`
 	// CloudHSM is billed per instance hour, not per request.
 }
 
 // DefaultPrices are the us-east-1 list prices.
 var DefaultPrices = Prices{
-	S3Put:    0.005 / 1000,
-	S3Get:    0.0004 / 1000,
-	KMS:      0.03 / 10000,
-	DDBWrite: 0.625 / 1e6,
-	DDBRead:  0.125 / 1e6,
+	S3Put:          0.005 / 1000,
+	S3Get:          0.0004 / 1000,
+	KMS:            0.03 / 10000,
+	DDBWrite:       0.625 / 1e6,
+	DDBRead:        0.125 / 1e6,
+	StorageGBMonth: 0.023,
+	ReplicationGB:  0.02,
 }
 
-// Set parses one override, NAME=USD per request (s3-put, s3-get, kms,
-// ddb-write, ddb-read).
+// Set parses one override, NAME=USD (s3-put, s3-get, kms, ddb-write,
+// ddb-read: per request; storage-gb-month: per GB-month; replication-gb:
+// per GB replicated).
 func (p *Prices) Set(s string) error {
 	name, val, ok := strings.Cut(s, "=")
 	var v float64
 	if _, err := fmt.Sscanf(val, "%g", &v); !ok || err != nil || v < 0 {
-		return fmt.Errorf("--price %q: want NAME=USD_PER_REQUEST, e.g. kms=0.000003", s)
+		return fmt.Errorf("--price %q: want NAME=USD, e.g. kms=0.000003 or storage-gb-month=0.0125", s)
 	}
 	switch name {
 	case "s3-put":
@@ -66,8 +80,12 @@ func (p *Prices) Set(s string) error {
 		p.DDBWrite = v
 	case "ddb-read":
 		p.DDBRead = v
+	case "storage-gb-month":
+		p.StorageGBMonth = v
+	case "replication-gb":
+		p.ReplicationGB = v
 	default:
-		return fmt.Errorf("--price %q: unknown name %q (s3-put, s3-get, kms, ddb-write, ddb-read)", s, name)
+		return fmt.Errorf("--price %q: unknown name %q (s3-put, s3-get, kms, ddb-write, ddb-read, storage-gb-month, replication-gb)", s, name)
 	}
 	return nil
 }
@@ -109,7 +127,20 @@ type Plan struct {
 	ReencryptBytes int64 `json:"reencrypt_bytes,omitempty"`
 	// Requests are the run's expected requests by "service:Operation".
 	Requests map[string]int64 `json:"requests"`
-	// CostUSD is the cost of Requests by service, and "total".
+	// WriteCosts are the bytes the run's writes store and ship beyond
+	// their requests (versioning, replication, lifecycle); nil when the
+	// buckets' configuration was not read (PlanOptions.Buckets).
+	WriteCosts *WriteCosts `json:"write_costs,omitempty"`
+	// Placement compares rotations with the envelopes in metadata and in
+	// instruction files (--placement instruction-file); nil when no
+	// object has its envelope in its metadata.
+	Placement *PlacementCosts `json:"placement,omitempty"`
+	// CostUSD is the cost of Requests by service ("s3", "kms",
+	// "dynamodb"), of WriteCosts ("replication"; "noncurrent_storage"
+	// until lifecycle rules expire the noncurrent copies, and
+	// "noncurrent_storage_monthly" for the copies no rule expires, per
+	// month), and "total": the requests, replication and
+	// noncurrent_storage (not the monthly part).
 	CostUSD map[string]float64 `json:"cost_usd"`
 	// Estimated duration, the bound that sets it, and the measured HEAD
 	// latency it builds on.
@@ -130,6 +161,9 @@ type PlanOptions struct {
 	// ACL, when set (--check-acl), reads the ACL of what the run would
 	// rewrite, and counts the objects whose grants a rewrite would drop.
 	ACL ACLReader
+	// Buckets, when set, reads each bucket's versioning, replication and
+	// lifecycle configuration (Plan.WriteCosts).
+	Buckets BucketConfigReader
 	// CheckEscrow reads each encrypted current version's escrow file (named
 	// by the core's EscrowSuffix) and counts them in Plan.ByEscrow.
 	CheckEscrow bool
@@ -171,6 +205,10 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 	var headNanos, heads atomic.Int64
 	var noACLs atomic.Bool
 	p.ACLChecked = o.ACL != nil
+	bcs := &bucketConfigs{r: o.Buckets, m: map[string]*bucketEntry{}}
+	if o.Buckets != nil {
+		p.WriteCosts = &WriteCosts{}
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	items := make(chan inventory.Item, workers)
 	g.Go(func() error { return inventory.Send(gctx, src, items) })
@@ -197,12 +235,16 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 						noACLs.Store(true)
 					}
 				}
+				bc, err := bcs.get(gctx, it.Bucket)
+				if err != nil {
+					return err
+				}
 				mu.Lock()
 				if acl.err != nil && errors.Is(acl.err, commit.ErrNoACLs) {
 					p.ACLChecked, p.ACLNotChecked = false, "the S3 server does not implement object ACLs"
 				}
 				p.Requests["s3:GetObjectAcl"] += acl.reads
-				p.add(c, it, cl, out, done, o, acl.err)
+				p.add(c, it, cl, out, done, o, acl.err, bc)
 				if est != "" {
 					if p.ByEscrow == nil {
 						p.ByEscrow = map[string]int64{}
@@ -221,6 +263,9 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 		p.HeadLatency = time.Duration(headNanos.Load() / n)
 	}
 	p.Requests["s3:ListObjects"] = (p.Objects + 999) / 1000
+	if p.WriteCosts != nil {
+		p.WriteCosts.Buckets = bcs.all()
+	}
 	p.estimate(o)
 	return p, nil
 }
@@ -251,8 +296,9 @@ func checkPlanACL(ctx context.Context, c *Core, acl ACLReader, cl *Classificatio
 }
 
 // add counts one classified item and the requests a run would spend on it.
-// aclErr is what --check-acl found (nil: nothing against a rewrite).
-func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions, aclErr error) {
+// aclErr is what --check-acl found (nil: nothing against a rewrite); bc
+// is the item's bucket's configuration (nil: not read).
+func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions, aclErr error, bc *BucketConfig) {
 	p.Objects++
 	if it.UnpairedSuffix {
 		p.UnpairedSuffix++
@@ -303,7 +349,14 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		p.ByAction[string(out.Status)+": "+out.ErrorCode]++
 		return
 	}
+	threshold := o.MultipartThreshold
+	if threshold <= 0 {
+		threshold = 5 << 30
+	}
 	action, code, _ := c.Decide(cl)
+	if action != ActionDeleteVersion {
+		p.comparePlacement(cl, bc, o.Prices, threshold)
+	}
 	switch action {
 	case ActionSkip:
 		p.ByAction["skip: "+code]++
@@ -334,10 +387,24 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		default:
 			p.ByAction["reencrypt"]++
 			ledgerReqs(p.addReencrypt(c, cl))
+			p.addWrite(costOfWrite(bc, cl.Obj.Key, cl.Obj.VersionID, cl.Obj.Size, cl.Obj.Size))
+			if cl.Instr != nil {
+				p.addWrite(costOfWrite(bc, cl.Instr.Key, cl.Instr.VersionID, cl.Instr.Size, cl.Instr.Size))
+			}
 		}
 		return
 	}
-	p.ByAction["rewrap"]++
+	if c.Move != nil && cl.Instr == nil && cl.Env.Placement == envelope.PlacementMetadata {
+		// --placement instruction-file: the copy also drops the envelope,
+		// which a new instruction file holds.
+		p.ByAction["rewrap + move to instruction file"]++
+		if _, body, err := cl.Env.InstructionFile(); err == nil {
+			p.Requests["s3:PutObject"]++
+			p.addWrite(costOfWrite(bc, instructionKey(cl.Obj.Key, c.suffix()), "", int64(len(body)), 0))
+		}
+	} else {
+		p.ByAction["rewrap"]++
+	}
 	switch {
 	case cl.Wrapped.Alg.IsKMS() && c.To.Kind() == rewrap.KindKMS:
 		p.Requests["kms:ReEncrypt"]++
@@ -354,9 +421,11 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 			p.Requests["hsm:Encrypt"]++
 		}
 	}
-	threshold := o.MultipartThreshold
-	if threshold <= 0 {
-		threshold = 5 << 30
+	switch {
+	case cl.Instr != nil:
+		p.addWrite(costOfWrite(bc, cl.Instr.Key, cl.Instr.VersionID, cl.Instr.Size, cl.Instr.Size))
+	default:
+		p.addWrite(costOfWrite(bc, cl.Obj.Key, cl.Obj.VersionID, cl.Obj.Size, cl.Obj.Size))
 	}
 	switch {
 	case cl.Instr != nil:
@@ -398,6 +467,54 @@ var (
 
 func (a ledgerCost) plus(b ledgerCost, n int64) ledgerCost {
 	return ledgerCost{writes: a.writes + n*b.writes, reads: a.reads + n*b.reads, embedded: a.embedded + n*b.embedded}
+}
+
+func (p *Plan) addWrite(c byteCost) {
+	if p.WriteCosts != nil {
+		p.WriteCosts.add(c)
+	}
+}
+
+// comparePlacement adds a current object whose envelope is in its
+// metadata to Plan.Placement: what a rotation of it costs now, what the
+// move to an instruction file costs once, and what a rotation costs after
+// it. KMS and ledger costs are the same either way and left out.
+func (p *Plan) comparePlacement(cl *Classification, bc *BucketConfig, pr Prices, threshold int64) {
+	if cl.Env == nil || cl.Env.Placement != envelope.PlacementMetadata || cl.Obj.Noncurrent || cl.Env.Format == envelope.V1 {
+		return
+	}
+	_, body, err := cl.Env.InstructionFile()
+	if err != nil {
+		return
+	}
+	if p.Placement == nil {
+		p.Placement = &PlacementCosts{}
+	}
+	pc := p.Placement
+	size, ilen := cl.Obj.Size, int64(len(body))
+	pc.Objects++
+	pc.ObjectBytes += size
+	pc.InstructionBytes += ilen
+	ikey := cl.Obj.Key + ".instruction"
+	copyReq := pr.S3Put
+	if size > threshold {
+		parts := (size + (128 << 20) - 1) / (128 << 20)
+		copyReq = float64(2+parts)*pr.S3Put + pr.S3Get
+	}
+	// A rotation now: the self-copy keeps the old body as a noncurrent
+	// version and ships the new one to every replica.
+	once, monthly := costOfWrite(bc, cl.Obj.Key, cl.Obj.VersionID, size, size).usd(pr)
+	pc.RotationOnceUSD += copyReq + once
+	pc.RotationMonthlyUSD += monthly
+	// The move: the same self-copy, plus a new instruction file.
+	fo, fm := costOfWrite(bc, ikey, "", ilen, 0).usd(pr)
+	pc.MoveOnceUSD += copyReq + once + pr.S3Put + fo
+	pc.MoveMonthlyUSD += monthly + fm
+	// A rotation after it: the instruction file read, its tags read, and
+	// rewritten (its old version kept where the bucket keeps versions).
+	ro, rm := costOfWrite(bc, ikey, "null", ilen, ilen).usd(pr)
+	pc.MovedRotationOnceUSD += 2*pr.S3Get + pr.S3Put + ro
+	pc.MovedRotationMonthlyUSD += rm
 }
 
 // addReencrypt counts the requests of one re-encryption: the old data key
@@ -466,6 +583,12 @@ func (p *Plan) estimate(o PlanOptions) {
 	p.CostUSD["kms"] = float64(kmsN) * pr.KMS
 	p.CostUSD["dynamodb"] = float64(p.Requests["dynamodb:write"])*pr.DDBWrite + float64(p.Requests["dynamodb:read"])*pr.DDBRead
 	p.CostUSD["total"] = p.CostUSD["s3"] + p.CostUSD["kms"] + p.CostUSD["dynamodb"]
+	if w := p.WriteCosts; w != nil {
+		p.CostUSD["replication"] = float64(w.ReplicatedBytes)/gb*pr.ReplicationGB + float64(w.ReplicatedWrites)*pr.S3Put
+		p.CostUSD["noncurrent_storage"] = w.NoncurrentGBMonths * pr.StorageGBMonth
+		p.CostUSD["noncurrent_storage_monthly"] = float64(w.NoncurrentBytes-w.NoncurrentExpiringBytes) / gb * pr.StorageGBMonth
+		p.CostUSD["total"] += p.CostUSD["replication"] + p.CostUSD["noncurrent_storage"]
+	}
 
 	// Each worker spends, per object, its requests one after another.
 	lat := p.HeadLatency

@@ -382,6 +382,8 @@ func (c *Core) settle(ctx context.Context, h *hold, ev ledger.Event, o Outcome) 
 		return c.settleDeleted(ctx, h, ev, o)
 	case ledger.OpEscrow:
 		return c.settleEscrow(ctx, h, ev, o)
+	case ledger.OpMove:
+		return c.settleMove(ctx, h, ev, o)
 	}
 	return kept, keepIntent(h, o, "an intent with an unknown operation "+ev.Op, nil), nil
 }

@@ -31,6 +31,7 @@ func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcom
 type newRewrap struct {
 	ev     ledger.Event // the intent
 	newEnv *envelope.Envelope
+	move   *moveBody // set when the envelope also moves into an instruction file (--placement)
 }
 
 // planRewrap asks the key backends for the new wrapping of cl's data key
@@ -70,6 +71,10 @@ func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (r
 	if err != nil {
 		return nil, o.fail(CodeBadEnvelope, err.Error()), true, nil, nil
 	}
+	if c.moves(cl) {
+		rw, out, done := c.moveIntent(cl, newEnv, res, o)
+		return rw, out, done, nil, nil
+	}
 	ev := ledger.Event{
 		ID: c.id(cl), RunID: c.RunID, Op: ledger.OpRewrap, Method: res.Method, FromKey: res.FromKey, ToKey: res.ToKey,
 		ETagBefore: cl.Obj.ETag, VersionBefore: cl.Obj.VersionID,
@@ -86,6 +91,9 @@ func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (r
 // writeRewrap writes a rewrap whose intent is recorded and commits it on
 // evidence: steps 4 to 6 of the protocol.
 func (c *Core) writeRewrap(ctx context.Context, h *hold, cl *Classification, rw *newRewrap, o Outcome) (Outcome, error) {
+	if rw.move != nil {
+		return c.writeMove(ctx, h, cl, rw, o)
+	}
 	cr, werr := c.write(ctx, cl, rw.newEnv)
 	if werr == nil {
 		return c.recordRewrap(ctx, h, rw.ev, cl.Env, cl.Instr != nil, cr, cl.Obj, o)

@@ -65,6 +65,7 @@ func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.Shard, "shard", "", "process shard `i/N` of the objects (disjoint by a hash of bucket and key), or auto: the index of a Kubernetes Indexed Job (JOB_COMPLETION_INDEX) or an AWS Batch array job (AWS_BATCH_JOB_ARRAY_INDEX); the shards of a job share one --run-id")
 	fs.IntVar(&c.ShardCount, "shard-count", 0, "with --shard auto: the number of shards, where the environment does not give it (or ROTATOR_SHARD_COUNT; AWS Batch sets AWS_BATCH_JOB_ARRAY_SIZE)")
 	fs.StringVar(&c.InstructionSuffix, "instruction-suffix", "", "suffix of instruction files (default .instruction)")
+	fs.StringVar(&c.Placement, "placement", "", "`instruction-file`: move the envelope of each object a rewrap changes from its metadata into an instruction file, in the same copy, so later rotations rewrite one small file and never copy the body (default: keep each envelope where it is)")
 	fs.IntVar(&c.ListWorkers, "list-workers", 0, "prefixes or report files listed at once (default 8)")
 	fs.IntVar(&c.Concurrency, "concurrency", pipeline.DefaultWorkers, "objects processed at once")
 	fs.Float64Var(&c.S3RPS, "s3-rps", 0, "cap on S3 requests per second (0: none)")

@@ -29,7 +29,7 @@ func cmdIAMPolicy(_ context.Context, args []string, stdout, stderr io.Writer) er
 	fs.StringVar(&o.Region, "region", os.Getenv("AWS_REGION"), "the `REGION` of keys named by id or alias and of the ledger table (default: $AWS_REGION, else *)")
 	fs.StringVar(&o.Partition, "partition", "aws", "the ARN `PARTITION` (aws, aws-cn, aws-us-gov)")
 	fs.Var(&buckets, "bucket", "a `BUCKET` the objects of an S3 --list or an --inventory are in (repeatable; a local --list is read for them)")
-	fs.Var(&with, "with", "also what these commands need: `verify` (rotator verify --key TO), ledger (rotator ledger and status on DynamoDB); repeatable or comma-separated")
+	fs.Var(&with, "with", "also what these commands need: `verify` (rotator verify --key TO), ledger (rotator ledger and status on DynamoDB), plan (rotator plan: the buckets' versioning, replication and lifecycle configuration); repeatable or comma-separated")
 	if help, err := parse(fs, args); help || err != nil {
 		return err
 	}
@@ -45,8 +45,10 @@ func cmdIAMPolicy(_ context.Context, args []string, stdout, stderr io.Writer) er
 				o.Verify = true
 			case "ledger":
 				o.Ledger = true
+			case "plan":
+				o.Plan = true
 			default:
-				return usageError{fmt.Sprintf("--with %q: want verify or ledger", c)}
+				return usageError{fmt.Sprintf("--with %q: want verify, ledger or plan", c)}
 			}
 		}
 	}

@@ -112,6 +112,7 @@ var traceExempt = map[string]string{
 	"s3:AbortMultipartUpload": "aborts an upload that failed, or that a killed run left and cannot resume (TestFaultMatrix goes through those paths)",
 	"s3:GetObjectRetention":   "with --copy-object-lock: HeadObject returns the Object Lock retention only to a caller allowed s3:GetObjectRetention",
 	"s3:GetObjectLegalHold":   "with --copy-object-lock: HeadObject returns the legal hold only to a caller allowed s3:GetObjectLegalHold",
+	"s3:DeleteObject":         "with --placement instruction-file: deletes the instruction file a move created when its copy did not land (TestFaultMatrix, move scenarios)",
 }
 
 // traceExemptDelete are exemptions of the S3DeleteOldVersions statement only: --delete-old-versions
@@ -253,7 +254,7 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 		}, []run{{}}, "", nil},
 		{"rewrap-then-verify-status-ledger", func(b, tbl string) []string {
 			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
-		}, []run{{}}, "verify,ledger", func(b, tbl string) [][]string {
+		}, []run{{}}, "verify,ledger,plan", func(b, tbl string) [][]string {
 			return [][]string{
 				{"plan", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl},
 				{"verify", "--source", "s3://" + b + "/p/", "--key", "kms:" + f.arnB, "--all"},
@@ -263,6 +264,9 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 				{"ledger", "export", "--ledger", tbl},
 			}
 		}},
+		{"rewrap-placement-instruction-file", func(b, tbl string) []string {
+			return []string{"--placement", "instruction-file", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}, {versioned: true}}, "", nil},
 		{"rewrap-all-versions", func(b, tbl string) []string {
 			return []string{"--all-versions", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{versioned: true}}, "", nil},
@@ -615,6 +619,8 @@ func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 		{"reencrypt", false, []string{"--mode", "reencrypt", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, false},
 		{"reencrypt-delete-old-versions", true, []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, versionedUnchecked, false},
 		{"rewrap-report-in-s3", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, true},
+		{"rewrap-placement-instruction-file", false, []string{"--placement", "instruction-file", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB},
+			map[string]string{"s3:DeleteObject": "a healthy move deletes nothing (only the instruction file of a move whose copy did not land)"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			table := "dynamodb://" + testenv.Name(t) + "?create=true"
@@ -700,7 +706,7 @@ func TestIAMPolicyCLI(t *testing.T) {
 		t.Errorf("stderr %q: want the note on kms:ReEncryptFrom granted on every key", errb.String())
 	}
 	for _, bad := range [][]string{
-		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--with", "plan"},
+		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--with", "audit"},
 		{"iam-policy", "--source", "s3://data"},
 		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--mode", "reencrypt"},
 		{"iam-policy", "--list", "s3://lists/l.csv", "--to", "kms:" + key},
