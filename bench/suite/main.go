@@ -26,6 +26,7 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -33,6 +34,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -255,12 +257,26 @@ func run(o Options) error {
 	if err := s.build(); err != nil {
 		return err
 	}
+	floor, _, err := runChild("rss floor", nil, "/bin/true")
+	if err != nil {
+		return fmt.Errorf("the launcher: %w", err)
+	}
+	s.res.Machine["rss_floor_mib"] = floor.rssMiB()
 	s.bucket = "bench-" + strings.ToLower(start.UTC().Format("20060102-150405"))
 	if _, err := s.s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &s.bucket}); err != nil {
 		return fmt.Errorf("create bucket %s: %w", s.bucket, err)
 	}
 	if !o.Keep {
 		defer s.emptyBucket()
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		go func() {
+			<-sig
+			log("interrupted: deleting s3://%s", s.bucket)
+			s.emptyBucket()
+			os.RemoveAll(s.dir)
+			os.Exit(130)
+		}()
 	}
 	log("bucket s3://%s, work directory %s", s.bucket, s.dir)
 	scenarios := []struct {
@@ -300,6 +316,12 @@ func loadAvg() string {
 
 func (s *suite) build() error {
 	s.rotator, s.kmsBin = s.o.RotatorBin, filepath.Join(s.dir, "kms-test-server")
+	launcher = filepath.Join(s.dir, "launch")
+	c := exec.Command("go", "build", "-o", launcher, "./suite/launch")
+	c.Dir, c.Stdout, c.Stderr = filepath.Join(s.o.Root, "bench"), os.Stderr, os.Stderr
+	if err := c.Run(); err != nil {
+		return fmt.Errorf("build the launcher: %w", err)
+	}
 	targets := [][2]string{{s.kmsBin, "./cmd/kms-test-server"}}
 	if s.rotator == "" {
 		s.rotator = filepath.Join(s.dir, "rotator")

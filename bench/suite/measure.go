@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -43,25 +42,43 @@ func (r Run) mbps() float64           { return float64(r.Bytes) / r.WallS / 1e6 
 func (r Run) cpuPerObjectMS() float64 { return (r.UserS + r.SysS) * 1e3 / float64(r.Objects) }
 func (r Run) rssMiB() float64         { return float64(r.MaxRSSKiB) / 1024 }
 
+// launcher is the path of the launch command (built at start).
+var launcher string
+
 // runChild runs a child process with extra environment, checks its exit,
-// and returns its wall time, rusage and stdout.
+// and returns its wall time, rusage and stdout. It goes through the
+// launch command (see launch/main.go for why).
 func runChild(name string, env []string, bin string, args ...string) (Run, []byte, error) {
-	c := exec.Command(bin, args...)
+	f, err := os.CreateTemp("", "rusage-*.json")
+	if err != nil {
+		return Run{Name: name}, nil, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	c := exec.Command(launcher, append([]string{f.Name(), bin}, args...)...)
 	c.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
-	start := time.Now()
-	err := c.Run()
-	r := Run{Name: name, WallS: time.Since(start).Seconds()}
-	if ru, ok := c.ProcessState.SysUsage().(*syscall.Rusage); ok {
-		r.UserS = time.Duration(ru.Utime.Nano()).Seconds()
-		r.SysS = time.Duration(ru.Stime.Nano()).Seconds()
-		r.MaxRSSKiB = ru.Maxrss // KiB on Linux
+	err = c.Run()
+	r := Run{Name: name}
+	var u usage
+	if b, rerr := os.ReadFile(f.Name()); rerr == nil && json.Unmarshal(b, &u) == nil {
+		r.WallS, r.UserS, r.SysS, r.MaxRSSKiB = u.WallS, u.UserS, u.SysS, u.MaxRSSKiB
+	} else if err == nil {
+		err = fmt.Errorf("the launcher wrote no usage: %v", rerr)
 	}
 	if err != nil {
 		return r, stdout.Bytes(), fmt.Errorf("%s: %w\n%s%s", name, err, tail(stdout.String()), tail(stderr.String()))
 	}
 	return r, stdout.Bytes(), nil
+}
+
+// usage is what the launcher reports of its child.
+type usage struct {
+	WallS     float64 `json:"wall_s"`
+	UserS     float64 `json:"user_s"`
+	SysS      float64 `json:"sys_s"`
+	MaxRSSKiB int64   `json:"max_rss_kib"`
 }
 
 func tail(s string) string {

@@ -190,8 +190,8 @@ func (s *suite) internetScale() {
 
 func (s *suite) print() {
 	w := os.Stdout
-	fmt.Fprintf(w, "\nrotator bench %s; %d CPUs; load %s at start, %s at end; %.0f s in all\n\n", s.res.Date, s.res.Machine["num_cpu"],
-		s.res.Machine["load_at_start"], s.res.Machine["load_at_end"], s.res.WallS)
+	fmt.Fprintf(w, "\nrotator bench %s; %d CPUs; load %s at start, %s at end; %.0f s in all; peak RSS floor (the launcher's) %.1f MiB\n\n",
+		s.res.Date, s.res.Machine["num_cpu"], s.res.Machine["load_at_start"], s.res.Machine["load_at_end"], s.res.WallS, s.res.Machine["rss_floor_mib"])
 	fmt.Fprintln(w, "| figure | rotator | baseline | ratio (range over rounds) | goal | holds |")
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- | --- |")
 	for _, r := range s.res.Rows {
