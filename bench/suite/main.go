@@ -53,7 +53,9 @@ func main() {
 		return
 	}
 	o, err := parseFlags(os.Args[1:])
-	if err == nil {
+	if err == nil && o.Retable != "" {
+		err = retable(o.Retable)
+	} else if err == nil {
 		err = run(o)
 	}
 	if err != nil {
@@ -82,11 +84,13 @@ type Options struct {
 	Latency    time.Duration `json:"kms_latency_ns"`
 	LatN       int           `json:"latency_objects"`
 	LatConcs   []int         `json:"latency_concurrencies"`
+	LatRounds  int           `json:"latency_rounds"`
 	Scale      []int         `json:"scale"`
 	DynamoN    int           `json:"dynamodb_objects"`
 	SeedConc   int           `json:"seed_concurrency"`
 	Keep       bool          `json:"-"`
 	RotatorBin string        `json:"-"`
+	Retable    string        `json:"-"`
 }
 
 func parseFlags(args []string) (Options, error) {
@@ -101,18 +105,20 @@ func parseFlags(args []string) (Options, error) {
 	small, large, big, tiny := fs.String("small-size", "1MiB", "object size of the first rewrap set"), fs.String("large-size", "16MiB", "object size of the second"),
 		fs.String("big-size", "1GiB", "the one big object re-encrypted"), fs.String("tiny-size", "1KiB", "object size of the HSM, cap, latency, DynamoDB and scale sets")
 	fs.IntVar(&o.SmallN, "small-n", 1000, "objects in the first rewrap set (also re-encrypted)")
-	fs.IntVar(&o.LargeN, "large-n", 200, "objects in the second rewrap set")
+	fs.IntVar(&o.LargeN, "large-n", 100, "objects in the second rewrap set")
 	fs.IntVar(&o.HSMN, "hsm-n", 500, "objects per KMS -> HSM run")
-	fs.Float64Var(&o.CapRPS, "kms-rps", 300, "the KMS test server's -rps cap for the throttling figure")
-	fs.IntVar(&o.CapN, "cap-n", 3000, "objects rewrapped under the cap")
+	fs.Float64Var(&o.CapRPS, "kms-rps", 0, "the KMS test server's -rps cap for the throttling figure (0: half the rate rotator reached in the rewrap figure, so that the cap, not the machine, is the limit; 300 if that did not run)")
+	fs.IntVar(&o.CapN, "cap-n", 0, "objects rewrapped under the cap (0: ten seconds' worth)")
 	fs.DurationVar(&o.Latency, "kms-latency", 30*time.Millisecond, "KMS latency of the concurrency figure")
 	fs.IntVar(&o.LatN, "latency-n", 4000, "objects rewrapped at each concurrency")
+	fs.IntVar(&o.LatRounds, "latency-rounds", 1, "rounds of rotator and the bare loop at each concurrency")
 	concs := fs.String("latency-concurrency", "32,128,512", "concurrencies of the latency-bound figure")
 	scale := fs.String("scale", "1000,10000,100000", "object counts of the memory and throughput figure")
 	fs.IntVar(&o.DynamoN, "dynamodb-n", 1000, "objects rewrapped with the DynamoDB ledger")
 	fs.IntVar(&o.SeedConc, "seed-concurrency", 64, "objects written at once while seeding")
 	fs.BoolVar(&o.Keep, "keep", false, "keep the bucket and its objects")
 	fs.StringVar(&o.RotatorBin, "rotator", "", "a rotator binary to measure (default: built from -root)")
+	fs.StringVar(&o.Retable, "retable", "", "measure nothing: recompute the table, the internet-scale figures and the plot from this results `file` (JSON) and write them beside it")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -299,6 +305,25 @@ func run(o Options) error {
 	}
 	s.res.Machine["load_at_end"] = loadAvg()
 	s.res.WallS = time.Since(start).Seconds()
+	s.table()
+	s.internetScale()
+	s.print()
+	return s.write()
+}
+
+// retable recomputes the rows and figures of a results file (after the
+// table's code changed) and rewrites it and its plot.
+func retable(file string) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	s := &suite{}
+	if err := json.Unmarshal(b, &s.res); err != nil {
+		return fmt.Errorf("%s: %w", file, err)
+	}
+	s.o = s.res.Options
+	s.o.Out = filepath.Dir(file)
 	s.table()
 	s.internetScale()
 	s.print()
@@ -689,6 +714,17 @@ func (s *suite) seedAux(prefix string, n int) (*objset, error) {
 // kmsCap: rotator (no --kms-rps: it has to find the cap) against a KMS
 // test server capped at -rps, through a counting proxy.
 func (s *suite) kmsCap() error {
+	if s.o.CapRPS == 0 {
+		s.o.CapRPS = 300
+		if rot := pick(s.res.Runs["rewrap-small"], "rotator run (rewrap)"); len(rot) > 0 {
+			s.o.CapRPS = max(10, math.Round(rateOf(rot)/2/10)*10)
+		}
+		s.res.Options.CapRPS = s.o.CapRPS
+	}
+	if s.o.CapN == 0 {
+		s.o.CapN = max(100, int(s.o.CapRPS*10))
+		s.res.Options.CapN = s.o.CapN
+	}
 	set, err := s.seedAux("cap/", s.o.CapN)
 	if err != nil {
 		return err
@@ -734,7 +770,7 @@ func (s *suite) latencyBound() error {
 	set.env = []string{"AWS_ENDPOINT_URL_KMS=" + k.url}
 	for _, c := range s.o.LatConcs {
 		sc := "latency-c" + conc(c)
-		for range s.o.Rounds {
+		for range s.o.LatRounds {
 			if _, err := s.rotatorRewrap(sc, set, c); err != nil {
 				return err
 			}
