@@ -37,7 +37,8 @@ fuzz:
 # a KMS rate cap, a latency-bound run at several concurrencies, ledger
 # writes and bytes (embedded and DynamoDB), and objects/s and peak RSS at
 # 1k, 10k and 100k objects. It prints the table, writes JSON and an SVG
-# plot to bench/results/ (about 15 minutes on 2 cores). BENCH_ARGS passes
+# plot to bench/results/ (27 minutes on 2 cores shared with four other test
+# runs, load 16-31; far less on a quiet machine). BENCH_ARGS passes
 # knobs, e.g. BENCH_ARGS='-scale 1000,10000,1000000' or '-only rewrap,scale'.
 BENCH_ARGS ?=
 bench:

@@ -231,8 +231,9 @@ func findSlot(p *pkcs11.Ctx, token string) (uint, error) {
 	return 0, fmt.Errorf("no PKCS#11 token labelled %q", token)
 }
 
-// createHSMKey generates a token AES-256 key labelled label.
-func createHSMKey(module, token, pinFile, label string) error {
+// createHSMKey generates a token AES-256 key labelled label; with remove
+// set it destroys the token's keys labelled label instead.
+func createHSMKey(module, token, pinFile, label string, remove bool) error {
 	p := pkcs11.New(module)
 	if p == nil {
 		return fmt.Errorf("cannot load PKCS#11 module %s", module)
@@ -257,6 +258,22 @@ func createHSMKey(module, token, pinFile, label string) error {
 	defer p.CloseSession(h)
 	if err := p.Login(h, pkcs11.CKU_USER, strings.TrimSpace(string(pin))); err != nil && !errors.Is(err, pkcs11.Error(pkcs11.CKR_USER_ALREADY_LOGGED_IN)) {
 		return err
+	}
+	if remove {
+		if err := p.FindObjectsInit(h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
+			return err
+		}
+		objs, _, err := p.FindObjects(h, 16)
+		_ = p.FindObjectsFinal(h)
+		if err != nil {
+			return err
+		}
+		for _, o := range objs {
+			if err := p.DestroyObject(h, o); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	_, err = p.GenerateKey(h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_AES_KEY_GEN, nil)}, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),

@@ -4,7 +4,7 @@
 // because these machines are noisy.
 //
 //	scripts/stack up; . .stack/env
-//	cd bench && go run ./suite            # about 15 minutes on 2 cores
+//	cd bench && go run ./suite            # under 30 minutes on 2 busy cores
 //	cd bench && go run ./suite -smoke     # tiny sizes, about a minute (make test)
 //
 // rotator, the bare loops and the official client all run as child
@@ -652,9 +652,14 @@ func (s *suite) hsm() error {
 		return errors.New("ROTATOR_PKCS11_MODULE, ROTATOR_PKCS11_TOKEN and ROTATOR_PKCS11_PIN_FILE are not set (hint: . .stack/env)")
 	}
 	label := "bench-" + s.bucket
-	if err := createHSMKey(module, token, pin, label); err != nil {
+	if err := createHSMKey(module, token, pin, label, false); err != nil {
 		return fmt.Errorf("create the HSM key: %w", err)
 	}
+	defer func() {
+		if err := createHSMKey(module, token, pin, label, true); err != nil {
+			log("delete the HSM key %s: %v", label, err)
+		}
+	}()
 	a, _, err := s.newKeys(s.kmsc)
 	if err != nil {
 		return err
