@@ -5,7 +5,7 @@ SHELL := /bin/bash
 GO ?= go
 FUZZTIME ?= 30s
 
-.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench bench-big faults kill-trials terraform-check
+.PHONY: all build demo test stack stack-down stack-reset lint fuzz bench bench-go bench-big faults kill-trials terraform-check
 
 all: build
 
@@ -31,7 +31,22 @@ stack-reset:
 fuzz:
 	scripts/fuzz $(FUZZTIME)
 
+# bench starts the local stack and measures every figure of the
+# performance issue in one run (bench/suite): rotator against a bare loop
+# of the irreducible calls and the official client v4.0.0, KMS -> HSM,
+# a KMS rate cap, a latency-bound run at several concurrencies, ledger
+# writes and bytes (embedded and DynamoDB), and objects/s and peak RSS at
+# 1k, 10k and 100k objects. It prints the table, writes JSON and an SVG
+# plot to bench/results/ (27 minutes on 2 cores shared with four other test
+# runs, load 16-31; far less on a quiet machine). BENCH_ARGS passes
+# knobs, e.g. BENCH_ARGS='-scale 1000,10000,1000000' or '-only rewrap,scale'.
+BENCH_ARGS ?=
 bench:
+	scripts/stack up
+	. .stack/env && cd bench && $(GO) run ./suite $(BENCH_ARGS)
+
+# bench-go runs the in-process Go benchmarks (gcmstream, rewrap, ledger, ...).
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
 # bench-big re-encrypts one BIG_SIZE object through the local stack with
