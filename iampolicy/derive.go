@@ -60,6 +60,8 @@ const (
 	SidKMSDecrypt       = "KMSDecryptSource"
 	SidKMSEncrypt       = "KMSEncryptTarget"
 	SidKMSVerify        = "KMSVerifyTarget"
+	SidKMSEscrowFrom    = "KMSEscrowFrom"
+	SidKMSEscrowTo      = "KMSEscrowTo"
 	SidS3ReadObjects    = "S3ReadObjects"
 	SidS3WriteObjects   = "S3WriteObjects"
 	SidS3DeleteVersions = "S3DeleteOldVersions"
@@ -192,6 +194,9 @@ func (d *deriver) kms() error {
 	}
 	if d.cfg.DryRun {
 		return nil // keys are opened, never used
+	}
+	if err := d.escrowKMS(froms, nonKMSFrom, target); err != nil {
+		return err
 	}
 	if d.reencrypt() {
 		for _, f := range froms {
@@ -487,5 +492,63 @@ func (d *deriver) report() error {
 	d.b.add(SidS3WriteReport, []string{"s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload"}, []string{obj}, d.s3Cond(nil))
 	d.b.add(SidS3ReportBucket, []string{"s3:ListBucket", "s3:ListBucketMultipartUploads"}, []string{"arn:" + part + ":s3:::" + b}, d.s3Cond(nil))
 	d.note("the report is written to s3://%s/%s (s3:ListBucket on its bucket lets a HEAD of a report not yet written answer 404)", b, k)
+	return nil
+}
+
+// escrowKMS adds what run --escrow needs in KMS (pipeline/escrow.go): the
+// escrow file of each object is wrapped from the object's current
+// wrapping (a --from key, or the target for an object already under it):
+// KMS ReEncrypt between keys of one region (kms:ReEncryptFrom on the
+// source, kms:ReEncryptTo on the escrow key; no data key in the process),
+// else kms:Decrypt on the source and kms:Encrypt on the escrow key. A
+// re-encryption escrows its new data key from the target's wrapping.
+// The escrow files are objects beside the others (s3:GetObject and
+// s3:PutObject, granted already).
+func (d *deriver) escrowKMS(froms []keyRef, nonKMSFrom bool, target *keyRef) error {
+	if d.cfg.Escrow == "" {
+		return nil
+	}
+	es, err := rewrap.ParseSpec(d.cfg.Escrow)
+	if err != nil {
+		return fmt.Errorf("--escrow: %w", err)
+	}
+	sources := slices.Clone(froms)
+	if target != nil {
+		sources = append(sources, *target) // objects already under it are escrowed too
+	}
+	if es.Kind != rewrap.KindKMS {
+		d.note("the escrow key is a %s key: the HSM or the key file authorizes its use, not IAM; KMS-wrapped data keys are decrypted to be escrowed", es.Kind)
+		for _, s := range sources {
+			d.addKey(SidKMSEscrowFrom, []string{"kms:Decrypt"}, s)
+		}
+		return nil
+	}
+	ek := d.kmsKey(es)
+	d.addKey(SidKMSDescribe, []string{"kms:DescribeKey"}, ek)
+	// The data key is in the process when it comes from a non-KMS key: a
+	// --from key, or a non-KMS target whose new data keys a re-encryption
+	// escrows. Objects a rewrap finds already under a non-KMS target are
+	// escrowed only when they have no escrow file yet.
+	encrypt := nonKMSFrom || (target == nil && d.reencrypt())
+	if target == nil && !d.reencrypt() && !encrypt {
+		d.note("objects already under the %s target with no escrow file yet are escrowed from it: add kms:Encrypt on the escrow key if earlier runs left such objects", "non-KMS")
+	}
+	for _, s := range sources {
+		if sameRegion(s.region, ek.region) {
+			d.addKey(SidKMSEscrowFrom, []string{"kms:ReEncryptFrom"}, s)
+			d.addKey(SidKMSEscrowTo, []string{"kms:ReEncryptTo"}, ek)
+		} else {
+			d.addKey(SidKMSEscrowFrom, []string{"kms:Decrypt"}, s)
+			encrypt = true
+		}
+	}
+	if len(d.cfg.From) == 0 {
+		any := "arn:" + d.o.Partition + ":kms:" + ek.region + ":" + d.o.Account + ":key/*"
+		d.b.add(SidKMSEscrowFrom, []string{"kms:ReEncryptFrom"}, []string{any}, nil)
+		d.addKey(SidKMSEscrowTo, []string{"kms:ReEncryptTo"}, ek)
+	}
+	if encrypt {
+		d.addKey(SidKMSEscrowTo, []string{"kms:Encrypt"}, ek)
+	}
 	return nil
 }

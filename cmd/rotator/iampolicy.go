@@ -21,6 +21,7 @@ func cmdIAMPolicy(_ context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("iam-policy", "[the flags of run] [--account ID] [--region R] [--with verify,ledger]", stderr)
 	sourceFlags(fs, &cfg)
 	runFlags(fs, &cfg)
+	escrowFlags(fs, &cfg, "escrow")
 	out.bind(fs) // accepted so that a run's command line works as it is
 	fs.StringVar(&cfg.Ledger, "ledger", DefaultLedger, "the ledger: a `FILE` for the embedded store, or dynamodb://TABLE[?create=true]")
 	fs.StringVar(&runID, "run-id", "", "accepted and ignored (a run's flags work as they are)")

@@ -212,7 +212,17 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 		versioned, lock bool
 		prepare         func(t *testing.T, bucket string) // before the run
 	}
-	var hsmKey string
+	var hsmKey, escrowARN string
+	escrowKey := func(t *testing.T) string {
+		if escrowARN == "" {
+			out, err := f.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("escrow " + t.Name())})
+			if err != nil {
+				t.Fatal(err)
+			}
+			escrowARN = *out.KeyMetadata.Arn
+		}
+		return escrowARN
+	}
 	for _, tc := range []struct {
 		name string
 		args func(bucket, table string) []string
@@ -266,6 +276,18 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 		}},
 		{"rewrap-placement-instruction-file", func(b, tbl string) []string {
 			return []string{"--placement", "instruction-file", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}, {versioned: true}}, "", nil},
+		{"rewrap-escrow", func(b, tbl string) []string {
+			return []string{"--escrow", "kms:" + escrowKey(t), "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{}, {versioned: true}}, "", nil},
+		{"kms-to-hsm-escrow", func(b, tbl string) []string {
+			if hsmKey == "" {
+				hsmKey = newHSMKey(t)
+			}
+			return []string{"--escrow", "kms:" + escrowKey(t), "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", hsmKey, "--ledger", tbl + "?create=true"}
+		}, []run{{}}, "", nil},
+		{"reencrypt-escrow", func(b, tbl string) []string {
+			return []string{"--mode", "reencrypt", "--escrow", "kms:" + escrowKey(t), "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}, {versioned: true}}, "", nil},
 		{"rewrap-all-versions", func(b, tbl string) []string {
 			return []string{"--all-versions", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
