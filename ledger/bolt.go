@@ -49,6 +49,7 @@ type boltLedger struct {
 	db       *bolt.DB
 	o        options
 	inflight atomic.Int32
+	trim     *rssTrimmer // keeps the file's pages out of the resident set (boltrss.go)
 }
 
 var _ Ledger = (*boltLedger)(nil)
@@ -89,10 +90,13 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	if o.pageSize <= 0 {
 		o.pageSize = 1000
 	}
-	return &boltLedger{db: db, o: o}, nil
+	return &boltLedger{db: db, o: o, trim: startRSSTrimmer(db, rssTrimInterval)}, nil
 }
 
-func (b *boltLedger) Close() error { return b.db.Close() }
+func (b *boltLedger) Close() error {
+	b.trim.Stop()
+	return b.db.Close()
+}
 
 // write runs fn in a write transaction. A lone writer gets its own
 // transaction; concurrent writers share one (fn may then run more than once,
