@@ -63,6 +63,9 @@
 // process waits two seconds and fails. Shards (`--shard i/N`) and concurrent
 // jobs must use DynamoDB. Every operation is one bbolt transaction;
 // concurrent writers share transactions so that one fsync serves many.
+// bbolt reads the file through a memory map; the pages a run touches are
+// dropped from the process's resident set every second (boltrss.go), so
+// the process's RSS does not grow with the file.
 //
 // Open("dynamodb://TABLE") opens a DynamoDB table (add ?create=true to create
 // it, pay per request). The client comes from the default AWS configuration
