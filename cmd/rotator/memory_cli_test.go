@@ -23,8 +23,9 @@ import (
 )
 
 // envMemoryObjects sets the larger object count of TestCLIPeakRSSFlat
-// (default 1,500): ROTATOR_TEST_MEMORY_OBJECTS=100000 measures issue 13's
-// 100k figure (seeding takes a minute or two, the runs several each).
+// (default 1,000): ROTATOR_TEST_MEMORY_OBJECTS=100000 measures issue 13's
+// 100k figure (seeding takes a minute or two, each run ten minutes or more
+// on 2 cores).
 const envMemoryObjects = "ROTATOR_TEST_MEMORY_OBJECTS"
 
 // Nothing is kept per object for a run's life: the peak RSS of a rotator
@@ -34,13 +35,14 @@ const envMemoryObjects = "ROTATOR_TEST_MEMORY_OBJECTS"
 // has a ledger of its own (the embedded one), so the larger run also
 // records more: the ledger file's mapped pages count too.
 func TestCLIPeakRSSFlat(t *testing.T) {
-	small, large := 250, 1500
+	small, large := 200, 1000
+	limit := maxPeakRSSRatio
 	if v := os.Getenv(envMemoryObjects); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 2*small {
 			t.Fatalf("%s=%q: give a count of at least %d", envMemoryObjects, v, 2*small)
 		}
-		large = n
+		large, limit = n, maxPeakRSSRatioGoal
 	}
 	f := newCLIFixture(t, 0)
 	if _, err := f.s3.PutBucketVersioning(ctx, &s3.PutBucketVersioningInput{Bucket: &f.bucket,
@@ -87,17 +89,23 @@ func TestCLIPeakRSSFlat(t *testing.T) {
 		ratio := float64(peak["large/"]) / float64(peak["small/"])
 		t.Logf("%s: peak RSS %d objects %.1f MiB, %d objects %.1f MiB: ratio %.2f", p.name,
 			small, float64(peak["small/"])/1024, large, float64(peak["large/"])/1024, ratio)
-		if ratio > maxPeakRSSRatio {
+		if ratio > limit {
 			t.Errorf("%s: peak RSS grows with the objects of a run: %d objects %d KiB, %d objects %d KiB (ratio %.2f, at most %.2f)",
-				p.name, small, peak["small/"], large, peak["large/"], ratio, maxPeakRSSRatio)
+				p.name, small, peak["small/"], large, peak["large/"], ratio, limit)
 		}
 	}
 }
 
-// maxPeakRSSRatio bounds peak RSS at the larger count over the smaller
-// one. Issue 13's goal is 1.5 from 1k to 100k; at the default counts a
-// leak of a few KiB per object already shows above it.
-const maxPeakRSSRatio = 1.15
+// maxPeakRSSRatio bounds peak RSS at the default counts (measured: 1.05
+// to 1.09, 1.13 under the race detector): 800 more objects that kept 14 KiB
+// each would show above it. With ROTATOR_TEST_MEMORY_OBJECTS the bound is
+// issue 13's goal, maxPeakRSSRatioGoal (measured: 1.20 at 10,000 objects;
+// a process that rewraps few objects never reaches the steady state of
+// its heap and connections, so the ratio includes that step).
+const (
+	maxPeakRSSRatio     = 1.25
+	maxPeakRSSRatioGoal = 1.5
+)
 
 // inventoryReport writes an S3 Inventory report (CSV, one data file) of
 // the current objects under prefix and returns its manifest's key.
