@@ -253,8 +253,16 @@ const InstructionGrace = time.Hour
 // GET of one can be spared: the listing proved KEY+suffix missing when it
 // listed the page, and the object is the one listed (same version, ETag
 // and Last-Modified, so not rewritten since) and was written well before
-// (InstructionGrace). Any doubt: false, and the instruction file is read.
+// (InstructionGrace), and its metadata holds no envelope field at all (a
+// V3 object keeps x-amz-c, x-amz-d and x-amz-i beside an instruction file:
+// its metadata says one is needed). Any doubt: false, and the instruction
+// file is read.
 func (c *Core) listedWithout(it inventory.Item, obj *commit.Object) bool {
+	for k := range obj.Metadata {
+		if envelope.IsEnvelopeField(k) {
+			return false
+		}
+	}
 	switch {
 	case it.NoInstructionFile == "" || it.NoInstructionFile != c.suffix():
 		return false

@@ -45,7 +45,10 @@ func (r *instrReads) ReadInstruction(ctx context.Context, bucket, key, versionID
 //     after (a writer between its two PUTs): read, and rewrapped;
 //   - paired: its instruction file was listed: read, as always;
 //   - gone: its instruction file was listed, then deleted: read, found
-//     missing, not encrypted.
+//     missing, not encrypted;
+//   - v3: a V3 object (x-amz-c, x-amz-d and x-amz-i on it) whose instruction
+//     file was written after the listing, the object unchanged and old:
+//     its metadata says it needs one, so it is read, and rewrapped.
 func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 	f := newFixture(t, 0, false)
 	kc := f.kms.Client("")
@@ -81,6 +84,12 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 	copyObject(encrypted[1].Key, "gone", true)
 	young, _ := get(encrypted[2].Key)
 	put(t, f, "young", young, nil) // its instruction file comes after the listing
+	v3, err := sample.Seed(ctx, f.s3, kc, sample.Options{Bucket: f.bucket, Prefix: "src3/", KMSKeyID: arnA, Count: 1, MaxSize: 100,
+		Kinds: []sample.Kind{{Format: envelope.V3, Placement: envelope.PlacementInstructionFile}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyObject(v3[0].Key, "v3", false) // its instruction file comes after the listing
 
 	src, err := inventory.Open(ctx, f.s3, inventory.Spec{Source: "s3://" + f.bucket,
 		Options: inventory.Options{ExcludeSuffix: inventory.DefaultExcludeSuffix}})
@@ -91,7 +100,7 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 	if err := src.Stream(ctx, func(it inventory.Item) error { items[it.Key] = it; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"plain", "swapped", "young"} {
+	for _, k := range []string{"plain", "swapped", "young", "v3"} {
 		if items[k].NoInstructionFile != inventory.DefaultExcludeSuffix {
 			t.Fatalf("%s: the listing did not see that it has no instruction file: %+v", k, items[k])
 		}
@@ -105,6 +114,8 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 	copyObject(encrypted[0].Key, "swapped", true)
 	b, m := get(encrypted[2].Key + ".instruction")
 	put(t, f, "young.instruction", b, m)
+	b, m = get(v3[0].Key + ".instruction")
+	put(t, f, "v3.instruction", b, m)
 	if _, err := f.s3.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: &f.bucket, Key: aws.String("gone.instruction")}); err != nil {
 		t.Fatal(err)
 	}
@@ -131,6 +142,7 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 		{"young", pipeline.StatusSucceeded, "", true},
 		{"paired", pipeline.StatusSucceeded, "", true},
 		{"gone", pipeline.StatusSkipped, pipeline.CodeNotEncrypted, true},
+		{"v3", pipeline.StatusSucceeded, "", true},
 	} {
 		o, err := c.Process(ctx, items[tc.key])
 		if err != nil {
@@ -144,7 +156,7 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 		}
 	}
 	// The rewrapped objects open under the new key.
-	for _, k := range []string{"swapped", "young", "paired"} {
+	for _, k := range []string{"swapped", "young", "paired", "v3"} {
 		if pt := f.decrypt(t, k, f.b); len(pt) == 0 || bytes.Equal(pt, []byte("plain text")) {
 			t.Errorf("%s: %q after the rewrap", k, pt)
 		}
