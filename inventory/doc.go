@@ -30,6 +30,12 @@
 //     Options.ReportUnpaired only the instruction files of objects that
 //     exist are; a key ending in the suffix with no object KEY is delivered
 //     flagged Item.UnpairedSuffix, told in bounded memory (partFilter).
+//   - Instruction file pairing: a bucket listing's pages are in key order,
+//     so a page shows whether KEY+Options.ExcludeSuffix exists beside KEY;
+//     items whose instruction file the page proves missing are marked
+//     (Item.NoInstructionFile, with ListedAt), so that the pipeline can skip
+//     the GET of one for an object with no envelope in its metadata.
+//     Reports and lists mark nothing.
 //   - Shard: one of N disjoint parts of a run, by a hash of bucket and key,
 //     for --shard i/N; every version of a key is in one shard. ResolveShard
 //     reads --shard auto from a Kubernetes Indexed Job's or an AWS Batch

@@ -31,7 +31,18 @@ type Item struct {
 	// key ends in the suffix, or an instruction file its object outlived.
 	// Only with Options.ReportUnpaired.
 	UnpairedSuffix bool
-	Size           int64
+	// NoInstructionFile, when not empty, is the suffix S (Options.ExcludeSuffix)
+	// of which the listing proved there was no key KEY+S when it listed this
+	// item's page (ListedAt): a bucket listing (not a report or a list),
+	// whose pages come in key order, sees where KEY+S would be. A snapshot:
+	// an instruction file may appear after it, so a reader trusts it only
+	// for an object it finds unchanged since, and old enough (see
+	// pipeline's Classify).
+	NoInstructionFile string
+	// ListedAt is when the page of a bucket listing holding the item was
+	// requested (zero for other sources).
+	ListedAt time.Time
+	Size     int64
 	// ETag in double quotes, as S3 returns it in headers and listings (S3
 	// Inventory reports leave the quotes out; they are added back).
 	ETag         string

@@ -7,7 +7,9 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -223,11 +225,19 @@ func (r *listRun) list(ctx context.Context, prefix string, level bool, out emitt
 	pg := r.pager(prefix, delim, from)
 	last := from
 	pf := r.f.partition()
+	// The instruction files a page shows missing: not with a delimiter
+	// that the suffix holds (KEY+suffix would then be a common prefix).
+	suffix := r.l.ExcludeSuffix
+	if level && strings.Contains(suffix, delim) {
+		suffix = ""
+	}
 	for pg.more() {
+		at := time.Now()
 		p, err := pg.next(ctx)
 		if err != nil {
 			return r.fail(prefix, err)
 		}
+		markNoInstructionFile(p.items, suffix, !pg.more(), at)
 		batch := make([]Item, 0, len(p.items))
 		for _, it := range p.items {
 			if !it.DeleteMarker {

@@ -54,6 +54,7 @@ type boltLedger struct {
 	o      options
 	writes atomic.Int64 // writes asked for (tests count them)
 	txs    atomic.Int64 // write transactions committed or tried
+	trim   *rssTrimmer  // keeps the file's pages out of the resident set (boltrss.go)
 
 	// Group commit (see write): writes waiting for the next transaction,
 	// and whether a committer is running.
@@ -112,10 +113,13 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	if o.pageSize <= 0 {
 		o.pageSize = 1000
 	}
-	return &boltLedger{db: db, o: o}, nil
+	return &boltLedger{db: db, o: o, trim: startRSSTrimmer(db, rssTrimInterval)}, nil
 }
 
-func (b *boltLedger) Close() error { return b.db.Close() }
+func (b *boltLedger) Close() error {
+	b.trim.Stop()
+	return b.db.Close()
+}
 
 // write runs fn in a write transaction, shared with the writes that
 // queued up while the previous one committed (group commit): one writer

@@ -72,6 +72,9 @@
 // committed, so that one fsync serves every waiting worker and a write
 // waits for at most the transaction in progress and its own. A write that
 // fails is rolled back with its group, which commits again without it.
+// bbolt reads the file through a memory map; the pages a run touches are
+// dropped from the process's resident set every second (boltrss.go), so
+// the process's RSS does not grow with the file.
 //
 // Open("dynamodb://TABLE") opens a DynamoDB table (add ?create=true to create
 // it, pay per request). The client comes from the default AWS configuration

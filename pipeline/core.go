@@ -234,6 +234,10 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 	cl := &Classification{Obj: obj}
 	var instr []byte
 	if envelope.NeedsInstructionFile(obj.Metadata) {
+		if c.listedWithout(it, obj) {
+			o.instrUnread = true
+			return nil, o.skip(CodeNotEncrypted, "no S3 Encryption Client envelope in the metadata and no instruction file (none was listed beside it)"), true
+		}
 		ik := envelope.InstructionKey(obj.Key, c.suffix())
 		st, body, err := c.S3.ReadInstruction(ctx, obj.Bucket, ik, "")
 		switch {
@@ -259,6 +263,45 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 	cl.Fingerprint = ledger.WrappedKeyFingerprint(cl.Wrapped.Key)
 	c.identify(ctx, cl)
 	return cl, o, false
+}
+
+// InstructionGrace is how old an object must have been when its listing
+// page was requested for the listing's word that it has no instruction
+// file to be taken (inventory.Item.NoInstructionFile): a writer that puts
+// the object first and its instruction file second may still be between
+// the two when the listing passes. It also covers the skew between this
+// machine's clock and S3's.
+const InstructionGrace = time.Hour
+
+// listedWithout reports whether the object read (obj, whose metadata holds
+// no envelope) has no instruction file by the listing's word, so that the
+// GET of one can be spared: the listing proved KEY+suffix missing when it
+// listed the page, and the object is the one listed (same version, ETag
+// and Last-Modified, so not rewritten since) and was written well before
+// (InstructionGrace), and its metadata holds no envelope field at all (a
+// V3 object keeps x-amz-c, x-amz-d and x-amz-i beside an instruction file:
+// its metadata says one is needed). Any doubt: false, and the instruction
+// file is read.
+func (c *Core) listedWithout(it inventory.Item, obj *commit.Object) bool {
+	for k := range obj.Metadata {
+		if envelope.IsEnvelopeField(k) {
+			return false
+		}
+	}
+	switch {
+	case it.NoInstructionFile == "" || it.NoInstructionFile != c.suffix():
+		return false
+	case it.ETag == "" || obj.ETag != it.ETag:
+		return false
+	case it.VersionID != "" && obj.VersionID != it.VersionID:
+		return false
+	case it.LastModified.IsZero() || it.ListedAt.IsZero():
+		return false
+	case !obj.LastModified.Truncate(time.Second).Equal(it.LastModified.Truncate(time.Second)):
+		// HEAD says seconds, a listing milliseconds.
+		return false
+	}
+	return it.LastModified.Before(it.ListedAt.Add(-InstructionGrace))
 }
 
 // lengthMismatch says what is wrong when the object's size is not the

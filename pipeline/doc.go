@@ -6,6 +6,11 @@
 //     after an interrupt or a crash from its checkpoint in the ledger.
 //   - Classify: reading an object's envelope (HEAD, and GET of the instruction
 //     file when the envelope is not in the metadata) to decide its action.
+//     The GET is spared when a bucket listing saw no instruction file beside
+//     the object (inventory.Item.NoInstructionFile) and HEAD finds the object
+//     as listed and written an hour or more before (InstructionGrace): in any
+//     other window (an object rewritten since, or written just before the
+//     listing, its instruction file perhaps just after) the file is read.
 //   - Action: skip, rewrap or re-encrypt.
 //   - Commit protocol (protocol.go): the one sequence every change goes
 //     through (rewrap, re-encryption, version deletion, move): claim the object

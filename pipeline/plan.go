@@ -320,7 +320,7 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	}
 	ddbWrite := func(n int64) { ledgerReqs(ledgerCost{writes: n, embedded: n}) }
 	if done {
-		if out.ErrorCode == CodeNotEncrypted {
+		if out.ErrorCode == CodeNotEncrypted && !out.instrUnread {
 			p.Requests["s3:GetObject"]++ // the missing instruction file
 		}
 		p.ByAction[string(out.Status)+": "+out.ErrorCode]++

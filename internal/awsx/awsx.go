@@ -90,8 +90,28 @@ func S3(cfg aws.Config, optFns ...func(*s3.Options)) *s3.Client {
 		// that it skipped validation for every one of them. (Content is
 		// authenticated by its AES-GCM tag.)
 		o.DisableLogOutputChecksumValidationSkipped = true
-		o.APIOptions = append(slices.Clip(o.APIOptions), Observe)
+		o.APIOptions = append(slices.Clip(o.APIOptions), Observe, NoBodyCheckOnHead)
 	}}, optFns...)...)
+}
+
+// s3Check200Error is the S3 client's middleware that reads the body of
+// every 2xx response to find an error S3 answered with status 200.
+const s3Check200Error = "S3:ProcessResponseFor200Error"
+
+// NoBodyCheckOnHead takes the check for errors sent with status 200 out of
+// HeadObject (an API option of the S3 client; S3 sets it): a response to
+// HEAD has no body, so the check only costs an XML decoder and its 4 KiB
+// buffer on each of the one or more HEADs of every object. Every other
+// operation keeps it.
+func NoBodyCheckOnHead(st *middleware.Stack) error {
+	if st.ID() != "HeadObject" {
+		return nil
+	}
+	if _, ok := st.Deserialize.Get(s3Check200Error); ok {
+		_, err := st.Deserialize.Remove(s3Check200Error)
+		return err
+	}
+	return nil
 }
 
 // RateLimit returns an API option that makes every attempt of every

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package ledger
+
+const canDropMapped = false
+
+func dropMapped(addr, n uintptr) {}
