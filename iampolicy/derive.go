@@ -435,9 +435,10 @@ func (d *deriver) ledger() error {
 	arn := "arn:" + d.o.Partition + ":dynamodb:" + d.o.Region + ":" + d.o.Account + ":table/" + table
 	actions := []string{"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
 	if !d.cfg.DryRun {
-		// Claims released, intents dropped; leases, intents and uploads
-		// queried. A dry run records the run and its observations only.
-		actions = append(actions, "dynamodb:DeleteItem", "dynamodb:Query")
+		// Claims released, journal items dropped; leases, the intent
+		// journal and uploads queried, the journaled items read in
+		// batches. A dry run records the run and its observations only.
+		actions = append(actions, "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchGetItem")
 	}
 	if strings.Contains(query, "create=true") {
 		actions = append(actions, "dynamodb:CreateTable")

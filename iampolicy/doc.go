@@ -67,7 +67,8 @@
 //     and s3:AbortMultipartUpload on the report objects; s3:ListBucket and
 //     s3:ListBucketMultipartUploads on B.
 //   - DynamoDB ledger: dynamodb:DescribeTable, GetItem, PutItem, UpdateItem,
-//     DeleteItem and Query on the table (ledger/SCHEMA.md lists the
+//     DeleteItem, Query and BatchGetItem (the items the intent journal
+//     names, read on a resume) on the table (ledger/SCHEMA.md lists the
 //     requests); dynamodb:CreateTable with ?create=true. Options.Ledger adds
 //     what `rotator ledger` and `status` need: dynamodb:Query on the index
 //     by_wrap_key and dynamodb:Scan (the audit export).

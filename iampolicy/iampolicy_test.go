@@ -262,7 +262,7 @@ func TestLedgerActions(t *testing.T) {
 	cfg := pipeline.Config{Source: "s3://b", To: "kms:" + keyB, Ledger: "dynamodb://rotator-ledger"}
 	table := "arn:aws:dynamodb:eu-west-1:111122223333:table/rotator-ledger"
 	o := Options{Region: "eu-west-1", Account: "111122223333"}
-	want := []string{"dynamodb:DeleteItem " + table, "dynamodb:DescribeTable " + table, "dynamodb:GetItem " + table,
+	want := []string{"dynamodb:BatchGetItem " + table, "dynamodb:DeleteItem " + table, "dynamodb:DescribeTable " + table, "dynamodb:GetItem " + table,
 		"dynamodb:PutItem " + table, "dynamodb:Query " + table, "dynamodb:UpdateItem " + table}
 	if got := grants(derive(t, cfg, o).Policy, "dynamodb"); !slices.Equal(got, want) {
 		t.Errorf("run:\n got %q\nwant %q", got, want)

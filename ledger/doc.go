@@ -86,22 +86,29 @@
 // twice). BatchWriteItem is not used: every ledger write needs a condition
 // (the claim, exactly-once, later-wins), which a batch cannot carry.
 //
-// A Begin on DynamoDB is a Claim and then, when the claim was free and the
-// run has nothing on the version (a query of the run's partition and a
-// read of the event, both strongly consistent), the PutItem of the
-// prepared event: two writes. The intent stays an item of the run's
-// partition, so that Prepared finds every intent of a run with a strongly
-// consistent query: on the object record's item it would need a secondary
-// index, which is eventually consistent, and a resume could miss it.
+// On DynamoDB (schema 2) a version's intents and lineage events are
+// attributes of its object record's item (p#<run>#<op>, e#<run>#<op>), so
+// that a rewrap writes that one item twice: Begin, one UpdateItem that
+// takes the claim and records the intent on condition that the claim is
+// free or the caller's and the identity has no intent and no event; Commit,
+// one UpdateItem that records the event and the record, releases the claim
+// and drops the intent, on condition that the claim is still the caller's
+// (the fence: a worker whose lease was taken over cannot overwrite the new
+// holder's record), the event is not recorded (exactly once) and the intent
+// is the one the caller completes. Each is all or nothing, so no crash falls
+// between an event and its record. A Commit that created a version writes
+// the new version's record first (like an observation), then that
+// UpdateItem on the old one.
 //
-// A Commit on DynamoDB is three requests: a strongly consistent read of the
-// claim; a PutItem of the event on condition that it does not exist (an
-// identical existing event counts as success); an UpdateItem of the object
-// record that also drops the claim, on condition that the claim is still the
-// run's. The last one is the fence: a worker whose lease was taken over
-// cannot overwrite the new holder's record. A crash between the writes leaves
-// the claim in place; the resumed run re-claims and its retried Commit
-// finishes the job.
+// Prepared must find every intent of a run with a strongly consistent read,
+// which an attribute of an object's item does not allow (a secondary index
+// is eventually consistent). So before an intent is written its item is
+// named in the run's intent journal (dynamojournal.go): journal items in
+// the run's partitions, written as group commits (every Begin and Prepare
+// waiting at that moment in one PutItem) into slots that are overwritten,
+// not deleted, once their intents are settled. Prepared reads the journal
+// and the items it names. SCHEMA.md has the details and the requests of
+// every operation.
 //
 // ByKey and CountsByKey read a global secondary index, which is eventually
 // consistent: a record written a moment ago may still be listed under its
@@ -118,12 +125,14 @@
 //	                                                                cek_alg, state, etag, run_id, updated_at,
 //	                                                                claim_owner, claim_run, claim_group,
 //	                                                                claim_epoch, claim_expires
-//	event          obj#<h>        evt#<esc(version id)>#<run>#<op>  t=event, bucket, object_key, version_id,
+//	               (same item)                                      p#<run>#<op> (intent), e#<run>#<op> (event), lx
+//	journal        run#<run>#<d>  jrn#<process>#<slot>              t=journal, e (entries), g (generation), at
+//	event (1)      obj#<h>        evt#<esc(version id)>#<run>#<op>  t=event, bucket, object_key, version_id,
 //	                                                                run_id, op, method, from_key, to_key, at,
 //	                                                                etag_before, etag_after, version_before,
 //	                                                                version_after, old_wrapped_key_sha256,
 //	                                                                new_wrapped_key_sha256
-//	prepared event run#<run>#<d>  prep#<h>#<esc(version id)>#<op>   t=prepared, the event's attributes
+//	prepared (1)   run#<run>#<d>  prep#<h>#<esc(version id)>#<op>   t=prepared, the event's attributes
 //	upload         run#<run>#<d>  upl#<h>#<esc(version id)>         t=upload, bucket, object_key, version_id,
 //	                                                                run_id, upload_id, state (B), updated_at
 //	run            run            <run id>                          t=run, run_id, config, state, counts,
@@ -131,18 +140,22 @@
 //	run lease      lease#<run>    <lease name>                      t=lease, run_id, name, holder, host, pid,
 //	                                                                epoch, acquired, expires
 //	key registry   meta           wrap_keys                         keys (string set)
-//	schema         meta           schema                            version (1)
+//	schema         meta           schema                            version (2)
+//
+// (1): schema 1's items, read and never written (SCHEMA.md: "Schema 1
+// tables").
 //
 // <h> is the first 16 bytes, in hex, of SHA-256(len(bucket) ":"
 // bucket len(key) ":" key), lengths in decimal bytes: any characters are safe,
 // the length prefixes keep the input unambiguous, and Get checks the clear
 // bucket and object_key attributes against a (128-bit) hash collision. esc() writes '%' as %25 and '#' as %23, so '#'
 // only separates fields; run ids ([A-Za-z0-9._:-]) and operations
-// ([a-z0-9+_-]) hold no '#'. <d> is the first hex digit of <h>: a run's
-// prepared events and upload checkpoints spread over 16 partitions of the
-// run, and Prepared and Uploads query those 16 (with begins_with on "prep#"
-// or "upl#"). An item that holds only claim attributes (a version claimed
-// and never recorded) is no object record and is deleted on release.
+// ([a-z0-9+_-]) hold no '#'. <d> is the first hex digit of <h> for upload
+// checkpoints, and the slot number's last hex digit for journal items: a
+// run's items spread over 16 partitions of the run, and Prepared and
+// Uploads query those 16 (with begins_with on "jrn#" or "upl#"). An item
+// that holds only claim attributes (a version claimed and never recorded)
+// is no object record and is deleted on release.
 //
 // GSI by_wrap_key: hash key wk_shard = wrap_key "#" one hex digit (a hash of
 // the object version picks one of 16), projecting the object record's

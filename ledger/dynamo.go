@@ -20,29 +20,13 @@ import (
 )
 
 // The DynamoDB backend: one table shared by every worker and shard. The
-// layout is in SCHEMA.md. Every write is a single-item conditional write;
-// there are no transactions (dynalite has none, and they cost twice as much).
-// A Commit is four or five requests in an order that makes a retry
-// converge:
-//
-//  1. read the claim on ev.ID (strongly consistent);
-//  2. read the prepared event of ev's identity, if any (strongly
-//     consistent): ev must complete it;
-//  3. put the event if it does not exist (an identical one is success);
-//  4. update the object record and drop the claim, on condition that the
-//     claim is still held by the run;
-//  5. delete the prepared event, if step 2 found one.
-//
-// Step 4 is the fence: a worker whose claim was taken over cannot overwrite
-// the new holder's record. The event written in step 3 records an S3 change
-// that did happen, so it stays even then.
-//
-// A prepared event is one item in a partition of its run (see SCHEMA.md),
-// so Prepare is one conditional PutItem after two reads, and Abandon one
-// DeleteItem. A crash between steps 3 and 5 leaves a prepared event whose
-// event is recorded: while the run still holds the claim (crash before step
-// 4) Prepared lists it and the resumed run's Commit finishes the job; once
-// the claim is released Prepared and Commit drop it.
+// layout is in SCHEMA.md; the package documentation says how a rewrap is
+// two writes of its object's item (Begin, Commit) and a share of a journal
+// write (dynamojournal.go). Every write is a single-item conditional write;
+// there are no transactions (dynalite has none, and they cost twice as
+// much). When a condition fails, a strongly consistent read of the item
+// tells why and the write is tried again with what it found, or the
+// caller is told (ErrClaimed, ErrNotClaimed, ErrConflict).
 
 // Attribute and index names (see SCHEMA.md).
 const (
@@ -67,10 +51,9 @@ const (
 	pkMeta        = "meta"
 	skWrapKeys    = "wrap_keys"
 	skSchema      = "schema"
-	dynamoSchema  = 1
+	dynamoSchema  = 2
 	typeObject    = "object"
 	typeEvent     = "event"
-	typePrepared  = "prepared"
 	typeRun       = "run"
 	defaultTries  = 10 // SDK attempts per request, unless configured
 	createTimeout = 5 * time.Minute
@@ -81,8 +64,14 @@ type dynamoLedger struct {
 	table string
 	o     options
 
-	mu   sync.Mutex
-	keys map[string]bool // wrap keys known to be in the registry
+	mu    sync.Mutex
+	keys  map[string]bool // wrap keys known to be in the registry
+	regMu sync.Mutex      // held while a key is registered
+
+	j *journal
+	// fromSchema1: the table was upgraded from schema 1, whose prepared
+	// events lived in the runs' partitions.
+	fromSchema1 bool
 }
 
 var _ Ledger = (*dynamoLedger)(nil)
@@ -128,6 +117,7 @@ func openDynamo(ctx context.Context, spec string, o options) (*dynamoLedger, err
 	if err := d.checkTable(ctx); err != nil {
 		return nil, err
 	}
+	d.j = newJournal(d)
 	return d, nil
 }
 
@@ -219,13 +209,57 @@ func (d *dynamoLedger) checkTable(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if v := numAttr(item, "version"); v != dynamoSchema {
-		return bad(fmt.Sprintf("schema version %d, this rotator knows %d", v, dynamoSchema))
+	switch v := numAttr(item, "version"); v {
+	case dynamoSchema:
+		d.fromSchema1 = numAttr(item, "upgraded_from") == 1
+		return nil
+	case 1:
+		return d.upgradeSchema1(ctx)
+	default:
+		return bad(fmt.Sprintf("schema version %d, this rotator knows 1 and %d (hint: use the rotator version that wrote it, or a newer one)", v, dynamoSchema))
 	}
+}
+
+// upgradeSchema1 marks a schema 1 table as schema 2 (so that a rotator
+// that knows only schema 1 refuses it from then on), unless a run holds
+// prepared events of schema 1: those only the version that wrote them
+// settles. Records, events and runs of schema 1 are read as they are.
+func (d *dynamoLedger) upgradeSchema1(ctx context.Context) error {
+	runs, err := d.ListRuns(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range runs {
+		if r.State == RunDone || r.State == RunFailed {
+			continue
+		}
+		if err := d.noSchema1Intents(ctx, r.ID); err != nil {
+			return fmt.Errorf("ledger: dynamodb table %s is of schema 1: %w", d.table, err)
+		}
+	}
+	_, err = d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(d.table),
+		Key:                       key(pkMeta, skSchema),
+		UpdateExpression:          aws.String("SET version = :v, upgraded_from = :one"),
+		ConditionExpression:       aws.String("version = :one OR version = :v"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":v": n(dynamoSchema), ":one": n(1)},
+	})
+	if err != nil {
+		return d.wrap("upgrade the ledger schema from 1 to 2", err)
+	}
+	d.fromSchema1 = true
 	return nil
 }
 
-func (d *dynamoLedger) Close() error { return nil }
+// Close stops the journal's writer and deletes this process's journal
+// items whose intents are all settled.
+func (d *dynamoLedger) Close() error {
+	if d == nil || d.j == nil {
+		return nil
+	}
+	d.j.close()
+	return nil
+}
 
 func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
 
@@ -350,39 +384,117 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 	return Claimed{}, fmt.Errorf("%w: claim %s: the claim keeps changing hands", ErrConflict, id)
 }
 
-// Begin is Claim then, when nothing is in the way, Prepare: two writes
-// (the claim on the object record's item, the prepared event in the run's
-// partition), since the prepared event must be found by a strongly
-// consistent query of the run (Prepared) and DynamoDB has no multi-item
-// write without transactions. It saves the reads Prepare would repeat.
+// Begin journals ev's item (a share of a group-committed journal write),
+// then claims the version and records the intent in one UpdateItem, on
+// condition that the claim is free or owner's and that no intent or event
+// of ev's identity is on the item. When the condition fails nothing was
+// written and Begin is Claim; when the item turns out to hold another
+// intent of the run, the new one is taken back (the caller settles the
+// earlier one first).
 func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev Event) (Claimed, error) {
 	ev, err := prepPrepare(ev, d.o.now())
 	if err == nil {
 		err = checkOwnerRun(owner, ev.RunID)
 	}
+	if err == nil {
+		err = checkClaimArgs(ev.ID, owner, lease)
+	}
 	if err != nil {
 		return Claimed{}, err
 	}
-	got, err := d.Claim(ctx, ev.ID, owner, lease)
-	if err != nil || got.Prev != "" {
-		return got, err
+	if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+		return Claimed{}, err
 	}
-	prior, err := d.PreparedOn(ctx, ev.RunID, ev.ID)
-	if err != nil || len(prior) > 0 {
-		return got, err
-	}
-	pk := objectPK(ev.ID.Bucket, ev.ID.Key)
-	if _, found, err := d.getEvent(ctx, pk, eventSK(ev.ID.VersionID, ev.RunID, ev.Op), ev.ID); err != nil || found {
-		return got, err
-	}
-	if err := d.putPrepared(ctx, ev); err != nil {
-		if errors.Is(err, ErrConflict) {
-			return got, nil
+	blob := encodeEventBlob(ev)
+	now := d.o.now()
+	if !d.j.fresh(ev.ID, ev.RunID, ev.Op) {
+		// Stalled since the journal write: journal again (see journalQuiet).
+		if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+			return Claimed{}, err
 		}
+	}
+	names := map[string]string{"#p": intentAttr(ev.RunID, ev.Op), "#e": eventAttr(ev.RunID, ev.Op)}
+	vals := map[string]types.AttributeValue{
+		":o": s(owner), ":r": s(ev.RunID), ":x": n(now.Add(lease).UnixMilli()),
+		":blob": &types.AttributeValueMemberB{Value: blob}, ":one": n(1),
+	}
+	update := "SET claim_owner = :o, claim_run = :r, claim_expires = :x, #p = :blob, " + attrExtras + " = :one, " + idSets(ev.ID, names, vals)
+	if group, epoch := ownerFence(owner); group != "" {
+		update += ", claim_group = :g, claim_epoch = :ep"
+		vals[":g"], vals[":ep"] = s(group), n(epoch)
+	} else {
+		update += " REMOVE claim_group, claim_epoch"
+	}
+	out, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(d.table),
+		Key:                       objectKey(ev.ID),
+		UpdateExpression:          aws.String(update),
+		ConditionExpression:       aws.String("(attribute_not_exists(claim_owner) OR claim_owner = :o) AND attribute_not_exists(#p) AND attribute_not_exists(#e)"),
+		ExpressionAttributeNames:  names,
+		ExpressionAttributeValues: vals,
+		ReturnValues:              types.ReturnValueAllOld,
+	})
+	if isCondFailed(err) {
+		d.j.settle(ev.ID, ev.RunID, ev.Op)
+		return d.Claim(ctx, ev.ID, owner, lease)
+	}
+	if err != nil {
+		// It may have landed: the journal entry stays.
+		return Claimed{}, d.wrap(fmt.Sprintf("begin %s of %s", ev.Op, ev.ID), err)
+	}
+	var got Claimed
+	if strAttr(out.Attributes, attrUpdatedAt) != "" {
+		if got.Record, err = decodeObject(out.Attributes, &ev.ID); err != nil {
+			return got, err
+		}
+	}
+	others, err := itemEvents(out.Attributes, attrIntentPrefix, ev.RunID)
+	if err != nil {
 		return got, err
 	}
+	if len(others) > 0 {
+		// Another change of the run is prepared on the version (its
+		// claim released): take this intent back; the caller settles
+		// that one first.
+		return got, d.unprepare(ctx, owner, ev, blob)
+	}
+	d.j.remember(ev.ID, ev.RunID, ev.Op, blob)
 	got.Prepared = true
-	return got, nil
+	return got, d.o.at(pointPrepared)
+}
+
+// idSets returns the SET clauses that give an item its object id in clear
+// (bucket, object_key, version_id) unless it has them, adding their values.
+func idSets(id ObjectID, names map[string]string, vals map[string]types.AttributeValue) string {
+	names["#bk"], names["#ok"] = "bucket", "object_key"
+	vals[":bk"], vals[":ok"] = s(id.Bucket), s(id.Key)
+	set := "#bk = if_not_exists(#bk, :bk), #ok = if_not_exists(#ok, :ok)"
+	if id.VersionID != "" {
+		names["#vi"], vals[":vi"] = "version_id", s(id.VersionID)
+		set += ", #vi = if_not_exists(#vi, :vi)"
+	}
+	return set
+}
+
+// unprepare removes the intent blob of ev's identity that owner just wrote.
+func (d *dynamoLedger) unprepare(ctx context.Context, owner string, ev Event, blob []byte) error {
+	_, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                aws.String(d.table),
+		Key:                      objectKey(ev.ID),
+		UpdateExpression:         aws.String("REMOVE #p"),
+		ConditionExpression:      aws.String("claim_owner = :o AND #p = :blob"),
+		ExpressionAttributeNames: map[string]string{"#p": intentAttr(ev.RunID, ev.Op)},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":o": s(owner), ":blob": &types.AttributeValueMemberB{Value: blob},
+		},
+	})
+	if err != nil && !isCondFailed(err) {
+		return d.wrap(fmt.Sprintf("take back the intent %s of %s", ev.Op, ev.ID), err)
+	}
+	if err == nil {
+		d.j.settle(ev.ID, ev.RunID, ev.Op)
+	}
+	return nil
 }
 
 // held checks that owner holds the claim on id (a strongly consistent
@@ -411,7 +523,7 @@ func (d *dynamoLedger) release(ctx context.Context, id ObjectID, cond, v string)
 	vals := map[string]types.AttributeValue{":v": s(v)}
 	_, err := d.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{
 		TableName: aws.String(d.table), Key: objectKey(id),
-		ConditionExpression:       aws.String(cond + " AND attribute_not_exists(updated_at)"),
+		ConditionExpression:       aws.String(cond + " AND attribute_not_exists(updated_at) AND attribute_not_exists(" + attrExtras + ")"),
 		ExpressionAttributeValues: vals,
 	})
 	if err == nil {
@@ -432,29 +544,6 @@ func (d *dynamoLedger) release(ctx context.Context, id ObjectID, cond, v string)
 	return nil
 }
 
-// preparedKey returns the partition and sort key of the prepared event of
-// an identity.
-func preparedKey(id ObjectID, run, op string) (pk, sk string) {
-	opk := objectPK(id.Bucket, id.Key)
-	return preparedPK(run, opk), preparedSK(opk, id.VersionID, op)
-}
-
-// getEvent reads the event or prepared event stored at pk, sk (strongly
-// consistent), which must be one on want; found is false when there is none.
-func (d *dynamoLedger) getEvent(ctx context.Context, pk, sk string, want ObjectID) (ev Event, found bool, err error) {
-	item, err := d.getItem(ctx, pk, sk)
-	if err != nil || item == nil {
-		return Event{}, false, err
-	}
-	if ev, err = decodeEvent(item); err != nil {
-		return Event{}, false, err
-	}
-	if ev.ID != want {
-		return Event{}, false, fmt.Errorf("ledger: event %s/%s is on %s, not %s", pk, sk, ev.ID, want)
-	}
-	return ev, true, nil
-}
-
 func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) error {
 	ev, err := prepPrepare(ev, d.o.now())
 	if err != nil {
@@ -463,70 +552,69 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 	if err := checkOwnerRun(owner, ev.RunID); err != nil {
 		return err
 	}
-	pk := objectPK(ev.ID.Bucket, ev.ID.Key)
-	// The claim before the event: a Commit records the event before it
-	// releases the claim, so a released claim comes with its event.
-	item, err := d.getItem(ctx, pk, versionSK(ev.ID.VersionID))
-	if err != nil {
-		return err
-	}
-	committed, found, err := d.getEvent(ctx, pk, eventSK(ev.ID.VersionID, ev.RunID, ev.Op), ev.ID)
-	if err != nil {
-		return err
-	}
-	if found {
-		if !completes(committed, ev) {
-			return committedOtherwise(ev)
+	pa, ea := intentAttr(ev.RunID, ev.Op), eventAttr(ev.RunID, ev.Op)
+	blob := encodeEventBlob(ev)
+	for range 5 {
+		item, err := d.getItem(ctx, objectPK(ev.ID.Bucket, ev.ID.Key), versionSK(ev.ID.VersionID))
+		if err != nil {
+			return err
 		}
-		return nil
-	}
-	if strAttr(item, attrClaimOwner) != owner {
-		return notClaimed("prepare", ev, owner, strAttr(item, attrClaimOwner))
-	}
-	return d.putPrepared(ctx, ev)
-}
-
-// putPrepared writes the prepared event ev: one conditional put of a new
-// item; an event already prepared for the identity must be the same one
-// (a retried Prepare), never replaced: its write may have landed.
-func (d *dynamoLedger) putPrepared(ctx context.Context, ev Event) error {
-	prep, err := attributevalue.MarshalMap(toEventRecord(ev))
-	if err != nil {
-		return err
-	}
-	ppk, psk := preparedKey(ev.ID, ev.RunID, ev.Op)
-	prep[attrPK], prep[attrSK], prep[attrType] = s(ppk), s(psk), s(typePrepared)
-	in := &dynamodb.PutItemInput{TableName: aws.String(d.table), Item: prep,
-		ConditionExpression: aws.String("attribute_not_exists(PK)")}
-	_, err = d.c.PutItem(ctx, in)
-	if isCondFailed(err) {
-		cur, found, gerr := d.getEvent(ctx, ppk, psk, ev.ID)
-		if gerr != nil {
-			return gerr
+		committed, _, found, err := itemEvent(item, ea)
+		if err != nil {
+			return err
 		}
-		if found && sameEvent(cur, ev) {
+		if found {
+			if !completes(committed, ev) {
+				return committedOtherwise(ev)
+			}
+			return nil
+		}
+		if holder := strAttr(item, attrClaimOwner); holder != owner {
+			return notClaimed("prepare", ev, owner, holder)
+		}
+		cur, _, found, err := itemEvent(item, pa)
+		if err != nil {
+			return err
+		}
+		if found {
+			if !sameEvent(cur, ev) {
+				return preparedElsewhere(ev)
+			}
 			return d.o.at(pointPrepared)
 		}
-		if !found {
-			// Dropped since: by the Commit of this very change (a
-			// concurrent duplicate), which recorded it first?
-			pk := objectPK(ev.ID.Bucket, ev.ID.Key)
-			committed, done, err := d.getEvent(ctx, pk, eventSK(ev.ID.VersionID, ev.RunID, ev.Op), ev.ID)
-			if err != nil {
-				return err
-			}
-			if done && completes(committed, ev) {
-				return nil
-			}
+		if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+			return err
 		}
-		return preparedElsewhere(ev)
+		vals := map[string]types.AttributeValue{":o": s(owner), ":blob": &types.AttributeValueMemberB{Value: blob}, ":one": n(1)}
+		names := map[string]string{"#p": pa, "#e": ea}
+		_, err = d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                 aws.String(d.table),
+			Key:                       objectKey(ev.ID),
+			UpdateExpression:          aws.String("SET #p = :blob, " + attrExtras + " = :one, " + idSets(ev.ID, names, vals)),
+			ConditionExpression:       aws.String("claim_owner = :o AND attribute_not_exists(#p) AND attribute_not_exists(#e)"),
+			ExpressionAttributeNames:  names,
+			ExpressionAttributeValues: vals,
+		})
+		if isCondFailed(err) {
+			d.j.settle(ev.ID, ev.RunID, ev.Op)
+			continue // changed in between: decide again
+		}
+		if err != nil {
+			return d.wrap(fmt.Sprintf("prepare %s of %s", ev.Op, ev.ID), err)
+		}
+		d.j.remember(ev.ID, ev.RunID, ev.Op, blob)
+		return d.o.at(pointPrepared)
 	}
-	if err != nil {
-		return d.wrap(fmt.Sprintf("prepare %s of %s", ev.Op, ev.ID), err)
-	}
-	return d.o.at(pointPrepared)
+	return fmt.Errorf("%w: prepare %s of %s: the object's item keeps changing", ErrConflict, ev.Op, ev.ID)
 }
 
+// Commit is one UpdateItem when the change kept the version (the record,
+// the event, the claim released and the intent dropped, on condition that
+// the claim is owner's, the event is not recorded and the intent is the one
+// Commit expects); two when it created a version: the new version's record
+// (guarded like an observation), then that same UpdateItem on the old one
+// without the record. A failed condition is decided from a strongly
+// consistent read, and the write tried again with what it found.
 func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev Event) error {
 	obj, ev, err := prepCommit(obj, ev, d.o.now())
 	if err != nil {
@@ -536,139 +624,138 @@ func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev 
 		return err
 	}
 	what := fmt.Sprintf("commit %s of %s", ev.Op, ev.ID)
-	pk := objectPK(ev.ID.Bucket, ev.ID.Key)
-	esk := eventSK(ev.ID.VersionID, ev.RunID, ev.Op)
-
-	// 1. The claim.
-	item, err := d.getItem(ctx, pk, versionSK(ev.ID.VersionID))
-	if err != nil {
-		return err
-	}
-	if strAttr(item, attrClaimOwner) != owner {
-		// Not (or no longer) ours: fine if this very event is recorded,
-		// which is what a retry after a complete commit sees. Drop the
-		// prepared event a crash may have left behind.
-		if done, err := d.recorded(ctx, pk, esk, ev); done || err != nil {
-			if err != nil {
-				return err
-			}
-			return d.dropPrepared(ctx, ev)
-		}
-		return notClaimed("commit", ev, owner, strAttr(item, attrClaimOwner))
-	}
-
-	// 2. The prepared event, if any, is this change.
-	ppk, psk := preparedKey(ev.ID, ev.RunID, ev.Op)
-	prep, prepared, err := d.getEvent(ctx, ppk, psk, ev.ID)
-	if err != nil {
-		return err
-	}
-	if prepared && !completes(ev, prep) {
-		return notPrepared(ev)
-	}
-
-	// 3. The event, exactly once.
-	evItem, err := attributevalue.MarshalMap(toEventRecord(ev))
-	if err != nil {
-		return err
-	}
-	evItem[attrPK], evItem[attrSK], evItem[attrType] = s(pk), s(esk), s(typeEvent)
-	_, err = d.c.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(d.table), Item: evItem,
-		ConditionExpression: aws.String("attribute_not_exists(PK)"),
-	})
-	if err != nil && !isCondFailed(err) {
-		return d.wrap(what+": put event", err)
-	}
-	if err != nil {
-		if _, err := d.recorded(ctx, pk, esk, ev); err != nil {
-			return err
-		}
-	}
-	if err := d.o.at(pointEvent); err != nil {
-		return err
-	}
-
-	// 4. The object record and the claim.
 	if err := d.register(ctx, obj.WrapKey); err != nil {
 		return err
 	}
-	if obj.ID != ev.ID {
-		// A new version: guarded like an observation; then release the
-		// claim on the old one.
+	// Nothing is written before this point: a crash here is a Commit that
+	// did not happen.
+	if err := d.o.at(pointEvent); err != nil {
+		return err
+	}
+	inPlace := obj.ID == ev.ID
+	if !inPlace {
 		if err := d.putObject(ctx, obj, ""); err != nil && !isCondFailed(err) {
-			return d.wrap(what+": update object record", err)
+			return d.wrap(what+": update the new version's record", err)
 		}
 		if err := d.o.at(pointRecord); err != nil {
 			return err
 		}
-		if err := d.release(ctx, ev.ID, "claim_owner = :v", owner); err != nil {
-			return err
-		}
-		if err := d.o.at(pointReleased); err != nil {
-			return err
-		}
-	} else if err := d.putObject(ctx, obj, owner); err == nil {
-		if err := d.o.at(pointRecord); err != nil {
-			return err
-		}
-		if err := d.o.at(pointReleased); err != nil {
-			return err
-		}
-	} else {
-		if !isCondFailed(err) {
-			return d.wrap(what+": update object record", err)
-		}
-		item, err = d.getItem(ctx, pk, versionSK(ev.ID.VersionID))
+	}
+	pa, ea := intentAttr(ev.RunID, ev.Op), eventAttr(ev.RunID, ev.Op)
+	in := &dynamodb.UpdateItemInput{TableName: aws.String(d.table), Key: objectKey(ev.ID)}
+	names := map[string]string{"#p": pa, "#e": ea}
+	vals := map[string]types.AttributeValue{
+		":o": s(owner), ":ev": &types.AttributeValueMemberB{Value: encodeEventBlob(ev)}, ":one": n(1),
+	}
+	set := []string{"#e = :ev", attrExtras + " = :one"}
+	remove := []string{"#p", attrClaimOwner, attrClaimRun, attrClaimExpires, attrClaimGroup, attrClaimEpoch}
+	if inPlace {
+		s2, r2, err := objectSets(obj, names, vals)
 		if err != nil {
 			return err
 		}
-		if holder := strAttr(item, attrClaimOwner); holder != "" {
-			// The event is recorded: nothing is left to resume.
-			if err := d.dropPrepared(ctx, ev); err != nil {
+		set, remove = append(set, s2...), append(remove, r2...)
+	} else {
+		set = append(set, idSets(ev.ID, names, vals))
+	}
+	in.UpdateExpression = aws.String("SET " + strings.Join(set, ", ") + " REMOVE " + strings.Join(remove, ", "))
+	in.ExpressionAttributeNames, in.ExpressionAttributeValues = names, vals
+	prep := d.j.intentBlob(ev.ID, ev.RunID, ev.Op)
+	for range 5 {
+		cond := "claim_owner = :o AND attribute_not_exists(#e) AND "
+		write := true
+		if prep != nil {
+			// The write is conditioned on this very intent: ev must
+			// complete it, or the item is read to decide.
+			p, err := decodeEventBlob(ev.ID, ev.RunID, ev.Op, prep)
+			if err != nil {
 				return err
 			}
-			return fmt.Errorf("%w (the event is recorded; the object record is left to the new holder)", notClaimed("commit", ev, owner, holder))
+			write = completes(ev, p)
+			cond += "#p = :prep"
+			vals[":prep"] = &types.AttributeValueMemberB{Value: prep}
+		} else {
+			cond += "attribute_not_exists(#p)"
+			delete(vals, ":prep")
 		}
-		// A concurrent duplicate of this Commit finished first.
-	}
-
-	// 5. The prepared event.
-	if prepared {
-		if err := d.dropPrepared(ctx, ev); err != nil {
+		if write {
+			in.ConditionExpression = aws.String(cond)
+			_, err := d.c.UpdateItem(ctx, in)
+			if err == nil {
+				d.j.settle(ev.ID, ev.RunID, ev.Op)
+				for _, p := range []string{pointRecord, pointReleased, pointDropped} {
+					if p == pointRecord && !inPlace {
+						continue
+					}
+					if err := d.o.at(p); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			if !isCondFailed(err) {
+				return d.wrap(what, err)
+			}
+		}
+		item, err := d.getItem(ctx, objectPK(ev.ID.Bucket, ev.ID.Key), versionSK(ev.ID.VersionID))
+		if err != nil {
 			return err
 		}
+		committed, _, found, err := itemEvent(item, ea)
+		if err != nil {
+			return err
+		}
+		if found {
+			// A retry after a complete Commit (its one write carried
+			// the claim and the intent away with it).
+			if !sameEvent(committed, ev) {
+				return conflictingEvent(ev)
+			}
+			d.j.settle(ev.ID, ev.RunID, ev.Op)
+			if strAttr(item, attrClaimOwner) == owner {
+				// Re-claimed by a resumed run: a Commit releases.
+				return d.release(ctx, ev.ID, "claim_owner = :v", owner)
+			}
+			return nil
+		}
+		if holder := strAttr(item, attrClaimOwner); holder != owner {
+			return notClaimed("commit", ev, owner, holder)
+		}
+		p, raw, found, err := itemEvent(item, pa)
+		if err != nil {
+			return err
+		}
+		if found && !completes(ev, p) {
+			return notPrepared(ev)
+		}
+		prep = raw // nil when none is prepared
 	}
-	return d.o.at(pointDropped)
+	return fmt.Errorf("%w: %s: the object's item keeps changing", ErrConflict, what)
 }
 
-// dropPrepared deletes the prepared event of ev's identity if ev completes
-// it (same wrapped key fingerprints; Prepare never lets two prepared events
-// of one identity differ in less), so that a concurrent Prepare of another
-// change survives. A missing one is no error.
-func (d *dynamoLedger) dropPrepared(ctx context.Context, ev Event) error {
-	var conds []string
-	vals := map[string]types.AttributeValue{}
-	for name, v := range map[string]string{"old_wrapped_key_sha256": ev.OldWrappedKeySHA256, "new_wrapped_key_sha256": ev.NewWrappedKeySHA256} {
-		if v == "" {
-			conds = append(conds, "attribute_not_exists("+name+")")
+// objectSets returns the SET and REMOVE clauses of an object record (its
+// type, index shard and objectAttrs), with placeholders added to names and
+// vals.
+func objectSets(obj Object, names map[string]string, vals map[string]types.AttributeValue) (set, remove []string, err error) {
+	av, err := attributevalue.MarshalMap(toObjectRecord(obj))
+	if err != nil {
+		return nil, nil, err
+	}
+	av[attrType] = s(typeObject)
+	if obj.WrapKey != "" {
+		av[attrShard] = s(shardValue(obj.WrapKey, obj.ID))
+	}
+	for i, a := range append([]string{attrType, attrShard}, objectAttrs...) {
+		ph := "#a" + strconv.Itoa(i)
+		names[ph] = a
+		if v, ok := av[a]; ok {
+			vals[":a"+strconv.Itoa(i)] = v
+			set = append(set, ph+" = :a"+strconv.Itoa(i))
 		} else {
-			conds = append(conds, name+" = :"+name)
-			vals[":"+name] = s(v)
+			remove = append(remove, ph)
 		}
 	}
-	in := &dynamodb.DeleteItemInput{
-		TableName: aws.String(d.table), Key: key(preparedKey(ev.ID, ev.RunID, ev.Op)),
-		ConditionExpression: aws.String(strings.Join(conds, " AND ")),
-	}
-	if len(vals) > 0 {
-		in.ExpressionAttributeValues = vals
-	}
-	_, err := d.c.DeleteItem(ctx, in)
-	if err != nil && !isCondFailed(err) {
-		return d.wrap(fmt.Sprintf("drop prepared %s of %s", ev.Op, ev.ID), err)
-	}
-	return nil
+	return set, remove, nil
 }
 
 func (d *dynamoLedger) Abandon(ctx context.Context, owner string, id ObjectID, runID, op string) error {
@@ -678,64 +765,89 @@ func (d *dynamoLedger) Abandon(ctx context.Context, owner string, id ObjectID, r
 	if err := checkOwnerRun(owner, runID); err != nil {
 		return err
 	}
-	pk, sk := preparedKey(id, runID, op)
-	if item, err := d.getItem(ctx, pk, sk); err != nil || item == nil {
-		return err
-	}
-	if err := d.held(ctx, id, owner, "abandon "+op+" of"); err != nil {
-		return err
-	}
-	_, err := d.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-		TableName: aws.String(d.table), Key: key(pk, sk),
+	_, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:                 aws.String(d.table),
+		Key:                       objectKey(id),
+		UpdateExpression:          aws.String("REMOVE #p"),
+		ConditionExpression:       aws.String("attribute_exists(#p) AND claim_owner = :o"),
+		ExpressionAttributeNames:  map[string]string{"#p": intentAttr(runID, op)},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":o": s(owner)},
 	})
-	return d.wrap(fmt.Sprintf("abandon %s of %s by run %s", op, id, runID), err)
+	if err == nil {
+		d.j.settle(id, runID, op)
+		return nil
+	}
+	if !isCondFailed(err) {
+		return d.wrap(fmt.Sprintf("abandon %s of %s by run %s", op, id, runID), err)
+	}
+	item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+	if err != nil {
+		return err
+	}
+	if _, found := item[intentAttr(runID, op)]; !found {
+		d.j.settle(id, runID, op)
+		return nil
+	}
+	return notHeld("abandon "+op+" of", id, owner, strAttr(item, attrClaimOwner))
 }
 
-// PreparedOn queries the run's partition of id for its prepared events.
+// PreparedOn reads the version's item for the run's intents.
 func (d *dynamoLedger) PreparedOn(ctx context.Context, runID string, id ObjectID) ([]Event, error) {
 	if err := checkUploadID(runID, id); err != nil {
 		return nil, err
 	}
-	pk, sk := preparedKey(id, runID, "x")
-	prefix := strings.TrimSuffix(sk, "x")
-	out, err := d.c.Query(ctx, &dynamodb.QueryInput{
-		TableName:              aws.String(d.table),
-		KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :p)"),
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":pk": s(pk), ":p": s(prefix),
-		},
-		ConsistentRead: aws.Bool(true),
-	})
+	item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
 	if err != nil {
-		return nil, d.wrap("prepared events of run "+runID+" on "+id.String(), err)
+		return nil, err
 	}
-	var evs []Event
-	for _, item := range out.Items {
-		ev, err := decodeEvent(item)
-		if err != nil {
-			return nil, err
-		}
-		if ev.ID == id {
-			evs = append(evs, ev)
-		}
-	}
-	return evs, nil
+	return d.intentsOn(item, runID, &id)
 }
 
-// Prepared queries the run's 16 partitions of prepared events. For each
-// prepared event whose event is recorded it also reads the claim, to tell a
-// Commit that crashed before writing the object record (listed) from one
-// that crashed after releasing the claim (dropped).
+// intentsOn returns the intents of run runID on an object item (and
+// remembers them for a Commit), checking that the item is want's.
+func (d *dynamoLedger) intentsOn(item map[string]types.AttributeValue, runID string, want *ObjectID) ([]Event, error) {
+	evs, err := itemEvents(item, attrIntentPrefix, runID)
+	if err != nil {
+		return nil, err
+	}
+	var out []Event
+	for _, ev := range evs {
+		if want != nil && ev.ID != *want {
+			return nil, fmt.Errorf("ledger: item %s/%s holds %s, not %s", strAttr(item, attrPK), strAttr(item, attrSK), ev.ID, *want)
+		}
+		if b, ok := item[intentAttr(ev.RunID, ev.Op)].(*types.AttributeValueMemberB); ok {
+			d.j.remember(ev.ID, ev.RunID, ev.Op, b.Value)
+		}
+		out = append(out, ev)
+	}
+	return out, nil
+}
+
+// Prepared reads the run's journal items, then every object item they name
+// (strongly consistent batch reads), and lists the run's intents found
+// there. Journal items older than journalQuiet that name no item holding
+// an intent of the run any more, after fn has run, are deleted.
 func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event) error) error {
 	if err := validRunID(runID); err != nil {
 		return err
 	}
+	if d.fromSchema1 {
+		if err := d.noSchema1Intents(ctx, runID); err != nil {
+			return err
+		}
+	}
+	type slotItem struct {
+		pk, sk, gen string
+		at          time.Time
+		items       [][2]string
+	}
+	var slots []slotItem
 	for i := range gsiShards {
 		p := dynamodb.NewQueryPaginator(d.c, &dynamodb.QueryInput{
 			TableName:              aws.String(d.table),
-			KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :prep)"),
+			KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :jrn)"),
 			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":pk": s(preparedShard(runID, strconv.FormatInt(int64(i), 16))), ":prep": s("prep#"),
+				":pk": s(preparedShard(runID, strconv.FormatInt(int64(i), 16))), ":jrn": s(journalPrefix),
 			},
 			ConsistentRead: aws.Bool(true),
 			Limit:          d.limit(),
@@ -743,24 +855,113 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 		for p.HasMorePages() {
 			out, err := p.NextPage(ctx)
 			if err != nil {
-				return d.wrap("prepared events of run "+runID, err)
+				return d.wrap("intent journal of run "+runID, err)
 			}
 			for _, item := range out.Items {
-				ev, err := decodeEvent(item)
-				if err != nil {
+				sl := slotItem{pk: strAttr(item, attrPK), sk: strAttr(item, attrSK), gen: strAttr(item, "g")}
+				sl.at, _ = parseTime(strAttr(item, "at"))
+				if b, ok := item["e"].(*types.AttributeValueMemberB); ok {
+					its, err := journalItems(b.Value)
+					if err != nil {
+						return fmt.Errorf("%w (journal item %s/%s)", err, sl.pk, sl.sk)
+					}
+					sl.items = its
+				}
+				if d.j.ownFree(sl.sk, sl.gen) {
+					continue // this process's, every entry settled
+				}
+				slots = append(slots, sl)
+			}
+		}
+	}
+	var keys [][2]string
+	seenKey := map[[2]string]bool{}
+	for _, sl := range slots {
+		for _, k := range sl.items {
+			if !seenKey[k] {
+				seenKey[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	withIntent := map[[2]string]bool{}
+	err := d.batchGet(ctx, keys, func(k [2]string, item map[string]types.AttributeValue) error {
+		evs, err := d.intentsOn(item, runID, nil)
+		if err != nil {
+			return err
+		}
+		if len(evs) > 0 {
+			withIntent[k] = true
+		}
+		for _, ev := range evs {
+			if err := fn(ev); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	// Which items still hold an intent after fn settled them.
+	var again [][2]string
+	for k := range withIntent {
+		again = append(again, k)
+	}
+	still := map[[2]string]bool{}
+	if err := d.batchGet(ctx, again, func(k [2]string, item map[string]types.AttributeValue) error {
+		evs, err := itemEvents(item, attrIntentPrefix, runID)
+		if len(evs) > 0 {
+			still[k] = true
+		}
+		return err
+	}); err != nil {
+		return err
+	}
+	now := d.o.now()
+	for _, sl := range slots {
+		busy := now.Sub(sl.at) < journalQuiet
+		for _, k := range sl.items {
+			busy = busy || still[k]
+		}
+		if !busy {
+			if err := d.deleteJournal(ctx, sl.pk, sl.sk, sl.gen); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// batchGet reads items by key (strongly consistent, 100 per request) and
+// calls fn for each that exists, one at a time, in no particular order.
+func (d *dynamoLedger) batchGet(ctx context.Context, keys [][2]string, fn func([2]string, map[string]types.AttributeValue) error) error {
+	for len(keys) > 0 {
+		n := min(len(keys), 100)
+		batch := make([]map[string]types.AttributeValue, 0, n)
+		for _, k := range keys[:n] {
+			batch = append(batch, key(k[0], k[1]))
+		}
+		keys = keys[n:]
+		for len(batch) > 0 {
+			out, err := d.c.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{
+				RequestItems: map[string]types.KeysAndAttributes{d.table: {Keys: batch, ConsistentRead: aws.Bool(true)}},
+			})
+			if err != nil {
+				return d.wrap("read object items", err)
+			}
+			for _, item := range out.Responses[d.table] {
+				if err := fn([2]string{strAttr(item, attrPK), strAttr(item, attrSK)}, item); err != nil {
 					return err
 				}
-				stale, err := d.stale(ctx, ev)
-				if err != nil {
-					return err
-				}
-				if stale {
-					err = d.dropPrepared(ctx, ev)
-				} else {
-					err = fn(ev)
-				}
-				if err != nil {
-					return err
+			}
+			batch = nil
+			if u, ok := out.UnprocessedKeys[d.table]; ok && len(u.Keys) > 0 {
+				batch = u.Keys
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(50 * time.Millisecond):
 				}
 			}
 		}
@@ -768,40 +969,29 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 	return nil
 }
 
-// stale reports whether the prepared event p is left over from a complete
-// Commit (see staleMarker).
-func (d *dynamoLedger) stale(ctx context.Context, p Event) (bool, error) {
-	pk := objectPK(p.ID.Bucket, p.ID.Key)
-	committed, found, err := d.getEvent(ctx, pk, eventSK(p.ID.VersionID, p.RunID, p.Op), p.ID)
-	if err != nil || !found {
-		return false, err
+// noSchema1Intents refuses a run that holds prepared events of schema 1
+// (items in the run's partitions): only the rotator that wrote them knows
+// how to settle them.
+func (d *dynamoLedger) noSchema1Intents(ctx context.Context, runID string) error {
+	for i := range gsiShards {
+		out, err := d.c.Query(ctx, &dynamodb.QueryInput{
+			TableName:              aws.String(d.table),
+			KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :prep)"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":pk": s(preparedShard(runID, strconv.FormatInt(int64(i), 16))), ":prep": s("prep#"),
+			},
+			ConsistentRead: aws.Bool(true),
+			Select:         types.SelectCount,
+			Limit:          aws.Int32(1),
+		})
+		if err != nil {
+			return d.wrap("prepared events of run "+runID, err)
+		}
+		if out.Count > 0 {
+			return fmt.Errorf("%w: run %s has prepared events of ledger schema 1 (hint: resume it with the rotator version that started it, before this one uses the table)", ErrInvalid, runID)
+		}
 	}
-	item, err := d.getItem(ctx, pk, versionSK(p.ID.VersionID))
-	if err != nil {
-		return false, err
-	}
-	return staleMarker(p, &committed, strAttr(item, attrClaimRun)), nil
-}
-
-// recorded reports whether the event with sort key esk is recorded: false if
-// it is not, true if an identical one is, ErrConflict if another is.
-func (d *dynamoLedger) recorded(ctx context.Context, pk, esk string, ev Event) (bool, error) {
-	item, err := d.getItem(ctx, pk, esk)
-	if err != nil || item == nil {
-		return false, err
-	}
-	var rec eventRecord
-	if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
-		return false, fmt.Errorf("ledger: decode event %s: %w", esk, err)
-	}
-	old, err := rec.event()
-	if err != nil {
-		return false, err
-	}
-	if !sameEvent(old, ev) {
-		return false, conflictingEvent(ev)
-	}
-	return true, nil
+	return nil
 }
 
 // putObject writes an object record with one UpdateItem (so that a claim on
@@ -861,6 +1051,16 @@ func (d *dynamoLedger) register(ctx context.Context, wrapKey string) error {
 	}
 	d.mu.Lock()
 	known := d.keys[wrapKey]
+	d.mu.Unlock()
+	if known {
+		return nil
+	}
+	// One registration per key and process: the workers that meet a new
+	// key at once wait for the first.
+	d.regMu.Lock()
+	defer d.regMu.Unlock()
+	d.mu.Lock()
+	known = d.keys[wrapKey]
 	d.mu.Unlock()
 	if known {
 		return nil
@@ -982,6 +1182,22 @@ func decodeObject(item map[string]types.AttributeValue, want *ObjectID) (Object,
 	return obj, nil
 }
 
+// storedEvents returns the lineage events an item holds: an event item of
+// schema 1, or the e# attributes of an object item.
+func storedEvents(item map[string]types.AttributeValue) ([]Event, error) {
+	switch {
+	case strAttr(item, attrType) == typeEvent:
+		e, err := decodeEvent(item)
+		if err != nil {
+			return nil, err
+		}
+		return []Event{e}, nil
+	case item[attrExtras] != nil:
+		return itemEvents(item, attrEventPrefix, "")
+	}
+	return nil, nil
+}
+
 func decodeEvent(item map[string]types.AttributeValue) (Event, error) {
 	var rec eventRecord
 	if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
@@ -1004,9 +1220,9 @@ func (d *dynamoLedger) Lineage(ctx context.Context, id ObjectID) ([]Event, error
 	var all []Event
 	p := dynamodb.NewQueryPaginator(d.c, &dynamodb.QueryInput{
 		TableName:              aws.String(d.table),
-		KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :evt)"),
+		KeyConditionExpression: aws.String("PK = :pk"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":pk": s(objectPK(id.Bucket, id.Key)), ":evt": s("evt#"),
+			":pk": s(objectPK(id.Bucket, id.Key)),
 		},
 		ConsistentRead: aws.Bool(true),
 		Limit:          d.limit(),
@@ -1017,12 +1233,14 @@ func (d *dynamoLedger) Lineage(ctx context.Context, id ObjectID) ([]Event, error
 			return nil, d.wrap("lineage of "+id.String(), err)
 		}
 		for _, item := range out.Items {
-			e, err := decodeEvent(item)
+			evs, err := storedEvents(item)
 			if err != nil {
 				return nil, err
 			}
-			if e.ID.Bucket == id.Bucket && e.ID.Key == id.Key {
-				all = append(all, e)
+			for _, e := range evs {
+				if e.ID.Bucket == id.Bucket && e.ID.Key == id.Key {
+					all = append(all, e)
+				}
 			}
 		}
 	}
@@ -1121,8 +1339,8 @@ func (d *dynamoLedger) Events(ctx context.Context, fn func(Event) error) error {
 				TableName:                 aws.String(d.table),
 				Segment:                   aws.Int32(seg),
 				TotalSegments:             aws.Int32(segs),
-				FilterExpression:          aws.String("#t = :evt"),
-				ExpressionAttributeNames:  map[string]string{"#t": attrType},
+				FilterExpression:          aws.String("#t = :evt OR attribute_exists(#x)"),
+				ExpressionAttributeNames:  map[string]string{"#t": attrType, "#x": attrExtras},
 				ExpressionAttributeValues: map[string]types.AttributeValue{":evt": s(typeEvent)},
 				Limit:                     d.limit(),
 			})
@@ -1133,11 +1351,11 @@ func (d *dynamoLedger) Events(ctx context.Context, fn func(Event) error) error {
 				}
 				evs := make([]Event, 0, len(out.Items))
 				for _, item := range out.Items {
-					e, err := decodeEvent(item)
+					es, err := storedEvents(item)
 					if err != nil {
 						return err
 					}
-					evs = append(evs, e)
+					evs = append(evs, es...)
 				}
 				select {
 				case ch <- evs:

@@ -443,7 +443,11 @@ func Open(ctx context.Context, url string, opts ...Option) (Ledger, error) {
 	}
 	switch {
 	case strings.HasPrefix(url, "dynamodb://"):
-		return openDynamo(ctx, strings.TrimPrefix(url, "dynamodb://"), o)
+		d, err := openDynamo(ctx, strings.TrimPrefix(url, "dynamodb://"), o)
+		if err != nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return d, nil
 	case strings.HasPrefix(url, "bolt://"):
 		return openBolt(strings.TrimPrefix(url, "bolt://"), o)
 	case strings.Contains(url, "://"):

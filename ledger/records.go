@@ -191,11 +191,6 @@ func preparedPK(run, objPK string) string {
 
 func preparedShard(run, shard string) string { return "run#" + run + "#" + shard }
 
-// preparedSK is unique per event identity within the run's partition.
-func preparedSK(objPK, v, op string) string {
-	return "prep#" + objPK[len("obj#"):] + "#" + escape(v) + "#" + op
-}
-
 // bbolt key encoding: each component's bytes with 0x00 written as 0x00 0xff,
 // then 0x00 0x01. Components never run into each other, a tuple's encoding
 // is a prefix of the encodings of its extensions, and byte order of

@@ -73,8 +73,8 @@ func TestPlanCountsTheLedgerWritesOfARun(t *testing.T) {
 		if per := float64(want) / float64(plan.Objects); i == 0 && per > 2 {
 			t.Errorf("%s: %.2f ledger writes per object, want at most 2", run, per)
 		}
-		if w, obj := plan.Requests["dynamodb:write"], plan.Objects; w != 5*obj && i == 0 {
-			t.Errorf("%s: %d DynamoDB writes planned for %d rewraps, want 5 each", run, w, obj)
+		if w, obj := plan.Requests["dynamodb:write"], plan.Objects; w != 2*obj && i == 0 {
+			t.Errorf("%s: %d DynamoDB writes planned for %d rewraps, want 2 each", run, w, obj)
 		}
 	}
 }

@@ -450,15 +450,18 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 type ledgerCost struct{ writes, reads, embedded int64 }
 
 var (
-	// A rewrap: Begin (the claim, and the intent; two items on DynamoDB,
-	// whose reads check what the run left on the version), then Commit
-	// (the event, the object record with the claim's release, the intent
-	// dropped; it reads the claim and the intent). See ledger/SCHEMA.md.
-	costRewrap = ledgerCost{writes: 5, reads: 4, embedded: 2}
-	// A re-encryption or a version deletion: Claim, PreparedOn, Prepare,
-	// Commit (no Release: the Commit releases the claim). Checkpoints of
-	// re-encryptions come on top (costCheckpoint).
-	costChange = ledgerCost{writes: 5, reads: 5, embedded: 3}
+	// A rewrap: Begin (the claim and the intent, one write of the
+	// object's item on DynamoDB too), then Commit (the event, the record,
+	// the claim released and the intent dropped: that item again). On
+	// DynamoDB a journal write naming the item comes on top, shared by
+	// every object that begins while the previous one is in flight (a
+	// group commit), so not counted here. See ledger/SCHEMA.md.
+	costRewrap = ledgerCost{writes: 2, reads: 0, embedded: 2}
+	// A re-encryption or a version deletion: Claim, PreparedOn (a read),
+	// Prepare (a read, a write), Commit (no Release: the Commit releases
+	// the claim). Checkpoints of re-encryptions come on top
+	// (costCheckpoint).
+	costChange = ledgerCost{writes: 3, reads: 2, embedded: 3}
 	// One upload checkpoint saved (SaveUpload: the claim read, the
 	// checkpoint put); the last one deleted (DeleteUpload) costs the same
 	// write and two reads.

@@ -57,7 +57,7 @@ locals {
 
   # The ledger table (Terraform creates it: no CreateTable).
   ledger_actions = concat(
-    ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query"],
+    ["dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchGetItem"],
     var.allow_ledger_queries ? ["dynamodb:Scan"] : [],
   )
 

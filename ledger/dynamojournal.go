@@ -1,0 +1,402 @@
+package ledger
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// The intent journal (DynamoDB schema 2). An intent lives on its object's
+// item (p#<run>#<op>), where no strongly consistent query of the run can
+// find it: DynamoDB's only way to list items by an attribute, a secondary
+// index, is eventually consistent. So before an intent is written, the
+// item that will hold it is named in a journal item of the run:
+//
+//	PK run#<run>#<d>   SK jrn#<process>#<slot>
+//	t=journal, e (B: the entries), g (S: a random generation), at (S)
+//
+// An entry is the 16 bytes of the object's <h> and its version id; the
+// journal item's partition spreads over the run's 16 (<d>, as prepared
+// events and uploads did in schema 1). Prepared(run) queries the run's
+// journal items, reads every item they name (strongly consistent) and lists
+// the intents of the run it finds there.
+//
+// Journal writes are group commits: the intents that workers begin while
+// one journal write is in flight go into the next one, a single PutItem,
+// so that a journal write is shared by every object in flight. A process
+// counts, per journal item (a slot), the entries whose intent may still be
+// on their item; once none is left (committed, abandoned, or never
+// written) the slot is free and the next group overwrites it: no delete
+// per group. On Close a process deletes its free slots; slots whose
+// intents it could not settle stay for Prepared, which deletes a slot once
+// none of its entries holds an intent, on condition that the slot's
+// generation is still the one it read, and only slots older than
+// journalQuiet (a Begin re-journals an intent it was about to write after
+// half of that, so no intent can land behind a deleted slot).
+
+const (
+	journalPrefix = "jrn#"
+	typeJournal   = "journal"
+	// journalQuiet: Prepared deletes only journal items at least this old.
+	journalQuiet = time.Hour
+	// journalMaxEntries bounds a group (a journal item stays far below
+	// DynamoDB's 400 KB: an entry is at most 16 + 5 + 1024 bytes).
+	journalMaxEntries = 256
+	// journalKeepFree bounds the free slots a process keeps per run.
+	journalKeepFree = 8
+)
+
+type jslot struct {
+	run     string
+	pk, sk  string
+	gen     string
+	written time.Time
+	live    int  // entries whose intent may be on their item
+	inGroup bool // being written
+}
+
+type jreq struct {
+	run   string
+	entry []byte
+	done  chan struct{}
+	slot  *jslot
+	err   error
+	gone  bool // the caller stopped waiting (under journal.mu)
+}
+
+type journal struct {
+	d    *dynamoLedger
+	proc string
+
+	mu     sync.Mutex
+	queue  []*jreq
+	free   map[string][]*jslot // run -> free slots
+	next   int                 // slot numbers of this process
+	closed bool
+	kick   chan struct{}
+	quit   chan struct{}
+	wg     sync.WaitGroup
+	// live maps an identity to the slots whose entry names it while its
+	// intent may be on the item (a retried Begin may have journaled it
+	// twice).
+	live map[string][]*jslot
+	// blobs holds the intents this process wrote or read, by identity,
+	// for the condition of their Commit.
+	blobs map[string][]byte
+	// slots are this process's journal items, by sort key.
+	slots map[string]*jslot
+}
+
+func newJournal(d *dynamoLedger) *journal {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(err)
+	}
+	j := &journal{d: d, proc: hex.EncodeToString(b[:]), free: map[string][]*jslot{},
+		kick: make(chan struct{}, 1), quit: make(chan struct{}), live: map[string][]*jslot{},
+		blobs: map[string][]byte{}, slots: map[string]*jslot{}}
+	j.wg.Add(1)
+	go j.flusher()
+	return j
+}
+
+// journalEntry encodes the item an intent of id is written to.
+func journalEntry(id ObjectID) []byte {
+	pk := objectPK(id.Bucket, id.Key)
+	h, _ := hex.DecodeString(pk[len("obj#"):])
+	b := make([]byte, 0, len(h)+binary.MaxVarintLen64+len(id.VersionID))
+	b = append(b, h...)
+	b = binary.AppendUvarint(b, uint64(len(id.VersionID)))
+	return append(b, id.VersionID...)
+}
+
+// journalItems decodes a journal item's entries into item keys (PK, SK).
+func journalItems(b []byte) ([][2]string, error) {
+	var out [][2]string
+	for len(b) > 0 {
+		if len(b) < 17 {
+			return nil, errors.New("ledger: corrupt journal entry")
+		}
+		pk := "obj#" + hex.EncodeToString(b[:16])
+		b = b[16:]
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n > uint64(len(b)-k) {
+			return nil, errors.New("ledger: corrupt journal entry")
+		}
+		v := string(b[k : k+int(n)])
+		b = b[k+int(n):]
+		out = append(out, [2]string{pk, versionSK(v)})
+	}
+	return out, nil
+}
+
+func identityKey(id ObjectID, run, op string) string {
+	return string(tupleKey(id.Bucket, id.Key, id.VersionID, run, op))
+}
+
+// add journals the item of id for an intent of (run, op) and returns once
+// the journal item that names it is written.
+func (j *journal) add(ctx context.Context, id ObjectID, run, op string) error {
+	r := &jreq{run: run, entry: journalEntry(id), done: make(chan struct{})}
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return errors.New("ledger: closed")
+	}
+	j.queue = append(j.queue, r)
+	j.mu.Unlock()
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+		j.mu.Lock()
+		select {
+		case <-r.done:
+		default:
+			r.gone = true // write leaves it out of the slot's count
+		}
+		gone := r.gone
+		j.mu.Unlock()
+		if gone {
+			return ctx.Err()
+		}
+	}
+	if r.err != nil {
+		return r.err
+	}
+	j.mu.Lock()
+	k := identityKey(id, run, op)
+	j.live[k] = append(j.live[k], r.slot)
+	j.mu.Unlock()
+	return nil
+}
+
+// fresh reports whether the journal item of id's latest entry for (run,
+// op) was written less than half of journalQuiet ago (see the package
+// comment above): a Begin whose journal write is older journals again.
+func (j *journal) fresh(id ObjectID, run, op string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s := j.live[identityKey(id, run, op)]
+	return len(s) > 0 && j.d.o.now().Sub(s[len(s)-1].written) < journalQuiet/2
+}
+
+// settle records that no intent of identity (id, run, op) is on its item
+// any more (committed, abandoned, or never written).
+func (j *journal) settle(id ObjectID, run, op string) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	k := identityKey(id, run, op)
+	for _, s := range j.live[k] {
+		s.live--
+		j.maybeFree(s)
+	}
+	delete(j.live, k)
+	delete(j.blobs, k)
+}
+
+// remember keeps the stored form of an intent for its Commit's condition.
+func (j *journal) remember(id ObjectID, run, op string, blob []byte) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if len(j.blobs) >= 1<<16 {
+		clear(j.blobs) // intents left behind: a Commit reads them again
+	}
+	j.blobs[identityKey(id, run, op)] = blob
+}
+
+// intentBlob returns the stored form of an intent remembered, or nil.
+func (j *journal) intentBlob(id ObjectID, run, op string) []byte {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.blobs[identityKey(id, run, op)]
+}
+
+// ownFree reports whether journal item sk is this process's with
+// generation gen and every entry of it settled.
+func (j *journal) ownFree(sk, gen string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	sl := j.slots[sk]
+	return sl != nil && sl.gen == gen && sl.live == 0 && !sl.inGroup
+}
+
+func (j *journal) maybeFree(s *jslot) {
+	if s.live == 0 && !s.inGroup {
+		j.free[s.run] = append(j.free[s.run], s)
+	}
+}
+
+func (j *journal) flusher() {
+	defer j.wg.Done()
+	for {
+		select {
+		case <-j.quit:
+			return
+		case <-j.kick:
+		}
+		for {
+			j.mu.Lock()
+			if len(j.queue) == 0 {
+				j.mu.Unlock()
+				break
+			}
+			run := j.queue[0].run
+			var group, rest []*jreq
+			for _, r := range j.queue {
+				if r.run == run && len(group) < journalMaxEntries && !r.gone {
+					group = append(group, r)
+				} else if !r.gone {
+					rest = append(rest, r)
+				}
+			}
+			j.queue = rest
+			slot := j.takeSlot(run)
+			j.mu.Unlock()
+			if len(group) > 0 {
+				j.write(slot, group)
+				ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+				j.trimFree(ctx, run)
+				cancel()
+			} else {
+				j.mu.Lock()
+				slot.inGroup = false
+				j.maybeFree(slot)
+				j.mu.Unlock()
+			}
+		}
+	}
+}
+
+// takeSlot returns a free slot of run, or a new one (under j.mu).
+func (j *journal) takeSlot(run string) *jslot {
+	if f := j.free[run]; len(f) > 0 {
+		s := f[len(f)-1]
+		j.free[run] = f[:len(f)-1]
+		s.inGroup = true
+		return s
+	}
+	n := j.next
+	j.next++
+	d := strconv.FormatInt(int64(n%gsiShards), 16)
+	sl := &jslot{run: run, pk: preparedShard(run, d), sk: journalPrefix + j.proc + "#" + strconv.Itoa(n), inGroup: true}
+	j.slots[sl.sk] = sl
+	return sl
+}
+
+func (j *journal) write(sl *jslot, group []*jreq) {
+	var b []byte
+	for _, r := range group {
+		b = append(b, r.entry...)
+	}
+	var g [8]byte
+	_, _ = rand.Read(g[:])
+	gen := hex.EncodeToString(g[:])
+	now := j.d.o.now()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	_, err := j.d.c.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(j.d.table),
+		Item: map[string]types.AttributeValue{
+			attrPK: s(sl.pk), attrSK: s(sl.sk), attrType: s(typeJournal),
+			"e": &types.AttributeValueMemberB{Value: b}, "g": s(gen), "at": s(formatTime(now)),
+		},
+	})
+	cancel()
+	if err != nil {
+		err = j.d.wrap("journal intents of run "+sl.run, err)
+	}
+	j.mu.Lock()
+	sl.inGroup = false
+	if err == nil {
+		sl.gen, sl.written = gen, now
+		for _, r := range group {
+			if !r.gone {
+				sl.live++
+			}
+		}
+	}
+	// A failed write may have landed: the slot keeps what it held (if
+	// anything) until Prepared proves it empty; a new slot takes the next
+	// group.
+	if err == nil {
+		j.maybeFree(sl)
+	}
+	for _, r := range group {
+		r.slot, r.err = sl, err
+		close(r.done)
+	}
+	j.mu.Unlock()
+}
+
+// close stops the flusher and deletes the free slots (best effort: a slot
+// left behind is deleted by a later Prepared).
+func (j *journal) close() {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return
+	}
+	j.closed = true
+	j.mu.Unlock()
+	close(j.quit)
+	j.wg.Wait()
+	j.mu.Lock()
+	var del []*jslot
+	for _, f := range j.free {
+		del = append(del, f...)
+	}
+	j.free = map[string][]*jslot{}
+	j.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, sl := range del {
+		if sl.gen == "" {
+			continue
+		}
+		_ = j.d.deleteJournal(ctx, sl.pk, sl.sk, sl.gen)
+	}
+}
+
+// trimFree deletes free slots of run beyond journalKeepFree.
+func (j *journal) trimFree(ctx context.Context, run string) {
+	j.mu.Lock()
+	f := j.free[run]
+	var del []*jslot
+	if len(f) > journalKeepFree {
+		del = append(del, f[journalKeepFree:]...)
+		j.free[run] = f[:journalKeepFree]
+	}
+	j.mu.Unlock()
+	for _, sl := range del {
+		j.mu.Lock()
+		delete(j.slots, sl.sk)
+		j.mu.Unlock()
+		_ = j.d.deleteJournal(ctx, sl.pk, sl.sk, sl.gen)
+	}
+}
+
+// deleteJournal deletes a journal item if its generation is still gen.
+func (d *dynamoLedger) deleteJournal(ctx context.Context, pk, sk, gen string) error {
+	_, err := d.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{
+		TableName: aws.String(d.table), Key: key(pk, sk),
+		ConditionExpression:       aws.String("g = :g"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":g": s(gen)},
+	})
+	if err != nil && !isCondFailed(err) {
+		return d.wrap(fmt.Sprintf("delete journal item %s/%s", pk, sk), err)
+	}
+	return nil
+}

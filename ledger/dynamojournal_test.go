@@ -1,0 +1,189 @@
+package ledger
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/rotator-dev/rotator/internal/testenv"
+	"golang.org/x/sync/errgroup"
+)
+
+// opCounter counts DynamoDB requests by operation (X-Amz-Target).
+type opCounter struct {
+	next aws.HTTPClient
+	mu   sync.Mutex
+	n    map[string]int
+}
+
+func (c *opCounter) Do(r *http.Request) (*http.Response, error) {
+	_, op, _ := strings.Cut(r.Header.Get("X-Amz-Target"), ".")
+	c.mu.Lock()
+	c.n[op]++
+	c.mu.Unlock()
+	return c.next.Do(r)
+}
+
+func (c *opCounter) take() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := c.n
+	c.n = map[string]int{}
+	return n
+}
+
+func countingConfig(t testing.TB) (aws.Config, *opCounter) {
+	cfg := testenv.AWSConfig(t)
+	c := &opCounter{next: cfg.HTTPClient, n: map[string]int{}}
+	if c.next == nil {
+		c.next = http.DefaultClient
+	}
+	cfg.HTTPClient = c
+	return cfg, c
+}
+
+// journalItemsOf counts the journal items of run.
+func journalItemsOf(t testing.TB, l Ledger, run string) int {
+	t.Helper()
+	d := l.(*dynamoLedger)
+	n := 0
+	for i := range gsiShards {
+		out, err := d.c.Query(ctx, &dynamodb.QueryInput{
+			TableName:              aws.String(d.table),
+			KeyConditionExpression: aws.String("PK = :pk AND begins_with(SK, :j)"),
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":pk": s(preparedShard(run, strconv.FormatInt(int64(i), 16))), ":j": s(journalPrefix),
+			},
+			ConsistentRead: aws.Bool(true),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(out.Items)
+	}
+	return n
+}
+
+// A rewrap writes its object's item twice (Begin, Commit) and reads
+// nothing; journal writes are shared by the objects in flight, and a
+// closed ledger leaves no journal item behind.
+func TestDynamoDBWritesPerRewrap(t *testing.T) {
+	open := dynamoStore(t)
+	cfg, cnt := countingConfig(t)
+	l := open(WithAWSConfig(cfg))
+	const objects, workers = 480, 32
+	cnt.take()
+	var g errgroup.Group
+	g.SetLimit(workers)
+	for i := range objects {
+		g.Go(func() error {
+			processLean(t, l, newS3Object(fmt.Sprintf("w/%03d", i), false), ownr("runW"), 1)
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	n := cnt.take()
+	// One UpdateItem more: the wrap key's registration, once per process.
+	if got, want := n["UpdateItem"], 2*objects+1; got != want {
+		t.Errorf("UpdateItem: %d, want %d (Begin and Commit per object, one registration): %v", got, want, n)
+	}
+	for _, op := range []string{"GetItem", "Query", "BatchGetItem", "DeleteItem"} {
+		if n[op] != 0 {
+			t.Errorf("%s: %d, want none: %v", op, n[op], n)
+		}
+	}
+	if n["PutItem"] > objects/4 {
+		t.Errorf("%d journal writes for %d objects, %d in flight: the group commit does not group", n["PutItem"], objects, workers)
+	}
+	t.Logf("%d objects, %d in flight: %.3f writes per object (%d journal writes, %.1f objects each): %v",
+		objects, workers, float64(n["UpdateItem"]+n["PutItem"])/objects, n["PutItem"], float64(objects)/float64(n["PutItem"]), n)
+	if got := listPrepared(t, l, "runW"); len(got) != 0 {
+		t.Fatalf("prepared after the commits: %+v", got)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := journalItemsOf(t, open(), "runW"); n != 0 {
+		t.Fatalf("%d journal items left after Close", n)
+	}
+}
+
+// A process that dies with intents in flight leaves them journaled: the
+// next process lists every intent the table holds (a scan finds no other),
+// settles them, and Prepared deletes the dead process's journal items once
+// they are older than journalQuiet and name no intent.
+func TestDynamoDBJournalCoversEveryIntent(t *testing.T) {
+	open := dynamoStore(t)
+	clk := newClock()
+	l := open(WithClock(clk.Now))
+	const objects, run = 200, "runJ"
+	objs := make([]*s3Object, objects)
+	var g errgroup.Group
+	g.SetLimit(32)
+	for i := range objects {
+		objs[i] = newS3Object(fmt.Sprintf("j/%03d", i), i%3 == 0)
+		g.Go(func() error {
+			o := objs[i]
+			ev, nw := o.rewrapEvent(run, 1)
+			got, err := l.Begin(ctx, ownr(run), time.Hour, ev)
+			if err != nil || !got.Prepared {
+				return fmt.Errorf("begin %s: %+v, %v", o.id(), got, err)
+			}
+			if i%2 == 1 {
+				return nil // in flight when the process dies
+			}
+			o.write(nw, keyB)
+			obj, cev := o.completed(ev)
+			return l.Commit(ctx, ownr(run), obj, cev)
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	// kill -9: no Close. A new process of the run, next epoch.
+	l2 := open(WithClock(clk.Now))
+	left := listPrepared(t, l2, run)
+	if raw := rawPrepared(t, l2, run); len(left) != objects/2 || raw != objects/2 {
+		t.Fatalf("Prepared lists %d intents, the table holds %d, want %d", len(left), raw, objects/2)
+	}
+	next := epochOwner(run, 2, "p2")
+	for _, ev := range left {
+		if _, err := l2.Claim(ctx, ev.ID, next, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := l2.Abandon(ctx, next, ev.ID, run, ev.Op); err != nil {
+			t.Fatal(err)
+		}
+		if err := l2.Release(ctx, ev.ID, next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := listPrepared(t, l2, run); len(got) != 0 {
+		t.Fatalf("%d intents after settling", len(got))
+	}
+	if n := journalItemsOf(t, l2, run); n == 0 {
+		t.Fatal("Prepared deleted journal items younger than journalQuiet")
+	}
+	clk.Advance(journalQuiet + time.Minute)
+	if got := listPrepared(t, l2, run); len(got) != 0 {
+		t.Fatalf("%d intents", len(got))
+	}
+	if n := journalItemsOf(t, l2, run); n != 0 {
+		t.Fatalf("%d journal items left an hour after their intents were settled", n)
+	}
+	// The committed half is lineage.
+	for i, o := range objs {
+		if evs := lineageOf(t, l2, o.id()); (len(evs) == 1) != (i%2 == 0) {
+			t.Fatalf("%s: %d events", o.id(), len(evs))
+		}
+	}
+}
