@@ -187,3 +187,54 @@ func TestDynamoDBJournalCoversEveryIntent(t *testing.T) {
 		}
 	}
 }
+
+// A table of schema 1 is upgraded on open once no unfinished run holds
+// schema 1 intents; its events are still lineage.
+func TestDynamoDBUpgradesSchema1(t *testing.T) {
+	open := dynamoStore(t)
+	l := open()
+	d := l.(*dynamoLedger)
+	put := func(item map[string]types.AttributeValue) {
+		t.Helper()
+		if _, err := d.c.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(d.table), Item: item}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := ObjectID{Bucket: "b", Key: "old/doc", VersionID: "v1"}
+	put(map[string]types.AttributeValue{attrPK: s(pkMeta), attrSK: s(skSchema), "version": n(1)})
+	put(map[string]types.AttributeValue{
+		attrPK: s(objectPK(id.Bucket, id.Key)), attrSK: s(eventSK(id.VersionID, "old-run", OpRewrap)), attrType: s(typeEvent),
+		"bucket": s(id.Bucket), "object_key": s(id.Key), "version_id": s(id.VersionID), "run_id": s("old-run"), "op": s(OpRewrap),
+		"method": s("kms-reencrypt"), "from_key": s(keyA), "to_key": s(keyB), "at": s(formatTime(time.Now())),
+		"version_before": s(id.VersionID),
+	})
+	r := &Run{ID: "old-run", State: RunInterrupted}
+	if err := l.CreateRun(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	pk := preparedPK("old-run", objectPK(id.Bucket, id.Key))
+	put(map[string]types.AttributeValue{attrPK: s(pk), attrSK: s("prep#x"), attrType: s("prepared")})
+	if _, err := Open(ctx, "dynamodb://"+d.table); err == nil || !strings.Contains(err.Error(), "old-run") || !strings.Contains(err.Error(), "hint") {
+		t.Fatalf("open with a schema 1 intent: got %v, want a refusal naming the run", err)
+	}
+	if _, err := d.c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String(d.table), Key: key(pk, "prep#x")}); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Open(ctx, "dynamodb://"+d.table)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	item, err := d.getItem(ctx, pkMeta, skSchema)
+	if err != nil || numAttr(item, "version") != dynamoSchema || numAttr(item, "upgraded_from") != 1 {
+		t.Fatalf("schema item after the upgrade: %v, %v", item, err)
+	}
+	if evs := lineageOf(t, l2, id); len(evs) != 1 || evs[0].RunID != "old-run" || evs[0].ToKey != keyB {
+		t.Fatalf("schema 1 lineage: %+v", evs)
+	}
+	// New changes of the upgraded table take schema 2's form beside it.
+	processLean(t, l2, &s3Object{bucket: id.Bucket, key: id.Key, version: id.VersionID, wrapped: "w", wrapKey: keyB, etag: `"e0"`}, ownr("new-run"), 1)
+	if evs := lineageOf(t, l2, id); len(evs) != 2 {
+		t.Fatalf("lineage after a schema 2 change: %+v", evs)
+	}
+}
