@@ -19,12 +19,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/internal/faults"
 	"github.com/rotator-dev/rotator/internal/sample"
+	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
 )
@@ -68,20 +70,24 @@ func killTrials(t *testing.T, rate float64) {
 		trials = n
 	}
 	for _, mode := range []string{"rewrap", "reencrypt"} {
-		t.Run(mode, func(t *testing.T) {
-			landed := 0
-			for i := range trials {
-				t.Run(strconv.Itoa(i), func(t *testing.T) { landed += killTrial(t, mode, rate) })
-			}
-			t.Logf("%s: %d trials, %d kills landed mid-run", mode, trials, landed)
-		})
+		// Both ledgers: a killed process leaves its intents in a file
+		// that is not synced yet (bbolt), or journaled in DynamoDB.
+		for _, store := range []string{"embedded", "dynamodb"} {
+			t.Run(mode+"-"+store, func(t *testing.T) {
+				landed := 0
+				for i := range trials {
+					t.Run(strconv.Itoa(i), func(t *testing.T) { landed += killTrial(t, mode, store, rate) })
+				}
+				t.Logf("%s, %s ledger: %d trials, %d kills landed mid-run", mode, store, trials, landed)
+			})
+		}
 	}
 }
 
 // killTrial runs one trial and returns how many kills landed mid-run.
 // rate, when positive, is the rate of each kind of fault in every process
 // but the last.
-func killTrial(t *testing.T, mode string, rate float64) int {
+func killTrial(t *testing.T, mode, store string, rate float64) int {
 	f := newCLIFixture(t, 0)
 	meta := func(v envelope.Format) sample.Kind {
 		return sample.Kind{Format: v, Placement: envelope.PlacementMetadata}
@@ -108,6 +114,13 @@ func killTrial(t *testing.T, mode string, rate float64) int {
 		sums[o.Key] = sha256.Sum256(f.plaintext(t, o.Key, f.arnA))
 	}
 	ledgerPath := filepath.Join(f.dir, "ledger.db")
+	if store == "dynamodb" {
+		table := testenv.Name(t)
+		ledgerPath = "dynamodb://" + table + "?create=true"
+		t.Cleanup(func() {
+			_, _ = dynamodb.NewFromConfig(testenv.AWSConfig(t)).DeleteTable(context.Background(), &dynamodb.DeleteTableInput{TableName: &table})
+		})
+	}
 	runID := "kill-" + mode
 	args := []string{"run", "--source", "s3://" + f.bucket, "--to", "kms:" + f.arnB, "--from", "kms:" + f.arnA,
 		"--ledger", ledgerPath, "--run-id", runID, "--concurrency", "8", "--no-progress", "--s3-rps", "150"}
@@ -275,7 +288,7 @@ func (f *cliFixture) dumpObject(t *testing.T, ledgerPath, key string) {
 // runExists reports whether the run is recorded in the ledger.
 func (f *cliFixture) runExists(t *testing.T, ledgerPath, runID string) bool {
 	t.Helper()
-	if _, err := os.Stat(ledgerPath); err != nil {
+	if _, err := os.Stat(ledgerPath); err != nil && !strings.HasPrefix(ledgerPath, "dynamodb://") {
 		return false
 	}
 	l, err := ledger.Open(ctx, ledgerPath)
