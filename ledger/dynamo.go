@@ -384,6 +384,30 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 	return Claimed{}, fmt.Errorf("%w: claim %s: the claim keeps changing hands", ErrConflict, id)
 }
 
+// Announce names the objects of ids (every version of each) in the run's
+// intent journal with one write, before the run begins them, so that their
+// Begins need no journal write of their own: a run announces what it lists
+// in groups (pipeline), which takes the journal's share of a rewrap from
+// one write per group of objects begun together to one per group listed.
+// Done ends an announcement. An error leaves the objects to be journaled
+// one group commit at a time, as if never announced.
+func (d *dynamoLedger) Announce(ctx context.Context, runID string, ids []ObjectID) error {
+	if err := validRunID(runID); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := validID(id); err != nil {
+			return err
+		}
+	}
+	return d.j.announce(ctx, runID, ids)
+}
+
+// Done ends the announcement of id's object by run runID (see Announce):
+// the run is through with it, whatever the outcome. An intent the run left
+// on it keeps it journaled until the intent is settled.
+func (d *dynamoLedger) Done(runID string, id ObjectID) { d.j.done(runID, id) }
+
 // Begin journals ev's item (a share of a group-committed journal write),
 // then claims the version and records the intent in one UpdateItem, on
 // condition that the claim is free or owner's and that no intent or event
@@ -402,8 +426,10 @@ func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Durat
 	if err != nil {
 		return Claimed{}, err
 	}
-	if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
-		return Claimed{}, err
+	if !d.j.covered(ev.ID, ev.RunID, ev.Op) {
+		if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+			return Claimed{}, err
+		}
 	}
 	blob := encodeEventBlob(ev)
 	now := d.o.now()
@@ -582,8 +608,10 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 			}
 			return d.o.at(pointPrepared)
 		}
-		if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
-			return err
+		if !d.j.covered(ev.ID, ev.RunID, ev.Op) {
+			if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
+				return err
+			}
 		}
 		vals := map[string]types.AttributeValue{":o": s(owner), ":blob": &types.AttributeValueMemberB{Value: blob}, ":one": n(1)}
 		names := map[string]string{"#p": pa, "#e": ea}
@@ -885,6 +913,29 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 		}
 	}
 	withIntent := map[[2]string]bool{}
+	// Entries naming every version of an object: query its partition.
+	exact := keys[:0:0]
+	for _, k := range keys {
+		if k[1] != "" {
+			exact = append(exact, k)
+			continue
+		}
+		items, err := d.partition(ctx, k[0])
+		if err != nil {
+			return err
+		}
+		for _, item := range items {
+			if item[attrExtras] == nil {
+				continue
+			}
+			ik := [2]string{k[0], strAttr(item, attrSK)}
+			if !seenKey[ik] {
+				seenKey[ik] = true
+				exact = append(exact, ik)
+			}
+		}
+	}
+	keys = exact
 	err := d.batchGet(ctx, keys, func(k [2]string, item map[string]types.AttributeValue) error {
 		evs, err := d.intentsOn(item, runID, nil)
 		if err != nil {
@@ -923,6 +974,11 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 		busy := now.Sub(sl.at) < journalQuiet
 		for _, k := range sl.items {
 			busy = busy || still[k]
+			if k[1] == "" {
+				for sk := range still {
+					busy = busy || sk[0] == k[0]
+				}
+			}
 		}
 		if !busy {
 			if err := d.deleteJournal(ctx, sl.pk, sl.sk, sl.gen); err != nil {
@@ -931,6 +987,27 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 		}
 	}
 	return nil
+}
+
+// partition reads every object item of an object's partition (strongly
+// consistent), without the schema 1 event items.
+func (d *dynamoLedger) partition(ctx context.Context, pk string) ([]map[string]types.AttributeValue, error) {
+	var out []map[string]types.AttributeValue
+	p := dynamodb.NewQueryPaginator(d.c, &dynamodb.QueryInput{
+		TableName:                 aws.String(d.table),
+		KeyConditionExpression:    aws.String("PK = :pk AND begins_with(SK, :v)"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": s(pk), ":v": s("ver#")},
+		ConsistentRead:            aws.Bool(true),
+		Limit:                     d.limit(),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return nil, d.wrap("versions of "+pk, err)
+		}
+		out = append(out, page.Items...)
+	}
+	return out, nil
 }
 
 // batchGet reads items by key (strongly consistent, 100 per request) and

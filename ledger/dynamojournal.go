@@ -95,6 +95,9 @@ type journal struct {
 	blobs map[string][]byte
 	// slots are this process's journal items, by sort key.
 	slots map[string]*jslot
+	// announced maps (run, bucket, key) to the slots of Announce that
+	// name the object, one per announcement not yet Done.
+	announced map[string][]*jslot
 }
 
 func newJournal(d *dynamoLedger) *journal {
@@ -104,23 +107,30 @@ func newJournal(d *dynamoLedger) *journal {
 	}
 	j := &journal{d: d, proc: hex.EncodeToString(b[:]), free: map[string][]*jslot{},
 		kick: make(chan struct{}, 1), quit: make(chan struct{}), live: map[string][]*jslot{},
-		blobs: map[string][]byte{}, slots: map[string]*jslot{}}
+		blobs: map[string][]byte{}, slots: map[string]*jslot{}, announced: map[string][]*jslot{}}
 	j.wg.Add(1)
 	go j.flusher()
 	return j
 }
 
-// journalEntry encodes the item an intent of id is written to.
-func journalEntry(id ObjectID) []byte {
+// journalEntry encodes the item an intent of id is written to: the 16
+// bytes of <h>, then the version id's length plus one and the version id;
+// with anyVersion, a 0 instead (every version of the object: an announced
+// object whose version the run does not know yet).
+func journalEntry(id ObjectID, anyVersion bool) []byte {
 	pk := objectPK(id.Bucket, id.Key)
 	h, _ := hex.DecodeString(pk[len("obj#"):])
 	b := make([]byte, 0, len(h)+binary.MaxVarintLen64+len(id.VersionID))
 	b = append(b, h...)
-	b = binary.AppendUvarint(b, uint64(len(id.VersionID)))
+	if anyVersion {
+		return append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(id.VersionID))+1)
 	return append(b, id.VersionID...)
 }
 
-// journalItems decodes a journal item's entries into item keys (PK, SK).
+// journalItems decodes a journal item's entries into item keys (PK, SK);
+// SK is "" for an entry that names every version of the object.
 func journalItems(b []byte) ([][2]string, error) {
 	var out [][2]string
 	for len(b) > 0 {
@@ -130,11 +140,16 @@ func journalItems(b []byte) ([][2]string, error) {
 		pk := "obj#" + hex.EncodeToString(b[:16])
 		b = b[16:]
 		n, k := binary.Uvarint(b)
-		if k <= 0 || n > uint64(len(b)-k) {
+		if k <= 0 || (n > 0 && n-1 > uint64(len(b)-k)) {
 			return nil, errors.New("ledger: corrupt journal entry")
 		}
-		v := string(b[k : k+int(n)])
-		b = b[k+int(n):]
+		b = b[k:]
+		if n == 0 {
+			out = append(out, [2]string{pk, ""})
+			continue
+		}
+		v := string(b[:n-1])
+		b = b[n-1:]
 		out = append(out, [2]string{pk, versionSK(v)})
 	}
 	return out, nil
@@ -147,7 +162,7 @@ func identityKey(id ObjectID, run, op string) string {
 // add journals the item of id for an intent of (run, op) and returns once
 // the journal item that names it is written.
 func (j *journal) add(ctx context.Context, id ObjectID, run, op string) error {
-	r := &jreq{run: run, entry: journalEntry(id), done: make(chan struct{})}
+	r := &jreq{run: run, entry: journalEntry(id, false), done: make(chan struct{})}
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
@@ -192,6 +207,81 @@ func (j *journal) fresh(id ObjectID, run, op string) bool {
 	defer j.mu.Unlock()
 	s := j.live[identityKey(id, run, op)]
 	return len(s) > 0 && j.d.o.now().Sub(s[len(s)-1].written) < journalQuiet/2
+}
+
+func announceKey(run string, id ObjectID) string { return string(tupleKey(run, id.Bucket, id.Key)) }
+
+// covered reports whether an announcement of this process names id's
+// object in a journal item written less than half of journalQuiet ago;
+// if so the intent of identity (id, run, op) is counted on that item, as
+// add would count it on its own.
+func (j *journal) covered(id ObjectID, run, op string) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	a := j.announced[announceKey(run, id)]
+	if len(a) == 0 {
+		return false
+	}
+	sl := a[len(a)-1]
+	if j.d.o.now().Sub(sl.written) >= journalQuiet/2 {
+		return false
+	}
+	k := identityKey(id, run, op)
+	sl.live++
+	j.live[k] = append(j.live[k], sl)
+	return true
+}
+
+// announce journals the objects of ids (every version of each) in a slot
+// of its own, counted until done is called for each.
+func (j *journal) announce(ctx context.Context, run string, ids []ObjectID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	var b []byte
+	for _, id := range ids {
+		b = append(b, journalEntry(id, true)...)
+	}
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return errors.New("ledger: closed")
+	}
+	sl := j.takeSlot(run)
+	j.mu.Unlock()
+	gen, now, err := j.put(ctx, sl, b)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	sl.inGroup = false
+	if err != nil {
+		return err // the slot is left alone: it may have landed
+	}
+	sl.gen, sl.written = gen, now
+	for _, id := range ids {
+		k := announceKey(run, id)
+		j.announced[k] = append(j.announced[k], sl)
+		sl.live++
+	}
+	return nil
+}
+
+// done ends the announcement of id's object (the run is through with it).
+func (j *journal) done(run string, id ObjectID) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	k := announceKey(run, id)
+	a := j.announced[k]
+	if len(a) == 0 {
+		return
+	}
+	sl := a[0]
+	if len(a) == 1 {
+		delete(j.announced, k)
+	} else {
+		j.announced[k] = a[1:]
+	}
+	sl.live--
+	j.maybeFree(sl)
 }
 
 // settle records that no intent of identity (id, run, op) is on its item
@@ -302,22 +392,9 @@ func (j *journal) write(sl *jslot, group []*jreq) {
 	for _, r := range group {
 		b = append(b, r.entry...)
 	}
-	var g [8]byte
-	_, _ = rand.Read(g[:])
-	gen := hex.EncodeToString(g[:])
-	now := j.d.o.now()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	_, err := j.d.c.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(j.d.table),
-		Item: map[string]types.AttributeValue{
-			attrPK: s(sl.pk), attrSK: s(sl.sk), attrType: s(typeJournal),
-			"e": &types.AttributeValueMemberB{Value: b}, "g": s(gen), "at": s(formatTime(now)),
-		},
-	})
+	gen, now, err := j.put(ctx, sl, b)
 	cancel()
-	if err != nil {
-		err = j.d.wrap("journal intents of run "+sl.run, err)
-	}
 	j.mu.Lock()
 	sl.inGroup = false
 	if err == nil {
@@ -339,6 +416,25 @@ func (j *journal) write(sl *jslot, group []*jreq) {
 		close(r.done)
 	}
 	j.mu.Unlock()
+}
+
+// put writes journal item sl with entries b and a new generation.
+func (j *journal) put(ctx context.Context, sl *jslot, b []byte) (gen string, now time.Time, err error) {
+	var g [8]byte
+	_, _ = rand.Read(g[:])
+	gen = hex.EncodeToString(g[:])
+	now = j.d.o.now()
+	_, err = j.d.c.PutItem(ctx, &dynamodb.PutItemInput{
+		TableName: aws.String(j.d.table),
+		Item: map[string]types.AttributeValue{
+			attrPK: s(sl.pk), attrSK: s(sl.sk), attrType: s(typeJournal),
+			"e": &types.AttributeValueMemberB{Value: b}, "g": s(gen), "at": s(formatTime(now)),
+		},
+	})
+	if err != nil {
+		err = j.d.wrap("journal intents of run "+sl.run, err)
+	}
+	return gen, now, err
 }
 
 // close stops the flusher and deletes the free slots (best effort: a slot

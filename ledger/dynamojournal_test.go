@@ -109,11 +109,72 @@ func TestDynamoDBWritesPerRewrap(t *testing.T) {
 	if got := listPrepared(t, l, "runW"); len(got) != 0 {
 		t.Fatalf("prepared after the commits: %+v", got)
 	}
+
+	// Announced in groups of 128 as the pipeline lists them: one journal
+	// write per group, none per Begin.
+	d := l.(*dynamoLedger)
+	cnt.take()
+	for start := 0; start < objects; start += 128 {
+		end := min(start+128, objects)
+		var ids []ObjectID
+		for i := start; i < end; i++ {
+			ids = append(ids, newS3Object(fmt.Sprintf("a/%03d", i), false).id())
+		}
+		if err := d.Announce(ctx, "runA", ids); err != nil {
+			t.Fatal(err)
+		}
+		for i := start; i < end; i++ {
+			g.Go(func() error {
+				o := newS3Object(fmt.Sprintf("a/%03d", i), false)
+				processLean(t, l, o, ownr("runA"), 1)
+				d.Done("runA", o.id())
+				return nil
+			})
+		}
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	n = cnt.take()
+	if got, want := n["PutItem"], (objects+127)/128; got != want || n["UpdateItem"] != 2*objects {
+		t.Errorf("announced: %d journal writes (want %d), %d UpdateItems (want %d): %v", got, want, n["UpdateItem"], 2*objects, n)
+	}
+	t.Logf("announced: %.3f writes per object: %v", float64(n["UpdateItem"]+n["PutItem"])/objects, n)
+	if got := listPrepared(t, l, "runA"); len(got) != 0 {
+		t.Fatalf("prepared after the commits: %+v", got)
+	}
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := journalItemsOf(t, open(), "runW"); n != 0 {
-		t.Fatalf("%d journal items left after Close", n)
+	for _, run := range []string{"runW", "runA"} {
+		if n := journalItemsOf(t, open(), run); n != 0 {
+			t.Fatalf("%d journal items of %s left after Close", n, run)
+		}
+	}
+}
+
+// An object announced and begun by a process that dies is found by the
+// next one's Prepared whatever version its intent is on.
+func TestDynamoDBAnnouncedIntentsAreFound(t *testing.T) {
+	open := dynamoStore(t)
+	l := open()
+	d := l.(*dynamoLedger)
+	const run = "runN"
+	objs := []*s3Object{newS3Object("n/unversioned", false), newS3Object("n/versioned", true)}
+	ids := []ObjectID{{Bucket: objs[0].bucket, Key: objs[0].key}, {Bucket: objs[1].bucket, Key: objs[1].key}}
+	if err := d.Announce(ctx, run, ids); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range objs {
+		ev, _ := o.rewrapEvent(run, 1)
+		if got, err := l.Begin(ctx, ownr(run), time.Hour, ev); err != nil || !got.Prepared {
+			t.Fatalf("begin: %+v, %v", got, err)
+		}
+	}
+	// kill -9; the next process.
+	l2 := open()
+	if got, raw := listPrepared(t, l2, run), rawPrepared(t, l2, run); len(got) != 2 || raw != 2 {
+		t.Fatalf("Prepared lists %d intents, the table holds %d, want 2", len(got), raw)
 	}
 }
 

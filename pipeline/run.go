@@ -237,6 +237,21 @@ type Runner struct {
 // interrupt after finishing the objects in flight.
 var ErrInterrupted = errors.New("interrupted: the objects in flight were finished and the run checkpointed")
 
+// announcer is a ledger that journals the objects a run is about to
+// process ahead of their intents (ledger.Announce: DynamoDB).
+type announcer interface {
+	Announce(ctx context.Context, runID string, ids []ledger.ObjectID) error
+	Done(runID string, id ledger.ObjectID)
+}
+
+// announceGroup is the most objects announced at once: one journal write
+// per group (ledger/SCHEMA.md, "Intent journal").
+const announceGroup = 128
+
+func itemID(it inventory.Item) ledger.ObjectID {
+	return ledger.ObjectID{Bucket: it.Bucket, Key: it.Key, VersionID: it.VersionID}
+}
+
 type job struct {
 	it     inventory.Item
 	ticket *inventory.Ticket
@@ -300,22 +315,56 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 	jobs := make(chan job, workers)
 	results := make(chan result, workers)
 
+	// A ledger that journals intents (DynamoDB) is told what the run is
+	// about to process in groups (announce), so that the objects' Begins
+	// need no journal write of their own.
+	an, _ := r.Core.Ledger.(announcer)
 	g.Go(func() error {
 		defer close(jobs)
+		var pending []job
+		send := func() error {
+			if an != nil && len(pending) > 1 {
+				ids := make([]ledger.ObjectID, len(pending))
+				for i, j := range pending {
+					ids[i] = itemID(j.it)
+				}
+				// On error each Begin journals its own intent.
+				_ = an.Announce(listCtx, r.Core.RunID, ids)
+			}
+			for i, j := range pending {
+				select {
+				case jobs <- j:
+				case <-listCtx.Done():
+					// Not handed to a worker: a resumed run lists them again.
+					for _, j := range pending[i:] {
+						r.Stats.Listed.Add(-1)
+						r.Stats.Bytes.Add(-j.it.Size)
+						if an != nil {
+							an.Done(r.Core.RunID, itemID(j.it))
+						}
+					}
+					pending = pending[:0]
+					return listCtx.Err()
+				}
+			}
+			pending = pending[:0]
+			return nil
+		}
 		err := r.Source.Stream(listCtx, func(it inventory.Item) error {
 			t := r.Progress.Begin(it)
 			r.Stats.Listed.Add(1)
 			r.Stats.Bytes.Add(it.Size)
-			select {
-			case jobs <- job{it: it, ticket: t}:
-				return nil
-			case <-listCtx.Done():
-				// Not handed to a worker: a resumed run lists it again.
-				r.Stats.Listed.Add(-1)
-				r.Stats.Bytes.Add(-it.Size)
-				return listCtx.Err()
+			pending = append(pending, job{it: it, ticket: t})
+			// A group as large as announceGroup, or what is listed
+			// when the workers run out of work.
+			if an == nil || len(pending) >= announceGroup || len(jobs) == 0 {
+				return send()
 			}
+			return nil
 		})
+		if err == nil {
+			err = send()
+		}
 		if err != nil && interrupted.Load() && errors.Is(err, context.Canceled) && gctx.Err() == nil {
 			return nil
 		}
@@ -334,6 +383,9 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 				began := time.Now()
 				o, err := r.Core.Process(gctx, j.it)
 				o.Duration = time.Since(began)
+				if an != nil {
+					an.Done(r.Core.RunID, itemID(j.it))
+				}
 				if err != nil {
 					return fmt.Errorf("%s: %w", j.it, err)
 				}

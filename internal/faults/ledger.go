@@ -137,3 +137,26 @@ func (f *faultyLedger) Leases(ctx context.Context, runID string) (ls []ledger.Le
 
 // Close is never faulted: a dead process's file is closed by the test.
 func (f *faultyLedger) Close() error { return f.l.Close() }
+
+// announcer is a ledger that journals listed objects ahead (DynamoDB).
+type announcer interface {
+	Announce(ctx context.Context, runID string, ids []ledger.ObjectID) error
+	Done(runID string, id ledger.ObjectID)
+}
+
+// Announce passes an announcement through to a ledger that makes them,
+// faulted like any call; to others it is no call at all.
+func (f *faultyLedger) Announce(ctx context.Context, runID string, ids []ledger.ObjectID) error {
+	a, ok := f.l.(announcer)
+	if !ok {
+		return nil
+	}
+	return f.p.do("ledger Announce", func() error { return a.Announce(ctx, runID, ids) })
+}
+
+// Done passes the end of an announcement through (in memory: no call).
+func (f *faultyLedger) Done(runID string, id ledger.ObjectID) {
+	if a, ok := f.l.(announcer); ok {
+		a.Done(runID, id)
+	}
+}
