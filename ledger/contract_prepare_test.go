@@ -188,7 +188,7 @@ func rawPrepared(t testing.TB, l Ledger, run string) int {
 				t.Fatal(err)
 			}
 			for _, item := range out.Items {
-				evs, err := itemEvents(item, attrIntentPrefix, run)
+				evs, err := itemEvents(item, attrIntentPrefix, run, l.resolveKey)
 				if err != nil {
 					t.Fatal(err)
 				}

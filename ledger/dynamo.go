@@ -3,6 +3,7 @@ package ledger
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -65,8 +66,9 @@ type dynamoLedger struct {
 	o     options
 
 	mu    sync.Mutex
-	keys  map[string]bool // wrap keys known to be in the registry
-	regMu sync.Mutex      // held while a key is registered
+	keys  map[string]bool    // wrap keys known to be in the registry
+	regMu sync.Mutex         // held while a key is registered
+	refs  map[[8]byte]string // the key reference registry as known (dynamocodec.go)
 
 	j *journal
 	// fromSchema1: the table was upgraded from schema 1, whose prepared
@@ -108,7 +110,7 @@ func openDynamo(ctx context.Context, spec string, o options) (*dynamoLedger, err
 	if o.segments <= 0 {
 		o.segments = 4
 	}
-	d := &dynamoLedger{c: client, table: table, o: o, keys: map[string]bool{}}
+	d := &dynamoLedger{c: client, table: table, o: o, keys: map[string]bool{}, refs: map[[8]byte]string{}}
 	if create {
 		if err := d.createTable(ctx); err != nil {
 			return nil, err
@@ -314,7 +316,24 @@ func shardValue(wrapKey string, id ObjectID) string {
 	return shardOf(wrapKey, int(h[0]%gsiShards))
 }
 
-func shardOf(wrapKey string, i int) string { return wrapKey + "#" + strconv.FormatInt(int64(i), 16) }
+func shardOf(wrapKey string, i int) string {
+	r := keyRef(wrapKey)
+	return "#" + hex.EncodeToString(r[:]) + "#" + strconv.FormatInt(int64(i), 16)
+}
+
+// legacyShardOf is shardOf in schema 1: the wrap key itself.
+func legacyShardOf(wrapKey string, i int) string {
+	return wrapKey + "#" + strconv.FormatInt(int64(i), 16)
+}
+
+// shardForms are the forms of the index key ByKey and CountsByKey query:
+// schema 2's, and schema 1's on a table upgraded from it.
+func (d *dynamoLedger) shardForms() []func(string, int) string {
+	if d.fromSchema1 {
+		return []func(string, int) string{shardOf, legacyShardOf}
+	}
+	return []func(string, int) string{shardOf}
+}
 
 func (d *dynamoLedger) getItem(ctx context.Context, pk, sk string) (map[string]types.AttributeValue, error) {
 	out, err := d.c.GetItem(ctx, &dynamodb.GetItemInput{
@@ -360,7 +379,7 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 				got.Prev = prev
 			}
 			if strAttr(out.Attributes, attrUpdatedAt) != "" {
-				rec, err := decodeObject(out.Attributes, &id)
+				rec, err := decodeObject(out.Attributes, &id, d.resolveKey)
 				if err != nil {
 					return Claimed{}, err
 				}
@@ -431,7 +450,10 @@ func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Durat
 			return Claimed{}, err
 		}
 	}
-	blob := encodeEventBlob(ev)
+	blob, err := d.eventBlob(ctx, ev)
+	if err != nil {
+		return Claimed{}, err
+	}
 	now := d.o.now()
 	if !d.j.fresh(ev.ID, ev.RunID, ev.Op) {
 		// Stalled since the journal write: journal again (see journalQuiet).
@@ -470,11 +492,11 @@ func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Durat
 	}
 	var got Claimed
 	if strAttr(out.Attributes, attrUpdatedAt) != "" {
-		if got.Record, err = decodeObject(out.Attributes, &ev.ID); err != nil {
+		if got.Record, err = decodeObject(out.Attributes, &ev.ID, d.resolveKey); err != nil {
 			return got, err
 		}
 	}
-	others, err := itemEvents(out.Attributes, attrIntentPrefix, ev.RunID)
+	others, err := itemEvents(out.Attributes, attrIntentPrefix, ev.RunID, d.resolveKey)
 	if err != nil {
 		return got, err
 	}
@@ -579,13 +601,16 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 		return err
 	}
 	pa, ea := intentAttr(ev.RunID, ev.Op), eventAttr(ev.RunID, ev.Op)
-	blob := encodeEventBlob(ev)
+	blob, err := d.eventBlob(ctx, ev)
+	if err != nil {
+		return err
+	}
 	for range 5 {
 		item, err := d.getItem(ctx, objectPK(ev.ID.Bucket, ev.ID.Key), versionSK(ev.ID.VersionID))
 		if err != nil {
 			return err
 		}
-		committed, _, found, err := itemEvent(item, ea)
+		committed, _, found, err := itemEvent(item, ea, d.resolveKey)
 		if err != nil {
 			return err
 		}
@@ -598,7 +623,7 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 		if holder := strAttr(item, attrClaimOwner); holder != owner {
 			return notClaimed("prepare", ev, owner, holder)
 		}
-		cur, _, found, err := itemEvent(item, pa)
+		cur, _, found, err := itemEvent(item, pa, d.resolveKey)
 		if err != nil {
 			return err
 		}
@@ -672,8 +697,12 @@ func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev 
 	pa, ea := intentAttr(ev.RunID, ev.Op), eventAttr(ev.RunID, ev.Op)
 	in := &dynamodb.UpdateItemInput{TableName: aws.String(d.table), Key: objectKey(ev.ID)}
 	names := map[string]string{"#p": pa, "#e": ea}
+	evBlob, err := d.eventBlob(ctx, ev)
+	if err != nil {
+		return err
+	}
 	vals := map[string]types.AttributeValue{
-		":o": s(owner), ":ev": &types.AttributeValueMemberB{Value: encodeEventBlob(ev)}, ":one": n(1),
+		":o": s(owner), ":ev": &types.AttributeValueMemberB{Value: evBlob}, ":one": n(1),
 	}
 	set := []string{"#e = :ev", attrExtras + " = :one"}
 	remove := []string{"#p", attrClaimOwner, attrClaimRun, attrClaimExpires, attrClaimGroup, attrClaimEpoch}
@@ -695,7 +724,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev 
 		if prep != nil {
 			// The write is conditioned on this very intent: ev must
 			// complete it, or the item is read to decide.
-			p, err := decodeEventBlob(ev.ID, ev.RunID, ev.Op, prep)
+			p, err := decodeEventBlob(ev.ID, ev.RunID, ev.Op, prep, d.resolveKey)
 			if err != nil {
 				return err
 			}
@@ -729,7 +758,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev 
 		if err != nil {
 			return err
 		}
-		committed, _, found, err := itemEvent(item, ea)
+		committed, _, found, err := itemEvent(item, ea, d.resolveKey)
 		if err != nil {
 			return err
 		}
@@ -749,7 +778,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev 
 		if holder := strAttr(item, attrClaimOwner); holder != owner {
 			return notClaimed("commit", ev, owner, holder)
 		}
-		p, raw, found, err := itemEvent(item, pa)
+		p, raw, found, err := itemEvent(item, pa, d.resolveKey)
 		if err != nil {
 			return err
 		}
@@ -765,7 +794,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev 
 // type, index shard and objectAttrs), with placeholders added to names and
 // vals.
 func objectSets(obj Object, names map[string]string, vals map[string]types.AttributeValue) (set, remove []string, err error) {
-	av, err := attributevalue.MarshalMap(toObjectRecord(obj))
+	av, err := recordAV(obj)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -834,7 +863,7 @@ func (d *dynamoLedger) PreparedOn(ctx context.Context, runID string, id ObjectID
 // intentsOn returns the intents of run runID on an object item (and
 // remembers them for a Commit), checking that the item is want's.
 func (d *dynamoLedger) intentsOn(item map[string]types.AttributeValue, runID string, want *ObjectID) ([]Event, error) {
-	evs, err := itemEvents(item, attrIntentPrefix, runID)
+	evs, err := itemEvents(item, attrIntentPrefix, runID, d.resolveKey)
 	if err != nil {
 		return nil, err
 	}
@@ -961,7 +990,7 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 	}
 	still := map[[2]string]bool{}
 	if err := d.batchGet(ctx, again, func(k [2]string, item map[string]types.AttributeValue) error {
-		evs, err := itemEvents(item, attrIntentPrefix, runID)
+		evs, err := itemEvents(item, attrIntentPrefix, runID, d.resolveKey)
 		if len(evs) > 0 {
 			still[k] = true
 		}
@@ -1076,7 +1105,7 @@ func (d *dynamoLedger) noSchema1Intents(ctx context.Context, runID string) error
 // that owner, and the claim is dropped. Without: on condition that the stored
 // record is not later than obj.
 func (d *dynamoLedger) putObject(ctx context.Context, obj Object, owner string) error {
-	av, err := attributevalue.MarshalMap(toObjectRecord(obj))
+	av, err := recordAV(obj)
 	if err != nil {
 		return err
 	}
@@ -1188,11 +1217,11 @@ func (d *dynamoLedger) Observe(ctx context.Context, obj Object) error {
 // and fingerprint as they are. It fails its condition when there is no
 // such record, the record is later, or it names another wrapped key.
 func (d *dynamoLedger) observeKeepingKey(ctx context.Context, obj Object) error {
-	av, err := attributevalue.MarshalMap(toObjectRecord(obj))
+	av, err := recordAV(obj)
 	if err != nil {
 		return err
 	}
-	names := map[string]string{"#wk": "wrap_key", "#u": "updated_at"}
+	names := map[string]string{"#wk": attrShard, "#u": "updated_at"}
 	vals := map[string]types.AttributeValue{":t": s(formatTime(obj.UpdatedAt))}
 	var set, remove []string
 	for i, a := range objectAttrs {
@@ -1210,9 +1239,15 @@ func (d *dynamoLedger) observeKeepingKey(ctx context.Context, obj Object) error 
 	}
 	cond := "attribute_exists(#wk) AND #u <= :t"
 	if obj.WrappedKeySHA256 != "" {
+		// Either form (schema 1 wrote it as hex).
 		names["#fp"] = "wrapped_key_sha256"
 		vals[":fp"] = s(obj.WrappedKeySHA256)
-		cond += " AND #fp = :fp"
+		cond += " AND (#fp = :fp"
+		if b, ok := av["wrapped_key_sha256"].(*types.AttributeValueMemberB); ok {
+			vals[":fpb"] = b
+			cond += " OR #fp = :fpb"
+		}
+		cond += ")"
 	}
 	expr := "SET " + strings.Join(set, ", ")
 	if len(remove) > 0 {
@@ -1239,14 +1274,18 @@ func (d *dynamoLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
 	if item == nil || strAttr(item, attrUpdatedAt) == "" {
 		return Object{}, fmt.Errorf("%w: object %s", ErrNotFound, id)
 	}
-	return decodeObject(item, &id)
+	return decodeObject(item, &id, d.resolveKey)
 }
 
 // decodeObject decodes an object record; with want, it also checks that the
 // record is want's (a hash collision would show here).
-func decodeObject(item map[string]types.AttributeValue, want *ObjectID) (Object, error) {
+func decodeObject(item map[string]types.AttributeValue, want *ObjectID, resolve func([8]byte) (string, error)) (Object, error) {
+	norm, err := recordOfItem(item, resolve)
+	if err != nil {
+		return Object{}, err
+	}
 	var rec objectRecord
-	if err := attributevalue.UnmarshalMap(item, &rec); err != nil {
+	if err := attributevalue.UnmarshalMap(norm, &rec); err != nil {
 		return Object{}, fmt.Errorf("ledger: decode object record %s: %w", strAttr(item, attrPK), err)
 	}
 	obj, err := rec.object()
@@ -1261,7 +1300,7 @@ func decodeObject(item map[string]types.AttributeValue, want *ObjectID) (Object,
 
 // storedEvents returns the lineage events an item holds: an event item of
 // schema 1, or the e# attributes of an object item.
-func storedEvents(item map[string]types.AttributeValue) ([]Event, error) {
+func (d *dynamoLedger) storedEvents(item map[string]types.AttributeValue) ([]Event, error) {
 	switch {
 	case strAttr(item, attrType) == typeEvent:
 		e, err := decodeEvent(item)
@@ -1270,7 +1309,7 @@ func storedEvents(item map[string]types.AttributeValue) ([]Event, error) {
 		}
 		return []Event{e}, nil
 	case item[attrExtras] != nil:
-		return itemEvents(item, attrEventPrefix, "")
+		return itemEvents(item, attrEventPrefix, "", d.resolveKey)
 	}
 	return nil, nil
 }
@@ -1310,7 +1349,7 @@ func (d *dynamoLedger) Lineage(ctx context.Context, id ObjectID) ([]Event, error
 			return nil, d.wrap("lineage of "+id.String(), err)
 		}
 		for _, item := range out.Items {
-			evs, err := storedEvents(item)
+			evs, err := d.storedEvents(item)
 			if err != nil {
 				return nil, err
 			}
@@ -1330,12 +1369,13 @@ func (d *dynamoLedger) ByKey(ctx context.Context, wrapKey string, fn func(Object
 	if wrapKey == "" {
 		return fmt.Errorf("%w: by key: empty wrap key", ErrInvalid)
 	}
-	for i := range gsiShards {
+	for j := range gsiShards * len(d.shardForms()) {
+		i, form := j%gsiShards, d.shardForms()[j/gsiShards]
 		p := dynamodb.NewQueryPaginator(d.c, &dynamodb.QueryInput{
 			TableName:                 aws.String(d.table),
 			IndexName:                 aws.String(gsiByKey),
 			KeyConditionExpression:    aws.String("wk_shard = :g"),
-			ExpressionAttributeValues: map[string]types.AttributeValue{":g": s(shardOf(wrapKey, i))},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":g": s(form(wrapKey, i))},
 			Limit:                     d.limit(),
 		})
 		for p.HasMorePages() {
@@ -1344,7 +1384,7 @@ func (d *dynamoLedger) ByKey(ctx context.Context, wrapKey string, fn func(Object
 				return d.wrap("objects under key "+wrapKey, err)
 			}
 			for _, item := range out.Items {
-				obj, err := decodeObject(item, nil)
+				obj, err := decodeObject(item, nil, d.resolveKey)
 				if err != nil {
 					return err
 				}
@@ -1369,7 +1409,9 @@ func (d *dynamoLedger) CountsByKey(ctx context.Context) (map[string]int64, error
 	if ss, ok := item["keys"].(*types.AttributeValueMemberSS); ok {
 		keys = ss.Value
 	}
-	counts := make([]int64, len(keys)*gsiShards)
+	forms := d.shardForms()
+	per := gsiShards * len(forms)
+	counts := make([]int64, len(keys)*per)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(8)
 	for i := range counts {
@@ -1378,14 +1420,14 @@ func (d *dynamoLedger) CountsByKey(ctx context.Context) (map[string]int64, error
 				TableName:                 aws.String(d.table),
 				IndexName:                 aws.String(gsiByKey),
 				KeyConditionExpression:    aws.String("wk_shard = :g"),
-				ExpressionAttributeValues: map[string]types.AttributeValue{":g": s(shardOf(keys[i/gsiShards], i%gsiShards))},
+				ExpressionAttributeValues: map[string]types.AttributeValue{":g": s(forms[i%per/gsiShards](keys[i/per], i%gsiShards))},
 				Select:                    types.SelectCount,
 				Limit:                     d.limit(),
 			})
 			for p.HasMorePages() {
 				out, err := p.NextPage(gctx)
 				if err != nil {
-					return d.wrap("count objects under key "+keys[i/gsiShards], err)
+					return d.wrap("count objects under key "+keys[i/per], err)
 				}
 				counts[i] += int64(out.Count)
 			}
@@ -1397,7 +1439,7 @@ func (d *dynamoLedger) CountsByKey(ctx context.Context) (map[string]int64, error
 	}
 	m := make(map[string]int64, len(keys))
 	for i, c := range counts {
-		m[keys[i/gsiShards]] += c
+		m[keys[i/per]] += c
 	}
 	return m, nil
 }
@@ -1428,7 +1470,7 @@ func (d *dynamoLedger) Events(ctx context.Context, fn func(Event) error) error {
 				}
 				evs := make([]Event, 0, len(out.Items))
 				for _, item := range out.Items {
-					es, err := storedEvents(item)
+					es, err := d.storedEvents(item)
 					if err != nil {
 						return err
 					}

@@ -92,9 +92,10 @@ func TestDynamoDBWritesPerRewrap(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := cnt.take()
-	// One UpdateItem more: the wrap key's registration, once per process.
-	if got, want := n["UpdateItem"], 2*objects+1; got != want {
-		t.Errorf("UpdateItem: %d, want %d (Begin and Commit per object, one registration): %v", got, want, n)
+	// Three UpdateItems more, once per process: the wrap key's
+	// registration, and the two keys' in the key reference registry.
+	if got, want := n["UpdateItem"], 2*objects+3; got != want {
+		t.Errorf("UpdateItem: %d, want %d (Begin and Commit per object, three registrations): %v", got, want, n)
 	}
 	for _, op := range []string{"GetItem", "Query", "BatchGetItem", "DeleteItem"} {
 		if n[op] != 0 {
@@ -293,9 +294,72 @@ func TestDynamoDBUpgradesSchema1(t *testing.T) {
 	if evs := lineageOf(t, l2, id); len(evs) != 1 || evs[0].RunID != "old-run" || evs[0].ToKey != keyB {
 		t.Fatalf("schema 1 lineage: %+v", evs)
 	}
+	// A schema 1 object record (wrap_key beside wk_shard, the fingerprint
+	// in hex, values in full) reads as it was written, and an observation
+	// that does not know the key keeps it.
+	old := ObjectID{Bucket: "b", Key: "old/record"}
+	fp := WrappedKeyFingerprint([]byte("old wrapped"))
+	put(map[string]types.AttributeValue{
+		attrPK: s(objectPK(old.Bucket, old.Key)), attrSK: s(versionSK("")), attrType: s(typeObject),
+		"bucket": s(old.Bucket), "object_key": s(old.Key), "wrap_key": s(keyA), attrShard: s(shardValue(keyA, old)),
+		"format": s("V2"), "placement": s("object metadata"), "cek_alg": s("AES/GCM/NoPadding"), "state": s("current"),
+		"etag": s(`"e0"`), "run_id": s("old-run"), "updated_at": s(formatTime(time.Now().Add(-time.Hour))),
+		"wrapped_key_sha256": s(fp),
+	})
+	put(map[string]types.AttributeValue{attrPK: s(pkMeta), attrSK: s(skWrapKeys), "keys": &types.AttributeValueMemberSS{Value: []string{keyA}}})
+	want := Object{ID: old, WrapKey: keyA, Format: "V2", Placement: "object metadata", CEKAlg: "AES/GCM/NoPadding",
+		State: StateCurrent, ETag: `"e0"`, RunID: "old-run", WrappedKeySHA256: fp}
+	got := mustGet(t, l2, old)
+	got.UpdatedAt = time.Time{}
+	if got != want {
+		t.Fatalf("schema 1 record:\n got %+v\nwant %+v", got, want)
+	}
+	mustObserve(t, l2, Object{ID: old, State: StateCurrent, Format: "V2", RunID: "new-run", WrappedKeySHA256: fp})
+	if got := mustGet(t, l2, old); got.WrapKey != keyA || got.WrappedKeySHA256 != fp {
+		t.Fatalf("an observation without the key dropped the schema 1 record's: %+v", got)
+	}
+	if got := byKey(t, l2, keyA); len(got) != 1 || got[0] != old.Key+"@" {
+		t.Fatalf("ByKey finds the schema 1 record under its index key's old form: %+v", got)
+	}
+	if c := counts(t, l2); c[keyA] != 1 {
+		t.Fatalf("counts of the upgraded table: %v", c)
+	}
+	item, err = d.getItem(ctx, objectPK(old.Bucket, old.Key), versionSK(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := item["wrapped_key_sha256"].(*types.AttributeValueMemberS); !ok || strAttr(item, "state") != "~0" {
+		t.Fatalf("the observation rewrote the record as %v", item)
+	}
+
 	// New changes of the upgraded table take schema 2's form beside it.
 	processLean(t, l2, &s3Object{bucket: id.Bucket, key: id.Key, version: id.VersionID, wrapped: "w", wrapKey: keyB, etag: `"e0"`}, ownr("new-run"), 1)
 	if evs := lineageOf(t, l2, id); len(evs) != 2 {
 		t.Fatalf("lineage after a schema 2 change: %+v", evs)
+	}
+	// Schema 2's record: no wrap_key (wk_shard has it), the fingerprint
+	// in binary, short values.
+	mustObserve(t, l2, Object{ID: old, WrapKey: keyB, State: StateRewrapped, Format: "V3", Placement: "instruction file",
+		CEKAlg: "AES/GCM/NoPadding", RunID: "new-run", WrappedKeySHA256: fp})
+	item, err = d.getItem(ctx, objectPK(old.Bucket, old.Key), versionSK(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, has := item["wrap_key"]; has || strAttr(item, attrShard) != shardValue(keyB, old) {
+		t.Fatalf("schema 2 record keeps wrap_key: %v", item)
+	}
+	if b, ok := item["wrapped_key_sha256"].(*types.AttributeValueMemberB); !ok || len(b.Value) != 32 {
+		t.Fatalf("schema 2 fingerprint: %v", item["wrapped_key_sha256"])
+	}
+	for _, a := range shortAttrs {
+		if v := strAttr(item, a); len(v) > 3 {
+			t.Errorf("%s written in full: %q", a, v)
+		}
+	}
+	if got := mustGet(t, l2, old); got.WrapKey != keyB || got.Placement != "instruction file" || got.State != StateRewrapped || got.WrappedKeySHA256 != fp {
+		t.Fatalf("schema 2 record read back: %+v", got)
+	}
+	if got := byKey(t, l2, keyB); len(got) != 1 {
+		t.Logf("ByKey (eventually consistent index): %v", got)
 	}
 }

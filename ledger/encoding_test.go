@@ -72,7 +72,11 @@ func TestObjectPK(t *testing.T) {
 	if got, want := versionSK(""), "ver#"; got != want {
 		t.Fatalf("versionSK of the null version = %s, want %s", got, want)
 	}
-	if got, want := shardOf(keyA, 15), keyA+"#f"; got != want {
+	// SHA-256 of keyA: fd39736466b1c3ed... (printf %s "$keyA" | sha256sum).
+	if got, want := shardOf(keyA, 15), "#fd39736466b1c3ed#f"; got != want {
 		t.Fatalf("shardOf = %s, want %s", got, want)
+	}
+	if got, want := legacyShardOf(keyA, 15), keyA+"#f"; got != want {
+		t.Fatalf("legacyShardOf = %s, want %s", got, want)
 	}
 }
