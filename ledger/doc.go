@@ -122,7 +122,7 @@
 //
 //	item           PK             SK                                attributes besides PK, SK
 //	object record  obj#<h>        ver#<esc(version id)>             t=object, bucket, object_key, version_id,
-//	                                                                wrap_key, wk_shard, format, placement,
+//	                                                                wk_shard (wrap_key in schema 1), format, placement,
 //	                                                                cek_alg, state, etag, run_id, updated_at,
 //	                                                                claim_owner, claim_run, claim_group,
 //	                                                                claim_epoch, claim_expires
