@@ -134,6 +134,7 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	defer startProfiles(stderr)()
 	sess, err := newSession(args, stdout, stderr)
 	if err == nil {
 		err = dispatch(sess.context(context.Background()), args, stdout, stderr)
