@@ -130,6 +130,7 @@ exit codes:
 `
 
 func main() {
+	tuneGC()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
