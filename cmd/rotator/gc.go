@@ -9,10 +9,10 @@ import (
 
 // The garbage collector's pacing for a process whose live heap is small
 // and whose allocation rate is high: a rewrap run keeps about 7 MiB live
-// while every object allocates some 180 KiB in the SDK's requests. With
-// Go's default (GOGC=100: collect when the heap has grown by as much as
-// is live) such a run collects every few dozen objects, 265 times for
-// 10,000 objects, and spends a fifth of its CPU there.
+// while every object allocates some 150 KiB, most of it in the SDK's
+// requests. With Go's default (GOGC=100: collect when the heap has grown
+// by as much as is live) such a run collects every few dozen objects, 265
+// times for 10,000 objects, and spends a fifth of its CPU there.
 //
 // minHeapHeadroom gives the heap at least that much room to grow between
 // collections, as if GOGC were raised while the live heap is small: after
