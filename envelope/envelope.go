@@ -640,6 +640,9 @@ func decodeMatDesc(e *Envelope, fs *fieldSet, field string) error {
 }
 
 func parseMatDesc(raw string) (map[string]string, error) {
+	if m, ok := parseFlatMatDesc(raw); ok {
+		return m, nil
+	}
 	dec := json.NewDecoder(strings.NewReader(raw))
 	var m map[string]any
 	if err := dec.Decode(&m); err != nil {
@@ -660,6 +663,74 @@ func parseMatDesc(raw string) (map[string]string, error) {
 		out[k] = s
 	}
 	return out, nil
+}
+
+// parseFlatMatDesc reads raw without encoding/json when it is what the
+// clients write: one JSON object, surrounded by JSON whitespace at most,
+// whose keys and values are strings of printable ASCII without escapes.
+// Then it returns what encoding/json would (a later duplicate key wins);
+// otherwise ok is false and encoding/json decides. Every object's envelope
+// is parsed more than once per rewrap, and the decoder's allocations were
+// most of the parser's.
+func parseFlatMatDesc(raw string) (m map[string]string, ok bool) {
+	i := skipJSONSpace(raw, 0)
+	if i == len(raw) || raw[i] != '{' {
+		return nil, false
+	}
+	m = make(map[string]string, 2)
+	i = skipJSONSpace(raw, i+1)
+	if i < len(raw) && raw[i] == '}' {
+		return m, skipJSONSpace(raw, i+1) == len(raw)
+	}
+	for {
+		k, j, ok := flatJSONString(raw, i)
+		if !ok {
+			return nil, false
+		}
+		if i = skipJSONSpace(raw, j); i == len(raw) || raw[i] != ':' {
+			return nil, false
+		}
+		v, j, ok := flatJSONString(raw, skipJSONSpace(raw, i+1))
+		if !ok {
+			return nil, false
+		}
+		m[k] = v
+		if i = skipJSONSpace(raw, j); i == len(raw) {
+			return nil, false
+		}
+		switch raw[i] {
+		case ',':
+			i = skipJSONSpace(raw, i+1)
+		case '}':
+			return m, skipJSONSpace(raw, i+1) == len(raw)
+		default:
+			return nil, false
+		}
+	}
+}
+
+// flatJSONString reads the string at raw[i:] when it holds only
+// printable ASCII and no escape; next is the index after its quote.
+func flatJSONString(raw string, i int) (s string, next int, ok bool) {
+	if i >= len(raw) || raw[i] != '"' {
+		return "", 0, false
+	}
+	for j := i + 1; j < len(raw); j++ {
+		switch c := raw[j]; {
+		case c == '"':
+			return raw[i+1 : j], j + 1, true
+		case c == '\\' || c < 0x20 || c > 0x7e:
+			return "", 0, false
+		}
+	}
+	return "", 0, false
+}
+
+func skipJSONSpace(raw string, i int) int {
+	for i < len(raw) && (raw[i] == ' ' || raw[i] == '\t' || raw[i] == '\n' || raw[i] == '\r') {
+		i++
+	}
+	return i
 }
 
 func decodeOptional(e *Envelope, fs *fieldSet) error {

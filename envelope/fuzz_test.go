@@ -2,6 +2,7 @@ package envelope
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"maps"
 	"sort"
@@ -245,6 +246,35 @@ func FuzzMatDescJSON(f *testing.F) {
 		}
 		if d, err := decodeS3Value(header); err == nil {
 			_, _ = parseMatDesc(d)
+		}
+	})
+}
+
+// FuzzFlatMatDesc checks that the material description's fast path
+// (parseFlatMatDesc) reads what encoding/json reads, wherever it takes
+// the input.
+func FuzzFlatMatDesc(f *testing.F) {
+	for _, s := range []string{`{"aws:x-amz-cek-alg":"AES/GCM/NoPadding"}`, ` { "a" : "b" , "a" : "c" } `, `{}`, `{"a":"b"}}`,
+		`{"a":"b",}`, `{"a":1}`, `{"a":"\u00e9"}`, "{\"a\":\"\xff\"}", `{"a":"b"} x`, `{"kms_cmk_id":"arn:aws:kms:us-east-1:1:key/k"}`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		fast, ok := parseFlatMatDesc(raw)
+		if !ok {
+			return
+		}
+		var m map[string]any
+		dec := json.NewDecoder(strings.NewReader(raw))
+		if err := dec.Decode(&m); err != nil || m == nil || dec.More() {
+			t.Fatalf("%q: the fast path read %q, encoding/json fails (%v)", raw, fast, err)
+		}
+		if len(m) != len(fast) {
+			t.Fatalf("%q: fast %q, encoding/json %q", raw, fast, m)
+		}
+		for k, v := range m {
+			if s, isStr := v.(string); !isStr || fast[k] != s {
+				t.Fatalf("%q: fast %q, encoding/json %q", raw, fast, m)
+			}
 		}
 	})
 }

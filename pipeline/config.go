@@ -265,7 +265,7 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 	var err error
 	if o.AWS != nil {
 		awsCfg = *o.AWS
-	} else if awsCfg, err = awsx.Load(ctx, awsx.Options{}); err != nil {
+	} else if awsCfg, err = awsx.Load(ctx, awsx.Options{IdleConnsPerHost: awsx.IdleConnsFor(cfg.Concurrency)}); err != nil {
 		return nil, err
 	}
 	if len(o.APIOptions) > 0 {

@@ -130,10 +130,12 @@ exit codes:
 `
 
 func main() {
+	tuneGC()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	defer startProfiles(stderr)()
 	sess, err := newSession(args, stdout, stderr)
 	if err == nil {
 		err = dispatch(sess.context(context.Background()), args, stdout, stderr)

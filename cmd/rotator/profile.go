@@ -1,0 +1,57 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"runtime/pprof"
+)
+
+// Profiling for performance work (bench/README.md), hidden from the
+// usage: with ROTATOR_CPUPROFILE=FILE the whole command runs under the CPU
+// profiler; with ROTATOR_MEMPROFILE=FILE an allocation profile (every
+// allocation since the start, sampled as the runtime does by default) is
+// written when it ends. (For the goroutines' stacks mid-run, send the
+// process SIGQUIT: the runtime prints them all on stderr and exits.)
+const (
+	envCPUProfile = "ROTATOR_CPUPROFILE"
+	envMemProfile = "ROTATOR_MEMPROFILE"
+)
+
+// startProfiles starts what the environment asks for and returns the
+// function that stops it and writes the profiles.
+func startProfiles(stderr io.Writer) func() {
+	var stops []func()
+	if path := os.Getenv(envCPUProfile); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "rotator: warning: %s: %v\n", envCPUProfile, err)
+		} else {
+			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+		}
+	}
+	if path := os.Getenv(envMemProfile); path != "" {
+		stops = append(stops, func() {
+			f, err := os.Create(path)
+			if err == nil {
+				runtime.GC()
+				err = pprof.Lookup("allocs").WriteTo(f, 0)
+				if cerr := f.Close(); err == nil {
+					err = cerr
+				}
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "rotator: warning: %s: %v\n", envMemProfile, err)
+			}
+		})
+	}
+	return func() {
+		for _, stop := range stops {
+			stop()
+		}
+	}
+}
