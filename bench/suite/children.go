@@ -49,11 +49,14 @@ import (
 )
 
 // loadConfig is the SDK's default configuration with a connection pool as
-// large as the concurrency (rotator's own clients keep 256 idle
-// connections per host; the SDK's default keeps 10).
+// large as rotator's (internal/awsx: 2 x the concurrency idle connections
+// per host, at least 256, and no overall cap; the SDK's default keeps 10
+// per host and 100 in all, which at 512 in flight dials a connection for
+// most requests).
 func loadConfig(ctx context.Context, conc int) (aws.Config, error) {
 	return config.LoadDefaultConfig(ctx, config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
-		t.MaxIdleConnsPerHost = max(conc, 256)
+		t.MaxIdleConnsPerHost = max(2*conc, 256)
+		t.MaxIdleConns = 0
 	})))
 }
 
