@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -81,6 +82,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 
 // startRun starts a new run of cfg (run, escrow, restore).
 func startRun(ctx context.Context, cfg pipeline.Config, runID string, out outputFlags, stdout, stderr io.Writer) error {
+	runSignals()
 	if err := resolveShard(&cfg, stderr); err != nil {
 		return err
 	}
@@ -131,6 +133,7 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if runID == "" {
 		return usageError{"give the run to resume with --run-id (see 'rotator ledger runs')"}
 	}
+	runSignals()
 	if err := out.check(); err != nil {
 		return err
 	}
@@ -183,6 +186,27 @@ func loadRun(ctx context.Context, ledgerURL, runID string) (ledger.Run, pipeline
 	return rec, cfg, nil
 }
 
+var (
+	runSigsOnce sync.Once
+	runSigs     chan os.Signal
+)
+
+// runSignals catches SIGINT and SIGTERM for the rest of the process from
+// the moment a command that changes objects starts (run, resume, escrow,
+// restore, a shard), before it opens its environment and records its run:
+// a signal that comes while the environment opens waits in the channel,
+// and execute takes it as one that came while the run was starting (it
+// stops the start, releases the lease and exits 130 with the resume
+// command). Without it a signal before execute killed the process with
+// the default action, exit status "signal: interrupt" and no word.
+func runSignals() chan os.Signal {
+	runSigsOnce.Do(func() {
+		runSigs = make(chan os.Signal, 2)
+		signal.Notify(runSigs, os.Interrupt, syscall.SIGTERM)
+	})
+	return runSigs
+}
+
 // execute runs the pipeline for rec, resuming after positions (and, with
 // resume, settling first what an interrupted process left), and maps the
 // result to an exit code.
@@ -201,9 +225,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	// source and the report), the first one stops the start and the lease
 	// is released; once objects flow, the first finishes the objects in
 	// flight and the second stops at once.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	sigs := runSignals()
 	startCtx, stopStart := context.WithCancelCause(ctx)
 	defer stopStart(nil)
 	startWatch := make(chan struct{})

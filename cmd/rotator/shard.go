@@ -45,6 +45,7 @@ func resolveShard(cfg *pipeline.Config, stderr io.Writer) error {
 // (the first shard creates it), then runs the shard, or resumes it when
 // it ran before.
 func runShard(ctx context.Context, cfg pipeline.Config, runID string, out outputFlags, stdout, stderr io.Writer) error {
+	runSignals()
 	if runID == "" {
 		return usageError{"a sharded run needs --run-id: every shard of the job gives the same one (the Job's or the array job's name, say)"}
 	}
