@@ -240,6 +240,14 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	}()
 	startErr := func(err error) error {
 		if errors.Is(context.Cause(startCtx), pipeline.ErrInterrupted) {
+			if !resume && rec.State == ledger.RunRunning && !env.Config.DryRun {
+				// This process created the record and nothing ran: say
+				// so (revision-guarded: a resume that took it over in
+				// between keeps its own).
+				r := *rec
+				r.State = ledger.RunInterrupted
+				_ = env.Ledger.UpdateRun(context.WithoutCancel(ctx), &r)
+			}
 			return exitError{exitInterrupted, "interrupted while the run was starting; resume with: " + resumeCommand(env, runID)}
 		}
 		return err
