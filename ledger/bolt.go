@@ -314,13 +314,7 @@ func claimTx(tx *bolt.Tx, id ObjectID, owner string, lease time.Duration, now ti
 }
 
 func (b *boltLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev Event) (Claimed, error) {
-	ev, err := prepPrepare(ev, b.o.now())
-	if err == nil {
-		err = checkOwnerRun(owner, ev.RunID)
-	}
-	if err == nil {
-		err = checkClaimArgs(ev.ID, owner, lease)
-	}
+	ev, err := prepBegin(ev, owner, lease, b.o.now())
 	if err != nil {
 		return Claimed{}, err
 	}

@@ -315,6 +315,13 @@ func (c boltCodec) encodeEvent(ev Event) ([]byte, error) {
 	e.word(ev.Method)
 	e.word(ev.FromKey)
 	e.word(ev.ToKey)
+	e.eventTail(ev)
+	return e.b, e.err
+}
+
+// eventTail writes the fields every stored event ends with, in both
+// backends: time at, ETags before and after, version after, fingerprints.
+func (e *encoder) eventTail(ev Event) {
 	e.time(ev.At)
 	e.etag(ev.ETagBefore)
 	if ev.ETagAfter != "" && ev.ETagAfter == ev.ETagBefore {
@@ -326,7 +333,21 @@ func (c boltCodec) encodeEvent(ev Event) ([]byte, error) {
 	e.str(ev.VersionAfter)
 	e.sum(ev.OldWrappedKeySHA256)
 	e.sum(ev.NewWrappedKeySHA256)
-	return e.b, e.err
+}
+
+// eventTail reads what encoder.eventTail wrote into ev.
+func (d *decoder) eventTail(ev *Event) {
+	ev.At = d.time()
+	ev.ETagBefore = d.etag()
+	if len(d.b) > 0 && d.b[0] == 2 {
+		d.b = d.b[1:]
+		ev.ETagAfter = ev.ETagBefore
+	} else {
+		ev.ETagAfter = d.etag()
+	}
+	ev.VersionAfter = d.str()
+	ev.OldWrappedKeySHA256 = d.sum()
+	ev.NewWrappedKeySHA256 = d.sum()
 }
 
 // decodeEvent reads an event stored for the identity (id, run, op).
@@ -346,17 +367,7 @@ func (c boltCodec) decodeEvent(id ObjectID, run, op string, v []byte) (Event, er
 	ev.Method = d.word()
 	ev.FromKey = d.word()
 	ev.ToKey = d.word()
-	ev.At = d.time()
-	ev.ETagBefore = d.etag()
-	if len(d.b) > 0 && d.b[0] == 2 {
-		d.b = d.b[1:]
-		ev.ETagAfter = ev.ETagBefore
-	} else {
-		ev.ETagAfter = d.etag()
-	}
-	ev.VersionAfter = d.str()
-	ev.OldWrappedKeySHA256 = d.sum()
-	ev.NewWrappedKeySHA256 = d.sum()
+	d.eventTail(&ev)
 	if d.err != nil {
 		return Event{}, fmt.Errorf("ledger: event on %s: %w", id, d.err)
 	}

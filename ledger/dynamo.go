@@ -345,6 +345,11 @@ func (d *dynamoLedger) getItem(ctx context.Context, pk, sk string) (map[string]t
 	return out.Item, nil
 }
 
+// readItem reads the object item of id (strongly consistent).
+func (d *dynamoLedger) readItem(ctx context.Context, id ObjectID) (map[string]types.AttributeValue, error) {
+	return d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+}
+
 func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) (Claimed, error) {
 	if err := checkClaimArgs(id, owner, lease); err != nil {
 		return Claimed{}, err
@@ -390,7 +395,7 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 		if !isCondFailed(err) {
 			return Claimed{}, d.wrap("claim "+id.String(), err)
 		}
-		item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+		item, err := d.readItem(ctx, id)
 		if err != nil {
 			return Claimed{}, err
 		}
@@ -435,13 +440,7 @@ func (d *dynamoLedger) Done(runID string, id ObjectID) { d.j.done(runID, id) }
 // intent of the run, the new one is taken back (the caller settles the
 // earlier one first).
 func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev Event) (Claimed, error) {
-	ev, err := prepPrepare(ev, d.o.now())
-	if err == nil {
-		err = checkOwnerRun(owner, ev.RunID)
-	}
-	if err == nil {
-		err = checkClaimArgs(ev.ID, owner, lease)
-	}
+	ev, err := prepBegin(ev, owner, lease, d.o.now())
 	if err != nil {
 		return Claimed{}, err
 	}
@@ -548,7 +547,7 @@ func (d *dynamoLedger) unprepare(ctx context.Context, owner string, ev Event, bl
 // held checks that owner holds the claim on id (a strongly consistent
 // read: see the package documentation for what it fences).
 func (d *dynamoLedger) held(ctx context.Context, id ObjectID, owner, verb string) error {
-	item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+	item, err := d.readItem(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -606,7 +605,7 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 		return err
 	}
 	for range 5 {
-		item, err := d.getItem(ctx, objectPK(ev.ID.Bucket, ev.ID.Key), versionSK(ev.ID.VersionID))
+		item, err := d.readItem(ctx, ev.ID)
 		if err != nil {
 			return err
 		}
@@ -754,7 +753,7 @@ func (d *dynamoLedger) Commit(ctx context.Context, owner string, obj Object, ev 
 				return d.wrap(what, err)
 			}
 		}
-		item, err := d.getItem(ctx, objectPK(ev.ID.Bucket, ev.ID.Key), versionSK(ev.ID.VersionID))
+		item, err := d.readItem(ctx, ev.ID)
 		if err != nil {
 			return err
 		}
@@ -837,7 +836,7 @@ func (d *dynamoLedger) Abandon(ctx context.Context, owner string, id ObjectID, r
 	if !isCondFailed(err) {
 		return d.wrap(fmt.Sprintf("abandon %s of %s by run %s", op, id, runID), err)
 	}
-	item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+	item, err := d.readItem(ctx, id)
 	if err != nil {
 		return err
 	}
@@ -853,7 +852,7 @@ func (d *dynamoLedger) PreparedOn(ctx context.Context, runID string, id ObjectID
 	if err := checkUploadID(runID, id); err != nil {
 		return nil, err
 	}
-	item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+	item, err := d.readItem(ctx, id)
 	if err != nil {
 		return nil, err
 	}
@@ -1267,7 +1266,7 @@ func (d *dynamoLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
 	if err := validID(id); err != nil {
 		return Object{}, err
 	}
-	item, err := d.getItem(ctx, objectPK(id.Bucket, id.Key), versionSK(id.VersionID))
+	item, err := d.readItem(ctx, id)
 	if err != nil {
 		return Object{}, err
 	}

@@ -81,16 +81,7 @@ func encodeEventBlob(ev Event) []byte {
 		r := keyRef(k)
 		e.b = append(append(e.b, 1), r[:]...)
 	}
-	e.time(ev.At)
-	e.etag(ev.ETagBefore)
-	if ev.ETagAfter != "" && ev.ETagAfter == ev.ETagBefore {
-		e.b = append(e.b, 2) // a metadata-only self-copy keeps the ETag
-	} else {
-		e.etag(ev.ETagAfter)
-	}
-	e.str(ev.VersionAfter)
-	e.sum(ev.OldWrappedKeySHA256)
-	e.sum(ev.NewWrappedKeySHA256)
+	e.eventTail(ev)
 	return e.b
 }
 
@@ -118,17 +109,7 @@ func decodeEventBlob(id ObjectID, run, op string, v []byte, resolve func([8]byte
 			}
 		}
 	}
-	ev.At = d.time()
-	ev.ETagBefore = d.etag()
-	if len(d.b) > 0 && d.b[0] == 2 {
-		d.b = d.b[1:]
-		ev.ETagAfter = ev.ETagBefore
-	} else {
-		ev.ETagAfter = d.etag()
-	}
-	ev.VersionAfter = d.str()
-	ev.OldWrappedKeySHA256 = d.sum()
-	ev.NewWrappedKeySHA256 = d.sum()
+	d.eventTail(&ev)
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("ledger: corrupt record: %d bytes too many", len(d.b))
 	}

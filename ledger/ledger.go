@@ -617,6 +617,18 @@ func prepPrepare(ev Event, now time.Time) (Event, error) {
 	return ev, nil
 }
 
+// prepBegin validates a Begin's arguments and fills the event's defaults.
+func prepBegin(ev Event, owner string, lease time.Duration, now time.Time) (Event, error) {
+	ev, err := prepPrepare(ev, now)
+	if err == nil {
+		err = checkOwnerRun(owner, ev.RunID)
+	}
+	if err == nil {
+		err = checkClaimArgs(ev.ID, owner, lease)
+	}
+	return ev, err
+}
+
 // prepCommit validates a Commit's arguments and fills their defaults.
 func prepCommit(obj Object, ev Event, now time.Time) (Object, Event, error) {
 	ev, err := prepEvent(ev, now)
