@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +46,8 @@ type Config struct {
 	Mode Mode     `json:"mode,omitempty"`
 	// Ledger is the ledger URL (ledger.Open).
 	Ledger string `json:"ledger"`
-	// Concurrency is the number of objects processed at once.
+	// Concurrency is the number of requests to S3 and KMS in flight at
+	// once; up to twice as many objects are in progress (Workers).
 	Concurrency int `json:"concurrency,omitempty"`
 	// Request budgets: requests per second to KMS (per region) and to S3;
 	// HSMSessions is the PKCS#11 session pool size.
@@ -284,6 +286,11 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 			o.APIOptions = append(o.APIOptions, awsx.ExpectedBucketOwner(cfg.ExpectedBucketOwner))
 		})
 	}
+	// Requests in flight, S3 and KMS together, are --concurrency; the
+	// workers are twice as many (Workers), so that objects waiting for
+	// the ledger do not keep requests from being sent.
+	slots := awsx.NewSlots(cmp.Or(cfg.Concurrency, DefaultWorkers))
+	s3Opts = append(s3Opts, func(o *s3.Options) { o.APIOptions = append(o.APIOptions, slots.Middleware) })
 	e.S3 = awsx.S3(awsCfg, s3Opts...)
 	e.Commit = commit.New(e.S3, commit.Options{
 		MultipartThreshold:   cfg.MultipartThreshold,
@@ -299,7 +306,7 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 	}()
 	if !o.NoKeys {
 		e.Deps = &rewrap.Deps{AWS: awsCfg, Limits: rewrap.Limits{KMSRPS: cfg.KMSRPS}, PKCS11PoolSize: cfg.HSMSessions,
-			KMSMaxAttempts: o.KMSMaxAttempts, KMSMaxBackoff: o.KMSMaxBackoff}
+			KMSMaxAttempts: o.KMSMaxAttempts, KMSMaxBackoff: o.KMSMaxBackoff, Slots: slots}
 		if e.To, err = e.openKey(ctx, cfg.To); err != nil {
 			return nil, fmt.Errorf("--to: %w", err)
 		}

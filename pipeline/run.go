@@ -91,6 +91,18 @@ const (
 	DefaultBreaker = 50
 )
 
+// Workers is the number of workers of a run whose requests in flight are
+// bounded at concurrency (awsx.Slots; 0: DefaultWorkers): twice as many,
+// so that objects waiting for the ledger (the fsync of a group commit, a
+// DynamoDB write) or an HSM session do not keep the others' requests from
+// being sent.
+func Workers(concurrency int) int {
+	if concurrency <= 0 {
+		concurrency = DefaultWorkers
+	}
+	return 2 * concurrency
+}
+
 // Stats are a run's live counters, safe to read while it runs.
 type Stats struct {
 	Listed    atomic.Int64

@@ -63,6 +63,9 @@ type Deps struct {
 	// throttled, and 20s).
 	KMSMaxAttempts int
 	KMSMaxBackoff  time.Duration
+	// Slots, when set, bound the KMS requests in flight together with the
+	// S3 requests of the same run (awsx.Slots).
+	Slots *awsx.Slots
 
 	// PKCS11Module is the PKCS#11 library for pkcs11: specs without
 	// module-path (default: $ROTATOR_PKCS11_MODULE).
@@ -223,7 +226,10 @@ func (d *Deps) region(name string) (*kmsRegion, error) {
 		MaxAttempts: d.KMSMaxAttempts,
 		MaxBackoff:  d.KMSMaxBackoff,
 	})
-	client := awsx.KMS(d.AWS, pacer, func(o *kms.Options) { o.Region = name })
+	client := awsx.KMS(d.AWS, pacer, func(o *kms.Options) {
+		o.Region = name
+		o.APIOptions = append(o.APIOptions, d.Slots.Middleware)
+	})
 	r := &kmsRegion{name: name, client: client}
 	if d.regions == nil {
 		d.regions = map[string]*kmsRegion{}
