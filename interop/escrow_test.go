@@ -102,12 +102,7 @@ func writeOfficial(t *testing.T, st *stack, bucket, a string, ec map[string]stri
 					t.Fatalf("official %s PutObject: %v", w.name, err)
 				}
 				if p == envelope.PlacementInstructionFile {
-					ct, meta, _ := st.raw(t, bucket, key)
-					env, err := envelope.Parse(meta, nil, envelope.ParseOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					st.store(t, bucket, key, env, ct, p)
+					st.intoInstructionFile(t, bucket, key)
 				}
 				objs = append(objs, escrowObject{key: key, body: bodies[bname], format: w.format})
 			}
