@@ -44,12 +44,7 @@ func TestBatchOperationsOfficialClientsRead(t *testing.T) {
 				body := randomBytes(size)
 				put(t, w, bucket, key, body, nil)
 				if p == envelope.PlacementInstructionFile {
-					ct, meta, _ := st.raw(t, bucket, key)
-					env, err := envelope.Parse(meta, nil, envelope.ParseOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					st.store(t, bucket, key, env, ct, p)
+					st.intoInstructionFile(t, bucket, key)
 				}
 				bodies[key], writerOf[key] = body, wname
 			}
@@ -98,14 +93,11 @@ func TestBatchOperationsOfficialClientsRead(t *testing.T) {
 		}
 	}
 	for key, body := range bodies {
-		readers := map[string]officialClient{
-			"v3.2.0":               st.v3(t, b),
-			"v4.0.0 allow-decrypt": st.v4(t, b, commitment.REQUIRE_ENCRYPT_ALLOW_DECRYPT),
-		}
+		format := envelope.V2
 		if writerOf[key] == "v4.0.0" {
-			readers["v4.0.0 require-decrypt"] = st.v4(t, b, commitment.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+			format = envelope.V3
 		}
-		for rname, c := range readers {
+		for rname, c := range st.readers(t, keys{kmsKey: b}, envelope.WrapKMSContext, format) {
 			if got, err := get(c, bucket, key); err != nil || !bytes.Equal(got, body) {
 				t.Errorf("%s: official %s on key B: %v", key, rname, err)
 			}

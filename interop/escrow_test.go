@@ -19,7 +19,7 @@ import (
 
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
-	"github.com/rotator-dev/rotator/hsmpool"
+	"github.com/rotator-dev/rotator/internal/hsmtest"
 	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/pipeline"
 	"github.com/rotator-dev/rotator/rewrap"
@@ -38,37 +38,13 @@ import (
 // and a function that destroys the key object.
 func hsmOnlyKey(t *testing.T) (spec string, destroy func()) {
 	t.Helper()
-	testenv.Need(t, testenv.PKCS11)
-	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
-	pin, err := hsmpool.ReadPIN("file:" + pinFile)
+	spec, destroy = hsmtest.Key(t, "escrow-")
+	u, err := rewrap.ParsePKCS11URI(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := hsmpool.Open(context.Background(), hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
-	pin.Clear()
-	if err != nil {
-		t.Fatalf("open the HSM token: %v", err)
-	}
-	label := "escrow-" + testenv.Name(t)
-	do := func(fn func(*hsmpool.Session) error) error { return p.Do(context.Background(), fn) }
-	if err := do(func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
-		t.Fatal(err)
-	}
-	destroyed := false
-	t.Cleanup(func() {
-		if !destroyed {
-			_ = do(func(s *hsmpool.Session) error { return s.DestroyKey(label) })
-		}
-		p.Close()
-	})
-	u := &rewrap.PKCS11URI{Token: token, Object: label, ModulePath: module, PINSource: "file:" + pinFile}
-	return u.String(), func() {
-		t.Helper()
-		if err := do(func(s *hsmpool.Session) error { return s.DestroyKey(label) }); err != nil {
-			t.Fatalf("destroy the HSM key: %v", err)
-		}
-		destroyed = true
-	}
+	u.ModulePath, u.PINSource = os.Getenv(testenv.EnvPKCS11Module), "file:"+os.Getenv(testenv.EnvPKCS11PinFile)
+	return u.String(), destroy
 }
 
 // escrowObject is an object written by an official client for the proof.
@@ -102,12 +78,7 @@ func writeOfficial(t *testing.T, st *stack, bucket, a string, ec map[string]stri
 					t.Fatalf("official %s PutObject: %v", w.name, err)
 				}
 				if p == envelope.PlacementInstructionFile {
-					ct, meta, _ := st.raw(t, bucket, key)
-					env, err := envelope.Parse(meta, nil, envelope.ParseOptions{})
-					if err != nil {
-						t.Fatal(err)
-					}
-					st.store(t, bucket, key, env, ct, p)
+					st.intoInstructionFile(t, bucket, key)
 				}
 				objs = append(objs, escrowObject{key: key, body: bodies[bname], format: w.format})
 			}

@@ -508,15 +508,7 @@ func TestRewrapKMSToHSMOfficialReads(t *testing.T) {
 						t.Fatalf("official %s PutObject: %v", w.name, err)
 					}
 					if p == envelope.PlacementInstructionFile {
-						// The Go clients write no instruction files: move
-						// the client's envelope into one, content and
-						// wrapped key as the client wrote them.
-						ct, meta, _ := st.raw(t, bucket, key)
-						env, err := envelope.Parse(meta, nil, envelope.ParseOptions{})
-						if err != nil {
-							t.Fatal(err)
-						}
-						st.store(t, bucket, key, env, ct, p)
+						st.intoInstructionFile(t, bucket, key)
 					}
 					orig := st.readStored(t, bucket, key, p)
 					if orig.env.Format != w.format || orig.env.WrapAlg != envelope.WrapKMSContext {

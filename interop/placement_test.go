@@ -3,17 +3,11 @@ package interop
 import (
 	"bytes"
 	"context"
-	"errors"
-	"fmt"
-	"maps"
 	"path/filepath"
 	"testing"
 
 	"github.com/aws/amazon-s3-encryption-client-go/v4/commitment"
-	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
-	kmstypes "github.com/aws/aws-sdk-go-v2/service/kms/types"
-	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
@@ -32,33 +26,11 @@ import (
 // instruction files only, and the official clients open every object
 // under C.
 func TestPlacementMoveOfficialObjects(t *testing.T) {
-	ctx := context.Background()
 	st := newStack(t)
 	bucket := st.bucket(t)
 	a, b, c := st.key(t), st.key(t), st.key(t)
 	ec := map[string]string{"department": "interop"}
-	writers := map[string]officialClient{
-		"v3.2.0": st.v3(t, a),
-		"v4.0.0": st.v4(t, a, commitment.REQUIRE_ENCRYPT_REQUIRE_DECRYPT),
-	}
-	var objs []written
-	for wname, w := range writers {
-		for _, size := range []int{0, 1, 4096, 70000} {
-			key := fmt.Sprintf("%s/%d bytes", wname, size)
-			body := randomBytes(size)
-			if _, err := w.PutObject(withEC(ctx, ec), &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(body),
-				Metadata: map[string]string{"owner": "team-x"}, ContentType: aws.String("text/plain"),
-				Tagging: aws.String("project=interop")}); err != nil {
-				t.Fatalf("%s: official PutObject: %v", key, err)
-			}
-			raw, meta, head := st.raw(t, bucket, key)
-			if envelope.NeedsInstructionFile(meta) {
-				t.Fatalf("%s: the official client wrote no envelope in metadata", key)
-			}
-			objs = append(objs, written{key: key, body: body, writer: wname, raw: raw, meta: userMeta(meta),
-				ct: aws.ToString(head.ContentType), tags: tagString(t, st, bucket, key)})
-		}
-	}
+	objs := st.officialObjects(t, bucket, a, ec, []int{0, 1, 4096, 70000}, envelope.PlacementMetadata)
 	ledgerURL := filepath.Join(t.TempDir(), "ledger.db")
 	rotate := func(runID, from, to string) {
 		t.Helper()
@@ -72,12 +44,9 @@ func TestPlacementMoveOfficialObjects(t *testing.T) {
 	check := func(under, not string) {
 		t.Helper()
 		for _, o := range objs {
-			raw, meta, head := st.raw(t, bucket, o.key)
+			raw, meta := st.kept(t, bucket, o)
 			if !bytes.Equal(raw, o.raw) {
 				t.Errorf("%s: stored ciphertext changed", o.key)
-			}
-			if !maps.Equal(userMeta(meta), o.meta) || aws.ToString(head.ContentType) != o.ct || tagString(t, st, bucket, o.key) != o.tags {
-				t.Errorf("%s: metadata, content type or tags changed: %v", o.key, meta)
 			}
 			if !envelope.NeedsInstructionFile(meta) {
 				t.Errorf("%s: the metadata still holds the envelope", o.key)
@@ -89,31 +58,7 @@ func TestPlacementMoveOfficialObjects(t *testing.T) {
 					}
 				}
 			}
-			readers := map[string]officialClient{
-				"v3.2.0":               st.v3(t, under),
-				"v4.0.0 allow-decrypt": st.v4(t, under, commitment.REQUIRE_ENCRYPT_ALLOW_DECRYPT),
-			}
-			if o.writer == "v4.0.0" {
-				readers["v4.0.0 require-decrypt"] = st.v4(t, under, commitment.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
-			}
-			for rname, rc := range readers {
-				for _, withContext := range []bool{false, true} {
-					var got []byte
-					var err error
-					if withContext {
-						got, err = getEC(rc, bucket, o.key, ec)
-					} else {
-						got, err = get(rc, bucket, o.key)
-					}
-					if err != nil || !bytes.Equal(got, o.body) {
-						t.Errorf("%s: official %s (context %v): %v", o.key, rname, withContext, err)
-					}
-				}
-			}
-			var ike *kmstypes.IncorrectKeyException
-			if _, err := get(st.v3(t, not), bucket, o.key); !errors.As(err, &ike) {
-				t.Errorf("%s: official client on the old key: %v, want IncorrectKeyException", o.key, err)
-			}
+			st.opensOnlyUnder(t, bucket, o, ec, under, not, o.writer == "v4.0.0")
 		}
 	}
 	rotate("move", a, b)

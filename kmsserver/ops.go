@@ -49,6 +49,17 @@ func (h *Handler) mutate(fn func() (any, *apiError)) (any, *apiError) {
 	return resp, nil
 }
 
+// decodeValid decodes an operation's request body into req and validates
+// it with check: every operation's first step.
+func decodeValid(body []byte, req any, check func(v *validator)) *apiError {
+	if e := decode(body, req); e != nil {
+		return e
+	}
+	var v validator
+	check(&v)
+	return v.err()
+}
+
 func keyIDValid(v *validator, member string, id *string) {
 	if v.required(member, id != nil) {
 		v.strLen(member, id, 1, 2048)
@@ -140,26 +151,23 @@ type createKeyReq struct {
 
 func (h *Handler) createKey(c *call, body []byte) (any, *apiError) {
 	var req createKeyReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	v.strLen("description", req.Description, 0, 8192)
-	v.enum("keySpec", req.KeySpec, keySpecs)
-	v.enum("customerMasterKeySpec", req.CustomerMasterKeySpec, cmkSpecs)
-	v.enum("keyUsage", req.KeyUsage, keyUsages)
-	v.enum("origin", req.Origin, origins)
-	v.strLen("policy", req.Policy, 1, 131072)
-	v.strLen("customKeyStoreId", req.CustomKeyStoreId, 1, 64)
-	for _, t := range req.Tags {
-		if v.required("tags.member.tagKey", t.TagKey != nil) {
-			v.strLen("tags.member.tagKey", t.TagKey, 1, 128)
+	if e := decodeValid(body, &req, func(v *validator) {
+		v.strLen("description", req.Description, 0, 8192)
+		v.enum("keySpec", req.KeySpec, keySpecs)
+		v.enum("customerMasterKeySpec", req.CustomerMasterKeySpec, cmkSpecs)
+		v.enum("keyUsage", req.KeyUsage, keyUsages)
+		v.enum("origin", req.Origin, origins)
+		v.strLen("policy", req.Policy, 1, 131072)
+		v.strLen("customKeyStoreId", req.CustomKeyStoreId, 1, 64)
+		for _, t := range req.Tags {
+			if v.required("tags.member.tagKey", t.TagKey != nil) {
+				v.strLen("tags.member.tagKey", t.TagKey, 1, 128)
+			}
+			if v.required("tags.member.tagValue", t.TagValue != nil) {
+				v.strLen("tags.member.tagValue", t.TagValue, 0, 256)
+			}
 		}
-		if v.required("tags.member.tagValue", t.TagValue != nil) {
-			v.strLen("tags.member.tagValue", t.TagValue, 0, 256)
-		}
-	}
-	if e := v.err(); e != nil {
+	}); e != nil {
 		return nil, e
 	}
 	spec := symmetricDefault
@@ -215,6 +223,20 @@ func (h *Handler) createKey(c *call, body []byte) (any, *apiError) {
 	})
 }
 
+// authorized resolves the key a request names (id, in the forms
+// accepted) and checks that the caller may do action with it. The caller
+// holds h.mu.
+func (h *Handler) authorized(c *call, id string, forms idForms, action string) (*key, *apiError) {
+	k, e := h.resolve(c, id, forms)
+	if e != nil {
+		return nil, e
+	}
+	if e := authorize(c, k, action); e != nil {
+		return nil, e
+	}
+	return k, nil
+}
+
 // lockoutCheck refuses a policy that would not allow the caller
 // kms:PutKeyPolicy (an explicit or an implicit deny), as KMS's policy
 // lockout safety check does.
@@ -232,22 +254,16 @@ type keyIDReq struct {
 
 func (h *Handler) describeKey(c *call, body []byte) (any, *apiError) {
 	var req keyIDReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	keyIDValid(&v, "keyId", req.KeyId)
-	v.grantTokens(req.GrantTokens)
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		keyIDValid(v, "keyId", req.KeyId)
+		v.grantTokens(req.GrantTokens)
+	}); e != nil {
 		return nil, e
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	k, e := h.resolve(c, *req.KeyId, keyOrName)
+	k, e := h.authorized(c, *req.KeyId, keyOrName, "kms:DescribeKey")
 	if e != nil {
-		return nil, e
-	}
-	if e := authorize(c, k, "kms:DescribeKey"); e != nil {
 		return nil, e
 	}
 	return keyMetadataResp{metadata(k)}, nil
@@ -262,6 +278,20 @@ type listReq struct {
 func (v *validator) list(req *listReq, maxLimit int32) {
 	v.intRange("limit", req.Limit, 1, maxLimit)
 	v.strLen("marker", req.Marker, 1, 1024)
+}
+
+// window is where a List request's page starts (after the name its
+// marker holds) and how long it is (its Limit, defaultLimit without one).
+func (req *listReq) window(defaultLimit int) (after string, limit int, e *apiError) {
+	after, e = decodeMarker(req.Marker)
+	if e != nil {
+		return "", 0, e
+	}
+	limit = defaultLimit
+	if req.Limit != nil {
+		limit = int(*req.Limit)
+	}
+	return after, limit, nil
 }
 
 func encodeMarker(last string) string { return base64.RawURLEncoding.EncodeToString([]byte(last)) }
@@ -301,21 +331,14 @@ type listKeysResp struct {
 
 func (h *Handler) listKeys(c *call, body []byte) (any, *apiError) {
 	var req listReq
-	if e := decode(body, &req); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		v.list(&req, 1000)
+	}); e != nil {
 		return nil, e
 	}
-	var v validator
-	v.list(&req, 1000)
-	if e := v.err(); e != nil {
-		return nil, e
-	}
-	after, e := decodeMarker(req.Marker)
+	after, limit, e := req.window(100)
 	if e != nil {
 		return nil, e
-	}
-	limit := 100
-	if req.Limit != nil {
-		limit = int(*req.Limit)
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -343,13 +366,10 @@ type aliasReq struct {
 
 func (h *Handler) createAlias(c *call, body []byte) (any, *apiError) {
 	var req aliasReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	v.required("aliasName", req.AliasName != nil)
-	keyIDValid(&v, "targetKeyId", req.TargetKeyId)
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		v.required("aliasName", req.AliasName != nil)
+		keyIDValid(v, "targetKeyId", req.TargetKeyId)
+	}); e != nil {
 		return nil, e
 	}
 	if e := checkAliasName(*req.AliasName); e != nil {
@@ -380,14 +400,11 @@ func (h *Handler) createAlias(c *call, body []byte) (any, *apiError) {
 
 func (h *Handler) deleteAlias(c *call, body []byte) (any, *apiError) {
 	var req aliasReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	if v.required("aliasName", req.AliasName != nil) {
-		v.strLen("aliasName", req.AliasName, 1, 256)
-	}
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		if v.required("aliasName", req.AliasName != nil) {
+			v.strLen("aliasName", req.AliasName, 1, 256)
+		}
+	}); e != nil {
 		return nil, e
 	}
 	name := *req.AliasName
@@ -426,22 +443,15 @@ type listAliasesResp struct {
 
 func (h *Handler) listAliases(c *call, body []byte) (any, *apiError) {
 	var req listReq
-	if e := decode(body, &req); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		v.list(&req, 100)
+		v.strLen("keyId", req.KeyId, 1, 2048)
+	}); e != nil {
 		return nil, e
 	}
-	var v validator
-	v.list(&req, 100)
-	v.strLen("keyId", req.KeyId, 1, 2048)
-	if e := v.err(); e != nil {
-		return nil, e
-	}
-	after, e := decodeMarker(req.Marker)
+	after, limit, e := req.window(50)
 	if e != nil {
 		return nil, e
-	}
-	limit := 50
-	if req.Limit != nil {
-		limit = int(*req.Limit)
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
@@ -493,38 +503,61 @@ type encryptResp struct {
 
 func (h *Handler) encrypt(c *call, body []byte) (any, *apiError) {
 	var req encryptReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	defer clear(req.Plaintext)
-	var v validator
-	keyIDValid(&v, "keyId", req.KeyId)
-	if v.required("plaintext", req.Plaintext != nil) {
-		v.length("plaintext", "", len(req.Plaintext), 1, 4096, false)
-	}
-	v.enum("encryptionAlgorithm", req.EncryptionAlgorithm, encryptionAlgorithms)
-	v.grantTokens(req.GrantTokens)
-	if e := v.err(); e != nil {
+	defer func() { clear(req.Plaintext) }()
+	if e := decodeValid(body, &req, func(v *validator) {
+		keyIDValid(v, "keyId", req.KeyId)
+		if v.required("plaintext", req.Plaintext != nil) {
+			v.length("plaintext", "", len(req.Plaintext), 1, 4096, false)
+		}
+		v.enum("encryptionAlgorithm", req.EncryptionAlgorithm, encryptionAlgorithms)
+		v.grantTokens(req.GrantTokens)
+	}); e != nil {
 		return nil, e
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	k, e := h.resolve(c, *req.KeyId, keyOrName)
+	k, e := h.authorized(c, *req.KeyId, keyOrName, "kms:Encrypt")
 	if e != nil {
 		return nil, e
 	}
-	if e := firstError(authorize(c, k, "kms:Encrypt"), usable(k), checkAlgorithm(k, req.EncryptionAlgorithm)); e != nil {
+	if e := firstError(usable(k), checkAlgorithm(k, req.EncryptionAlgorithm)); e != nil {
 		return nil, e
 	}
 	if isDryRun(req.DryRun) {
 		return nil, dryRunError()
 	}
-	ver, bk := k.current()
-	ct, err := seal(k.arn(), ver, bk.Material, req.Plaintext, req.EncryptionContext)
-	if err != nil {
-		return nil, errf(ErrKMSInternal, "encrypt: %v", err)
+	ct, _, e := sealUnder(k, req.Plaintext, req.EncryptionContext)
+	if e != nil {
+		return nil, e
 	}
 	return encryptResp{CiphertextBlob: ct, KeyId: k.arn(), EncryptionAlgorithm: symmetricDefault}, nil
+}
+
+// sealUnder encrypts plaintext under k's current key material, bound to
+// the encryption context ec, and returns the ciphertext blob and the
+// material used.
+func sealUnder(k *key, plaintext []byte, ec map[string]string) ([]byte, *backingKey, *apiError) {
+	ver, bk := k.current()
+	ct, err := seal(k.arn(), ver, bk.Material, plaintext, ec)
+	if err != nil {
+		return nil, nil, errf(ErrKMSInternal, "encrypt: %v", err)
+	}
+	return ct, bk, nil
+}
+
+// openUnder decrypts blob b, of key k, with the key material it names and
+// the encryption context ec, and returns the plaintext and the material
+// used. Any failure is InvalidCiphertextException.
+func openUnder(k *key, b blob, ec map[string]string) ([]byte, *backingKey, *apiError) {
+	bk := k.version(b.version)
+	if bk == nil {
+		return nil, nil, invalidCiphertext()
+	}
+	pt, err := open(b, bk.Material, ec)
+	if err != nil {
+		return nil, nil, invalidCiphertext()
+	}
+	return pt, bk, nil
 }
 
 func firstError(es ...*apiError) *apiError {
@@ -598,18 +631,16 @@ func (h *Handler) sourceKey(c *call, ct []byte, named *string, ignoreCiphertext 
 
 func (h *Handler) decrypt(c *call, body []byte) (any, *apiError) {
 	var req decryptReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	if v.required("ciphertextBlob", req.CiphertextBlob != nil) {
-		v.length("ciphertextBlob", "", len(req.CiphertextBlob), 1, 6144, false)
-	}
-	v.strLen("keyId", req.KeyId, 1, 2048)
-	v.enum("encryptionAlgorithm", req.EncryptionAlgorithm, encryptionAlgorithms)
-	v.grantTokens(req.GrantTokens)
-	ignore := validDryRunModifiers(&v, req.DryRunModifiers) && isDryRun(req.DryRun)
-	if e := v.err(); e != nil {
+	var ignore bool // IGNORE_CIPHERTEXT in a dry run
+	if e := decodeValid(body, &req, func(v *validator) {
+		if v.required("ciphertextBlob", req.CiphertextBlob != nil) {
+			v.length("ciphertextBlob", "", len(req.CiphertextBlob), 1, 6144, false)
+		}
+		v.strLen("keyId", req.KeyId, 1, 2048)
+		v.enum("encryptionAlgorithm", req.EncryptionAlgorithm, encryptionAlgorithms)
+		v.grantTokens(req.GrantTokens)
+		ignore = validDryRunModifiers(v, req.DryRunModifiers) && isDryRun(req.DryRun)
+	}); e != nil {
 		return nil, e
 	}
 	if len(req.Recipient) > 0 && string(req.Recipient) != "null" {
@@ -627,13 +658,9 @@ func (h *Handler) decrypt(c *call, body []byte) (any, *apiError) {
 	if isDryRun(req.DryRun) {
 		return nil, dryRunError()
 	}
-	bk := k.version(b.version)
-	if bk == nil {
-		return nil, invalidCiphertext()
-	}
-	pt, err := open(b, bk.Material, req.EncryptionContext)
-	if err != nil {
-		return nil, invalidCiphertext()
+	pt, bk, e := openUnder(k, b, req.EncryptionContext)
+	if e != nil {
+		return nil, e
 	}
 	return &decryptResp{KeyId: k.arn(), Plaintext: pt, EncryptionAlgorithm: symmetricDefault, KeyMaterialId: bk.MaterialID}, nil
 }
@@ -663,20 +690,18 @@ type reEncryptResp struct {
 
 func (h *Handler) reEncrypt(c *call, body []byte) (any, *apiError) {
 	var req reEncryptReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	if v.required("ciphertextBlob", req.CiphertextBlob != nil) {
-		v.length("ciphertextBlob", "", len(req.CiphertextBlob), 1, 6144, false)
-	}
-	v.strLen("sourceKeyId", req.SourceKeyId, 1, 2048)
-	keyIDValid(&v, "destinationKeyId", req.DestinationKeyId)
-	v.enum("sourceEncryptionAlgorithm", req.SourceEncryptionAlgorithm, encryptionAlgorithms)
-	v.enum("destinationEncryptionAlgorithm", req.DestinationEncryptionAlgorithm, encryptionAlgorithms)
-	v.grantTokens(req.GrantTokens)
-	ignore := validDryRunModifiers(&v, req.DryRunModifiers) && isDryRun(req.DryRun)
-	if e := v.err(); e != nil {
+	var ignore bool // IGNORE_CIPHERTEXT in a dry run
+	if e := decodeValid(body, &req, func(v *validator) {
+		if v.required("ciphertextBlob", req.CiphertextBlob != nil) {
+			v.length("ciphertextBlob", "", len(req.CiphertextBlob), 1, 6144, false)
+		}
+		v.strLen("sourceKeyId", req.SourceKeyId, 1, 2048)
+		keyIDValid(v, "destinationKeyId", req.DestinationKeyId)
+		v.enum("sourceEncryptionAlgorithm", req.SourceEncryptionAlgorithm, encryptionAlgorithms)
+		v.enum("destinationEncryptionAlgorithm", req.DestinationEncryptionAlgorithm, encryptionAlgorithms)
+		v.grantTokens(req.GrantTokens)
+		ignore = validDryRunModifiers(v, req.DryRunModifiers) && isDryRun(req.DryRun)
+	}); e != nil {
 		return nil, e
 	}
 	h.mu.RLock()
@@ -699,19 +724,14 @@ func (h *Handler) reEncrypt(c *call, body []byte) (any, *apiError) {
 	if isDryRun(req.DryRun) {
 		return nil, dryRunError()
 	}
-	sbk := src.version(b.version)
-	if sbk == nil {
-		return nil, invalidCiphertext()
-	}
-	pt, err := open(b, sbk.Material, req.SourceEncryptionContext)
-	if err != nil {
-		return nil, invalidCiphertext()
+	pt, sbk, e := openUnder(src, b, req.SourceEncryptionContext)
+	if e != nil {
+		return nil, e
 	}
 	defer clear(pt)
-	ver, dbk := dst.current()
-	ct, err := seal(dst.arn(), ver, dbk.Material, pt, req.DestinationEncryptionContext)
-	if err != nil {
-		return nil, errf(ErrKMSInternal, "encrypt: %v", err)
+	ct, dbk, e := sealUnder(dst, pt, req.DestinationEncryptionContext)
+	if e != nil {
+		return nil, e
 	}
 	return reEncryptResp{
 		CiphertextBlob:                 ct,
@@ -753,15 +773,12 @@ func (h *Handler) generateDataKeyWithoutPlaintext(c *call, body []byte) (any, *a
 
 func (h *Handler) generate(c *call, body []byte, withPlaintext bool) (any, *apiError) {
 	var req generateDataKeyReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	keyIDValid(&v, "keyId", req.KeyId)
-	v.intRange("numberOfBytes", req.NumberOfBytes, 1, 1024)
-	v.enum("keySpec", req.KeySpec, dataKeySpecs)
-	v.grantTokens(req.GrantTokens)
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		keyIDValid(v, "keyId", req.KeyId)
+		v.intRange("numberOfBytes", req.NumberOfBytes, 1, 1024)
+		v.enum("keySpec", req.KeySpec, dataKeySpecs)
+		v.grantTokens(req.GrantTokens)
+	}); e != nil {
 		return nil, e
 	}
 	if (req.NumberOfBytes == nil) == (req.KeySpec == nil) {
@@ -783,11 +800,11 @@ func (h *Handler) generate(c *call, body []byte, withPlaintext bool) (any, *apiE
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	k, e := h.resolve(c, *req.KeyId, keyOrName)
+	k, e := h.authorized(c, *req.KeyId, keyOrName, action)
 	if e != nil {
 		return nil, e
 	}
-	if e := firstError(authorize(c, k, action), usable(k)); e != nil {
+	if e := usable(k); e != nil {
 		return nil, e
 	}
 	if isDryRun(req.DryRun) {
@@ -797,11 +814,10 @@ func (h *Handler) generate(c *call, body []byte, withPlaintext bool) (any, *apiE
 	if _, err := rand.Read(pt); err != nil {
 		return nil, errf(ErrKMSInternal, "generate data key: %v", err)
 	}
-	ver, bk := k.current()
-	ct, err := seal(k.arn(), ver, bk.Material, pt, req.EncryptionContext)
-	if err != nil {
+	ct, bk, e := sealUnder(k, pt, req.EncryptionContext)
+	if e != nil {
 		clear(pt)
-		return nil, errf(ErrKMSInternal, "encrypt: %v", err)
+		return nil, e
 	}
 	resp := &generateDataKeyResp{CiphertextBlob: ct, KeyId: k.arn(), KeyMaterialId: bk.MaterialID}
 	if withPlaintext {
@@ -823,35 +839,20 @@ type rotationReq struct {
 // names, after the policy check for action, and persists the change.
 func (h *Handler) manageKey(c *call, id string, action string, fn func(k *key) (any, *apiError)) (any, *apiError) {
 	return h.mutate(func() (any, *apiError) {
-		k, e := h.resolve(c, id, keyOnly)
+		k, e := h.authorized(c, id, keyOnly, action)
 		if e != nil {
-			return nil, e
-		}
-		if e := authorize(c, k, action); e != nil {
 			return nil, e
 		}
 		return fn(k)
 	})
 }
 
-func decodeKeyOnly(body []byte, req any, id func() *string) *apiError {
-	if e := decode(body, req); e != nil {
-		return e
-	}
-	var v validator
-	keyIDValid(&v, "keyId", id())
-	return v.err()
-}
-
 func (h *Handler) enableKeyRotation(c *call, body []byte) (any, *apiError) {
 	var req rotationReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	keyIDValid(&v, "keyId", req.KeyId)
-	v.intRange("rotationPeriodInDays", req.RotationPeriodInDays, 90, 2560)
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		keyIDValid(v, "keyId", req.KeyId)
+		v.intRange("rotationPeriodInDays", req.RotationPeriodInDays, 90, 2560)
+	}); e != nil {
 		return nil, e
 	}
 	return h.manageKey(c, *req.KeyId, "kms:EnableKeyRotation", func(k *key) (any, *apiError) {
@@ -871,7 +872,7 @@ func (h *Handler) enableKeyRotation(c *call, body []byte) (any, *apiError) {
 
 func (h *Handler) disableKeyRotation(c *call, body []byte) (any, *apiError) {
 	var req keyIDReq
-	if e := decodeKeyOnly(body, &req, func() *string { return req.KeyId }); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) { keyIDValid(v, "keyId", req.KeyId) }); e != nil {
 		return nil, e
 	}
 	return h.manageKey(c, *req.KeyId, "kms:DisableKeyRotation", func(k *key) (any, *apiError) {
@@ -894,16 +895,13 @@ type rotationStatusResp struct {
 
 func (h *Handler) getKeyRotationStatus(c *call, body []byte) (any, *apiError) {
 	var req keyIDReq
-	if e := decodeKeyOnly(body, &req, func() *string { return req.KeyId }); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) { keyIDValid(v, "keyId", req.KeyId) }); e != nil {
 		return nil, e
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	k, e := h.resolve(c, *req.KeyId, keyOnly)
+	k, e := h.authorized(c, *req.KeyId, keyOnly, "kms:GetKeyRotationStatus")
 	if e != nil {
-		return nil, e
-	}
-	if e := authorize(c, k, "kms:GetKeyRotationStatus"); e != nil {
 		return nil, e
 	}
 	resp := rotationStatusResp{KeyId: k.arn(), KeyRotationEnabled: k.RotationEnabled}
@@ -919,7 +917,7 @@ type keyIDResp struct{ KeyId string }
 
 func (h *Handler) rotateKeyOnDemand(c *call, body []byte) (any, *apiError) {
 	var req keyIDReq
-	if e := decodeKeyOnly(body, &req, func() *string { return req.KeyId }); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) { keyIDValid(v, "keyId", req.KeyId) }); e != nil {
 		return nil, e
 	}
 	return h.manageKey(c, *req.KeyId, "kms:RotateKeyOnDemand", func(k *key) (any, *apiError) {
@@ -951,7 +949,7 @@ func (h *Handler) enableKey(c *call, body []byte) (any, *apiError) {
 
 func (h *Handler) setEnabled(c *call, body []byte, enabled bool) (any, *apiError) {
 	var req keyIDReq
-	if e := decodeKeyOnly(body, &req, func() *string { return req.KeyId }); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) { keyIDValid(v, "keyId", req.KeyId) }); e != nil {
 		return nil, e
 	}
 	action, state := "kms:DisableKey", stateDisabled
@@ -981,13 +979,10 @@ type scheduleDeletionResp struct {
 
 func (h *Handler) scheduleKeyDeletion(c *call, body []byte) (any, *apiError) {
 	var req scheduleDeletionReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	keyIDValid(&v, "keyId", req.KeyId)
-	v.intRange("pendingWindowInDays", req.PendingWindowInDays, 7, 30)
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		keyIDValid(v, "keyId", req.KeyId)
+		v.intRange("pendingWindowInDays", req.PendingWindowInDays, 7, 30)
+	}); e != nil {
 		return nil, e
 	}
 	days := int32(30)
@@ -1007,7 +1002,7 @@ func (h *Handler) scheduleKeyDeletion(c *call, body []byte) (any, *apiError) {
 
 func (h *Handler) cancelKeyDeletion(c *call, body []byte) (any, *apiError) {
 	var req keyIDReq
-	if e := decodeKeyOnly(body, &req, func() *string { return req.KeyId }); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) { keyIDValid(v, "keyId", req.KeyId) }); e != nil {
 		return nil, e
 	}
 	return h.manageKey(c, *req.KeyId, "kms:CancelKeyDeletion", func(k *key) (any, *apiError) {
@@ -1039,16 +1034,13 @@ func checkPolicyName(v *validator, name *string) {
 
 func (h *Handler) putKeyPolicy(c *call, body []byte) (any, *apiError) {
 	var req policyReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	keyIDValid(&v, "keyId", req.KeyId)
-	if v.required("policy", req.Policy != nil) {
-		v.strLen("policy", req.Policy, 1, 131072)
-	}
-	checkPolicyName(&v, req.PolicyName)
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		keyIDValid(v, "keyId", req.KeyId)
+		if v.required("policy", req.Policy != nil) {
+			v.strLen("policy", req.Policy, 1, 131072)
+		}
+		checkPolicyName(v, req.PolicyName)
+	}); e != nil {
 		return nil, e
 	}
 	pd, err := parsePolicy(*req.Policy)
@@ -1071,22 +1063,16 @@ type getPolicyResp struct {
 
 func (h *Handler) getKeyPolicy(c *call, body []byte) (any, *apiError) {
 	var req policyReq
-	if e := decode(body, &req); e != nil {
-		return nil, e
-	}
-	var v validator
-	keyIDValid(&v, "keyId", req.KeyId)
-	checkPolicyName(&v, req.PolicyName)
-	if e := v.err(); e != nil {
+	if e := decodeValid(body, &req, func(v *validator) {
+		keyIDValid(v, "keyId", req.KeyId)
+		checkPolicyName(v, req.PolicyName)
+	}); e != nil {
 		return nil, e
 	}
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	k, e := h.resolve(c, *req.KeyId, keyOnly)
+	k, e := h.authorized(c, *req.KeyId, keyOnly, "kms:GetKeyPolicy")
 	if e != nil {
-		return nil, e
-	}
-	if e := authorize(c, k, "kms:GetKeyPolicy"); e != nil {
 		return nil, e
 	}
 	return getPolicyResp{Policy: k.Policy, PolicyName: "default"}, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -801,7 +802,19 @@ func objectSets(obj Object, names map[string]string, vals map[string]types.Attri
 	if obj.WrapKey != "" {
 		av[attrShard] = s(shardValue(obj.WrapKey, obj.ID))
 	}
-	for i, a := range append([]string{attrType, attrShard}, objectAttrs...) {
+	set, remove = attrSets(av, append([]string{attrType, attrShard}, objectAttrs...), names, vals)
+	return set, remove, nil
+}
+
+// attrSets returns a SET clause for each of attrs that av holds and a
+// REMOVE clause for each it does not, but those in skip, with the
+// placeholders #aI and :aI (I the attribute's index in attrs) added to
+// names and vals.
+func attrSets(av map[string]types.AttributeValue, attrs []string, names map[string]string, vals map[string]types.AttributeValue, skip ...string) (set, remove []string) {
+	for i, a := range attrs {
+		if slices.Contains(skip, a) {
+			continue
+		}
 		ph := "#a" + strconv.Itoa(i)
 		names[ph] = a
 		if v, ok := av[a]; ok {
@@ -811,7 +824,7 @@ func objectSets(obj Object, names map[string]string, vals map[string]types.Attri
 			remove = append(remove, ph)
 		}
 	}
-	return set, remove, nil
+	return set, remove
 }
 
 func (d *dynamoLedger) Abandon(ctx context.Context, owner string, id ObjectID, runID, op string) error {
@@ -1104,26 +1117,11 @@ func (d *dynamoLedger) noSchema1Intents(ctx context.Context, runID string) error
 // that owner, and the claim is dropped. Without: on condition that the stored
 // record is not later than obj.
 func (d *dynamoLedger) putObject(ctx context.Context, obj Object, owner string) error {
-	av, err := recordAV(obj)
-	if err != nil {
-		return err
-	}
-	av[attrType] = s(typeObject)
-	if obj.WrapKey != "" {
-		av[attrShard] = s(shardValue(obj.WrapKey, obj.ID))
-	}
 	names := map[string]string{}
 	vals := map[string]types.AttributeValue{}
-	var set, remove []string
-	for i, a := range append([]string{attrType, attrShard}, objectAttrs...) {
-		ph := "#a" + strconv.Itoa(i)
-		names[ph] = a
-		if v, ok := av[a]; ok {
-			vals[":a"+strconv.Itoa(i)] = v
-			set = append(set, ph+" = :a"+strconv.Itoa(i))
-		} else {
-			remove = append(remove, ph)
-		}
+	set, remove, err := objectSets(obj, names, vals)
+	if err != nil {
+		return err
 	}
 	var cond string
 	if owner != "" {
@@ -1134,12 +1132,19 @@ func (d *dynamoLedger) putObject(ctx context.Context, obj Object, owner string) 
 		cond = "attribute_not_exists(updated_at) OR updated_at <= :t"
 		vals[":t"] = s(formatTime(obj.UpdatedAt))
 	}
+	return d.updateRecord(ctx, obj.ID, set, remove, cond, names, vals)
+}
+
+// updateRecord sets and removes the attributes of id's object item the
+// clauses name, on condition cond.
+func (d *dynamoLedger) updateRecord(ctx context.Context, id ObjectID, set, remove []string, cond string,
+	names map[string]string, vals map[string]types.AttributeValue) error {
 	expr := "SET " + strings.Join(set, ", ")
 	if len(remove) > 0 {
 		expr += " REMOVE " + strings.Join(remove, ", ")
 	}
-	_, err = d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: aws.String(d.table), Key: objectKey(obj.ID),
+	_, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName: aws.String(d.table), Key: objectKey(id),
 		UpdateExpression:          aws.String(expr),
 		ConditionExpression:       aws.String(cond),
 		ExpressionAttributeNames:  names,
@@ -1222,20 +1227,7 @@ func (d *dynamoLedger) observeKeepingKey(ctx context.Context, obj Object) error 
 	}
 	names := map[string]string{"#wk": attrShard, "#u": "updated_at"}
 	vals := map[string]types.AttributeValue{":t": s(formatTime(obj.UpdatedAt))}
-	var set, remove []string
-	for i, a := range objectAttrs {
-		if a == "wrap_key" || a == "wrapped_key_sha256" {
-			continue
-		}
-		ph := "#a" + strconv.Itoa(i)
-		names[ph] = a
-		if v, ok := av[a]; ok {
-			vals[":a"+strconv.Itoa(i)] = v
-			set = append(set, ph+" = :a"+strconv.Itoa(i))
-		} else {
-			remove = append(remove, ph)
-		}
-	}
+	set, remove := attrSets(av, objectAttrs, names, vals, "wrap_key", "wrapped_key_sha256")
 	cond := "attribute_exists(#wk) AND #u <= :t"
 	if obj.WrappedKeySHA256 != "" {
 		// Either form (schema 1 wrote it as hex).
@@ -1248,18 +1240,7 @@ func (d *dynamoLedger) observeKeepingKey(ctx context.Context, obj Object) error 
 		}
 		cond += ")"
 	}
-	expr := "SET " + strings.Join(set, ", ")
-	if len(remove) > 0 {
-		expr += " REMOVE " + strings.Join(remove, ", ")
-	}
-	_, err = d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName: aws.String(d.table), Key: objectKey(obj.ID),
-		UpdateExpression:          aws.String(expr),
-		ConditionExpression:       aws.String(cond),
-		ExpressionAttributeNames:  names,
-		ExpressionAttributeValues: vals,
-	})
-	return err
+	return d.updateRecord(ctx, obj.ID, set, remove, cond, names, vals)
 }
 
 func (d *dynamoLedger) Get(ctx context.Context, id ObjectID) (Object, error) {

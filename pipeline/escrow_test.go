@@ -15,7 +15,7 @@ import (
 
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
-	"github.com/rotator-dev/rotator/hsmpool"
+	"github.com/rotator-dev/rotator/internal/hsmtest"
 	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
@@ -28,36 +28,9 @@ import (
 // HSM key lost); whatever is left is destroyed when the test ends.
 func destroyableHSMKey(t *testing.T, f *fixture) (rewrap.Keyring, func()) {
 	t.Helper()
-	testenv.Need(t, testenv.PKCS11)
-	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
-	pin, err := hsmpool.ReadPIN("file:" + pinFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := hsmpool.Open(ctx, hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
-	pin.Clear()
-	if err != nil {
-		t.Fatal(err)
-	}
-	label := "escrow-" + testenv.Name(t)
-	if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
-		t.Fatal(err)
-	}
-	destroyed := false
-	destroy := func() {
-		if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) }); err != nil {
-			t.Fatalf("destroy HSM key %s: %v", label, err)
-		}
-		destroyed = true
-	}
-	t.Cleanup(func() {
-		if !destroyed {
-			_ = p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) })
-		}
-		p.Close()
-	})
-	f.deps.PKCS11Module, f.deps.PKCS11PINSource = module, "file:"+pinFile
-	return openKey(t, f.deps, "pkcs11:token="+token+";object="+label), destroy
+	spec, destroy := hsmtest.Key(t, "escrow-")
+	f.deps.PKCS11Module, f.deps.PKCS11PINSource = os.Getenv(testenv.EnvPKCS11Module), "file:"+os.Getenv(testenv.EnvPKCS11PinFile)
+	return openKey(t, f.deps, spec), destroy
 }
 
 // escrowBody reads an object's escrow file.

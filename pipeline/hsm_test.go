@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/rotator-dev/rotator/envelope"
-	"github.com/rotator-dev/rotator/hsmpool"
+	"github.com/rotator-dev/rotator/internal/hsmtest"
 	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/pipeline"
@@ -33,28 +33,8 @@ func newHSMKey(t *testing.T, f *fixture) rewrap.Keyring {
 // destroyed at the end of the test, and returns its key spec.
 func newHSMKeySpec(t *testing.T) string {
 	t.Helper()
-	testenv.Need(t, testenv.PKCS11)
-	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
-	pin, err := hsmpool.ReadPIN("file:" + pinFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := hsmpool.Open(ctx, hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
-	pin.Clear()
-	if err != nil {
-		t.Fatal(err)
-	}
-	label := "pipeline-" + testenv.Name(t)
-	if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) }); err != nil {
-			t.Errorf("destroy HSM key %s: %v", label, err)
-		}
-		p.Close()
-	})
-	return "pkcs11:token=" + token + ";object=" + label
+	spec, _ := hsmtest.Key(t, "pipeline-")
+	return spec
 }
 
 // countingKeyring counts the unwraps of the keyring it wraps: the HSM calls

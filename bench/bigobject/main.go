@@ -17,13 +17,8 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +33,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rotator-dev/rotator/bench/internal/workload"
 )
 
 const (
@@ -59,28 +56,16 @@ func main() {
 	root := flag.String("root", "..", "the rotator repository (rotator is built from it)")
 	rotatorArgs := flag.String("rotator-args", "", "extra flags for rotator run (e.g. \"--part-size 33554432 --parts-in-flight 8\")")
 	flag.Parse()
-	n, err := parseSize(*size)
-	if err == nil {
+	n, err := workload.ParseSize(*size, 0)
+	if err != nil {
+		err = fmt.Errorf("-size %w", err)
+	} else {
 		err = orchestrate(n, *root, *bucket, *skipOfficial, strings.Fields(*rotatorArgs))
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bigobject:", err)
 		os.Exit(1)
 	}
-}
-
-func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suffix) {
-			s, mult = strings.TrimSuffix(s, suffix), m
-		}
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("-size %q: want bytes, KiB, MiB or GiB", s)
-	}
-	return n * mult, nil
 }
 
 // measurement is one child process's wall time and peak RSS.
@@ -112,14 +97,21 @@ func measure(what string, bytes int64, name string, args ...string) (measurement
 	return m, nil
 }
 
+// clients are S3 and KMS clients from the environment (the local stack's).
+func clients(ctx context.Context) (*s3.Client, *kms.Client, error) {
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true }), kms.NewFromConfig(cfg), nil
+}
+
 func orchestrate(n int64, root, bucket string, skipOfficial bool, extra []string) error {
 	ctx := context.Background()
-	cfg, err := config.LoadDefaultConfig(ctx)
+	s3c, kmsc, err := clients(ctx)
 	if err != nil {
 		return err
 	}
-	s3c := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
-	kmsc := kms.NewFromConfig(cfg)
 	if _, err := s3c.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: &bucket}); err != nil && !strings.Contains(err.Error(), "BucketAlready") {
 		return fmt.Errorf("create bucket %s: %w", bucket, err)
 	}
@@ -148,7 +140,7 @@ func orchestrate(n int64, root, bucket string, skipOfficial bool, extra []string
 	if err != nil {
 		return err
 	}
-	want, err := plaintextSum(n)
+	want, err := workload.PlaintextSum(n)
 	if err != nil {
 		return err
 	}
@@ -203,29 +195,14 @@ func humanSize(n int64) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// plaintext is the deterministic plaintext stream of n bytes.
-func plaintext(n int64) io.Reader {
-	return io.LimitReader(rand.NewChaCha8([32]byte{'r', 'o', 't', 'a', 't', 'o', 'r'}), n)
-}
-
-func plaintextSum(n int64) (string, error) {
-	h := sha256.New()
-	if _, err := io.Copy(h, plaintext(n)); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
-}
-
 // child runs one official-client step in its own process, so that its peak
 // RSS is its own.
 func child(mode string, args []string) error {
 	ctx := context.Background()
-	cfg, err := config.LoadDefaultConfig(ctx)
+	s3c, kmsc, err := clients(ctx)
 	if err != nil {
 		return err
 	}
-	s3c := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
-	kmsc := kms.NewFromConfig(cfg)
 	client := func(keyID string) (*s3ec.S3EncryptionClientV3, error) {
 		cmm, err := materials.NewCryptographicMaterialsManager(materials.NewKmsKeyring(kmsc, keyID))
 		if err != nil {
@@ -236,28 +213,17 @@ func child(mode string, args []string) error {
 	switch mode {
 	case "child-put": // bucket key keyID size
 		n, _ := strconv.ParseInt(args[3], 10, 64)
-		body, err := io.ReadAll(plaintext(n))
-		if err != nil {
-			return err
-		}
 		c, err := client(args[2])
 		if err != nil {
 			return err
 		}
-		_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: &args[0], Key: &args[1], Body: bytes.NewReader(body),
-			Metadata: map[string]string{"owner": "bench"}, ContentType: aws.String("application/octet-stream")})
-		return err
+		return workload.Put(ctx, c, args[0], args[1], n)
 	case "child-copy": // bucket key keyID toKey toKeyID
 		from, err := client(args[2])
 		if err != nil {
 			return err
 		}
-		out, err := from.GetObject(ctx, &s3.GetObjectInput{Bucket: &args[0], Key: &args[1]})
-		if err != nil {
-			return err
-		}
-		body, err := io.ReadAll(out.Body)
-		out.Body.Close()
+		body, out, err := workload.Get(ctx, from, args[0], args[1])
 		if err != nil {
 			return err
 		}
@@ -273,19 +239,7 @@ func child(mode string, args []string) error {
 		if err != nil {
 			return err
 		}
-		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &args[0], Key: &args[1]})
-		if err != nil {
-			return err
-		}
-		defer out.Body.Close()
-		h := sha256.New()
-		if _, err := io.Copy(h, out.Body); err != nil {
-			return err
-		}
-		if got := hex.EncodeToString(h.Sum(nil)); got != args[3] {
-			return errors.New("the re-encrypted object's plaintext differs from what was written")
-		}
-		return nil
+		return workload.Check(ctx, c, args[0], args[1], args[3])
 	}
 	return fmt.Errorf("unknown mode %s", mode)
 }

@@ -22,13 +22,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -46,6 +43,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/miekg/pkcs11"
+
+	"github.com/rotator-dev/rotator/bench/internal/workload"
 )
 
 // loadConfig is the SDK's default configuration with a connection pool as
@@ -146,13 +145,20 @@ func selfCopy(ctx context.Context, s3c *s3.Client, bucket, key string, head *s3.
 	return err
 }
 
-func bareRewrap(ctx context.Context, bucket, prefix, from, to string, conc int) (int, error) {
+// clients are the S3 and KMS clients of a child running conc workers.
+func clients(ctx context.Context, conc int) (*s3.Client, *kms.Client, error) {
 	cfg, err := loadConfig(ctx, conc)
 	if err != nil {
-		return 0, err
+		return nil, nil, err
 	}
-	s3c, kmsc := newS3(cfg), kms.NewFromConfig(cfg)
-	return each(ctx, s3c, bucket, prefix, conc, func(_ int, key string) error {
+	return newS3(cfg), kms.NewFromConfig(cfg), nil
+}
+
+// eachEnvelope is each with every object's HEAD and envelope read: the
+// first calls of every bare loop.
+func eachEnvelope(ctx context.Context, s3c *s3.Client, bucket, prefix string, conc int,
+	fn func(worker int, key string, head *s3.HeadObjectOutput, e envelopeFields) error) (int, error) {
+	return each(ctx, s3c, bucket, prefix, conc, func(w int, key string) error {
 		head, err := s3c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &key})
 		if err != nil {
 			return err
@@ -161,6 +167,16 @@ func bareRewrap(ctx context.Context, bucket, prefix, from, to string, conc int) 
 		if err != nil {
 			return err
 		}
+		return fn(w, key, head, e)
+	})
+}
+
+func bareRewrap(ctx context.Context, bucket, prefix, from, to string, conc int) (int, error) {
+	s3c, kmsc, err := clients(ctx, conc)
+	if err != nil {
+		return 0, err
+	}
+	return eachEnvelope(ctx, s3c, bucket, prefix, conc, func(_ int, key string, head *s3.HeadObjectOutput, e envelopeFields) error {
 		out, err := kmsc.ReEncrypt(ctx, &kms.ReEncryptInput{CiphertextBlob: e.wrapped, SourceKeyId: &from, DestinationKeyId: &to,
 			SourceEncryptionContext: e.context, DestinationEncryptionContext: e.context})
 		if err != nil {
@@ -298,7 +314,7 @@ func createHSMKey(module, token, pinFile, label string, remove bool) error {
 // Client's AES/GCM wrapping: IV || ciphertext || tag, AAD the content
 // algorithm), then the conditional self-copy.
 func bareHSM(ctx context.Context, bucket, prefix, from, module, token, pinFile, label string, conc int) (int, error) {
-	cfg, err := loadConfig(ctx, conc)
+	s3c, kmsc, err := clients(ctx, conc)
 	if err != nil {
 		return 0, err
 	}
@@ -306,16 +322,7 @@ func bareHSM(ctx context.Context, bucket, prefix, from, module, token, pinFile, 
 	if err != nil {
 		return 0, err
 	}
-	s3c, kmsc := newS3(cfg), kms.NewFromConfig(cfg)
-	return each(ctx, s3c, bucket, prefix, conc, func(w int, key string) error {
-		head, err := s3c.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &bucket, Key: &key})
-		if err != nil {
-			return err
-		}
-		e, err := envelopeOf(head.Metadata)
-		if err != nil {
-			return err
-		}
+	return eachEnvelope(ctx, s3c, bucket, prefix, conc, func(w int, key string, head *s3.HeadObjectOutput, e envelopeFields) error {
 		out, err := kmsc.Decrypt(ctx, &kms.DecryptInput{CiphertextBlob: e.wrapped, KeyId: &from, EncryptionContext: e.context})
 		if err != nil {
 			return err
@@ -367,6 +374,16 @@ func official(s3c *s3.Client, kmsc *kms.Client, keyID string) (*s3ec.S3Encryptio
 	return s3ec.New(s3c, cmm)
 }
 
+// officialOn is an official client v4.0.0 on a KMS key with clients of
+// its own (one worker).
+func officialOn(ctx context.Context, keyID string) (*s3ec.S3EncryptionClientV4, error) {
+	s3c, kmsc, err := clients(ctx, 1)
+	if err != nil {
+		return nil, err
+	}
+	return official(s3c, kmsc, keyID)
+}
+
 // withoutEnvelope is the user metadata less the envelope's fields (the
 // client writes its own).
 func withoutEnvelope(meta map[string]string) map[string]string {
@@ -380,11 +397,10 @@ func withoutEnvelope(meta map[string]string) map[string]string {
 }
 
 func officialCopy(ctx context.Context, bucket, prefix, from, to string, conc int) (int, error) {
-	cfg, err := loadConfig(ctx, conc)
+	s3c, kmsc, err := clients(ctx, conc)
 	if err != nil {
 		return 0, err
 	}
-	s3c, kmsc := newS3(cfg), kms.NewFromConfig(cfg)
 	src, err := official(s3c, kmsc, from)
 	if err != nil {
 		return 0, err
@@ -394,12 +410,7 @@ func officialCopy(ctx context.Context, bucket, prefix, from, to string, conc int
 		return 0, err
 	}
 	return each(ctx, s3c, bucket, prefix, conc, func(_ int, key string) error {
-		out, err := src.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
-		if err != nil {
-			return err
-		}
-		body, err := io.ReadAll(out.Body)
-		out.Body.Close()
+		body, out, err := workload.Get(ctx, src, bucket, key)
 		if err != nil {
 			return err
 		}
@@ -456,43 +467,17 @@ func officialPut(ctx context.Context, bucket, key, keyID, size string) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(ctx, 1)
+	c, err := officialOn(ctx, keyID)
 	if err != nil {
 		return err
 	}
-	c, err := official(newS3(cfg), kms.NewFromConfig(cfg), keyID)
-	if err != nil {
-		return err
-	}
-	body, err := io.ReadAll(plaintext(n))
-	if err != nil {
-		return err
-	}
-	_, err = c.PutObject(ctx, &s3.PutObjectInput{Bucket: &bucket, Key: &key, Body: bytes.NewReader(body),
-		Metadata: map[string]string{"owner": "bench"}, ContentType: aws.String("application/octet-stream")})
-	return err
+	return workload.Put(ctx, c, bucket, key, n)
 }
 
 func officialSum(ctx context.Context, bucket, key, keyID, want string) error {
-	cfg, err := loadConfig(ctx, 1)
+	c, err := officialOn(ctx, keyID)
 	if err != nil {
 		return err
 	}
-	c, err := official(newS3(cfg), kms.NewFromConfig(cfg), keyID)
-	if err != nil {
-		return err
-	}
-	out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: &bucket, Key: &key})
-	if err != nil {
-		return err
-	}
-	defer out.Body.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, out.Body); err != nil {
-		return err
-	}
-	if got := hex.EncodeToString(h.Sum(nil)); got != want {
-		return errors.New("the re-encrypted object's plaintext differs from what was written")
-	}
-	return nil
+	return workload.Check(ctx, c, bucket, key, want)
 }

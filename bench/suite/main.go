@@ -42,6 +42,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
+
+	"github.com/rotator-dev/rotator/bench/internal/workload"
 )
 
 func main() {
@@ -158,17 +160,11 @@ func parseInts(s string) ([]int, error) {
 }
 
 func parseSize(s string) (int64, error) {
-	mult := int64(1)
-	for suffix, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
-		if strings.HasSuffix(s, suffix) {
-			s, mult = strings.TrimSuffix(s, suffix), m
-		}
+	n, err := workload.ParseSize(s, 1)
+	if err != nil {
+		return 0, fmt.Errorf("size %w", err)
 	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 {
-		return 0, fmt.Errorf("size %q: want bytes, KiB, MiB or GiB", s)
-	}
-	return n * mult, nil
+	return n, nil
 }
 
 func human(n int64) string {
@@ -424,7 +420,7 @@ func (s *suite) seed(kmsc *kms.Client, prefix string, n int, size int64, keyID s
 	if err != nil {
 		return err
 	}
-	body, _ := bytesOf(plaintext(size))
+	body, _ := bytesOf(workload.Plaintext(size))
 	conc := s.o.SeedConc
 	if size >= 4<<20 {
 		conc = max(2, min(conc, int((1<<30)/size)))
@@ -483,7 +479,14 @@ type objset struct {
 	env        []string // endpoint overrides for the children
 }
 
-func (o *objset) flip() { o.cur, o.other = o.other, o.cur }
+// moved returns a step's result, and swaps cur and other when the step
+// moved the set's keys (err is nil).
+func (o *objset) moved(r Run, err error) (Run, error) {
+	if err == nil {
+		o.cur, o.other = o.other, o.cur
+	}
+	return r, err
+}
 
 // rotatorRun runs rotator with the common flags and args, checks that
 // want objects succeeded, and adds the embedded ledger's figures.
@@ -551,29 +554,17 @@ func (s *suite) rotatorRewrap(scenario string, set *objset, c int, extra ...stri
 	}
 	args := append([]string{"--source", "s3://" + s.bucket + "/" + set.prefix, "--from", "kms:" + set.cur, "--to", "kms:" + set.other,
 		"--concurrency", conc(c)}, extra...)
-	r, err := s.rotatorRun(scenario, name, set.env, set.n, set.size, args...)
-	if err == nil {
-		set.flip()
-	}
-	return r, err
+	return set.moved(s.rotatorRun(scenario, name, set.env, set.n, set.size, args...))
 }
 
 func (s *suite) bareRewrap(scenario string, set *objset, c int) (Run, error) {
-	r, err := s.baseline(scenario, "bare loop (HEAD, ReEncrypt, self-copy)", set.env, set.n, set.size,
-		"child-bare-rewrap", s.bucket, set.prefix, set.cur, set.other, conc(c))
-	if err == nil {
-		set.flip()
-	}
-	return r, err
+	return set.moved(s.baseline(scenario, "bare loop (HEAD, ReEncrypt, self-copy)", set.env, set.n, set.size,
+		"child-bare-rewrap", s.bucket, set.prefix, set.cur, set.other, conc(c)))
 }
 
 func (s *suite) officialCopy(scenario string, set *objset, c int) (Run, error) {
-	r, err := s.baseline(scenario, "official v4.0.0 GetObject + PutObject", set.env, set.n, set.size,
-		"child-official-copy", s.bucket, set.prefix, set.cur, set.other, conc(c))
-	if err == nil {
-		set.flip()
-	}
-	return r, err
+	return set.moved(s.baseline(scenario, "official v4.0.0 GetObject + PutObject", set.env, set.n, set.size,
+		"child-official-copy", s.bucket, set.prefix, set.cur, set.other, conc(c)))
 }
 
 // rewrapSets: the small and large sets, each round rotator, the bare
@@ -635,7 +626,7 @@ func (s *suite) bigObject() error {
 	if _, err := s.rotatorRewrap("big", set, 1, "--mode", "reencrypt", "--s3-no-multipart-checksum"); err != nil {
 		return err
 	}
-	sum, err := plaintextSum(n)
+	sum, err := workload.PlaintextSum(n)
 	if err != nil {
 		return err
 	}
@@ -893,10 +884,6 @@ func (s *suite) scale() error {
 		s.deletePrefix(set.prefix)
 	}
 	return nil
-}
-
-func plaintextSum(n int64) (string, error) {
-	return sha256Of(plaintext(n))
 }
 
 func (s *suite) write() error {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -112,11 +111,6 @@ func childCount(out []byte) int {
 	var v struct{ Objects int }
 	_ = json.Unmarshal(out, &v)
 	return v.Objects
-}
-
-// plaintext is a deterministic plaintext stream of n bytes.
-func plaintext(n int64) io.Reader {
-	return io.LimitReader(rand.NewChaCha8([32]byte{'r', 'o', 't', 'a', 't', 'o', 'r'}), n)
 }
 
 // counter counts the requests a proxy forwards, by operation (the

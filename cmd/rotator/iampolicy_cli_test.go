@@ -21,9 +21,9 @@ import (
 	s3types "github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
-	"github.com/rotator-dev/rotator/hsmpool"
 	"github.com/rotator-dev/rotator/iampolicy"
 	"github.com/rotator-dev/rotator/internal/awsx"
+	"github.com/rotator-dev/rotator/internal/hsmtest"
 	"github.com/rotator-dev/rotator/internal/iamtrace"
 	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/internal/testenv"
@@ -409,28 +409,8 @@ func listOf(t *testing.T, f *cliFixture, bucket string, versions bool) string {
 // returns its spec.
 func newHSMKey(t *testing.T) string {
 	t.Helper()
-	testenv.Need(t, testenv.PKCS11)
-	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
-	pin, err := hsmpool.ReadPIN("file:" + pinFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := hsmpool.Open(ctx, hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
-	pin.Clear()
-	if err != nil {
-		t.Fatal(err)
-	}
-	label := "iam-" + testenv.Name(t)
-	if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) }); err != nil {
-			t.Errorf("destroy HSM key %s: %v", label, err)
-		}
-		p.Close()
-	})
-	return "pkcs11:token=" + token + ";object=" + label
+	spec, _ := hsmtest.Key(t, "iam-")
+	return spec
 }
 
 // keyPolicy is the key policy that grants the runner, on the key arn, the

@@ -26,7 +26,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
-	"github.com/rotator-dev/rotator/hsmpool"
+	"github.com/rotator-dev/rotator/internal/hsmtest"
 	"github.com/rotator-dev/rotator/internal/testenv"
 )
 
@@ -664,27 +664,8 @@ func TestCLIMetricsHSM(t *testing.T) {
 // its spec (module and PIN come from the environment).
 func newCLIHSMKey(t *testing.T) string {
 	t.Helper()
-	module, token, pinFile := os.Getenv(testenv.EnvPKCS11Module), os.Getenv(testenv.EnvPKCS11Token), os.Getenv(testenv.EnvPKCS11PinFile)
-	pin, err := hsmpool.ReadPIN("file:" + pinFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := hsmpool.Open(ctx, hsmpool.Config{ModulePath: module, TokenLabel: token, PIN: pin, Size: 1})
-	pin.Clear()
-	if err != nil {
-		t.Fatal(err)
-	}
-	label := "cli-" + testenv.Name(t)
-	if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.GenerateAESKey(label, false) }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.Do(ctx, func(s *hsmpool.Session) error { return s.DestroyKey(label) }); err != nil {
-			t.Errorf("destroy HSM key %s: %v", label, err)
-		}
-		p.Close()
-	})
-	return "pkcs11:token=" + token + ";object=" + label
+	spec, _ := hsmtest.Key(t, "cli-")
+	return spec
 }
 
 // TestCLIMetricsInterruptedAndResumed: an interrupted run pushes exit code
