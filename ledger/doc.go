@@ -188,7 +188,7 @@
 // byte, then their fields in binary, without what the key holds; repeated
 // strings (wrap keys, formats, states, methods, run ids) as numbers from
 // the dict bucket, ETags and fingerprints as raw bytes. Pages that grow
-// with every object are split 70% full (fillPercent in bolt.go), and the
+// with every object are split 90% full (fillPercent in bolt.go), and the
 // file grows by an eighth of its size (growBy), not to bbolt's power of
 // two or 16 MiB beyond its data. SCHEMA.md has the figures measured.
 //

@@ -204,3 +204,7 @@ func TestBoltReadOnlyUnknownNames(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkCommitBoltSchema2 is BenchmarkCommitBolt on a file of schema
+// 2, whose keys hold names instead of dictionary numbers.
+func BenchmarkCommitBoltSchema2(b *testing.B) { benchCommit(b, boltStoreSchema2(b)) }
