@@ -26,16 +26,20 @@ import (
 // writers are grouped into shared transactions (bbolt's Batch) so that one
 // fsync serves many commits.
 
+// Buckets and their keys; bucket, run and op are names (boltCodec.name:
+// dictionary numbers in schema 3, the strings in schema 2), wrap key ref
+// a dictionary number (boltCodec.indexRef). Values of schema 1 are JSON,
+// of schemas 2 and 3 compact (boltcodec.go).
 var (
-	bucketObjects = []byte("objects")         // tuple(bucket, key, version) -> objectRecord JSON
+	bucketObjects = []byte("objects")         // tuple(bucket, key, version) -> object record
 	bucketClaims  = []byte("claims")          // tuple(bucket, key, version) -> boltClaim JSON
-	bucketEvents  = []byte("events")          // tuple(bucket, key, version, run, op) -> eventRecord JSON
-	bucketPrep    = []byte("prepared")        // tuple(run, bucket, key, version, op) -> eventRecord JSON
-	bucketUploads = []byte("uploads")         // tuple(run, bucket, key, version) -> uploadRecord JSON
-	bucketByKey   = []byte("by_wrap_key")     // tuple(wrap key, bucket, key, version) -> empty
+	bucketEvents  = []byte("events")          // tuple(bucket, key, version, run, op) -> event
+	bucketPrep    = []byte("prepared")        // tuple(run, bucket, key, version, op) -> prepared event
+	bucketUploads = []byte("uploads")         // tuple(run id, bucket name, key, version) -> uploadRecord JSON
+	bucketByKey   = []byte("by_wrap_key")     // tuple(wrap key ref, bucket, key, version) -> empty
 	bucketCounts  = []byte("wrap_key_counts") // wrap key -> int64, big endian
 	bucketRuns    = []byte("runs")            // run id -> runRecord JSON
-	bucketMeta    = []byte("meta")            // "schema" -> "1"
+	bucketMeta    = []byte("meta")            // "schema" -> "2" or "3" (boltSchema)
 )
 
 // boltSchema is the schema of the files this code creates: 3, compact
