@@ -26,22 +26,29 @@ import (
 // writers are grouped into shared transactions (bbolt's Batch) so that one
 // fsync serves many commits.
 
+// Buckets and their keys; bucket, run and op are names (boltCodec.name:
+// dictionary numbers in schema 3, the strings in schema 2), wrap key ref
+// a dictionary number (boltCodec.indexRef). Values of schema 1 are JSON,
+// of schemas 2 and 3 compact (boltcodec.go).
 var (
-	bucketObjects = []byte("objects")         // tuple(bucket, key, version) -> objectRecord JSON
+	bucketObjects = []byte("objects")         // tuple(bucket, key, version) -> object record
 	bucketClaims  = []byte("claims")          // tuple(bucket, key, version) -> boltClaim JSON
-	bucketEvents  = []byte("events")          // tuple(bucket, key, version, run, op) -> eventRecord JSON
-	bucketPrep    = []byte("prepared")        // tuple(run, bucket, key, version, op) -> eventRecord JSON
-	bucketUploads = []byte("uploads")         // tuple(run, bucket, key, version) -> uploadRecord JSON
-	bucketByKey   = []byte("by_wrap_key")     // tuple(wrap key, bucket, key, version) -> empty
+	bucketEvents  = []byte("events")          // tuple(bucket, key, version, run, op) -> event
+	bucketPrep    = []byte("prepared")        // tuple(run, bucket, key, version, op) -> prepared event
+	bucketUploads = []byte("uploads")         // tuple(run id, bucket name, key, version) -> uploadRecord JSON
+	bucketByKey   = []byte("by_wrap_key")     // tuple(wrap key ref, bucket, key, version) -> empty
 	bucketCounts  = []byte("wrap_key_counts") // wrap key -> int64, big endian
 	bucketRuns    = []byte("runs")            // run id -> runRecord JSON
-	bucketMeta    = []byte("meta")            // "schema" -> "1"
+	bucketMeta    = []byte("meta")            // "schema" -> "2" or "3" (boltSchema)
 )
 
-// boltSchema is the schema this code writes: 2, compact records (see
-// boltcodec.go). It reads files of schema 1 (JSON records) and marks them
-// 2 when it opens them, so that a rotator that knows only 1 refuses them.
-const boltSchema = "2"
+// boltSchema is the schema of the files this code creates: 3, compact
+// records (see boltcodec.go) under keys that name buckets, run ids and
+// operations by dictionary id. Files of schema 2 (the same records, keys
+// with the names themselves) are read and written in their own form; files
+// of schema 1 (JSON records) are read as they are and marked 2 when it
+// opens them, so that a rotator that knows only 1 refuses them.
+const boltSchema = "3"
 
 type boltClaim struct {
 	Owner   string `json:"owner"`
@@ -52,6 +59,7 @@ type boltClaim struct {
 type boltLedger struct {
 	db     *bolt.DB
 	o      options
+	v3     bool         // the file is of schema 3 (boltCodec.name)
 	writes atomic.Int64 // writes asked for (tests count them)
 	txs    atomic.Int64 // write transactions committed or tried
 	trim   *rssTrimmer  // keeps the file's pages out of the resident set (boltrss.go)
@@ -92,6 +100,8 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger: open %s: %w", path, err)
 	}
+	db.AllocSize = minGrow // growBy sets it for every later write
+	var v3 bool
 	err = db.Update(func(tx *bolt.Tx) error {
 		// Every open creates the buckets a file lacks: one written before a
 		// bucket existed (uploads, prepared) gains it, schema still 1.
@@ -101,15 +111,23 @@ func openBolt(path string, o options) (*boltLedger, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get([]byte("schema")); {
-		case v == nil, string(v) == "1":
-			// New, or written before compact records: its JSON records
-			// are read as they are, and new ones are compact.
+		switch v := string(meta.Get([]byte("schema"))); {
+		case v == "" && empty(tx):
+			v3 = true
 			return meta.Put([]byte("schema"), []byte(boltSchema))
-		case string(v) != boltSchema:
-			return fmt.Errorf("schema version %s, this rotator knows 1 and %s (hint: use the rotator version that wrote it, or a newer one)", v, boltSchema)
+		case v == "", v == "1":
+			// Written before compact records: its JSON records are read
+			// as they are, and new ones are compact, under keys of
+			// schema 2.
+			return meta.Put([]byte("schema"), []byte("2"))
+		case v == "2":
+			return nil
+		case v == boltSchema:
+			v3 = true
+			return nil
+		default:
+			return fmt.Errorf("schema version %s, this rotator knows 1 to %s (hint: use the rotator version that wrote it, or a newer one)", v, boltSchema)
 		}
-		return nil
 	})
 	if err != nil {
 		db.Close()
@@ -118,8 +136,21 @@ func openBolt(path string, o options) (*boltLedger, error) {
 	if o.pageSize <= 0 {
 		o.pageSize = 1000
 	}
-	return &boltLedger{db: db, o: o, trim: startRSSTrimmer(db, rssTrimInterval)}, nil
+	return &boltLedger{db: db, o: o, v3: v3, trim: startRSSTrimmer(db, rssTrimInterval)}, nil
 }
+
+// empty reports whether a file holds no records nor runs: a new one.
+func empty(tx *bolt.Tx) bool {
+	for _, name := range [][]byte{bucketObjects, bucketClaims, bucketEvents, bucketPrep, bucketUploads, bucketByKey, bucketRuns} {
+		if k, _ := tx.Bucket(name).Cursor().First(); k != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// codec returns the codec of tx for the file's schema.
+func (b *boltLedger) codec(tx *bolt.Tx) boltCodec { return boltCodec{tx: tx, v3: b.v3} }
 
 func (b *boltLedger) Close() error {
 	b.trim.Stop()
@@ -199,6 +230,7 @@ func (b *boltLedger) commitGroup(group []*boltWrite) {
 		b.txs.Add(1)
 		err := b.db.Update(func(tx *bolt.Tx) error {
 			fill(tx)
+			growBy(tx)
 			for i, w := range group {
 				if ferr = safely(w.fn, tx); ferr != nil {
 					failed = i
@@ -230,13 +262,39 @@ func fill(tx *bolt.Tx) {
 	}
 }
 
-// fillPercent is how full a page split in order is left. Measured on
-// runs of 2,000 objects: 0.5 leaves pages of keys written in order half
-// empty; 0.9 and 1.0 pack those but, with hundreds of workers finishing
-// out of order, leave a trail of nearly empty pages behind each split;
-// 0.7 is the best of both (about 560 to 590 bytes of file per object at
-// 32 and 512 workers, against 620 to 810 at 0.5 and 0.9).
-var fillPercent = 0.7
+// growBy sets by how much the file grows when tx needs more room: an
+// eighth of what the file holds, at least minGrow. bbolt's default
+// (AllocSize 16 MiB) keeps the file at the size of its memory map, a power
+// of two, while the map is under 16 MiB, and 16 MiB beyond what it needs
+// after that: a file up to twice its data, or 16 MiB more. An eighth keeps
+// the file within 12.5% of its pages, for one growth (a truncate and an
+// fsync) each time the data grows by an eighth: about 70 growths from 32
+// KiB to 100 MiB. bbolt reads AllocSize only in the commit of a write
+// transaction, under its writer lock, which this transaction holds.
+func growBy(tx *bolt.Tx) {
+	tx.DB().AllocSize = max(int(tx.Size()/8), minGrow)
+}
+
+// minGrow is the least the file grows by (files under it grow to the
+// size of their memory map, 32 KiB). 128 KiB cost a file of 1,000 objects
+// up to 130 bytes per object: make bench's scale scenario measured 549
+// and 413 bytes of file per object at 1,000 and 10,000 objects with it,
+// 451 and 390 with 32 KiB.
+const minGrow = 32 << 10
+
+// fillPercent is how full a page split in order is left. Keys arrive
+// nearly in order in a first rotation (the listing's, a few hundred
+// workers apart); a later rotation inserts its events between the
+// earlier ones of each object, where a page split full would split
+// again at every insert. Measured once the file grows by an eighth
+// (growBy): in RewrapFlowBolt (10,000 objects at 32, 128 and 512
+// workers; pages in use per object, first rotation and second) 0.7 565
+// and 262, 0.8 486 and 227 to 260, 0.85 455 and 224 to 275, 0.9 434 to
+// 440 and 211 to 264, 1.0 395 to 402 but 349 to 406; in make bench's
+// scale scenario (file per object at 1,000 and 10,000 objects) 0.7 541
+// and 456, 0.85 557 and 423, 0.9 549 and 413. (Measured before growBy,
+// the file's powers of two hid the difference: 0.7 seemed best.)
+var fillPercent = 0.9
 
 // safely runs fn, turning a panic into an error (it would otherwise
 // kill the committer with the other writes of its group waiting).
@@ -248,8 +306,6 @@ func safely(fn func(*bolt.Tx) error, tx *bolt.Tx) (err error) {
 	}()
 	return fn(tx)
 }
-
-func idKey(id ObjectID) []byte { return tupleKey(id.Bucket, id.Key, id.VersionID) }
 
 func getJSON(bk *bolt.Bucket, key []byte, v any) (bool, error) {
 	data := bk.Get(key)
@@ -282,7 +338,7 @@ func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease
 	var got Claimed
 	err := b.write(func(tx *bolt.Tx) error {
 		var err error
-		got, res, err = claimTx(tx, id, owner, lease, now)
+		got, res, err = claimTx(b.codec(tx), id, owner, lease, now)
 		return err
 	})
 	if err != nil {
@@ -293,9 +349,9 @@ func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease
 
 // claimTx is Claim inside tx. res is the refusal (a *ClaimedError), err a
 // failure of the transaction.
-func claimTx(tx *bolt.Tx, id ObjectID, owner string, lease time.Duration, now time.Time) (got Claimed, res, err error) {
-	claims := tx.Bucket(bucketClaims)
-	k := idKey(id)
+func claimTx(c boltCodec, id ObjectID, owner string, lease time.Duration, now time.Time) (got Claimed, res, err error) {
+	claims := c.tx.Bucket(bucketClaims)
+	k := c.idKey(id)
 	var cur boltClaim
 	found, err := getJSON(claims, k, &cur)
 	if err != nil {
@@ -307,7 +363,7 @@ func claimTx(tx *bolt.Tx, id ObjectID, owner string, lease time.Duration, now ti
 	if found && cur.Owner != owner {
 		got.Prev = cur.Owner
 	}
-	if got.Record, _, err = (boltCodec{tx}).getObjectRecord(id); err != nil {
+	if got.Record, _, err = c.getObjectRecord(id); err != nil {
 		return got, nil, err
 	}
 	return got, nil, putJSON(claims, k, boltClaim{Owner: owner, Run: runOf(owner), Expires: now.Add(lease).UnixMilli()})
@@ -326,20 +382,21 @@ func (b *boltLedger) Begin(ctx context.Context, owner string, lease time.Duratio
 	var got Claimed
 	err = b.write(func(tx *bolt.Tx) error {
 		var err error
-		got, res, err = claimTx(tx, ev.ID, owner, lease, now)
+		c := b.codec(tx)
+		got, res, err = claimTx(c, ev.ID, owner, lease, now)
 		if err != nil || res != nil || got.Prev != "" {
 			return err
 		}
 		// Anything of the run on the version (an intent of any operation,
 		// or this change committed already): the long way.
-		prefix := tupleKey(ev.RunID, ev.ID.Bucket, ev.ID.Key, ev.ID.VersionID)
+		prefix := c.prepIDPrefix(ev.RunID, ev.ID)
 		if k, _ := tx.Bucket(bucketPrep).Cursor().Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) {
 			return nil
 		}
-		if tx.Bucket(bucketEvents).Get(eventTuple(ev.ID, ev.RunID, ev.Op)) != nil {
+		if tx.Bucket(bucketEvents).Get(c.eventKey(ev.ID, ev.RunID, ev.Op)) != nil {
 			return nil
 		}
-		if err := (boltCodec{tx}).putStoredEvent(bucketPrep, prepTuple(ev.ID, ev.RunID, ev.Op), ev); err != nil {
+		if err := c.putStoredEvent(bucketPrep, c.prepKey(ev.ID, ev.RunID, ev.Op), ev); err != nil {
 			return err
 		}
 		got.Prepared = true
@@ -360,12 +417,13 @@ func (b *boltLedger) Release(ctx context.Context, id ObjectID, owner string) err
 	}
 	err := b.write(func(tx *bolt.Tx) error {
 		claims := tx.Bucket(bucketClaims)
+		k := b.codec(tx).idKey(id)
 		var cur boltClaim
-		found, err := getJSON(claims, idKey(id), &cur)
+		found, err := getJSON(claims, k, &cur)
 		if err != nil || !found || cur.Owner != owner {
 			return err
 		}
-		return claims.Delete(idKey(id))
+		return claims.Delete(k)
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: release %s: %w", id, err)
@@ -373,24 +431,13 @@ func (b *boltLedger) Release(ctx context.Context, id ObjectID, owner string) err
 	return nil
 }
 
-func eventTuple(id ObjectID, run, op string) []byte {
-	return tupleKey(id.Bucket, id.Key, id.VersionID, run, op)
-}
-
-// prepKey orders prepared events by run first, so that Prepared is a prefix
-// scan.
-func prepTuple(id ObjectID, run, op string) []byte {
-	return tupleKey(run, id.Bucket, id.Key, id.VersionID, op)
-}
-
 // getEvent reads the event (bucket events) or prepared event (bucket
 // prepared) stored at key; false when there is none.
-func getEvent(tx *bolt.Tx, bucket, key []byte) (Event, bool, error) {
-	v := tx.Bucket(bucket).Get(key)
+func getEvent(c boltCodec, bucket, key []byte) (Event, bool, error) {
+	v := c.tx.Bucket(bucket).Get(key)
 	if v == nil {
 		return Event{}, false, nil
 	}
-	c := boltCodec{tx}
 	var ev Event
 	var err error
 	if bytes.Equal(bucket, bucketPrep) {
@@ -402,9 +449,9 @@ func getEvent(tx *bolt.Tx, bucket, key []byte) (Event, bool, error) {
 }
 
 // getClaim returns the claim on id, or a zero boltClaim.
-func getClaim(tx *bolt.Tx, id ObjectID) (boltClaim, error) {
+func getClaim(c boltCodec, id ObjectID) (boltClaim, error) {
 	var cl boltClaim
-	_, err := getJSON(tx.Bucket(bucketClaims), idKey(id), &cl)
+	_, err := getJSON(c.tx.Bucket(bucketClaims), c.idKey(id), &cl)
 	return cl, err
 }
 
@@ -422,11 +469,12 @@ func (b *boltLedger) Prepare(ctx context.Context, owner string, ev Event) error 
 	var res error
 	err = b.write(func(tx *bolt.Tx) error {
 		res = nil
-		cl, err := getClaim(tx, ev.ID)
+		c := b.codec(tx)
+		cl, err := getClaim(c, ev.ID)
 		if err != nil {
 			return err
 		}
-		committed, found, err := getEvent(tx, bucketEvents, eventTuple(ev.ID, ev.RunID, ev.Op))
+		committed, found, err := getEvent(c, bucketEvents, c.eventKey(ev.ID, ev.RunID, ev.Op))
 		if err != nil {
 			return err
 		}
@@ -440,7 +488,8 @@ func (b *boltLedger) Prepare(ctx context.Context, owner string, ev Event) error 
 			res = notClaimed("prepare", ev, owner, cl.Owner)
 			return nil
 		}
-		prep, found, err := getEvent(tx, bucketPrep, prepTuple(ev.ID, ev.RunID, ev.Op))
+		pKey := c.prepKey(ev.ID, ev.RunID, ev.Op)
+		prep, found, err := getEvent(c, bucketPrep, pKey)
 		if err != nil {
 			return err
 		}
@@ -448,7 +497,7 @@ func (b *boltLedger) Prepare(ctx context.Context, owner string, ev Event) error 
 			res = preparedElsewhere(ev)
 			return nil
 		}
-		if err := (boltCodec{tx}).putStoredEvent(bucketPrep, prepTuple(ev.ID, ev.RunID, ev.Op), ev); err != nil {
+		if err := c.putStoredEvent(bucketPrep, pKey, ev); err != nil {
 			return err
 		}
 		return b.o.at(pointPrepared)
@@ -470,17 +519,17 @@ func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Ev
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	evKey := eventTuple(ev.ID, ev.RunID, ev.Op)
-	pKey := prepTuple(ev.ID, ev.RunID, ev.Op)
 	var res error
 	err = b.write(func(tx *bolt.Tx) error {
 		res = nil
-		cl, err := getClaim(tx, ev.ID)
+		c := b.codec(tx)
+		evKey, pKey := c.eventKey(ev.ID, ev.RunID, ev.Op), c.prepKey(ev.ID, ev.RunID, ev.Op)
+		cl, err := getClaim(c, ev.ID)
 		if err != nil {
 			return err
 		}
 		held := cl.Owner == owner
-		prep, prepared, err := getEvent(tx, bucketPrep, pKey)
+		prep, prepared, err := getEvent(c, bucketPrep, pKey)
 		if err != nil {
 			return err
 		}
@@ -491,7 +540,7 @@ func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Ev
 			}
 			return tx.Bucket(bucketPrep).Delete(pKey)
 		}
-		old, found, err := getEvent(tx, bucketEvents, evKey)
+		old, found, err := getEvent(c, bucketEvents, evKey)
 		if err != nil {
 			return err
 		}
@@ -511,7 +560,7 @@ func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Ev
 			res = notPrepared(ev)
 			return nil
 		case !found:
-			if err := (boltCodec{tx}).putStoredEvent(bucketEvents, evKey, ev); err != nil {
+			if err := c.putStoredEvent(bucketEvents, evKey, ev); err != nil {
 				return err
 			}
 		}
@@ -520,13 +569,13 @@ func (b *boltLedger) Commit(ctx context.Context, owner string, obj Object, ev Ev
 		}
 		// The claim guards ev.ID; a new version (obj.ID != ev.ID) is
 		// guarded like an observation: a later record wins.
-		if _, err := putObject(tx, obj, obj.ID != ev.ID); err != nil {
+		if _, err := putObject(c, obj, obj.ID != ev.ID); err != nil {
 			return err
 		}
 		if err := b.o.at(pointRecord); err != nil {
 			return err
 		}
-		if err := tx.Bucket(bucketClaims).Delete(idKey(ev.ID)); err != nil {
+		if err := tx.Bucket(bucketClaims).Delete(c.idKey(ev.ID)); err != nil {
 			return err
 		}
 		if err := b.o.at(pointReleased); err != nil {
@@ -556,11 +605,12 @@ func (b *boltLedger) Abandon(ctx context.Context, owner string, id ObjectID, run
 	var res error
 	err := b.write(func(tx *bolt.Tx) error {
 		res = nil
-		k := prepTuple(id, runID, op)
+		c := b.codec(tx)
+		k := c.prepKey(id, runID, op)
 		if tx.Bucket(bucketPrep).Get(k) == nil {
 			return nil
 		}
-		cl, err := getClaim(tx, id)
+		cl, err := getClaim(c, id)
 		if err != nil {
 			return err
 		}
@@ -582,10 +632,11 @@ func (b *boltLedger) PreparedOn(ctx context.Context, runID string, id ObjectID) 
 	}
 	var out []Event
 	err := b.db.View(func(tx *bolt.Tx) error {
+		codec := b.codec(tx)
 		c := tx.Bucket(bucketPrep).Cursor()
-		prefix := tupleKey(runID, id.Bucket, id.Key, id.VersionID)
+		prefix := codec.prepIDPrefix(runID, id)
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			ev, err := (boltCodec{tx}).preparedAt(k, v)
+			ev, err := codec.preparedAt(k, v)
 			if err != nil {
 				return err
 			}
@@ -608,26 +659,32 @@ func (b *boltLedger) Prepared(ctx context.Context, runID string, fn func(Event) 
 	if err := validRunID(runID); err != nil {
 		return err
 	}
-	return pages(ctx, b, bucketPrep, tupleKey(runID), func(tx *bolt.Tx, k, v []byte) (prepItem, error) {
-		ev, err := (boltCodec{tx}).preparedAt(k, v)
+	var prefix []byte
+	if err := b.db.View(func(tx *bolt.Tx) error { prefix = b.codec(tx).prepRunPrefix(runID); return nil }); err != nil {
+		return err
+	}
+	return pages(ctx, b, bucketPrep, prefix, func(tx *bolt.Tx, k, v []byte) (prepItem, error) {
+		c := b.codec(tx)
+		ev, err := c.preparedAt(k, v)
 		if err != nil {
 			return prepItem{}, err
 		}
 		// Never the case here (every operation is one transaction), but
 		// the rule is the DynamoDB backend's.
-		committed, found, err := getEvent(tx, bucketEvents, eventTuple(ev.ID, ev.RunID, ev.Op))
+		committed, found, err := getEvent(c, bucketEvents, c.eventKey(ev.ID, ev.RunID, ev.Op))
 		if err != nil || !found {
 			return prepItem{ev: ev}, err
 		}
-		cl, err := getClaim(tx, ev.ID)
+		cl, err := getClaim(c, ev.ID)
 		return prepItem{ev: ev, stale: staleMarker(ev, &committed, cl.Run)}, err
 	}, func(it prepItem) error {
 		if !it.stale {
 			return fn(it.ev)
 		}
 		return b.write(func(tx *bolt.Tx) error {
-			k := prepTuple(it.ev.ID, it.ev.RunID, it.ev.Op)
-			cur, found, err := getEvent(tx, bucketPrep, k)
+			c := b.codec(tx)
+			k := c.prepKey(it.ev.ID, it.ev.RunID, it.ev.Op)
+			cur, found, err := getEvent(c, bucketPrep, k)
 			if err != nil || !found || !sameEvent(cur, it.ev) {
 				return err
 			}
@@ -654,8 +711,8 @@ func checkOwnerRun(owner, runID string) error {
 // putObject writes an object record and keeps the key index and counts in
 // step. With newerWins it leaves a record with a later UpdatedAt alone and
 // reports false.
-func putObject(tx *bolt.Tx, obj Object, newerWins bool) (bool, error) {
-	c := boltCodec{tx}
+func putObject(c boltCodec, obj Object, newerWins bool) (bool, error) {
+	tx := c.tx
 	if err := validWrapKey(obj.WrapKey); err != nil {
 		return false, err
 	}
@@ -671,7 +728,7 @@ func putObject(tx *bolt.Tx, obj Object, newerWins bool) (bool, error) {
 			obj.WrapKey, obj.WrappedKeySHA256 = old.WrapKey, old.WrappedKeySHA256
 		}
 		if old.WrapKey != "" {
-			if err := unindex(tx, c, old.WrapKey, obj.ID); err != nil {
+			if err := unindex(c, old.WrapKey, obj.ID); err != nil {
 				return false, err
 			}
 			if err := addCount(tx, old.WrapKey, -1); err != nil {
@@ -684,24 +741,28 @@ func putObject(tx *bolt.Tx, obj Object, newerWins bool) (bool, error) {
 		if err != nil {
 			return false, err
 		}
-		if err := tx.Bucket(bucketByKey).Put(tupleKey(wrapKeyRef(id), obj.ID.Bucket, obj.ID.Key, obj.ID.VersionID), nil); err != nil {
+		if err := tx.Bucket(bucketByKey).Put(c.indexKey(id, obj.ID), nil); err != nil {
 			return false, err
 		}
 		if err := addCount(tx, obj.WrapKey, 1); err != nil {
 			return false, err
 		}
 	}
-	return true, c.putObjectRecord(idKey(obj.ID), obj)
+	return true, c.putObjectRecord(c.idKey(obj.ID), obj)
 }
 
-// unindex removes id from wrapKey's entries in by_wrap_key, in the form
-// of schema 2 (the key's dictionary id) and of schema 1 (the key).
-func unindex(tx *bolt.Tx, c boltCodec, wrapKey string, id ObjectID) error {
-	bk := tx.Bucket(bucketByKey)
+// unindex removes id from wrapKey's entries in by_wrap_key: the entry by
+// the key's dictionary id, and in a file of schema 2 the entry by the key
+// itself that schema 1 wrote.
+func unindex(c boltCodec, wrapKey string, id ObjectID) error {
+	bk := c.tx.Bucket(bucketByKey)
 	if ref, ok := c.lookup(wrapKey); ok {
-		if err := bk.Delete(tupleKey(wrapKeyRef(ref), id.Bucket, id.Key, id.VersionID)); err != nil {
+		if err := bk.Delete(c.indexKey(ref, id)); err != nil {
 			return err
 		}
+	}
+	if c.v3 {
+		return nil
 	}
 	return bk.Delete(tupleKey(wrapKey, id.Bucket, id.Key, id.VersionID))
 }
@@ -724,7 +785,7 @@ func (b *boltLedger) Observe(ctx context.Context, obj Object) error {
 		return err
 	}
 	err = b.write(func(tx *bolt.Tx) error {
-		_, err := putObject(tx, obj, true)
+		_, err := putObject(b.codec(tx), obj, true)
 		return err
 	})
 	if err != nil {
@@ -741,7 +802,7 @@ func (b *boltLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
 	var found bool
 	err := b.db.View(func(tx *bolt.Tx) error {
 		var err error
-		obj, found, err = (boltCodec{tx}).getObjectRecord(id)
+		obj, found, err = b.codec(tx).getObjectRecord(id)
 		return err
 	})
 	if err != nil {
@@ -758,11 +819,12 @@ func (b *boltLedger) Lineage(ctx context.Context, id ObjectID) ([]Event, error) 
 		return nil, err
 	}
 	var all []Event
-	prefix := tupleKey(id.Bucket, id.Key)
 	err := b.db.View(func(tx *bolt.Tx) error {
+		codec := b.codec(tx)
+		prefix := codec.lineagePrefix(id)
 		c := tx.Bucket(bucketEvents).Cursor()
 		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			e, err := (boltCodec{tx}).eventAt(k, v)
+			e, err := codec.eventAt(k, v)
 			if err != nil {
 				return err
 			}
@@ -821,24 +883,29 @@ func (b *boltLedger) ByKey(ctx context.Context, wrapKey string, fn func(Object) 
 	if wrapKey == "" {
 		return fmt.Errorf("%w: by key: empty wrap key", ErrInvalid)
 	}
-	// Entries of schema 2 (the key's dictionary id), then any of schema 1
-	// (the key itself).
-	var ref uint64
-	var known bool
-	if err := b.db.View(func(tx *bolt.Tx) error { ref, known = (boltCodec{tx}).lookup(wrapKey); return nil }); err != nil {
+	// Entries by the key's dictionary id, then in a file of schema 2 any
+	// by the key itself (schema 1's).
+	var prefixes [][]byte
+	if err := b.db.View(func(tx *bolt.Tx) error {
+		c := b.codec(tx)
+		if ref, known := c.lookup(wrapKey); known {
+			prefixes = append(prefixes, c.indexPrefix(ref))
+		}
+		if !c.v3 {
+			prefixes = append(prefixes, tupleKey(wrapKey))
+		}
+		return nil
+	}); err != nil {
 		return err
-	}
-	prefixes := [][]byte{tupleKey(wrapKey)}
-	if known {
-		prefixes = [][]byte{tupleKey(wrapKeyRef(ref)), tupleKey(wrapKey)}
 	}
 	for _, prefix := range prefixes {
 		err := pages(ctx, b, bucketByKey, prefix, func(tx *bolt.Tx, k, _ []byte) (Object, error) {
-			parts, err := splitTuple(k[len(prefix):])
-			if err != nil || len(parts) != 3 {
-				return Object{}, fmt.Errorf("ledger: by key %s: corrupt index entry %q", wrapKey, k)
+			c := b.codec(tx)
+			id, err := c.indexedID(k[len(prefix):])
+			if err != nil {
+				return Object{}, fmt.Errorf("ledger: by key %s: %w", wrapKey, err)
 			}
-			obj, found, err := (boltCodec{tx}).getObjectRecord(ObjectID{Bucket: parts[0], Key: parts[1], VersionID: parts[2]})
+			obj, found, err := c.getObjectRecord(id)
 			if err != nil {
 				return Object{}, err
 			}
@@ -873,7 +940,7 @@ func (b *boltLedger) CountsByKey(ctx context.Context) (map[string]int64, error) 
 
 func (b *boltLedger) Events(ctx context.Context, fn func(Event) error) error {
 	return pages(ctx, b, bucketEvents, nil, func(tx *bolt.Tx, k, v []byte) (Event, error) {
-		return (boltCodec{tx}).eventAt(k, v)
+		return b.codec(tx).eventAt(k, v)
 	}, fn)
 }
 

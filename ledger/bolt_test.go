@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -114,4 +115,43 @@ func TestBoltGroupCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestBoltFileGrowth: the file stays within an eighth (or minGrow) of
+// the pages it holds as it grows (bbolt's default would keep it at its
+// memory map's power of two, up to twice the data).
+func TestBoltFileGrowth(t *testing.T) {
+	l := boltStore(t)().(*boltLedger)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < 4000; i += 8 {
+				obj, ev := flowObject("run-1", i)
+				if _, err := l.Begin(ctx, ownr("run-1"), time.Hour, ev); err != nil {
+					t.Error(err)
+					return
+				}
+				ev.ETagAfter = ev.ETagBefore
+				if err := l.Commit(ctx, ownr("run-1"), obj, ev); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	fi, err := os.Stat(l.db.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var data int64
+	if err := l.db.View(func(tx *bolt.Tx) error { data = tx.Size(); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if limit := data + max(data/8, minGrow); fi.Size() > limit || fi.Size() < data {
+		t.Fatalf("file of %d bytes for %d bytes of pages, want at most %d", fi.Size(), data, limit)
+	}
+	t.Logf("file %d bytes, pages %d (%.1f%% more)", fi.Size(), data, 100*float64(fi.Size()-data)/float64(data))
 }

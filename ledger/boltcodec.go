@@ -36,8 +36,111 @@ const recordV2 = 2
 
 var bucketDict = []byte("dict")
 
-// boltCodec encodes and decodes records inside one transaction.
-type boltCodec struct{ tx *bolt.Tx }
+// boltCodec encodes and decodes records and keys inside one transaction.
+type boltCodec struct {
+	tx *bolt.Tx
+	// v3: the file is of schema 3, whose keys name buckets, run ids and
+	// operations by their dictionary ids (see name).
+	v3 bool
+}
+
+// name returns the key component of s, a bucket name, run id or
+// operation: s itself in schema 2; in schema 3 its dictionary id as a
+// uvarint, added to the dictionary in a writable transaction. In a
+// read-only one a string the dictionary lacks is "", which no stored key
+// holds (ids start at 1, and no name is empty): its keys find nothing.
+//
+// Adding to the dictionary fails only as any Put does in a live
+// transaction (never in practice); name then panics, and safely makes
+// the panic the error of the write.
+func (c boltCodec) name(s string) string {
+	if !c.v3 {
+		return s
+	}
+	if !c.tx.Writable() {
+		id, ok := c.lookup(s)
+		if !ok {
+			return ""
+		}
+		return string(binary.AppendUvarint(nil, id))
+	}
+	id, err := c.intern(s)
+	if err != nil {
+		panic(fmt.Errorf("ledger: dictionary: %w", err))
+	}
+	return string(binary.AppendUvarint(nil, id))
+}
+
+// unname returns the string of key component part, written by name.
+func (c boltCodec) unname(part string) (string, error) {
+	if !c.v3 {
+		return part, nil
+	}
+	id, n := binary.Uvarint([]byte(part))
+	if n != len(part) || id == 0 {
+		return "", fmt.Errorf("ledger: corrupt key: bad dictionary id %q", part)
+	}
+	return c.word(id)
+}
+
+// idKey is the key of id's object record and claim: tuple(bucket, key,
+// version id), the bucket by name.
+func (c boltCodec) idKey(id ObjectID) []byte {
+	return tupleKey(c.name(id.Bucket), id.Key, id.VersionID)
+}
+
+// lineagePrefix is the prefix of the events of every version of id's
+// key.
+func (c boltCodec) lineagePrefix(id ObjectID) []byte { return tupleKey(c.name(id.Bucket), id.Key) }
+
+// eventKey is the key of an event: tuple(bucket, key, version id, run id,
+// op).
+func (c boltCodec) eventKey(id ObjectID, run, op string) []byte {
+	return tupleKey(c.name(id.Bucket), id.Key, id.VersionID, c.name(run), c.name(op))
+}
+
+// prepKey is the key of a prepared event: tuple(run id, bucket, key,
+// version id, op), by run first so that Prepared is a prefix scan.
+func (c boltCodec) prepKey(id ObjectID, run, op string) []byte {
+	return tupleKey(c.name(run), c.name(id.Bucket), id.Key, id.VersionID, c.name(op))
+}
+
+// prepRunPrefix is the prefix of a run's prepared events.
+func (c boltCodec) prepRunPrefix(run string) []byte { return tupleKey(c.name(run)) }
+
+// prepIDPrefix is the prefix of a run's prepared events on id.
+func (c boltCodec) prepIDPrefix(run string, id ObjectID) []byte {
+	return tupleKey(c.name(run), c.name(id.Bucket), id.Key, id.VersionID)
+}
+
+// indexPrefix is the prefix of the by_wrap_key entries of the wrap key
+// of dictionary id ref: "#" and ref in base 36 in schema 2, ref as a
+// uvarint in schema 3.
+func (c boltCodec) indexPrefix(ref uint64) []byte { return tupleKey(c.indexRef(ref)) }
+
+func (c boltCodec) indexRef(ref uint64) string {
+	if c.v3 {
+		return string(binary.AppendUvarint(nil, ref))
+	}
+	return wrapKeyRef(ref)
+}
+
+// indexKey is id's by_wrap_key entry under the wrap key of dictionary id
+// ref.
+func (c boltCodec) indexKey(ref uint64, id ObjectID) []byte {
+	return tupleKey(c.indexRef(ref), c.name(id.Bucket), id.Key, id.VersionID)
+}
+
+// indexedID reads the object version of a by_wrap_key entry from the
+// rest of its key after its wrap key's component.
+func (c boltCodec) indexedID(rest []byte) (ObjectID, error) {
+	parts, err := splitTuple(rest)
+	if err != nil || len(parts) != 3 {
+		return ObjectID{}, fmt.Errorf("ledger: corrupt index entry %q", rest)
+	}
+	b, err := c.unname(parts[0])
+	return ObjectID{Bucket: b, Key: parts[1], VersionID: parts[2]}, err
+}
 
 // intern returns the dictionary id of s, adding it if it is new (in a
 // writable transaction).
@@ -272,7 +375,7 @@ func (c boltCodec) putObjectRecord(k []byte, obj Object) error {
 
 // getObjectRecord reads the object record of id; false when there is none.
 func (c boltCodec) getObjectRecord(id ObjectID) (Object, bool, error) {
-	v := c.tx.Bucket(bucketObjects).Get(idKey(id))
+	v := c.tx.Bucket(bucketObjects).Get(c.idKey(id))
 	if v == nil {
 		return Object{}, false, nil
 	}
@@ -376,9 +479,9 @@ func (c boltCodec) decodeEvent(id ObjectID, run, op string, v []byte) (Event, er
 
 // eventAt decodes the event stored under key k of the events bucket.
 func (c boltCodec) eventAt(k, v []byte) (Event, error) {
-	parts, err := splitTuple(k)
-	if err != nil || len(parts) != 5 {
-		return Event{}, fmt.Errorf("ledger: corrupt event key %q", k)
+	parts, err := c.names(k, 0, 3, 4)
+	if err != nil {
+		return Event{}, fmt.Errorf("ledger: corrupt event key %q: %w", k, err)
 	}
 	return c.decodeEvent(ObjectID{Bucket: parts[0], Key: parts[1], VersionID: parts[2]}, parts[3], parts[4], v)
 }
@@ -386,11 +489,29 @@ func (c boltCodec) eventAt(k, v []byte) (Event, error) {
 // preparedAt decodes the prepared event stored under key k of the
 // prepared bucket.
 func (c boltCodec) preparedAt(k, v []byte) (Event, error) {
-	parts, err := splitTuple(k)
-	if err != nil || len(parts) != 5 {
-		return Event{}, fmt.Errorf("ledger: corrupt prepared event key %q", k)
+	parts, err := c.names(k, 0, 1, 4)
+	if err != nil {
+		return Event{}, fmt.Errorf("ledger: corrupt prepared event key %q: %w", k, err)
 	}
 	return c.decodeEvent(ObjectID{Bucket: parts[1], Key: parts[2], VersionID: parts[3]}, parts[0], parts[4], v)
+}
+
+// names splits an event's key k (five components) and reads the
+// components at named, written by name.
+func (c boltCodec) names(k []byte, named ...int) ([]string, error) {
+	parts, err := splitTuple(k)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) != 5 {
+		return nil, fmt.Errorf("%d components, want 5", len(parts))
+	}
+	for _, i := range named {
+		if parts[i], err = c.unname(parts[i]); err != nil {
+			return nil, err
+		}
+	}
+	return parts, nil
 }
 
 // putStoredEvent stores ev in bucket (events or prepared) at key k.

@@ -175,22 +175,28 @@
 // component with 0x00 as 0x00 0xff and ends it with 0x00 0x01, so
 // components never run into each other and keys sort like the tuples.
 //
-// Schema 2: object records, events and prepared events are compact (see
-// boltcodec.go): a version byte, then their fields in binary, without what
-// the key holds; repeated strings (wrap keys, formats, states, methods,
-// run ids) as numbers from the dict bucket, ETags and fingerprints as raw
-// bytes. About 370 bytes of records per object after its first rotation
-// (record, event, index entry) and 190 more for each later one (the
-// event); with bbolt's pages, 560 to 620 bytes of file per object for the
-// first rotation and about 280 for each later one, against 2.5 to 3 KB
-// with schema 1's JSON. Pages that grow with every object are split 70%
-// full (fillPercent in bolt.go). by_wrap_key names a wrap key "#" and its
-// dict number in base 36 (canonical key ids never start with '#').
+// Schema 3 (the files this version creates): the bucket, run id and op
+// components of those keys (except uploads') are names, each its dict
+// number as a uvarint, and by_wrap_key names a wrap key by its dict number
+// the same way; a name the dict lacks is never stored, so a read of it
+// finds nothing (boltcodec.go). Schema 2 files keep the names themselves
+// in their keys (by_wrap_key: "#" and the number in base 36) and are read
+// and written in that form, never migrated (one transaction over a whole
+// file would hold all of it in memory).
+//
+// Records (schemas 2 and 3) are compact (see boltcodec.go): a version
+// byte, then their fields in binary, without what the key holds; repeated
+// strings (wrap keys, formats, states, methods, run ids) as numbers from
+// the dict bucket, ETags and fingerprints as raw bytes. Pages that grow
+// with every object are split 90% full (fillPercent in bolt.go), and the
+// file grows by an eighth of its size (growBy), not to bbolt's power of
+// two or 16 MiB beyond its data. SCHEMA.md has the figures measured.
 //
 // Schema 1 files (JSON records, by_wrap_key by the wrap key itself) are
 // read as they are: a record starting with '{' is JSON, index entries of
 // both forms are read and removed. Opening one marks it schema 2 (its old
 // records stay, new ones are compact), so that a rotator that knows only
 // schema 1 refuses it ("schema version 2 ... use the rotator version that
-// wrote it"). Opening creates the buckets a file lacks.
+// wrote it"). A file of a schema newer than 3 is refused the same way.
+// Opening creates the buckets a file lacks.
 package ledger

@@ -104,7 +104,7 @@ func (b *boltLedger) SaveUpload(ctx context.Context, owner string, u Upload) err
 	var res error
 	err := b.write(func(tx *bolt.Tx) error {
 		res = nil
-		cl, err := getClaim(tx, u.ID)
+		cl, err := getClaim(b.codec(tx), u.ID)
 		if err != nil {
 			return err
 		}
@@ -159,7 +159,7 @@ func (b *boltLedger) DeleteUpload(ctx context.Context, owner, runID string, id O
 		if tx.Bucket(bucketUploads).Get(k) == nil {
 			return nil
 		}
-		cl, err := getClaim(tx, id)
+		cl, err := getClaim(b.codec(tx), id)
 		if err != nil {
 			return err
 		}
