@@ -47,7 +47,8 @@ type Config struct {
 	// Ledger is the ledger URL (ledger.Open).
 	Ledger string `json:"ledger"`
 	// Concurrency is the number of requests to S3 and KMS in flight at
-	// once; up to twice as many objects are in progress (Workers).
+	// once, with up to twice as many objects in progress (Workers); for a
+	// re-encryption, the number of objects in progress.
 	Concurrency int `json:"concurrency,omitempty"`
 	// Request budgets: requests per second to KMS (per region) and to S3;
 	// HSMSessions is the PKCS#11 session pool size.
@@ -287,9 +288,13 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 		})
 	}
 	// Requests in flight, S3 and KMS together, are --concurrency; the
-	// workers are twice as many (Workers), so that objects waiting for
-	// the ledger do not keep requests from being sent.
-	slots := awsx.NewSlots(cmp.Or(cfg.Concurrency, DefaultWorkers))
+	// workers are twice as many (Config.Workers), so that objects waiting
+	// for the ledger do not keep requests from being sent. Not for a
+	// re-encryption, whose objects each send parts in parallel.
+	var slots *awsx.Slots
+	if cfg.slotted() {
+		slots = awsx.NewSlots(cmp.Or(cfg.Concurrency, DefaultWorkers))
+	}
 	s3Opts = append(s3Opts, func(o *s3.Options) { o.APIOptions = append(o.APIOptions, slots.Middleware) })
 	e.S3 = awsx.S3(awsCfg, s3Opts...)
 	e.Commit = commit.New(e.S3, commit.Options{

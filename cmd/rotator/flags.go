@@ -67,7 +67,7 @@ func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.StringVar(&c.InstructionSuffix, "instruction-suffix", "", "suffix of instruction files (default .instruction)")
 	fs.StringVar(&c.Placement, "placement", "", "`instruction-file`: move the envelope of each object a rewrap changes from its metadata into an instruction file, in the same copy, so later rotations rewrite one small file and never copy the body (default: keep each envelope where it is)")
 	fs.IntVar(&c.ListWorkers, "list-workers", 0, "prefixes or report files listed at once (default 8)")
-	fs.IntVar(&c.Concurrency, "concurrency", pipeline.DefaultWorkers, "requests to S3 and KMS in flight at once (up to twice as many objects are in progress: those waiting for the ledger hold no request)")
+	fs.IntVar(&c.Concurrency, "concurrency", pipeline.DefaultWorkers, "requests to S3 and KMS in flight at once; up to twice as many objects are in progress, those waiting for the ledger holding no request (--mode reencrypt, or an HSM key: objects in progress)")
 	fs.Float64Var(&c.S3RPS, "s3-rps", 0, "cap on S3 requests per second (0: none)")
 	fs.StringVar(&c.ExpectedBucketOwner, "expected-bucket-owner", "", "the AWS `ACCOUNT` id (12 digits) that must own every bucket read or written (the --source bucket, the report's and the list's): sent on every S3 request, a bucket of another account answers AccessDenied")
 }

@@ -286,7 +286,7 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 
 	stats := &pipeline.Stats{}
 	runner := &pipeline.Runner{
-		Core: env.Core(runID, owner), Source: src, Workers: pipeline.Workers(env.Config.Concurrency),
+		Core: env.Core(runID, owner), Source: src, Workers: env.Config.Workers(),
 		Runs: env.Ledger, Run: rec, Progress: inventory.NewProgress(after), Report: rep, Stats: stats,
 		Resume: resume,
 	}
