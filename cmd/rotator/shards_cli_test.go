@@ -85,11 +85,13 @@ func TestCLIShardedJob(t *testing.T) {
 		shardOf[o.Key] = inventory.ShardOf(f.bucket, o.Key, n)
 		size[shardOf[o.Key]]++
 	}
-	// One command for every pod; --s3-rps keeps each shard busy for a few
-	// seconds, so that kills land mid-run.
+	// One command for every pod; --s3-rps keeps each shard busy for
+	// several seconds (two S3 requests an object: some 60 objects at 10
+	// objects/s), so that kills land mid-run even when the processes
+	// started before them are slow to start.
 	command := []string{"run", "--shard", "auto", "--run-id", runID, "--source", "s3://" + f.bucket,
 		"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", ledgerURL + "?create=true",
-		"--report", "s3://" + reports + "/reports/", "--concurrency", "4", "--s3-rps", "40", "--no-progress"}
+		"--report", "s3://" + reports + "/reports/", "--concurrency", "4", "--s3-rps", "20", "--no-progress"}
 	start := func(index int, extra ...string) *shardProc {
 		t.Helper()
 		p := &shardProc{index: index, c: f.cmd(append(append([]string{}, command...), extra...)...)}
