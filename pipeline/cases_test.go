@@ -335,12 +335,14 @@ func TestCase5MemoryBudget(t *testing.T) {
 	if got := e.PeakMemory(); got > part {
 		t.Errorf("the engine held %d bytes of buffers at once, more than its budget of %d", got, part)
 	}
-	// Buffers of all seven objects at once would be 35 MiB and more; the
-	// budget, one part, plus what every run holds anyway. Not under the
-	// race detector (raceEnabled: nothing is pooled, the heap's peak grew
-	// by 31 to 39 MiB with the same budget); make test runs this test
-	// without it too.
-	if grew := int64(peak.Load()) - int64(base); !raceEnabled && grew > part+24<<20 {
+	// Buffers of all seven objects at once would add 35 MiB and more to
+	// what every run holds anyway (22 to 30 MiB measured with the budget
+	// of one part, 24 to 39 under the race detector, where sync.Pool
+	// drops items at random): the heap must grow by less than the budget
+	// plus 30 MiB, which those buffers alone would exceed. Not under the
+	// race detector (raceEnabled); make test runs this test without it
+	// too.
+	if grew := int64(peak.Load()) - int64(base); !raceEnabled && grew > part+30<<20 {
 		t.Errorf("the heap grew by %d MiB during the run; the budget is %d MiB", grew>>20, part>>20)
 	}
 	t.Logf("budget %d MiB: engine peak %d MiB, heap peak +%d MiB", part>>20, e.PeakMemory()>>20, (int64(peak.Load())-int64(base))>>20)
