@@ -16,21 +16,7 @@ func FuzzCompactRecords(f *testing.F) {
 	f.Add([]byte{recordV2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}, "arn:aws:kms:us-east-1:111122223333:key/k", `"0123456789abcdef0123456789abcdef"`, "v1", int64(1764892800123456789))
 	f.Add([]byte(`{"bucket":"b","object_key":"k","state":"current","updated_at":"2026-03-01T12:00:00.000000000Z"}`), "", "e", "", int64(0))
 	f.Add([]byte{recordV2, 0xff, 0xff}, "k", `"E0"`, "", int64(-5))
-	db, err := bolt.Open(filepath.Join(f.TempDir(), "fuzz.db"), 0o600, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer db.Close()
-	db.NoSync = true // a scratch file
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketDict)
-		if err == nil {
-			_, err = tx.CreateBucketIfNotExists(bucketObjects)
-		}
-		return err
-	}); err != nil {
-		f.Fatal(err)
-	}
+	db := scratchBolt(f, bucketDict, bucketObjects)
 	f.Fuzz(func(t *testing.T, raw []byte, word, etag, version string, nanos int64) {
 		id := ObjectID{Bucket: "b", Key: "k", VersionID: version}
 		err := db.Update(func(tx *bolt.Tx) error {
@@ -72,18 +58,7 @@ func FuzzBoltKeys(f *testing.F) {
 	f.Add([]byte("\x01\x00\x01k\x00\x01\x00\x01\x02\x00\x01\x03\x00\x01"), "bucket", "a/b\x00c", "v1", "run-1", "rewrap")
 	f.Add([]byte("b\x00\x01k\x00\x01v\x00\x01r\x00\x01op\x00\x01"), "b", "k", "", "r", "op")
 	f.Add([]byte("\x80\x00\x01\x00\xff\x00\x01"), "\x00", "\xff", "\x00\x01", "r", "o")
-	db, err := bolt.Open(filepath.Join(f.TempDir(), "fuzz.db"), 0o600, nil)
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer db.Close()
-	db.NoSync = true // a scratch file
-	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(bucketDict)
-		return err
-	}); err != nil {
-		f.Fatal(err)
-	}
+	db := scratchBolt(f, bucketDict)
 	f.Fuzz(func(t *testing.T, raw []byte, bucket, key, version, run, op string) {
 		err := db.Update(func(tx *bolt.Tx) error {
 			for _, c := range []boltCodec{{tx: tx}, {tx: tx, v3: true}} {
@@ -129,4 +104,27 @@ func FuzzBoltKeys(f *testing.F) {
 			t.Fatal(err)
 		}
 	})
+}
+
+// scratchBolt opens a bbolt file of the fuzz target's own, unsynced (a
+// scratch file), with the buckets given; closed when the target ends.
+func scratchBolt(f *testing.F, buckets ...[]byte) *bolt.DB {
+	f.Helper()
+	db, err := bolt.Open(filepath.Join(f.TempDir(), "fuzz.db"), 0o600, nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { db.Close() })
+	db.NoSync = true
+	if err := db.Update(func(tx *bolt.Tx) error {
+		for _, b := range buckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		f.Fatal(err)
+	}
+	return db
 }
