@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -205,12 +206,15 @@ func TestCLIKilledAndResumedIsExactlyOnce(t *testing.T) {
 	// --s3-rps keeps the run slow enough to be killed in the middle.
 	c := f.cmd(append([]string{"run", "--source", "s3://" + f.bucket, "--to", "kms:" + f.arnB, "--from", "kms:" + f.arnA,
 		"--s3-rps", "300"}, args...)...)
-	var out bytes.Buffer
+	var out lockedBuffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Duration(300+rand.IntN(500)) * time.Millisecond)
+	// Killed once the run is in the ledger (a process killed before
+	// that leaves nothing to resume), at a random point of its work.
+	waitStarted(t, c, &out)
+	time.Sleep(time.Duration(100+rand.IntN(600)) * time.Millisecond)
 	_ = c.Process.Signal(syscall.SIGKILL)
 	werr := c.Wait()
 	recorded := f.events(t, ledgerPath)
@@ -508,4 +512,36 @@ func failedRows(report string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// lockedBuffer is a bytes.Buffer a test can read while a process writes it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// waitStarted waits until the process c, writing to out, has taken its
+// run's lease and started working ("run started"), rather than for a
+// time that a loaded machine can outlast.
+func waitStarted(t *testing.T, c *exec.Cmd, out *lockedBuffer) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), "run started"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+			t.Fatalf("rotator %s did not start within a minute:\n%s", c.Args[1], out.String())
+		}
+	}
 }

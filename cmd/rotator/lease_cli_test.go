@@ -28,12 +28,12 @@ func TestCLIOneProcessPerRun(t *testing.T) {
 	const runID = "one-process"
 	first := f.cmd("run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--from", "kms:"+f.arnA,
 		"--ledger", ledgerURL+"?create=true", "--run-id", runID, "--concurrency", "2", "--s3-rps", "30", "--no-progress")
-	var out1 bytes.Buffer
+	var out1 lockedBuffer
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	waitStarted(t, first, &out1)
 	code, out := f.rotator(t, "resume", "--run-id", runID, "--ledger", ledgerURL, "--no-progress")
 	if code != exitBusy || !strings.Contains(out, "another process is working on run "+runID) || !strings.Contains(out, "--wait") {
 		t.Errorf("second process (exit %d, want %d):\n%s", code, exitBusy, out)
@@ -72,12 +72,12 @@ func TestCLISignalWhileStarting(t *testing.T) {
 	const runID = "signal-starting"
 	first := f.cmd("run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--from", "kms:"+f.arnA,
 		"--ledger", ledgerURL+"?create=true", "--run-id", runID, "--concurrency", "2", "--s3-rps", "20", "--no-progress")
-	var out1 bytes.Buffer
+	var out1 lockedBuffer
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	waitStarted(t, first, &out1)
 	second := f.cmd("resume", "--run-id", runID, "--ledger", ledgerURL, "--no-progress", "--wait")
 	pr, pw, err := os.Pipe()
 	if err != nil {

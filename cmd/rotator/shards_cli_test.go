@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
@@ -28,7 +27,7 @@ import (
 type shardProc struct {
 	index int
 	c     *exec.Cmd
-	out   bytes.Buffer
+	out   lockedBuffer
 }
 
 // exit waits for p and returns its exit code (-1 when a signal killed it).
@@ -106,7 +105,9 @@ func TestCLIShardedJob(t *testing.T) {
 	for i := range n {
 		procs[i] = start(i)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	for _, p := range procs {
+		waitStarted(t, p.c, &p.out)
+	}
 
 	// The same index twice: the second process says who holds the shard.
 	if code := start(3).exit(t); code != exitBusy {
