@@ -809,7 +809,7 @@ func (b *boltLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
 		return Object{}, fmt.Errorf("ledger: get %s: %w", id, err)
 	}
 	if !found {
-		return Object{}, fmt.Errorf("%w: object %s", ErrNotFound, id)
+		return Object{}, objectNotFound(id)
 	}
 	return obj, nil
 }

@@ -1252,7 +1252,7 @@ func (d *dynamoLedger) Get(ctx context.Context, id ObjectID) (Object, error) {
 		return Object{}, err
 	}
 	if item == nil || strAttr(item, attrUpdatedAt) == "" {
-		return Object{}, fmt.Errorf("%w: object %s", ErrNotFound, id)
+		return Object{}, objectNotFound(id)
 	}
 	return decodeObject(item, &id, d.resolveKey)
 }

@@ -340,6 +340,14 @@ var (
 	ErrLeaseLost  = errors.New("ledger: lease lost")
 )
 
+// objectNotFound is the ErrNotFound of Get: a miss is the common answer
+// of a first rotation (every KMS-wrapped object is looked up), so its
+// message is formatted only when someone reads it.
+type objectNotFound ObjectID
+
+func (e objectNotFound) Error() string { return fmt.Sprintf("%v: object %s", ErrNotFound, ObjectID(e)) }
+func (e objectNotFound) Unwrap() error { return ErrNotFound }
+
 // Claimed is what Claim found on an object version before taking it.
 type Claimed struct {
 	// Prev is the owner whose claim was taken over (expired, or held by
