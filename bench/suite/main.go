@@ -219,6 +219,14 @@ type ScalePoint struct {
 	CPUPerObjMS  float64 `json:"cpu_per_object_ms"`
 	LedgerBytes  float64 `json:"ledger_bytes_per_object"`
 	LedgerWrites float64 `json:"ledger_write_txs_per_object"`
+	// CPU seconds (user+sys) of the whole rotator process and of the bare
+	// loop's on the same objects, so that a further object's CPU can be
+	// told from each process's own (marginalCPU).
+	CPUS     float64 `json:"cpu_s"`
+	BareCPUS float64 `json:"bare_cpu_s,omitempty"`
+	// BareCPUPerObjMS and BareObjectsPerS are the bare loop's.
+	BareCPUPerObjMS float64 `json:"bare_cpu_per_object_ms,omitempty"`
+	BareObjectsPerS float64 `json:"bare_objects_per_s,omitempty"`
 }
 
 type suite struct {
@@ -879,8 +887,15 @@ func (s *suite) scale() error {
 		if err != nil {
 			return err
 		}
+		// The bare loop on the same objects (back to the first key): what
+		// the irreducible calls cost at this count, process start included.
+		b, err := s.bareRewrap("scale", set, s.o.Conc)
+		if err != nil {
+			return err
+		}
 		s.res.Scale = append(s.res.Scale, ScalePoint{Objects: n, ObjectsPerS: r.rate(), PeakRSSMiB: r.rssMiB(), CPUPerObjMS: r.cpuPerObjectMS(),
-			LedgerBytes: r.Extra["ledger_file_bytes"] / float64(n), LedgerWrites: r.Extra["ledger_write_txs"] / float64(n)})
+			LedgerBytes: r.Extra["ledger_file_bytes"] / float64(n), LedgerWrites: r.Extra["ledger_write_txs"] / float64(n),
+			CPUS: r.UserS + r.SysS, BareCPUS: b.UserS + b.SysS, BareCPUPerObjMS: b.cpuPerObjectMS(), BareObjectsPerS: b.rate()})
 		s.deletePrefix(set.prefix)
 	}
 	return nil

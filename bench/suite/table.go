@@ -110,7 +110,19 @@ func (s *suite) table() {
 		add(Row{"peak RSS (MiB), " + cs + " objects of " + human(s.o.TinySize), strings.Join(rss, " / "), "", fmt.Sprintf("%.2fx (last / first)", last.PeakRSSMiB/first.PeakRSSMiB),
 			"<= 1.5x", holds(last.PeakRSSMiB/first.PeakRSSMiB <= 1.5)})
 		add(Row{"objects/s, " + cs + " objects", strings.Join(rate, " / "), "", "", "", ""})
-		add(Row{"CPU per object (ms), " + cs + " objects", strings.Join(cpu, " / "), "", "", "", ""})
+		if first.BareCPUPerObjMS > 0 {
+			var bcpu []string
+			for _, p := range pts {
+				bcpu = append(bcpu, fmt.Sprintf("%.2f", p.BareCPUPerObjMS))
+			}
+			add(Row{"CPU per object (ms), rotator / bare loop, " + cs + " objects (each process's start included)", strings.Join(cpu, " / "), strings.Join(bcpu, " / "), "", "", ""})
+		} else {
+			add(Row{"CPU per object (ms), " + cs + " objects", strings.Join(cpu, " / "), "", "", "", ""})
+		}
+		if rm, bm, ok := marginalCPU(first, last); ok {
+			add(Row{fmt.Sprintf("CPU per further object (the %s-object runs subtracted from the %s-object runs), rotator / bare loop", fmtInt(first.Objects), fmtInt(last.Objects)),
+				fmt.Sprintf("%.3f ms", rm), fmt.Sprintf("%.3f ms", bm), fmt.Sprintf("%.2fx", rm/bm), "<= 1.1x", holds(rm/bm <= 1.1)})
+		}
 		add(Row{"embedded ledger: bytes of the bolt file per object, " + cs, strings.Join(lb, " / "), "", "", "<= 512", holds(last.LedgerBytes <= 512)})
 		add(Row{"embedded ledger: write transactions per object, " + cs, strings.Join(lw, " / "), "", "", "<= 2", holds(last.LedgerWrites <= 2)})
 	}
@@ -141,6 +153,19 @@ func (s *suite) table() {
 		add(Row{fmt.Sprintf("rewrap / bare loop, KMS answering in %v, %s objects, --concurrency %d", s.o.Latency, fmtInt(s.o.LatN), c),
 			fmt.Sprintf("%.0f objects/s", rateOf(rot)), fmt.Sprintf("%.0f objects/s", rateOf(bare)), rng(agg, lo, hi, ""), ">= 0.8", holds(agg >= 0.8)})
 	}
+}
+
+// marginalCPU is the CPU (ms) of rotator and of the bare loop per object
+// of b beyond a: what a further object costs once each process has
+// started, warmed its heap and connections, and listed (a run of
+// millions of objects is almost all further objects).
+func marginalCPU(a, b ScalePoint) (rotMS, bareMS float64, ok bool) {
+	dn := float64(b.Objects - a.Objects)
+	if dn <= 0 || a.BareCPUS <= 0 || b.BareCPUS <= 0 {
+		return 0, 0, false
+	}
+	rotMS, bareMS = (b.CPUS-a.CPUS)*1e3/dn, (b.BareCPUS-a.BareCPUS)*1e3/dn
+	return rotMS, bareMS, rotMS > 0 && bareMS > 0
 }
 
 func fmtInt(n int) string {
