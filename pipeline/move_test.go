@@ -21,7 +21,23 @@ import (
 // countingS3 counts the S3 writes a run sends.
 type countingS3 struct {
 	commit.S3
-	copies, puts, deletes atomic.Int64
+	copies, puts, deletes     atomic.Int64
+	creates, parts, completes atomic.Int64 // multipart uploads
+}
+
+func (c *countingS3) CreateMultipartUpload(ctx2 context.Context, in *s3.CreateMultipartUploadInput, o ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {
+	c.creates.Add(1)
+	return c.S3.CreateMultipartUpload(ctx2, in, o...)
+}
+
+func (c *countingS3) UploadPart(ctx2 context.Context, in *s3.UploadPartInput, o ...func(*s3.Options)) (*s3.UploadPartOutput, error) {
+	c.parts.Add(1)
+	return c.S3.UploadPart(ctx2, in, o...)
+}
+
+func (c *countingS3) CompleteMultipartUpload(ctx2 context.Context, in *s3.CompleteMultipartUploadInput, o ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error) {
+	c.completes.Add(1)
+	return c.S3.CompleteMultipartUpload(ctx2, in, o...)
 }
 
 func (c *countingS3) CopyObject(ctx2 context.Context, in *s3.CopyObjectInput, o ...func(*s3.Options)) (*s3.CopyObjectOutput, error) {

@@ -122,6 +122,10 @@ type Plan struct {
 	// that describes their content, whose data key only verify --escrow
 	// proves (a plan calls no key backend).
 	ByEscrow map[string]int64 `json:"by_escrow,omitempty"`
+	// EscrowFiles counts the escrow files a run with --escrow writes: one
+	// before each rewrap (and for objects already under the target), one
+	// after each re-encryption from the object's new data key.
+	EscrowFiles int64 `json:"escrow_files,omitempty"`
 	// ReencryptBytes is the content a re-encryption run reads and writes
 	// again (each byte once each way).
 	ReencryptBytes int64 `json:"reencrypt_bytes,omitempty"`
@@ -357,6 +361,11 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	if action != ActionDeleteVersion {
 		p.comparePlacement(cl, bc, o.Prices, threshold)
 	}
+	if c.escrowsFirst(cl, action, code) {
+		// run --escrow (Core.act): the escrow file before the rewrap, from
+		// the object's wrapping now.
+		ledgerReqs(p.addEscrow(c, cl, bc, cl.Wrapped.Alg.IsKMS(), cl.Wrapped.Alg == envelope.WrapAESGCM && strings.HasPrefix(cl.Key, "pkcs11:")))
+	}
 	switch action {
 	case ActionSkip:
 		p.ByAction["skip: "+code]++
@@ -391,6 +400,15 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 			if cl.Instr != nil {
 				p.addWrite(costOfWrite(bc, cl.Instr.Key, cl.Instr.VersionID, cl.Instr.Size, cl.Instr.Size))
 			}
+			if c.escrowing() && !cl.Obj.Noncurrent {
+				// Core.escrowAfter: the object classified again, then its
+				// escrow file from the new data key, wrapped under --to.
+				p.Requests["s3:HeadObject"]++
+				if cl.Instr != nil {
+					p.Requests["s3:GetObject"]++
+				}
+				ledgerReqs(p.addEscrow(c, cl, bc, c.To.Kind() == rewrap.KindKMS, c.To.Kind() == rewrap.KindPKCS11))
+			}
 		}
 		return
 	}
@@ -405,22 +423,7 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	} else {
 		p.ByAction["rewrap"]++
 	}
-	switch {
-	case cl.Wrapped.Alg.IsKMS() && c.To.Kind() == rewrap.KindKMS:
-		p.Requests["kms:ReEncrypt"]++
-	default:
-		if cl.Wrapped.Alg.IsKMS() {
-			p.Requests["kms:Decrypt"]++
-		} else if cl.Wrapped.Alg == envelope.WrapAESGCM && strings.HasPrefix(cl.Key, "pkcs11:") {
-			p.Requests["hsm:Decrypt"]++
-		}
-		switch c.To.Kind() {
-		case rewrap.KindKMS:
-			p.Requests["kms:Encrypt"]++
-		case rewrap.KindPKCS11:
-			p.Requests["hsm:Encrypt"]++
-		}
-	}
+	p.addWrapping(cl.Wrapped.Alg.IsKMS(), cl.Wrapped.Alg == envelope.WrapAESGCM && strings.HasPrefix(cl.Key, "pkcs11:"), c.To)
 	switch {
 	case cl.Instr != nil:
 		p.addWrite(costOfWrite(bc, cl.Instr.Key, cl.Instr.VersionID, cl.Instr.Size, cl.Instr.Size))
@@ -470,6 +473,62 @@ var (
 
 func (a ledgerCost) plus(b ledgerCost, n int64) ledgerCost {
 	return ledgerCost{writes: a.writes + n*b.writes, reads: a.reads + n*b.reads, embedded: a.embedded + n*b.embedded}
+}
+
+// addWrapping counts the requests that wrap an object's data key under
+// to: KMS ReEncrypt from a KMS wrapping to a KMS key (no data key in the
+// process), otherwise an unwrap (KMS or HSM) and a wrap (KMS or HSM; an
+// RSA or AES key wraps locally).
+func (p *Plan) addWrapping(fromKMS, fromHSM bool, to rewrap.Keyring) {
+	if fromKMS && to.Kind() == rewrap.KindKMS {
+		p.Requests["kms:ReEncrypt"]++
+		return
+	}
+	switch {
+	case fromKMS:
+		p.Requests["kms:Decrypt"]++
+	case fromHSM:
+		p.Requests["hsm:Decrypt"]++
+	}
+	switch to.Kind() {
+	case rewrap.KindKMS:
+		p.Requests["kms:Encrypt"]++
+	case rewrap.KindPKCS11:
+		p.Requests["hsm:Encrypt"]++
+	}
+}
+
+// escrowsFirst reports whether Core.act writes cl's escrow file before it
+// rewraps it (run --escrow), or rewrites it for an object a re-encryption
+// finds done already.
+func (c *Core) escrowsFirst(cl *Classification, action, code string) bool {
+	if !c.escrowing() || cl.Obj.Noncurrent || cl.CEK.Legacy() || cl.Env.Format == envelope.V1 {
+		return false
+	}
+	switch c.Mode {
+	case ModeRewrap:
+		return action == ActionRewrap || code == CodeAlreadyTarget
+	case ModeReencrypt:
+		return code == CodeAlreadyTarget
+	}
+	return false
+}
+
+// addEscrow counts one escrow file written (Core.escrowObject): the file
+// read first, the data key wrapped under the escrow key (from a KMS or
+// an HSM wrapping), the file written, and its change through the
+// protocol. It returns the change's ledger requests.
+func (p *Plan) addEscrow(c *Core, cl *Classification, bc *BucketConfig, fromKMS, fromHSM bool) ledgerCost {
+	p.EscrowFiles++
+	p.Requests["s3:GetObject"]++
+	p.addWrapping(fromKMS, fromHSM, c.Escrow)
+	p.Requests["s3:PutObject"]++
+	// An escrow file is an instruction file of its own suffix: about the
+	// size of the object's envelope as one.
+	if _, body, err := cl.Env.InstructionFile(); err == nil {
+		p.addWrite(costOfWrite(bc, escrow.Key(cl.Obj.Key, c.escrowSuffix()), "", int64(len(body)), 0))
+	}
+	return costChange
 }
 
 func (p *Plan) addWrite(c byteCost) {
@@ -546,9 +605,11 @@ func (p *Plan) addReencrypt(c *Core, cl *Classification) ledgerCost {
 	parts := max(1, (cl.Obj.Size+ps-1)/ps)
 	p.Requests["s3:GetObject"] += parts
 	p.Requests["s3:GetObjectTagging"]++
-	if parts == 1 {
+	if parts == 1 && cl.Instr == nil {
 		p.Requests["s3:PutObject"]++
 	} else {
+		// In parts, or with its envelope in an instruction file: a
+		// multipart upload, whose checkpoint lets a resume finish it.
 		p.Requests["s3:CreateMultipartUpload"]++
 		p.Requests["s3:UploadPart"] += parts
 		p.Requests["s3:CompleteMultipartUpload"]++

@@ -26,7 +26,7 @@ func cmdPlan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.BoolVar(&asJSON, "json", false, "print the plan as one JSON line (message_type plan, see docs/json.md); save it for 'rotator run --plan FILE'")
 	var checkEscrow bool
 	fs.BoolVar(&checkEscrow, "check-escrow", false, "read each object's escrow file and count the objects with no valid escrow (no file, or one of other content)")
-	fs.StringVar(&cfg.EscrowSuffix, "escrow-suffix", "", "with --check-escrow: suffix of escrow files (default .escrow.instruction)")
+	escrowFlags(fs, &cfg, "escrow")
 	fs.Func("price", "override a price: `NAME=USD` (per request: s3-put, s3-get, kms, ddb-write, ddb-read; storage-gb-month, replication-gb; repeatable)", prices.Set)
 	if help, err := parse(fs, args); help || err != nil {
 		return err
@@ -96,6 +96,9 @@ func printPlan(w io.Writer, cfg pipeline.Config, p *pipeline.Plan, target string
 		if n := p.ByEscrow[pipeline.EscrowNone] + p.ByEscrow[pipeline.EscrowMismatch]; n > 0 {
 			fmt.Fprintf(w, "%d objects have no valid escrow: 'rotator escrow' (or run --escrow) writes them\n\n", n)
 		}
+	}
+	if p.EscrowFiles > 0 {
+		fmt.Fprintf(w, "escrow files the run writes (--escrow %s): %d\n\n", cfg.Escrow, p.EscrowFiles)
 	}
 	section("requests the run will send", p.Requests)
 	printWriteCosts(w, p)
