@@ -435,29 +435,20 @@ func (c *Core) Decide(cl *Classification) (action, code, msg string) {
 func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome, error) {
 	o.FromKey = cl.Key
 	action, code, msg := c.Decide(cl)
-	if c.Mode == ModeRewrap && c.escrowing() && (action == ActionRewrap || code == CodeAlreadyTarget) {
-		// run --escrow: the escrow file first; the rewrap keeps its data key.
+	if c.escrowsFirst(cl, action, code) {
 		eo, done, err := c.escrowFirst(ctx, cl, o)
 		if done || err != nil {
 			return eo, err
 		}
-		action, code, msg = c.Decide(cl)
-		if action == ActionSkip {
+		if c.Mode == ModeReencrypt {
+			msg += "; escrow file written (" + eo.Message + ")"
+		} else if action, code, msg = c.Decide(cl); action == ActionSkip {
 			o.Action = action
 			if code == CodeAlreadyTarget {
 				return o.skip(code, msg+"; escrow file written ("+eo.Message+")"), nil
 			}
 			return o.skip(code, msg), nil
 		}
-	}
-	if c.Mode == ModeReencrypt && c.escrowing() && code == CodeAlreadyTarget && !cl.Obj.Noncurrent {
-		// Re-encrypted earlier (by this run, before a process died, or by
-		// another): its escrow file is rewritten from the new data key.
-		eo, done, err := c.escrowFirst(ctx, cl, o)
-		if done || err != nil {
-			return eo, err
-		}
-		msg += "; escrow file written (" + eo.Message + ")"
 	}
 	o.Action = action
 	switch {

@@ -121,11 +121,34 @@ func (c *Core) decideEscrow(cl *Classification) (action, code, msg string) {
 	return ActionEscrow, "", ""
 }
 
+// escrowsFirst reports whether Core.act calls escrowFirst for cl: run
+// --escrow writes the escrow file before it rewraps an object (or finds
+// it under the target key); a re-encryption rewrites it for an object
+// re-encrypted earlier (by this run, before a process died, or by
+// another), from the new data key.
+func (c *Core) escrowsFirst(cl *Classification, action, code string) bool {
+	switch {
+	case !c.escrowing():
+		return false
+	case c.Mode == ModeRewrap:
+		return action == ActionRewrap || code == CodeAlreadyTarget
+	case c.Mode == ModeReencrypt:
+		return code == CodeAlreadyTarget && !cl.Obj.Noncurrent
+	}
+	return false
+}
+
+// escrowable reports whether an escrow file can describe cl: a current
+// version of V2 or V3 content.
+func escrowable(cl *Classification) bool {
+	return !cl.Obj.Noncurrent && !cl.CEK.Legacy() && cl.Env.Format != envelope.V1
+}
+
 // escrowFirst writes the escrow file of an object a rewrap run is about to
 // rewrap (or finds under the target key): done is set when the object's
 // outcome is decided (the escrow failed, or the object is not selected).
 func (c *Core) escrowFirst(ctx context.Context, cl *Classification, o Outcome) (Outcome, bool, error) {
-	if cl.Obj.Noncurrent || cl.CEK.Legacy() || cl.Env.Format == envelope.V1 {
+	if !escrowable(cl) {
 		return o, false, nil // Decide reports them
 	}
 	out, err := c.change(ctx, cl, o, ActionEscrow)

@@ -361,10 +361,11 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	if action != ActionDeleteVersion {
 		p.comparePlacement(cl, bc, o.Prices, threshold)
 	}
-	if c.escrowsFirst(cl, action, code) {
+	if c.escrowsFirst(cl, action, code) && escrowable(cl) {
 		// run --escrow (Core.act): the escrow file before the rewrap, from
 		// the object's wrapping now.
-		ledgerReqs(p.addEscrow(c, cl, bc, cl.Wrapped.Alg.IsKMS(), cl.Wrapped.Alg == envelope.WrapAESGCM && strings.HasPrefix(cl.Key, "pkcs11:")))
+		fromKMS, fromHSM := wrappedBy(cl)
+		ledgerReqs(p.addEscrow(c, cl, bc, fromKMS, fromHSM))
 	}
 	switch action {
 	case ActionSkip:
@@ -423,7 +424,8 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	} else {
 		p.ByAction["rewrap"]++
 	}
-	p.addWrapping(cl.Wrapped.Alg.IsKMS(), cl.Wrapped.Alg == envelope.WrapAESGCM && strings.HasPrefix(cl.Key, "pkcs11:"), c.To)
+	fromKMS, fromHSM := wrappedBy(cl)
+	p.addWrapping(fromKMS, fromHSM, c.To)
 	switch {
 	case cl.Instr != nil:
 		p.addWrite(costOfWrite(bc, cl.Instr.Key, cl.Instr.VersionID, cl.Instr.Size, cl.Instr.Size))
@@ -475,6 +477,12 @@ func (a ledgerCost) plus(b ledgerCost, n int64) ledgerCost {
 	return ledgerCost{writes: a.writes + n*b.writes, reads: a.reads + n*b.reads, embedded: a.embedded + n*b.embedded}
 }
 
+// wrappedBy says whether cl's data key is wrapped by KMS or by an HSM
+// key (an AES-GCM wrapping whose key is known to be pkcs11:).
+func wrappedBy(cl *Classification) (kms, hsm bool) {
+	return cl.Wrapped.Alg.IsKMS(), cl.Wrapped.Alg == envelope.WrapAESGCM && strings.HasPrefix(cl.Key, "pkcs11:")
+}
+
 // addWrapping counts the requests that wrap an object's data key under
 // to: KMS ReEncrypt from a KMS wrapping to a KMS key (no data key in the
 // process), otherwise an unwrap (KMS or HSM) and a wrap (KMS or HSM; an
@@ -496,22 +504,6 @@ func (p *Plan) addWrapping(fromKMS, fromHSM bool, to rewrap.Keyring) {
 	case rewrap.KindPKCS11:
 		p.Requests["hsm:Encrypt"]++
 	}
-}
-
-// escrowsFirst reports whether Core.act writes cl's escrow file before it
-// rewraps it (run --escrow), or rewrites it for an object a re-encryption
-// finds done already.
-func (c *Core) escrowsFirst(cl *Classification, action, code string) bool {
-	if !c.escrowing() || cl.Obj.Noncurrent || cl.CEK.Legacy() || cl.Env.Format == envelope.V1 {
-		return false
-	}
-	switch c.Mode {
-	case ModeRewrap:
-		return action == ActionRewrap || code == CodeAlreadyTarget
-	case ModeReencrypt:
-		return code == CodeAlreadyTarget
-	}
-	return false
 }
 
 // addEscrow counts one escrow file written (Core.escrowObject): the file
