@@ -277,6 +277,26 @@ func TestCase4LostSelfCopyResponseWithNewETag(t *testing.T) {
 // budget, the heap's peak stays well below that of the same objects
 // re-encrypted without a budget in the same test, and nothing deadlocks (the budget is never taken twice by one holder);
 // a cancellation stops a starved run at once.
+// runBounded is f.run that fails the test if the run has not ended within
+// three minutes: a memory budget that deadlocked (why adds to the
+// message).
+func (f *fixture) runBounded(t *testing.T, c *pipeline.Core, why func() string) (*pipeline.Report, *bytes.Buffer) {
+	t.Helper()
+	done := make(chan struct{})
+	var rep *pipeline.Report
+	var buf *bytes.Buffer
+	go func() {
+		defer close(done)
+		rep, buf = f.run(t, c)
+	}()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the run did not end: the memory budget deadlocked%s", why())
+	}
+	return rep, buf
+}
+
 func TestCase5MemoryBudget(t *testing.T) {
 	f := newFixture(t, 0, false)
 	const part = 5 << 20
@@ -319,18 +339,7 @@ func TestCase5MemoryBudget(t *testing.T) {
 				}
 			}
 		}()
-		done := make(chan struct{})
-		var rep *pipeline.Report
-		var buf *bytes.Buffer
-		go func() {
-			defer close(done)
-			rep, buf = f.run(t, c)
-		}()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Minute):
-			t.Fatal("the run did not end: the memory budget deadlocked")
-		}
+		rep, buf := f.runBounded(t, c, func() string { return "" })
 		close(stop)
 		<-sampled
 		if got := rep.Counts(); got[pipeline.StatusSucceeded] != int64(len(f.objs)) {
@@ -762,17 +771,7 @@ func TestCase5LostWritesDoNotDeadlockTheBudget(t *testing.T) {
 			w := &lostWrites{Committer: f.commit}
 			c, e := f.reencryptCore("run-mem-lost", w, f.a)
 			e.Memory, e.PartsInFlight = part, 4
-			done := make(chan struct{})
-			var rep *pipeline.Report
-			go func() {
-				defer close(done)
-				rep, _ = f.run(t, c)
-			}()
-			select {
-			case <-done:
-			case <-time.After(3 * time.Minute):
-				t.Fatalf("the run did not end: the memory budget deadlocked (%d writes landed)", w.n.Load())
-			}
+			rep, _ := f.runBounded(t, c, func() string { return fmt.Sprintf(" (%d writes landed)", w.n.Load()) })
 			if got := rep.Counts(); got[pipeline.StatusSucceeded] != 4 || w.n.Load() < 4 {
 				t.Errorf("counts %v, %d responses lost", got, w.n.Load())
 			}

@@ -10,7 +10,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -18,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/rotator-dev/rotator/internal/testenv"
 )
 
 // TestMain lets the test binary act as kms-test-server for the subprocess
@@ -60,24 +61,6 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// syncBuffer is a strings.Builder safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 var listening = regexp.MustCompile(`listening on (http://127\.0\.0\.1:[0-9]+)`)
 
 func client(url string) *kms.Client {
@@ -94,7 +77,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	state := filepath.Join(dir, "state.json")
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-pid-file", pid, "-state", state, "-region", "eu-central-1", "-latency", "1ms", "-v"}, &stderr)
@@ -143,7 +126,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 func TestThrottleFractionFlag(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr testenv.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- run(ctx, []string{"-addr", "127.0.0.1:0", "-throttle-fraction", "1", "-throttle-seed", "7"}, &stderr)

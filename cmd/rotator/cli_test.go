@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -206,7 +205,7 @@ func TestCLIKilledAndResumedIsExactlyOnce(t *testing.T) {
 	// --s3-rps keeps the run slow enough to be killed in the middle.
 	c := f.cmd(append([]string{"run", "--source", "s3://" + f.bucket, "--to", "kms:" + f.arnB, "--from", "kms:" + f.arnA,
 		"--s3-rps", "300"}, args...)...)
-	var out lockedBuffer
+	var out testenv.Buffer
 	c.Stdout, c.Stderr = &out, &out
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
@@ -514,28 +513,10 @@ func failedRows(report string) string {
 	return strings.Join(out, "\n")
 }
 
-// lockedBuffer is a bytes.Buffer a test can read while a process writes it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // waitStarted waits until the process c, writing to out, has taken its
 // run's lease and started working ("run started"), rather than for a
 // time that a loaded machine can outlast.
-func waitStarted(t *testing.T, c *exec.Cmd, out *lockedBuffer) {
+func waitStarted(t *testing.T, c *exec.Cmd, out *testenv.Buffer) {
 	t.Helper()
 	for deadline := time.Now().Add(time.Minute); !strings.Contains(out.String(), "run started"); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -28,7 +28,7 @@ func TestCLIOneProcessPerRun(t *testing.T) {
 	const runID = "one-process"
 	first := f.cmd("run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--from", "kms:"+f.arnA,
 		"--ledger", ledgerURL+"?create=true", "--run-id", runID, "--concurrency", "2", "--s3-rps", "30", "--no-progress")
-	var out1 lockedBuffer
+	var out1 testenv.Buffer
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestCLISignalWhileStarting(t *testing.T) {
 	const runID = "signal-starting"
 	first := f.cmd("run", "--source", "s3://"+f.bucket, "--to", "kms:"+f.arnB, "--from", "kms:"+f.arnA,
 		"--ledger", ledgerURL+"?create=true", "--run-id", runID, "--concurrency", "2", "--s3-rps", "20", "--no-progress")
-	var out1 lockedBuffer
+	var out1 testenv.Buffer
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)

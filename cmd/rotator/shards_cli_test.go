@@ -27,7 +27,7 @@ import (
 type shardProc struct {
 	index int
 	c     *exec.Cmd
-	out   lockedBuffer
+	out   testenv.Buffer
 }
 
 // exit waits for p and returns its exit code (-1 when a signal killed it).

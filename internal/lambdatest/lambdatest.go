@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,7 +53,7 @@ type Emulator struct {
 	// URL is the invocation endpoint.
 	URL  string
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *testenv.Buffer
 }
 
 // Start starts the emulator with bootstrap, bound to 127.0.0.1 (both its
@@ -65,7 +64,7 @@ func Start(t testing.TB, bootstrap string, env ...string) *Emulator {
 	t.Helper()
 	testenv.Need(t, testenv.LambdaRIE)
 	invokePort, apiPort := freePort(t), freePort(t)
-	e := &Emulator{URL: "http://127.0.0.1:" + invokePort + "/2015-03-31/functions/function/invocations", logs: &syncBuffer{}}
+	e := &Emulator{URL: "http://127.0.0.1:" + invokePort + "/2015-03-31/functions/function/invocations", logs: &testenv.Buffer{}}
 	e.cmd = exec.Command(os.Getenv(testenv.EnvLambdaRIE),
 		"--runtime-interface-emulator-address", "127.0.0.1:"+invokePort,
 		"--runtime-api-address", "127.0.0.1:"+apiPort,
@@ -208,21 +207,4 @@ func freePort(t testing.TB) string {
 	defer l.Close()
 	_, p, _ := net.SplitHostPort(l.Addr().String())
 	return p
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
