@@ -224,8 +224,7 @@ type ScalePoint struct {
 	// told from each process's own (marginalCPU).
 	CPUS     float64 `json:"cpu_s"`
 	BareCPUS float64 `json:"bare_cpu_s,omitempty"`
-	// BareCPUPerObjMS and BareObjectsPerS are the bare loop's.
-	BareCPUPerObjMS float64 `json:"bare_cpu_per_object_ms,omitempty"`
+	// BareObjectsPerS is the bare loop's rate.
 	BareObjectsPerS float64 `json:"bare_objects_per_s,omitempty"`
 }
 
@@ -895,7 +894,7 @@ func (s *suite) scale() error {
 		}
 		s.res.Scale = append(s.res.Scale, ScalePoint{Objects: n, ObjectsPerS: r.rate(), PeakRSSMiB: r.rssMiB(), CPUPerObjMS: r.cpuPerObjectMS(),
 			LedgerBytes: r.Extra["ledger_file_bytes"] / float64(n), LedgerWrites: r.Extra["ledger_write_txs"] / float64(n),
-			CPUS: r.UserS + r.SysS, BareCPUS: b.UserS + b.SysS, BareCPUPerObjMS: b.cpuPerObjectMS(), BareObjectsPerS: b.rate()})
+			CPUS: r.UserS + r.SysS, BareCPUS: b.UserS + b.SysS, BareObjectsPerS: b.rate()})
 		s.deletePrefix(set.prefix)
 	}
 	return nil

@@ -110,10 +110,10 @@ func (s *suite) table() {
 		add(Row{"peak RSS (MiB), " + cs + " objects of " + human(s.o.TinySize), strings.Join(rss, " / "), "", fmt.Sprintf("%.2fx (last / first)", last.PeakRSSMiB/first.PeakRSSMiB),
 			"<= 1.5x", holds(last.PeakRSSMiB/first.PeakRSSMiB <= 1.5)})
 		add(Row{"objects/s, " + cs + " objects", strings.Join(rate, " / "), "", "", "", ""})
-		if first.BareCPUPerObjMS > 0 {
+		if first.BareCPUS > 0 {
 			var bcpu []string
 			for _, p := range pts {
-				bcpu = append(bcpu, fmt.Sprintf("%.2f", p.BareCPUPerObjMS))
+				bcpu = append(bcpu, fmt.Sprintf("%.2f", p.BareCPUS*1e3/float64(p.Objects)))
 			}
 			add(Row{"CPU per object (ms), rotator / bare loop, " + cs + " objects (each process's start included)", strings.Join(cpu, " / "), strings.Join(bcpu, " / "), "", "", ""})
 		} else {
