@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -154,7 +155,36 @@ func (b *boltLedger) codec(tx *bolt.Tx) boltCodec { return boltCodec{tx: tx, v3:
 
 func (b *boltLedger) Close() error {
 	b.trim.Stop()
-	return b.db.Close()
+	terr := b.truncateTail()
+	if err := b.db.Close(); err != nil {
+		return err
+	}
+	return terr
+}
+
+// truncateTail gives back the room the file grew by and did not fill
+// (growBy: up to an eighth of it), so that a file at rest is no larger
+// than its pages. It runs in a write transaction: under bbolt's writer
+// lock no page past tx.Size() is allocated, and no reader touches one, so
+// cutting there loses nothing, even with other writes in the same
+// transaction (a commit that allocates past it grows the file again, as
+// bbolt checks the file's size before writing). A crash leaves the file
+// at its old size or its new one, both whole.
+func (b *boltLedger) truncateTail() error {
+	err := b.db.Update(func(tx *bolt.Tx) error {
+		fi, err := os.Stat(b.db.Path())
+		if err != nil {
+			return err
+		}
+		if end := tx.Size(); fi.Size() > end {
+			return os.Truncate(b.db.Path(), end)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: close %s: giving back unused room failed, the ledger is intact: %w", b.db.Path(), err)
+	}
+	return nil
 }
 
 // write runs fn in a write transaction, shared with the writes that

@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -157,4 +158,48 @@ func TestBoltFileGrowth(t *testing.T) {
 		t.Fatalf("file of %d bytes for %d bytes of pages, want at most %d", fi.Size(), data, limit)
 	}
 	t.Logf("file %d bytes, pages %d (%.1f%% more)", fi.Size(), data, 100*float64(fi.Size()-data)/float64(data))
+
+	// Closed, the file gives the room it did not fill back, and opens
+	// again whole, for reads and for writes that grow it again.
+	path := l.db.Path()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err = os.Stat(path); err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() != data {
+		t.Fatalf("closed: file of %d bytes for %d bytes of pages, want them equal", fi.Size(), data)
+	}
+	ll, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ll.Close()
+	l2 := ll.(*boltLedger)
+	if err := l2.db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for err := range tx.Check() {
+			errs = append(errs, err)
+		}
+		return errors.Join(errs...)
+	}); err != nil {
+		t.Fatalf("reopened: %v", err)
+	}
+	for i := 4000; i < 4500; i++ {
+		obj, ev := flowObject("run-2", i)
+		if _, err := l2.Begin(ctx, ownr("run-2"), time.Hour, ev); err != nil {
+			t.Fatal(err)
+		}
+		ev.ETagAfter = ev.ETagBefore
+		if err := l2.Commit(ctx, ownr("run-2"), obj, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, i := range []int{0, 3999, 4499} {
+		obj, _ := flowObject("run-x", i)
+		if _, err := l2.Get(ctx, obj.ID); err != nil {
+			t.Errorf("object %d after reopening: %v", i, err)
+		}
+	}
 }
