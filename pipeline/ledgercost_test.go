@@ -1,14 +1,25 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go/middleware"
+
 	"github.com/rotator-dev/rotator/commit"
+	"github.com/rotator-dev/rotator/internal/testenv"
+	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/pipeline"
+	"github.com/rotator-dev/rotator/rewrap"
 )
 
 // countingLedger counts the writes a run makes on one object's behalf.
@@ -155,4 +166,201 @@ func TestPlanCountsTheRequestsOfAnEscrowRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	runAndCompare(re, plan)
+}
+
+// ddbCounter counts the requests a DynamoDB ledger sends, by operation,
+// in two groups: those on one object's behalf (its item, obj#..., and its
+// upload checkpoint, upl#...), and the rest (run records, leases, journal
+// items, registries, the table's description).
+type ddbCounter struct {
+	mu         sync.Mutex
+	obj, other map[string]int64
+}
+
+func newDDBCounter() *ddbCounter {
+	return &ddbCounter{obj: map[string]int64{}, other: map[string]int64{}}
+}
+
+func (c *ddbCounter) middleware(st *middleware.Stack) error {
+	return st.Initialize.Add(middleware.InitializeMiddlewareFunc("test/CountDynamoDB",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			var key map[string]ddbtypes.AttributeValue
+			switch p := in.Parameters.(type) {
+			case *dynamodb.GetItemInput:
+				key = p.Key
+			case *dynamodb.PutItemInput:
+				key = p.Item
+			case *dynamodb.UpdateItemInput:
+				key = p.Key
+			case *dynamodb.DeleteItemInput:
+				key = p.Key
+			case *dynamodb.QueryInput:
+				key = map[string]ddbtypes.AttributeValue{"PK": p.ExpressionAttributeValues[":pk"]}
+			}
+			str := func(name string) string {
+				v, _ := key[name].(*ddbtypes.AttributeValueMemberS)
+				if v == nil {
+					return ""
+				}
+				return v.Value
+			}
+			op := awsmiddleware.GetOperationName(ctx)
+			c.mu.Lock()
+			if strings.HasPrefix(str("PK"), "obj#") || strings.HasPrefix(str("SK"), "upl#") {
+				c.obj[op]++
+			} else {
+				c.other[op]++
+			}
+			c.mu.Unlock()
+			return next.HandleInitialize(ctx, in)
+		}), middleware.After)
+}
+
+// take returns the counts so far and starts again.
+func (c *ddbCounter) take() (obj, other map[string]int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	obj, other = c.obj, c.other
+	c.obj, c.other = map[string]int64{}, map[string]int64{}
+	return obj, other
+}
+
+// ddbReadOps and ddbWriteOps are the operations plan counts as
+// dynamodb:read and dynamodb:write.
+var (
+	ddbReadOps  = []string{"GetItem", "Query", "BatchGetItem"}
+	ddbWriteOps = []string{"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem"}
+)
+
+func sumOps(m map[string]int64, ops []string) int64 {
+	var n int64
+	for _, op := range ops {
+		n += m[op]
+	}
+	return n
+}
+
+// dynamoLedger gives f a DynamoDB ledger (a table of its own on the
+// stack's dynalite) whose requests c counts.
+func (f *fixture) dynamoLedger(t *testing.T) *ddbCounter {
+	t.Helper()
+	testenv.Need(t, testenv.DynamoDB)
+	c := newDDBCounter()
+	cfg := testenv.AWSConfig(t)
+	cfg.APIOptions = append(cfg.APIOptions, c.middleware)
+	l, err := ledger.Open(ctx, "dynamodb://"+f.bucket+"?create=true", ledger.WithAWSConfig(cfg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	f.ledger = l
+	return c
+}
+
+// runCounted plans c over src (current versions, or all of them), runs it
+// on f's DynamoDB ledger, and checks that the DynamoDB requests the run
+// sent on its objects' behalf are what the plan counts.
+func (f *fixture) runCounted(t *testing.T, cnt *ddbCounter, c *pipeline.Core, allVersions bool) {
+	t.Helper()
+	src := func() inventory.Source {
+		s, err := inventory.Open(ctx, f.s3, inventory.Spec{Source: "s3://" + f.bucket, AllVersions: allVersions,
+			Options: inventory.Options{ExcludeSuffix: inventory.DefaultExcludeSuffix}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	// --check-escrow: an escrow file that matches its object costs the
+	// run a lineage query.
+	plan, err := pipeline.MakePlan(ctx, pipeline.DryRun(c), src(), pipeline.PlanOptions{DynamoDBLedger: true, CheckEscrow: c.Escrow != nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cnt.take()
+	var buf bytes.Buffer
+	rep, err := pipeline.NewReport(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := &ledger.Run{ID: c.RunID, Config: []byte(`{}`), State: ledger.RunRunning}
+	if err := f.ledger.CreateRun(ctx, run); err != nil {
+		t.Fatal(err)
+	}
+	r := &pipeline.Runner{Core: c, Source: src(), Workers: 8, Runs: f.ledger, Run: run, Report: rep, Intents: f.ledger}
+	if err := r.Execute(ctx, nil); err != nil {
+		t.Fatalf("run: %v\n%s", err, buf.String())
+	}
+	obj, other := cnt.take()
+	counts := rep.Counts()
+	if counts[pipeline.StatusFailed]+counts[pipeline.StatusUnfinished]+counts[pipeline.StatusChanged] > 0 {
+		t.Fatalf("%s: %v\n%s", c.RunID, counts, buf.String())
+	}
+	n := float64(plan.Objects)
+	t.Logf("%s: %d objects %v (plan: %v); per object: %.2f writes, %.2f reads (plan: %.2f, %.2f): %v; per run: %v",
+		c.RunID, plan.Objects, counts, plan.ByAction,
+		float64(sumOps(obj, ddbWriteOps))/n, float64(sumOps(obj, ddbReadOps))/n,
+		float64(plan.Requests["dynamodb:write"])/n, float64(plan.Requests["dynamodb:read"])/n, obj, other)
+	if got, want := sumOps(obj, ddbWriteOps), plan.Requests["dynamodb:write"]; got != want {
+		t.Errorf("%s: the run sent %d DynamoDB writes on its objects' behalf, the plan says %d (%v)", c.RunID, got, want, obj)
+	}
+	if got, want := sumOps(obj, ddbReadOps), plan.Requests["dynamodb:read"]; got != want {
+		t.Errorf("%s: the run sent %d DynamoDB reads on its objects' behalf, the plan says %d (%v)", c.RunID, got, want, obj)
+	}
+}
+
+// TestPlanCountsTheDynamoDBRequestsOfARun: for every kind of change, the
+// DynamoDB requests a run sends on its objects' behalf (each object's
+// item and upload checkpoint) are the plan's dynamodb:write and
+// dynamodb:read; what is per run (run record, lease, journal) is logged.
+func TestPlanCountsTheDynamoDBRequestsOfARun(t *testing.T) {
+	testenv.Need(t, testenv.S3, testenv.KMS, testenv.DynamoDB)
+	const n = 8 // two of each format and placement
+	t.Run("rewrap", func(t *testing.T) {
+		f := newFixture(t, n, false)
+		cnt := f.dynamoLedger(t)
+		f.runCounted(t, cnt, f.core("rewrap"), false)
+		f.runCounted(t, cnt, f.core("rewrap-again"), false) // already under B, the ledger knows
+	})
+	t.Run("escrow", func(t *testing.T) {
+		f := newFixture(t, n, false)
+		cnt := f.dynamoLedger(t)
+		escrowKey := openKey(t, f.deps, "kms:"+createKey(t, f.kms.Client(""), "escrow C"))
+		c := f.core("rewrap-escrow")
+		c.Escrow, c.Creator = escrowKey, f.commit
+		f.runCounted(t, cnt, c, false)
+		c = f.core("rewrap-escrow-again") // already under B: escrowed again
+		c.Escrow, c.Creator = escrowKey, f.commit
+		f.runCounted(t, cnt, c, false)
+		re, _ := f.reencryptCore("reencrypt-escrow", nil, f.b)
+		re.To, re.Escrow, re.Creator = f.a, escrowKey, f.commit
+		f.runCounted(t, cnt, re, false)
+	})
+	t.Run("kms-to-hsm", func(t *testing.T) {
+		testenv.Need(t, testenv.PKCS11)
+		f := newFixture(t, n, false)
+		cnt := f.dynamoLedger(t)
+		c := f.core("to-hsm")
+		c.To, c.From = newHSMKey(t, f), []rewrap.Keyring{f.a}
+		f.runCounted(t, cnt, c, false)
+	})
+	t.Run("move", func(t *testing.T) {
+		f := newFixture(t, n, false)
+		cnt := f.dynamoLedger(t)
+		c := f.core("move")
+		c.Move = f.commit
+		f.runCounted(t, cnt, c, false)
+	})
+	t.Run("reencrypt", func(t *testing.T) {
+		f := newFixture(t, n, false)
+		cnt := f.dynamoLedger(t)
+		c, _ := f.reencryptCore("reencrypt-single", nil, f.a)
+		f.runCounted(t, cnt, c, false)
+	})
+	t.Run("reencrypt-multipart", func(t *testing.T) {
+		f := newFixture(t, 0, false)
+		f.seedBig(t, 4, 5<<20+1, 6<<20)
+		cnt := f.dynamoLedger(t)
+		c, _ := f.reencryptCore("reencrypt-multipart", nil, f.a)
+		f.runCounted(t, cnt, c, false)
+	})
 }

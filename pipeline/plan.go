@@ -248,7 +248,7 @@ func MakePlan(ctx context.Context, c *Core, src inventory.Source, o PlanOptions)
 					p.ACLChecked, p.ACLNotChecked = false, "the S3 server does not implement object ACLs"
 				}
 				p.Requests["s3:GetObjectAcl"] += acl.reads
-				p.add(c, it, cl, out, done, o, acl.err, bc)
+				p.add(c, it, cl, out, done, o, acl.err, bc, est)
 				if est != "" {
 					if p.ByEscrow == nil {
 						p.ByEscrow = map[string]int64{}
@@ -301,8 +301,9 @@ func checkPlanACL(ctx context.Context, c *Core, acl ACLReader, cl *Classificatio
 
 // add counts one classified item and the requests a run would spend on it.
 // aclErr is what --check-acl found (nil: nothing against a rewrite); bc
-// is the item's bucket's configuration (nil: not read).
-func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions, aclErr error, bc *BucketConfig) {
+// is the item's bucket's configuration (nil: not read); est is the state
+// of its escrow file (Escrow*; "" when not read: --check-escrow).
+func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, done bool, o PlanOptions, aclErr error, bc *BucketConfig, est string) {
 	p.Objects++
 	if it.UnpairedSuffix {
 		p.UnpairedSuffix++
@@ -333,12 +334,15 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	if cl.Instr != nil {
 		p.Requests["s3:GetObject"]++
 	}
+	if cl.KeySource != "offline" {
+		// Core.identify asks the ledger for every key no keyring
+		// recognises offline: unknown KMS keys, and those the ledger
+		// knows (a plan finds these with the same read).
+		ledgerReqs(costIdentify)
+	}
 	key := cl.Key
 	if key == "" {
 		key = KeyUnknown
-		if o.DynamoDBLedger {
-			p.Requests["dynamodb:read"]++
-		}
 	}
 	p.ByKey[key]++
 	p.ByFormat[cl.Env.Format.String()+" "+cl.Placement()]++
@@ -365,7 +369,7 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		// run --escrow (Core.act): the escrow file before the rewrap, from
 		// the object's wrapping now.
 		fromKMS, fromHSM := wrappedBy(cl)
-		ledgerReqs(p.addEscrow(c, cl, bc, fromKMS, fromHSM))
+		ledgerReqs(p.addEscrow(c, cl, bc, fromKMS, fromHSM, est == EscrowPresent))
 	}
 	switch action {
 	case ActionSkip:
@@ -402,13 +406,23 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 				p.addWrite(costOfWrite(bc, cl.Instr.Key, cl.Instr.VersionID, cl.Instr.Size, cl.Instr.Size))
 			}
 			if c.escrowing() && !cl.Obj.Noncurrent {
-				// Core.escrowAfter: the object classified again, then its
+				// Core.escrowAfter: the object classified again (the
+				// ledger asked for its key unless --to recognises its
+				// wrapping offline: a local AES or RSA key), then its
 				// escrow file from the new data key, wrapped under --to.
+				// An escrow file of the old content still matches a V3
+				// object's new content (same format and content
+				// algorithm; a V2 IV is new), so the run checks its
+				// lineage.
 				p.Requests["s3:HeadObject"]++
 				if cl.Instr != nil {
 					p.Requests["s3:GetObject"]++
 				}
-				ledgerReqs(p.addEscrow(c, cl, bc, c.To.Kind() == rewrap.KindKMS, c.To.Kind() == rewrap.KindPKCS11))
+				if k := c.To.Kind(); k == rewrap.KindKMS || k == rewrap.KindPKCS11 {
+					ledgerReqs(costIdentify)
+				}
+				toKMS, toHSM := c.To.Kind() == rewrap.KindKMS, c.To.Kind() == rewrap.KindPKCS11
+				ledgerReqs(p.addEscrow(c, cl, bc, toKMS, toHSM, est == EscrowPresent && cl.Env.Format == envelope.V3))
 			}
 		}
 		return
@@ -455,6 +469,9 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 type ledgerCost struct{ writes, reads, embedded int64 }
 
 var (
+	// Core.identify's read of the object's record, for a key no keyring
+	// recognises offline (GetItem).
+	costIdentify = ledgerCost{reads: 1}
 	// A rewrap: Begin (the claim and the intent, one write of the
 	// object's item on DynamoDB too), then Commit (the event, the record,
 	// the claim released and the intent dropped: that item again). On
@@ -467,6 +484,11 @@ var (
 	// the claim). Checkpoints of re-encryptions come on top
 	// (costCheckpoint).
 	costChange = ledgerCost{writes: 3, reads: 2, embedded: 3}
+	// An escrow: a change whose Commit keeps the object record the
+	// ledger holds, read first (Core.escrowRecord); an escrow file that
+	// matches the object's content already costs a Query of the object's
+	// lineage on top (Core.escrowedByRun).
+	costEscrow = costChange.plus(costIdentify, 1)
 	// One upload checkpoint saved (SaveUpload: the claim read, the
 	// checkpoint put); the last one deleted (DeleteUpload) costs the same
 	// write and two reads.
@@ -509,8 +531,10 @@ func (p *Plan) addWrapping(fromKMS, fromHSM bool, to rewrap.Keyring) {
 // addEscrow counts one escrow file written (Core.escrowObject): the file
 // read first, the data key wrapped under the escrow key (from a KMS or
 // an HSM wrapping), the file written, and its change through the
-// protocol. It returns the change's ledger requests.
-func (p *Plan) addEscrow(c *Core, cl *Classification, bc *BucketConfig, fromKMS, fromHSM bool) ledgerCost {
+// protocol. matching: the escrow file exists and describes the object's
+// content (the run looks for this run's escrow event in the object's
+// lineage). It returns the change's ledger requests.
+func (p *Plan) addEscrow(c *Core, cl *Classification, bc *BucketConfig, fromKMS, fromHSM, matching bool) ledgerCost {
 	p.EscrowFiles++
 	p.Requests["s3:GetObject"]++
 	p.addWrapping(fromKMS, fromHSM, c.Escrow)
@@ -520,7 +544,10 @@ func (p *Plan) addEscrow(c *Core, cl *Classification, bc *BucketConfig, fromKMS,
 	if _, body, err := cl.Env.InstructionFile(); err == nil {
 		p.addWrite(costOfWrite(bc, escrow.Key(cl.Obj.Key, c.escrowSuffix()), "", int64(len(body)), 0))
 	}
-	return costChange
+	if matching {
+		return costEscrow.plus(costIdentify, 1)
+	}
+	return costEscrow
 }
 
 func (p *Plan) addWrite(c byteCost) {
@@ -576,8 +603,9 @@ func (p *Plan) comparePlacement(cl *Classification, bc *BucketConfig, pr Prices,
 // GETs and written with PutObject (one part) or a multipart upload. It
 // returns its ledger requests: a multipart upload (every upload of an
 // object whose envelope is in an instruction file) saves a checkpoint
-// when it starts, after each part, before and after its completion, and
-// deletes it at the end.
+// before it starts, with the upload's id, after each part but the last,
+// before its completion and, with its envelope in an instruction file,
+// after it (the content landed), and deletes it at the end.
 func (p *Plan) addReencrypt(c *Core, cl *Classification) ledgerCost {
 	if cl.Wrapped.Alg.IsKMS() {
 		p.Requests["kms:Decrypt"]++
@@ -612,7 +640,11 @@ func (p *Plan) addReencrypt(c *Core, cl *Classification) ledgerCost {
 	p.ReencryptBytes += cl.Obj.Size
 	lc := costChange
 	if parts > 1 || cl.Instr != nil {
-		lc = lc.plus(costCheckpoint, parts+4)
+		saves := parts + 2 // the intent, the upload id, the parts but the last, completing
+		if cl.Instr != nil {
+			saves++ // the content landed; the instruction file is next
+		}
+		lc = lc.plus(costCheckpoint, saves+1)
 		lc.reads++ // DeleteUpload reads the checkpoint, then the claim
 	}
 	return lc
