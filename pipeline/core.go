@@ -435,7 +435,11 @@ func (c *Core) Decide(cl *Classification) (action, code, msg string) {
 func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome, error) {
 	o.FromKey = cl.Key
 	action, code, msg := c.Decide(cl)
-	if c.escrowsFirst(cl, action, code) {
+	if c.escrowsFirst(cl, action, code) && !escrowable(cl) {
+		// Legacy content under the target key (Decide sends any other
+		// to a re-encryption): no escrow file can describe it.
+		msg += "; no escrow file: legacy content (V1 or AES/CBC) has none until it is re-encrypted to V2 or V3 (--mode reencrypt --escrow, with its key in --from)"
+	} else if c.escrowsFirst(cl, action, code) {
 		eo, done, err := c.escrowFirst(ctx, cl, o)
 		if done || err != nil {
 			return eo, err

@@ -144,13 +144,11 @@ func escrowable(cl *Classification) bool {
 	return !cl.Obj.Noncurrent && !cl.CEK.Legacy() && cl.Env.Format != envelope.V1
 }
 
-// escrowFirst writes the escrow file of an object a rewrap run is about to
-// rewrap (or finds under the target key): done is set when the object's
-// outcome is decided (the escrow failed, or the object is not selected).
+// escrowFirst writes the escrow file of an object (escrowable) a rewrap
+// run is about to rewrap (or finds under the target key): done is set
+// when the object's outcome is decided (the escrow failed, or the object
+// is not selected).
 func (c *Core) escrowFirst(ctx context.Context, cl *Classification, o Outcome) (Outcome, bool, error) {
-	if !escrowable(cl) {
-		return o, false, nil // Decide reports them
-	}
 	out, err := c.change(ctx, cl, o, ActionEscrow)
 	if err != nil || out.Status != StatusSucceeded {
 		if out.Status == StatusSkipped {

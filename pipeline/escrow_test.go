@@ -2,17 +2,24 @@ package pipeline_test
 
 import (
 	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
+	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/internal/hsmtest"
@@ -330,6 +337,85 @@ func TestEscrowUnderHSMKey(t *testing.T) {
 	for _, o := range f.objs {
 		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
 			t.Errorf("%s: plaintext differs after the restore", o.Key)
+		}
+	}
+}
+
+// putV1 writes plain as a legacy V1 object (x-amz-key, AES/CBC content,
+// wrapping "kms": the material description is the encryption context)
+// under the KMS key kmsARN, and returns its wrapped data key.
+func putV1(t *testing.T, f *fixture, key, kmsARN string, plain []byte) []byte {
+	t.Helper()
+	md := map[string]string{"kms_cmk_id": kmsARN}
+	dk, err := f.kms.Client("").GenerateDataKey(ctx, &kms.GenerateDataKeyInput{KeyId: &kmsARN, KeySpec: "AES_256", EncryptionContext: md})
+	if err != nil {
+		t.Fatal(err)
+	}
+	iv := make([]byte, aes.BlockSize)
+	rand.Read(iv)
+	b, err := aes.NewCipher(dk.Plaintext)
+	clear(dk.Plaintext)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pad := aes.BlockSize - len(plain)%aes.BlockSize
+	ct := append(append([]byte(nil), plain...), bytes.Repeat([]byte{byte(pad)}, pad)...)
+	cipher.NewCBCEncrypter(b, iv).CryptBlocks(ct, ct)
+	mdJSON, err := json.Marshal(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, f, key, ct, map[string]string{
+		"x-amz-key":      base64.StdEncoding.EncodeToString(dk.CiphertextBlob),
+		"x-amz-iv":       base64.StdEncoding.EncodeToString(iv),
+		"x-amz-matdesc":  string(mdJSON),
+		"x-amz-wrap-alg": string(envelope.WrapKMS),
+		"x-amz-cek-alg":  string(envelope.ContentAESCBC),
+	})
+	return dk.CiphertextBlob
+}
+
+// TestEscrowLeavesLegacyObjectsUnderTheTarget: run --escrow (rewrap, and
+// re-encrypt) meets a V1 AES/CBC object the ledger knows is under the
+// target key already: an escrow file cannot describe legacy content, so
+// none is written, and its row says so (it said "escrow file written ()").
+func TestEscrowLeavesLegacyObjectsUnderTheTarget(t *testing.T) {
+	f := newFixture(t, 0, false)
+	escrowKey := openKey(t, f.deps, "kms:"+createKey(t, f.kms.Client(""), "escrow C"))
+	const key = "legacy/v1-under-b"
+	wrapped := putV1(t, f, key, strings.TrimPrefix(f.b.ID(), "kms:"), []byte("legacy content under the target key"))
+	// The ledger knows its key (an earlier run learned it): a KMS
+	// wrapping names none offline.
+	obj, err := f.commit.Head(ctx, f.bucket, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ledger.Observe(ctx, ledger.Object{ID: ledger.ObjectID{Bucket: f.bucket, Key: key, VersionID: obj.VersionID},
+		WrapKey: f.b.ID(), Format: envelope.V1.String(), Placement: envelope.PlacementMetadata.String(),
+		CEKAlg: string(envelope.ContentAESCBC), State: ledger.StateCurrent, ETag: obj.ETag, RunID: "earlier",
+		WrappedKeySHA256: ledger.WrappedKeyFingerprint(wrapped)}); err != nil {
+		t.Fatal(err)
+	}
+	rw := f.core("legacy-escrow")
+	rw.Escrow, rw.Creator = escrowKey, f.commit
+	re, _ := f.reencryptCore("legacy-escrow-reencrypt", nil, f.a)
+	re.Escrow, re.Creator = escrowKey, f.commit
+	for _, c := range []*pipeline.Core{rw, re} {
+		_, buf := f.run(t, c)
+		rows := reportRows(t, buf)
+		if len(rows) != 1 {
+			t.Fatalf("%s: %d rows\n%s", c.RunID, len(rows), buf)
+		}
+		row := rows[0]
+		if row["Status"] != string(pipeline.StatusSkipped) || row["ErrorCode"] != pipeline.CodeAlreadyTarget {
+			t.Errorf("%s: %s %s %q, want skipped %s", c.RunID, row["Status"], row["ErrorCode"], row["Message"], pipeline.CodeAlreadyTarget)
+		}
+		if strings.Contains(row["Message"], "escrow file written") || !strings.Contains(row["Message"], "no escrow file") {
+			t.Errorf("%s: message %q, want it to say that no escrow file was written", c.RunID, row["Message"])
+		}
+		t.Logf("%s: %s", c.RunID, row["Message"])
+		if _, _, err := f.commit.ReadInstruction(ctx, f.bucket, escrow.Key(key, ""), ""); !errors.Is(err, commit.ErrGone) {
+			t.Errorf("%s: escrow file: %v, want none", c.RunID, err)
 		}
 	}
 }
