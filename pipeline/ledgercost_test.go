@@ -15,6 +15,7 @@ import (
 	"github.com/aws/smithy-go/middleware"
 
 	"github.com/rotator-dev/rotator/commit"
+	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
@@ -259,8 +260,10 @@ func (f *fixture) dynamoLedger(t *testing.T) *ddbCounter {
 
 // runCounted plans c over src (current versions, or all of them), runs it
 // on f's DynamoDB ledger, and checks that the DynamoDB requests the run
-// sent on its objects' behalf are what the plan counts.
-func (f *fixture) runCounted(t *testing.T, cnt *ddbCounter, c *pipeline.Core, allVersions bool) {
+// sent on its objects' behalf are what the plan counts: the reads may be
+// up to readSlack fewer (what depends on the order the workers meet an
+// object's versions in).
+func (f *fixture) runCounted(t *testing.T, cnt *ddbCounter, c *pipeline.Core, allVersions bool, readSlack int64) {
 	t.Helper()
 	src := func() inventory.Source {
 		s, err := inventory.Open(ctx, f.s3, inventory.Spec{Source: "s3://" + f.bucket, AllVersions: allVersions,
@@ -303,7 +306,7 @@ func (f *fixture) runCounted(t *testing.T, cnt *ddbCounter, c *pipeline.Core, al
 	if got, want := sumOps(obj, ddbWriteOps), plan.Requests["dynamodb:write"]; got != want {
 		t.Errorf("%s: the run sent %d DynamoDB writes on its objects' behalf, the plan says %d (%v)", c.RunID, got, want, obj)
 	}
-	if got, want := sumOps(obj, ddbReadOps), plan.Requests["dynamodb:read"]; got != want {
+	if got, want := sumOps(obj, ddbReadOps), plan.Requests["dynamodb:read"]; got > want || got < want-readSlack {
 		t.Errorf("%s: the run sent %d DynamoDB reads on its objects' behalf, the plan says %d (%v)", c.RunID, got, want, obj)
 	}
 }
@@ -318,8 +321,8 @@ func TestPlanCountsTheDynamoDBRequestsOfARun(t *testing.T) {
 	t.Run("rewrap", func(t *testing.T) {
 		f := newFixture(t, n, false)
 		cnt := f.dynamoLedger(t)
-		f.runCounted(t, cnt, f.core("rewrap"), false)
-		f.runCounted(t, cnt, f.core("rewrap-again"), false) // already under B, the ledger knows
+		f.runCounted(t, cnt, f.core("rewrap"), false, 0)
+		f.runCounted(t, cnt, f.core("rewrap-again"), false, 0) // already under B, the ledger knows
 	})
 	t.Run("escrow", func(t *testing.T) {
 		f := newFixture(t, n, false)
@@ -327,13 +330,13 @@ func TestPlanCountsTheDynamoDBRequestsOfARun(t *testing.T) {
 		escrowKey := openKey(t, f.deps, "kms:"+createKey(t, f.kms.Client(""), "escrow C"))
 		c := f.core("rewrap-escrow")
 		c.Escrow, c.Creator = escrowKey, f.commit
-		f.runCounted(t, cnt, c, false)
+		f.runCounted(t, cnt, c, false, 0)
 		c = f.core("rewrap-escrow-again") // already under B: escrowed again
 		c.Escrow, c.Creator = escrowKey, f.commit
-		f.runCounted(t, cnt, c, false)
+		f.runCounted(t, cnt, c, false, 0)
 		re, _ := f.reencryptCore("reencrypt-escrow", nil, f.b)
 		re.To, re.Escrow, re.Creator = f.a, escrowKey, f.commit
-		f.runCounted(t, cnt, re, false)
+		f.runCounted(t, cnt, re, false, 0)
 	})
 	t.Run("kms-to-hsm", func(t *testing.T) {
 		testenv.Need(t, testenv.PKCS11)
@@ -341,26 +344,40 @@ func TestPlanCountsTheDynamoDBRequestsOfARun(t *testing.T) {
 		cnt := f.dynamoLedger(t)
 		c := f.core("to-hsm")
 		c.To, c.From = newHSMKey(t, f), []rewrap.Keyring{f.a}
-		f.runCounted(t, cnt, c, false)
+		f.runCounted(t, cnt, c, false, 0)
 	})
 	t.Run("move", func(t *testing.T) {
 		f := newFixture(t, n, false)
 		cnt := f.dynamoLedger(t)
 		c := f.core("move")
 		c.Move = f.commit
-		f.runCounted(t, cnt, c, false)
+		f.runCounted(t, cnt, c, false, 0)
 	})
 	t.Run("reencrypt", func(t *testing.T) {
 		f := newFixture(t, n, false)
 		cnt := f.dynamoLedger(t)
 		c, _ := f.reencryptCore("reencrypt-single", nil, f.a)
-		f.runCounted(t, cnt, c, false)
+		f.runCounted(t, cnt, c, false, 0)
 	})
 	t.Run("reencrypt-multipart", func(t *testing.T) {
 		f := newFixture(t, 0, false)
 		f.seedBig(t, 4, 5<<20+1, 6<<20)
 		cnt := f.dynamoLedger(t)
 		c, _ := f.reencryptCore("reencrypt-multipart", nil, f.a)
-		f.runCounted(t, cnt, c, false)
+		f.runCounted(t, cnt, c, false, 0)
+	})
+	t.Run("delete-version", func(t *testing.T) {
+		f := newFixture(t, n, true)
+		// A second generation: the first becomes the older versions.
+		if _, err := sample.Seed(ctx, f.s3, f.kms.Client(""), sample.Options{Bucket: f.bucket, KMSKeyID: f.kmsKeyA(t), Count: n}); err != nil {
+			t.Fatal(err)
+		}
+		cnt := f.dynamoLedger(t)
+		c, _ := f.reencryptCore("delete-version", nil, f.a)
+		c.Versions = f.commit
+		// An older version met after its current's sweep deleted it is
+		// found gone: two reads fewer (its classification, its
+		// current's).
+		f.runCounted(t, cnt, c, true, 2*n)
 	})
 }

@@ -382,12 +382,32 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		// Older versions under a --from key: kept as they are, or
 		// deleted with --delete-old-versions.
 		if c.Versions != nil {
+			// Core.olderVersion classifies the key's current version;
+			// met while that version is re-encrypted (the listing gives
+			// a key's versions together), the older one is left to the
+			// current's worker, whose sweep (Core.sweepVersions)
+			// classifies it again and deletes it, unless its envelope
+			// is in an instruction file (which version of that file
+			// describes it, S3 cannot tell: kept). A run that meets it
+			// after the sweep finds it gone and reads less.
+			for range 2 {
+				p.Requests["s3:HeadObject"]++
+				if cl.Instr != nil {
+					p.Requests["s3:GetObject"]++
+				}
+				if cl.KeySource != "offline" {
+					ledgerReqs(costIdentify)
+				}
+			}
+			if cl.Instr != nil {
+				p.ByAction["pending: "+CodeInstructionVersion]++
+				return
+			}
 			p.ByAction["delete older version"]++
-			p.Requests["s3:GetObjectRetention"]++
-			p.Requests["s3:GetObjectLegalHold"]++
-			p.Requests["s3:HeadObject"] += 2 // the current version, the version again
-			p.Requests["s3:DeleteObject"]++
-			ledgerReqs(costChange)
+			if cl.Key == "" && cl.Wrapped.Alg.IsKMS() {
+				p.Requests["kms:Decrypt"]++ // Core.keyByUnwrap, with the first --from key
+			}
+			ledgerReqs(p.addDeleteVersion())
 		} else {
 			p.ByAction["older version under a --from key (kept; --delete-old-versions deletes it)"]++
 			ddbWrite(1)
@@ -401,6 +421,17 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		default:
 			p.ByAction["reencrypt"]++
 			ledgerReqs(p.addReencrypt(c, cl))
+			if makesVersion(cl, bc) {
+				// The new content is a new version: its Commit writes
+				// the new version's record first. With
+				// --delete-old-versions the sweep lists the key's
+				// versions and deletes the one just replaced.
+				ledgerReqs(costNewVersion)
+				if c.Versions != nil && !cl.Obj.Noncurrent {
+					p.Requests["s3:ListObjectVersions"]++
+					ledgerReqs(p.addDeleteVersion())
+				}
+			}
 			p.addWrite(costOfWrite(bc, cl.Obj.Key, cl.Obj.VersionID, cl.Obj.Size, cl.Obj.Size))
 			if cl.Instr != nil {
 				p.addWrite(costOfWrite(bc, cl.Instr.Key, cl.Instr.VersionID, cl.Instr.Size, cl.Instr.Size))
@@ -460,6 +491,34 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		p.Requests["s3:CopyObject"]++
 	}
 	ledgerReqs(costRewrap)
+	if cl.Instr == nil && makesVersion(cl, bc) {
+		// The self-copy makes a new version on AWS (versitygw keeps
+		// the version): its Commit writes the new version's record.
+		ledgerReqs(costNewVersion)
+	}
+}
+
+// makesVersion says whether a write of cl's object makes a new version:
+// by its bucket's versioning when plan read it (PlanOptions.Buckets),
+// else by its version id (a bucket that never had versioning gives
+// none, or "null").
+func makesVersion(cl *Classification, bc *BucketConfig) bool {
+	if bc != nil && bc.Versioning != VersioningUnknown {
+		return bc.Versioning == VersioningEnabled
+	}
+	return cl.Obj.VersionID != "" && cl.Obj.VersionID != "null"
+}
+
+// addDeleteVersion counts the deletion of an older version
+// (Core.deleteOlder): its Object Lock state read, the version read again,
+// deleted, and the change through the protocol; it returns the change's
+// ledger requests.
+func (p *Plan) addDeleteVersion() ledgerCost {
+	p.Requests["s3:GetObjectRetention"]++
+	p.Requests["s3:GetObjectLegalHold"]++
+	p.Requests["s3:HeadObject"]++
+	p.Requests["s3:DeleteObject"]++
+	return costChange
 }
 
 // ledgerCost is what one object costs the ledger: DynamoDB write and read
@@ -484,6 +543,9 @@ var (
 	// the claim). Checkpoints of re-encryptions come on top
 	// (costCheckpoint).
 	costChange = ledgerCost{writes: 3, reads: 2, embedded: 3}
+	// A change that made a new version of the object (a versioned
+	// bucket): its Commit writes the new version's record first.
+	costNewVersion = ledgerCost{writes: 1}
 	// An escrow: a change whose Commit keeps the object record the
 	// ledger holds, read first (Core.escrowRecord); an escrow file that
 	// matches the object's content already costs a Query of the object's
