@@ -260,10 +260,10 @@ func (f *fixture) dynamoLedger(t *testing.T) *ddbCounter {
 
 // runCounted plans c over src (current versions, or all of them), runs it
 // on f's DynamoDB ledger, and checks that the DynamoDB requests the run
-// sent on its objects' behalf are what the plan counts: the reads may be
-// up to readSlack fewer (what depends on the order the workers meet an
-// object's versions in).
-func (f *fixture) runCounted(t *testing.T, cnt *ddbCounter, c *pipeline.Core, allVersions bool, readSlack int64) {
+// sent on its objects' behalf are what the plan counts, give or take
+// slack (what depends on the order the workers meet an object's versions
+// in; 0 elsewhere).
+func (f *fixture) runCounted(t *testing.T, cnt *ddbCounter, c *pipeline.Core, allVersions bool, slack int64) {
 	t.Helper()
 	src := func() inventory.Source {
 		s, err := inventory.Open(ctx, f.s3, inventory.Spec{Source: "s3://" + f.bucket, AllVersions: allVersions,
@@ -303,10 +303,11 @@ func (f *fixture) runCounted(t *testing.T, cnt *ddbCounter, c *pipeline.Core, al
 		c.RunID, plan.Objects, counts, plan.ByAction,
 		float64(sumOps(obj, ddbWriteOps))/n, float64(sumOps(obj, ddbReadOps))/n,
 		float64(plan.Requests["dynamodb:write"])/n, float64(plan.Requests["dynamodb:read"])/n, obj, other)
-	if got, want := sumOps(obj, ddbWriteOps), plan.Requests["dynamodb:write"]; got != want {
+	within := func(got, want int64) bool { return got >= want-slack && got <= want+slack }
+	if got, want := sumOps(obj, ddbWriteOps), plan.Requests["dynamodb:write"]; !within(got, want) {
 		t.Errorf("%s: the run sent %d DynamoDB writes on its objects' behalf, the plan says %d (%v)", c.RunID, got, want, obj)
 	}
-	if got, want := sumOps(obj, ddbReadOps), plan.Requests["dynamodb:read"]; got > want || got < want-readSlack {
+	if got, want := sumOps(obj, ddbReadOps), plan.Requests["dynamodb:read"]; !within(got, want) {
 		t.Errorf("%s: the run sent %d DynamoDB reads on its objects' behalf, the plan says %d (%v)", c.RunID, got, want, obj)
 	}
 }
@@ -375,9 +376,13 @@ func TestPlanCountsTheDynamoDBRequestsOfARun(t *testing.T) {
 		cnt := f.dynamoLedger(t)
 		c, _ := f.reencryptCore("delete-version", nil, f.a)
 		c.Versions = f.commit
-		// An older version met after its current's sweep deleted it is
-		// found gone: two reads fewer (its classification, its
-		// current's).
+		// The plan counts each older version deleted by its current's
+		// sweep, met by the listing while that current is re-encrypted.
+		// Met after the sweep, it is found gone: two reads fewer (its
+		// classification, its current's); met after the current's
+		// commit but before its sweep, both workers go for it, and the
+		// one that finds it gone has claimed and releases it (measured:
+		// three writes and a read more).
 		f.runCounted(t, cnt, c, true, 2*n)
 	})
 }
