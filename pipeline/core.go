@@ -487,7 +487,7 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 	}
 	out, err := c.change(ctx, cl, o, action)
 	if err == nil && action == ActionReencrypt && c.Mode == ModeReencrypt && c.escrowing() && out.Status == StatusSucceeded && !cl.Obj.Noncurrent {
-		out, err = c.escrowAfter(ctx, cl, out)
+		out, err = c.escrowAfter(ctx, cl.Obj.Bucket, cl.Obj.Key, out)
 	}
 	if err == nil && action == ActionReencrypt && c.Versions != nil && (out.Status == StatusSucceeded || out.ErrorCode == CodeDryRun) {
 		return c.sweepVersions(ctx, cl, cl, out)

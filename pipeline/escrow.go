@@ -172,9 +172,9 @@ func (c *Core) escrowFirst(ctx context.Context, cl *Classification, o Outcome) (
 // reports it); when it does not land, the object's outcome says so and
 // the run does not end done (a resumed run, or rotator escrow, rewrites
 // it).
-func (c *Core) escrowAfter(ctx context.Context, cl *Classification, out Outcome) (Outcome, error) {
-	o := Outcome{Bucket: cl.Obj.Bucket, Key: cl.Obj.Key, Action: ActionEscrow}
-	fresh, fo, done := c.Classify(ctx, inventory.Item{Bucket: cl.Obj.Bucket, Key: cl.Obj.Key}, o)
+func (c *Core) escrowAfter(ctx context.Context, bucket, key string, out Outcome) (Outcome, error) {
+	o := Outcome{Bucket: bucket, Key: key, Action: ActionEscrow}
+	fresh, fo, done := c.Classify(ctx, inventory.Item{Bucket: bucket, Key: key}, o)
 	eo, err := fo, error(nil)
 	if !done {
 		eo, err = c.change(ctx, fresh, o, ActionEscrow)

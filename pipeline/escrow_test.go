@@ -10,7 +10,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
+	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -417,5 +419,66 @@ func TestEscrowLeavesLegacyObjectsUnderTheTarget(t *testing.T) {
 		if _, _, err := f.commit.ReadInstruction(ctx, f.bucket, escrow.Key(key, ""), ""); !errors.Is(err, commit.ErrGone) {
 			t.Errorf("%s: escrow file: %v, want none", c.RunID, err)
 		}
+	}
+}
+
+// TestEscrowReencryptFinishedByRecoveryIsEscrowed: re-encryptions that a
+// process left unfinished (it stopped after a part) and that the next
+// process finishes from their intents (Recover, before it lists anything,
+// as resume does for objects its listing will not meet again) are escrowed
+// too: the escrow file is written from the new data key, with one escrow
+// event after the re-encryption's. Both ways of finishing: resumed from
+// the checkpoint, and given up then re-encrypted again.
+func TestEscrowReencryptFinishedByRecoveryIsEscrowed(t *testing.T) {
+	for _, giveUp := range []bool{false, true} {
+		t.Run(fmt.Sprintf("giveUp=%v", giveUp), func(t *testing.T) {
+			f := newFixture(t, 0, false)
+			f.seedBig(t, 2, 11<<20, 12<<20) // three parts each
+			escrowKey := openKey(t, f.deps, "kms:"+createKey(t, f.kms.Client(""), "escrow C"))
+			c, e := f.reencryptCore("run-re", nil, f.a)
+			c.Escrow, c.Creator = escrowKey, f.commit
+			for _, o := range f.objs {
+				cctx, cancel := context.WithCancel(ctx)
+				e.AfterPart = func(int) { cancel() }
+				e.PartsInFlight = 1
+				out, _ := c.Process(cctx, inventory.Item{Bucket: f.bucket, Key: o.Key})
+				cancel()
+				if out.Status != pipeline.StatusUnfinished {
+					t.Fatalf("%s: not kept for resume: %+v", o.Key, out)
+				}
+			}
+			e.AfterPart, e.PartsInFlight = nil, 0
+			n, err := pipeline.Recover(ctx, c, f.ledger, "run-re", giveUp)
+			if err != nil || len(n.Outcomes) != 2 {
+				t.Fatalf("recover: %+v %v", n, err)
+			}
+			for _, o := range n.Outcomes {
+				if o.Status != pipeline.StatusSucceeded || !strings.Contains(o.Message, "escrow file rewritten") {
+					t.Errorf("%s: %s %s %s, want succeeded with its escrow file rewritten", o.Key, o.Status, o.ErrorCode, o.Message)
+				}
+			}
+			for _, o := range f.objs {
+				if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+					t.Errorf("%s: plaintext differs after the re-encryption", o.Key)
+				}
+				evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
+				if err != nil {
+					t.Fatal(err)
+				}
+				var ops []string
+				for _, ev := range evs {
+					ops = append(ops, ev.Op)
+				}
+				if len(ops) != 2 || ops[0] != ledger.OpReencrypt || ops[1] != ledger.OpEscrow {
+					t.Errorf("%s: events %q, want reencrypt then escrow", o.Key, ops)
+				}
+			}
+			verified := f.verifyEscrow(t, escrowKey)
+			for _, o := range f.objs {
+				if v := verified[o.Key]; v.Status != pipeline.StatusSucceeded {
+					t.Errorf("verify --escrow %s: %s %s %s", o.Key, v.Status, v.ErrorCode, v.Message)
+				}
+			}
+		})
 	}
 }

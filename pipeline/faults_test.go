@@ -483,7 +483,9 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 		}
 	}
 	if h.sc.escrow {
-		h.checkEscrow(t, c, rotated, strings.Join(log, "\n"), false)
+		// A process that dies reports nothing: once resumed, every
+		// object is escrowed, as if it had not died.
+		h.checkEscrow(t, c, rotated, strings.Join(log, "\n"), fault.Kind == faults.Die)
 	}
 	// A second run rotates what the first reported and left.
 	c2 := *c
@@ -566,7 +568,8 @@ func (h *faultHarness) check(t *testing.T, c *faultCase, mustRotate bool) map[st
 // has such an escrow file, and no escrow file it leaves is stale. A
 // re-encryption escrows after its content landed: a failed escrow may
 // leave the old one, stale, with the object reported; once a run ends
-// with everything done (final), every object's escrow file opens it.
+// with everything done and nothing reported (final), every object's
+// escrow file opens it, written by one escrow of the run.
 func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[string]bool, log string, final bool) {
 	t.Helper()
 	l := h.openLedger(t, c)

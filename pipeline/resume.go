@@ -182,8 +182,20 @@ func RecoverWith(ctx context.Context, c *Core, l IntentLister, runID string, opt
 
 // recoverOne claims the object of one intent and settles it; a
 // re-encryption that did not land goes on (or, with giveUp, is given up).
-// The verdict resumable says that it went on and succeeded.
+// The verdict resumable says that it went on and succeeded. A
+// re-encryption finished here is then escrowed, as act does after one:
+// the process that began it died before, and the escrow file holds the
+// old data key, or there is none.
 func (c *Core) recoverOne(ctx context.Context, ev ledger.Event, giveUp bool) (Outcome, verdict, error) {
+	out, v, err := c.recoverHeld(ctx, ev, giveUp)
+	if err == nil && ev.Op == ledger.OpReencrypt && out.Status == StatusSucceeded && c.Mode == ModeReencrypt && c.escrowing() {
+		out, err = c.escrowAfter(ctx, ev.ID.Bucket, ev.ID.Key, out)
+	}
+	return out, v, err
+}
+
+// recoverHeld is recoverOne with the object claimed.
+func (c *Core) recoverHeld(ctx context.Context, ev ledger.Event, giveUp bool) (Outcome, verdict, error) {
 	o := Outcome{Bucket: ev.ID.Bucket, Key: ev.ID.Key, VersionID: ev.ID.VersionID, Action: actionOf(ev.Op), FromKey: ev.FromKey, ToKey: ev.ToKey}
 	if !c.enter(ev.ID) {
 		return o.unfinished("being changed by another worker of this process"), kept, nil
