@@ -31,7 +31,8 @@ type Options struct {
 	// source bucket (DEST-PREFIX/SOURCE-BUCKET/CONFIG/DATE/manifest.json).
 	Buckets []string
 	// Verify adds what `rotator verify --key TO` needs: reading the objects
-	// and kms:Decrypt on a KMS target.
+	// (each body at the version its HEAD names: s3:GetObjectVersion in a
+	// versioned bucket) and kms:Decrypt on a KMS target.
 	Verify bool
 	// Ledger adds what `rotator ledger` and `rotator status` need on a
 	// DynamoDB ledger: queries of the index by_wrap_key and the scan of the
@@ -278,6 +279,11 @@ func (d *deriver) s3() error {
 	write := []string{"s3:PutObject", "s3:GetObjectTagging", "s3:PutObjectTagging", "s3:AbortMultipartUpload"}
 	if d.cfg.CheckACL {
 		read = append(read, "s3:GetObjectAcl")
+	}
+	if !d.versions && d.o.Verify {
+		// verify reads each body at the version its HEAD named: in a
+		// versioned bucket that GET names a version.
+		read = append(read, "s3:GetObjectVersion")
 	}
 	if d.versions {
 		read = append(read, "s3:GetObjectVersion")

@@ -353,3 +353,15 @@ func TestAllowsNeedChecksThePrefixCondition(t *testing.T) {
 		t.Error("a write outside the prefix is allowed")
 	}
 }
+
+// verify reads each body at the version its HEAD named: in a versioned
+// bucket that GET names a version (TestIAMPolicyCoversEveryRequest).
+func TestVerifyReadsVersions(t *testing.T) {
+	cfg := pipeline.Config{Source: "s3://data/2025/", From: []string{"kms:" + keyA}, To: "kms:" + keyB}
+	if got := grants(derive(t, cfg, Options{}).Policy, "s3"); slices.Contains(got, "s3:GetObjectVersion arn:aws:s3:::data/2025/*") {
+		t.Errorf("a rewrap of current versions names none: %q", got)
+	}
+	if got := grants(derive(t, cfg, Options{Verify: true}).Policy, "s3"); !slices.Contains(got, "s3:GetObjectVersion arn:aws:s3:::data/2025/*") {
+		t.Errorf("--with verify: %q lacks s3:GetObjectVersion", got)
+	}
+}

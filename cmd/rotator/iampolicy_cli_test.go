@@ -265,7 +265,7 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 		}, []run{{}}, "", nil},
 		{"rewrap-then-verify-status-ledger", func(b, tbl string) []string {
 			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
-		}, []run{{}}, "verify,ledger,plan", func(b, tbl string) [][]string {
+		}, []run{{}, {versioned: true}}, "verify,ledger,plan", func(b, tbl string) [][]string {
 			return [][]string{
 				{"plan", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl},
 				{"verify", "--source", "s3://" + b + "/p/", "--key", "kms:" + f.arnB, "--all"},

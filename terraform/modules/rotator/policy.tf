@@ -31,12 +31,13 @@ locals {
   kms_verify         = var.allow_verify && local.to_kms ? [var.to_key_arn] : []
 
   # S3: objects under each bucket's prefix; versions where requests name
-  # them; tags carried over; Object Lock and ACLs only with their flags.
+  # them (verify reads each body at the version its HEAD names); tags
+  # carried over; Object Lock and ACLs only with their flags.
   versions = var.all_versions || local.reencrypt
   s3_read = concat(
     ["s3:GetObject"],
     var.check_acl ? ["s3:GetObjectAcl"] : [],
-    local.versions ? ["s3:GetObjectVersion"] : [],
+    local.versions || var.allow_verify ? ["s3:GetObjectVersion"] : [],
     local.versions && var.check_acl ? ["s3:GetObjectVersionAcl"] : [],
     var.copy_object_lock ? ["s3:GetObjectRetention", "s3:GetObjectLegalHold"] : [],
   )
