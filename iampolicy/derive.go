@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/pipeline"
 	"github.com/rotator-dev/rotator/rewrap"
@@ -34,6 +35,11 @@ type Options struct {
 	// (each body at the version its HEAD names: s3:GetObjectVersion in a
 	// versioned bucket) and kms:Decrypt on a KMS target.
 	Verify bool
+	// VerifyEscrow adds what `rotator verify --escrow --key ESCROW` needs:
+	// reading the objects and their escrow files (bodies as for Verify) and
+	// kms:Decrypt on a KMS escrow key (the run's --escrow; with --mode
+	// escrow its escrow key; with --mode restore its --from-escrow).
+	VerifyEscrow bool
 	// Ledger adds what `rotator ledger` and `rotator status` need on a
 	// DynamoDB ledger: queries of the index by_wrap_key and the scan of the
 	// audit export.
@@ -63,8 +69,11 @@ const (
 	SidKMSVerify        = "KMSVerifyTarget"
 	SidKMSEscrowFrom    = "KMSEscrowFrom"
 	SidKMSEscrowTo      = "KMSEscrowTo"
+	SidKMSVerifyEscrow  = "KMSVerifyThroughEscrow"
+	SidKMSRestoreFrom   = "KMSDecryptEscrow"
 	SidS3ReadObjects    = "S3ReadObjects"
 	SidS3WriteObjects   = "S3WriteObjects"
+	SidS3WriteEscrow    = "S3WriteEscrowFiles"
 	SidS3DeleteVersions = "S3DeleteOldVersions"
 	SidS3List           = "S3ListBucket"
 	SidS3ListVersions   = "S3ListBucketVersions"
@@ -78,10 +87,16 @@ const (
 )
 
 // For derives the least-privilege policy of a `rotator run` (and `rotator
-// resume`) with configuration cfg. It reads nothing over the network; it
-// reads a local --list file for the buckets it names.
+// resume`) with configuration cfg; of `rotator escrow` with cfg.Mode
+// pipeline.ModeEscrow (To is the escrow key, as that command sets it) and
+// of `rotator restore` with pipeline.ModeRestore (Escrow is its
+// --from-escrow). It reads nothing over the network; it reads a local
+// --list file for the buckets it names.
 func For(cfg pipeline.Config, o Options) (*Result, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if err := checkModeOptions(cfg, o); err != nil {
 		return nil, err
 	}
 	if o.Partition == "" {
@@ -126,6 +141,43 @@ func (d *deriver) note(format string, args ...any) {
 }
 
 func (d *deriver) reencrypt() bool { return d.cfg.Mode == pipeline.ModeReencrypt }
+
+// checkModeOptions refuses what the commands of modes escrow and restore
+// do not do: their commands take no --copy-object-lock, rotator plan plans
+// runs only, and after rotator escrow the objects are still under their
+// own keys (verify them through the escrow with VerifyEscrow).
+func checkModeOptions(cfg pipeline.Config, o Options) error {
+	m := cfg.Mode
+	if m != pipeline.ModeEscrow && m != pipeline.ModeRestore {
+		return nil
+	}
+	switch {
+	case cfg.CopyObjectLock:
+		return fmt.Errorf("--copy-object-lock: rotator %s takes no --copy-object-lock", m)
+	case o.Plan:
+		return fmt.Errorf("--with plan: rotator plan plans runs (rewrap, reencrypt), not rotator %s", m)
+	case o.Verify && m == pipeline.ModeEscrow:
+		return errors.New("--with verify: rotator escrow leaves every object under its own key; --with verify-escrow is what verify --escrow --key ESCROW needs")
+	}
+	return nil
+}
+
+// escrowKeySpec is the escrow key of the configuration: rotator escrow's
+// (To), or the run's --escrow and restore's --from-escrow (Escrow).
+func (d *deriver) escrowKeySpec() string {
+	if d.cfg.Mode == pipeline.ModeEscrow {
+		return d.cfg.To
+	}
+	return d.cfg.Escrow
+}
+
+// readsBodiesAtVersions reports whether a command reads bodies at the
+// version their HEAD named (verify, and restore checking a V2 object's
+// escrowed data key against its body): in a versioned bucket those GETs
+// name a version, so s3:GetObjectVersion is needed whatever the flags.
+func (d *deriver) readsBodiesAtVersions() bool {
+	return d.o.Verify || d.o.VerifyEscrow || d.cfg.Mode == pipeline.ModeRestore
+}
 
 // keyRef is a KMS key as a policy names it.
 type keyRef struct {
@@ -181,6 +233,8 @@ func (d *deriver) kms() error {
 		k := d.kmsKey(to)
 		target = &k
 		d.addKey(SidKMSDescribe, []string{"kms:DescribeKey"}, k)
+	} else if d.cfg.Mode == pipeline.ModeEscrow {
+		d.note("the escrow key is a %s key: the HSM or the key file authorizes its use, not IAM", to.Kind)
 	} else {
 		d.note("the target is a %s key: the HSM or the key file authorizes its use, not IAM", to.Kind)
 	}
@@ -192,6 +246,20 @@ func (d *deriver) kms() error {
 	}
 	if d.o.Verify && target != nil {
 		d.addKey(SidKMSVerify, []string{"kms:Decrypt"}, *target)
+	}
+	if d.o.VerifyEscrow {
+		if err := d.verifyEscrowKMS(); err != nil {
+			return err
+		}
+	}
+	switch d.cfg.Mode {
+	case pipeline.ModeEscrow:
+		if !d.cfg.DryRun {
+			d.escrowModeKMS(froms, nonKMSFrom, target)
+		}
+		return nil
+	case pipeline.ModeRestore:
+		return d.restoreKMS(target)
 	}
 	if d.cfg.DryRun {
 		return nil // keys are opened, never used
@@ -215,25 +283,109 @@ func (d *deriver) kms() error {
 		}
 		return nil
 	}
-	encrypt := nonKMSFrom
+	d.kmsMove(moveSids{SidKMSReEncryptFrom, SidKMSReEncryptTo, SidKMSDecrypt, SidKMSEncrypt}, froms, nonKMSFrom, *target)
+	return nil
+}
+
+// moveSids name the statements of a move of data keys to a KMS key.
+type moveSids struct{ reFrom, reTo, decrypt, encrypt string }
+
+// kmsMove adds what moving data keys from the KMS keys froms (and, with
+// nonKMS, from HSM or local keys) to the KMS key to needs
+// (rewrap.Rewrap): KMS ReEncrypt between keys of one region
+// (kms:ReEncryptFrom on the source, kms:ReEncryptTo on to), else
+// kms:Decrypt on the source and kms:Encrypt on to; without --from,
+// ReEncrypt finds each object's key itself (kms:ReEncryptFrom on every
+// key of to's region).
+func (d *deriver) kmsMove(sid moveSids, froms []keyRef, nonKMS bool, to keyRef) {
+	encrypt := nonKMS
 	for _, f := range froms {
-		if sameRegion(f.region, target.region) {
-			d.addKey(SidKMSReEncryptFrom, []string{"kms:ReEncryptFrom"}, f)
-			d.addKey(SidKMSReEncryptTo, []string{"kms:ReEncryptTo"}, *target)
+		if sameRegion(f.region, to.region) {
+			d.addKey(sid.reFrom, []string{"kms:ReEncryptFrom"}, f)
+			d.addKey(sid.reTo, []string{"kms:ReEncryptTo"}, to)
 		} else {
-			d.addKey(SidKMSDecrypt, []string{"kms:Decrypt"}, f)
+			d.addKey(sid.decrypt, []string{"kms:Decrypt"}, f)
 			encrypt = true
 		}
 	}
 	if len(d.cfg.From) == 0 {
-		any := "arn:" + d.o.Partition + ":kms:" + target.region + ":" + d.o.Account + ":key/*"
-		d.b.add(SidKMSReEncryptFrom, []string{"kms:ReEncryptFrom"}, []string{any}, nil)
-		d.addKey(SidKMSReEncryptTo, []string{"kms:ReEncryptTo"}, *target)
+		any := "arn:" + d.o.Partition + ":kms:" + to.region + ":" + d.o.Account + ":key/*"
+		d.b.add(sid.reFrom, []string{"kms:ReEncryptFrom"}, []string{any}, nil)
+		d.addKey(sid.reTo, []string{"kms:ReEncryptTo"}, to)
 		d.note("no --from: KMS ReEncrypt finds each object's key itself, so kms:ReEncryptFrom is granted on every key (%s); name the source keys with --from to narrow it", any)
 	}
 	if encrypt {
+		d.addKey(sid.encrypt, []string{"kms:Encrypt"}, to)
+	}
+}
+
+// escrowModeKMS adds what `rotator escrow` needs in KMS: each object under
+// a --from key (any KMS-wrapped object without --from) gets its data key
+// wrapped under the escrow key (ek, nil when it is not a KMS key) the way a
+// rewrap would move it there (Core.newWrappingTo): ReEncrypt within a
+// region, no data key in the process. Objects already under the escrow
+// key are skipped. To a non-KMS escrow key, KMS-wrapped data keys are
+// decrypted.
+func (d *deriver) escrowModeKMS(froms []keyRef, nonKMSFrom bool, ek *keyRef) {
+	if ek == nil {
+		for _, f := range froms {
+			d.addKey(SidKMSEscrowFrom, []string{"kms:Decrypt"}, f)
+		}
+		return
+	}
+	d.kmsMove(moveSids{SidKMSEscrowFrom, SidKMSEscrowTo, SidKMSEscrowFrom, SidKMSEscrowTo}, froms, nonKMSFrom, *ek)
+}
+
+// restoreKMS adds what `rotator restore` needs in KMS
+// (Core.escrowWrapping): each data key is unwrapped from the object's
+// escrow file with the escrow key (kms:Decrypt: the data key is checked
+// against the object before anything is written, so never ReEncrypt) and
+// wrapped under the target (kms:Encrypt, target nil when it is not a KMS
+// key). Both keys are opened (kms:DescribeKey), in a dry run too.
+func (d *deriver) restoreKMS(target *keyRef) error {
+	es, err := rewrap.ParseSpec(d.cfg.Escrow)
+	if err != nil {
+		return fmt.Errorf("--from-escrow: %w", err)
+	}
+	var ek *keyRef
+	if es.Kind == rewrap.KindKMS {
+		k := d.kmsKey(es)
+		ek = &k
+		d.addKey(SidKMSDescribe, []string{"kms:DescribeKey"}, k)
+	} else {
+		d.note("the escrow key is a %s key: the HSM or the key file (for rsa: the private key) opens the escrow files, not IAM", es.Kind)
+	}
+	if d.cfg.DryRun {
+		return nil
+	}
+	if ek != nil {
+		d.addKey(SidKMSRestoreFrom, []string{"kms:Decrypt"}, *ek)
+	}
+	if target != nil {
 		d.addKey(SidKMSEncrypt, []string{"kms:Encrypt"}, *target)
 	}
+	return nil
+}
+
+// verifyEscrowKMS adds what `rotator verify --escrow --key ESCROW` needs in
+// KMS: the escrow key opened (kms:DescribeKey) and each escrowed data key
+// unwrapped with it (kms:Decrypt).
+func (d *deriver) verifyEscrowKMS() error {
+	spec := d.escrowKeySpec()
+	if spec == "" {
+		return errors.New("--with verify-escrow: no escrow key: give the run's --escrow (with --mode escrow the escrow key, with --mode restore --from-escrow)")
+	}
+	es, err := rewrap.ParseSpec(spec)
+	if err != nil {
+		return fmt.Errorf("escrow key: %w", err)
+	}
+	if es.Kind != rewrap.KindKMS {
+		d.note("verify --escrow with a %s escrow key: the HSM or the key file (for rsa: the private key) opens the escrow files, not IAM", es.Kind)
+		return nil
+	}
+	k := d.kmsKey(es)
+	d.addKey(SidKMSDescribe, []string{"kms:DescribeKey"}, k)
+	d.addKey(SidKMSVerifyEscrow, []string{"kms:Decrypt"}, k)
 	return nil
 }
 
@@ -280,9 +432,7 @@ func (d *deriver) s3() error {
 	if d.cfg.CheckACL {
 		read = append(read, "s3:GetObjectAcl")
 	}
-	if !d.versions && d.o.Verify {
-		// verify reads each body at the version its HEAD named: in a
-		// versioned bucket that GET names a version.
+	if !d.versions && d.readsBodiesAtVersions() {
 		read = append(read, "s3:GetObjectVersion")
 	}
 	if d.versions {
@@ -307,10 +457,26 @@ func (d *deriver) s3() error {
 		read = append(read, "s3:GetObjectRetention", "s3:GetObjectLegalHold")
 		write = append(write, "s3:PutObjectRetention", "s3:PutObjectLegalHold")
 	}
+	escrowFiles := d.cfg.Mode == pipeline.ModeEscrow
+	if escrowFiles {
+		// rotator escrow writes escrow files only: created with
+		// If-None-Match, rewritten with If-Match keeping their tags
+		// (commit.WriteInstruction reads them, and writes them back with
+		// the file).
+		write = []string{"s3:PutObject", "s3:GetObjectTagging", "s3:PutObjectTagging"}
+	}
+	suffix := d.cfg.EscrowSuffix
+	if suffix == "" {
+		suffix = escrow.DefaultSuffix
+	}
 	for _, s := range scopes {
 		objs := []string{s.objectsARN(part)}
 		d.b.add(SidS3ReadObjects, read, objs, d.s3Cond(nil))
-		if !d.cfg.DryRun {
+		switch {
+		case d.cfg.DryRun:
+		case escrowFiles:
+			d.b.add(SidS3WriteEscrow, write, []string{s.objectsARN(part) + suffix}, d.s3Cond(nil))
+		default:
 			d.b.add(SidS3WriteObjects, write, objs, d.s3Cond(nil))
 		}
 		if d.cfg.DeleteOldVersions && !d.cfg.DryRun {

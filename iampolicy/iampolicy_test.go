@@ -354,6 +354,108 @@ func TestAllowsNeedChecksThePrefixCondition(t *testing.T) {
 	}
 }
 
+// keyE is an escrow key in the region of keyA and keyB.
+const keyE = "arn:aws:kms:eu-west-1:111122223333:key/eeeeeeee-0000-0000-0000-000000000005"
+
+// The policies of rotator escrow (Mode escrow, To the escrow key), rotator
+// restore (Mode restore, Escrow its --from-escrow) and of verify --escrow
+// (Options.VerifyEscrow): each KMS and S3 grant, and the notes on keys
+// IAM does not authorize.
+func TestEscrowCommands(t *testing.T) {
+	const objs, escrowFiles = "arn:aws:s3:::data/2025/*", "arn:aws:s3:::data/2025/*.escrow.instruction"
+	escrowS3 := []string{"s3:GetObject " + objs, "s3:GetObjectTagging " + escrowFiles, "s3:ListBucket arn:aws:s3:::data",
+		"s3:PutObject " + escrowFiles, "s3:PutObjectTagging " + escrowFiles}
+	restoreS3 := []string{"s3:AbortMultipartUpload " + objs, "s3:GetObject " + objs, "s3:GetObjectTagging " + objs,
+		"s3:GetObjectVersion " + objs, "s3:ListBucket arn:aws:s3:::data", "s3:PutObject " + objs, "s3:PutObjectTagging " + objs}
+	escrowCfg := func(from []string, to string) pipeline.Config {
+		return pipeline.Config{Source: "s3://data/2025/", Mode: pipeline.ModeEscrow, From: from, To: to}
+	}
+	restoreCfg := func(esc, to string) pipeline.Config {
+		return pipeline.Config{Source: "s3://data/2025/", Mode: pipeline.ModeRestore, Escrow: esc, To: to}
+	}
+	for _, tc := range []struct {
+		name    string
+		cfg     pipeline.Config
+		o       Options
+		kms, s3 []string
+		note    string // a note that must be there
+	}{
+		{"escrow: ReEncrypt within a region", escrowCfg([]string{"kms:" + keyA}, "kms:"+keyE), Options{},
+			[]string{"kms:DescribeKey " + keyA, "kms:DescribeKey " + keyE, "kms:ReEncryptFrom " + keyA, "kms:ReEncryptTo " + keyE}, escrowS3, ""},
+		{"escrow: Decrypt and Encrypt across regions", escrowCfg([]string{"kms:" + keyC}, "kms:"+keyE), Options{},
+			[]string{"kms:Decrypt " + keyC, "kms:DescribeKey " + keyE, "kms:DescribeKey " + keyC, "kms:Encrypt " + keyE}, escrowS3, ""},
+		{"escrow from an HSM key: Encrypt", escrowCfg([]string{"pkcs11:token=t;object=k"}, "kms:"+keyE), Options{},
+			[]string{"kms:DescribeKey " + keyE, "kms:Encrypt " + keyE}, escrowS3, "--from names HSM"},
+		{"escrow to an RSA key: Decrypt", escrowCfg([]string{"kms:" + keyA}, "rsa:/etc/rotator/escrow.pub.pem"), Options{},
+			[]string{"kms:Decrypt " + keyA, "kms:DescribeKey " + keyA}, escrowS3, "the escrow key is a rsa key"},
+		{"escrow without --from: ReEncryptFrom on every key", escrowCfg(nil, "kms:"+keyE), Options{},
+			[]string{"kms:DescribeKey " + keyE, "kms:ReEncryptFrom arn:aws:kms:eu-west-1:*:key/*", "kms:ReEncryptTo " + keyE}, escrowS3, "no --from"},
+		{"escrow dry run: keys opened, nothing written", func() pipeline.Config {
+			c := escrowCfg([]string{"kms:" + keyA}, "kms:"+keyE)
+			c.DryRun = true
+			return c
+		}(), Options{},
+			[]string{"kms:DescribeKey " + keyA, "kms:DescribeKey " + keyE}, []string{"s3:GetObject " + objs, "s3:ListBucket arn:aws:s3:::data"}, ""},
+		{"escrow then verify --escrow", escrowCfg([]string{"kms:" + keyA}, "kms:"+keyE), Options{VerifyEscrow: true},
+			[]string{"kms:Decrypt " + keyE, "kms:DescribeKey " + keyA, "kms:DescribeKey " + keyE, "kms:ReEncryptFrom " + keyA, "kms:ReEncryptTo " + keyE},
+			append(slices.Clone(escrowS3), "s3:GetObjectVersion "+objs), ""},
+		{"restore: Decrypt the escrow, Encrypt the target", restoreCfg("kms:"+keyE, "kms:"+keyB), Options{},
+			[]string{"kms:Decrypt " + keyE, "kms:DescribeKey " + keyB, "kms:DescribeKey " + keyE, "kms:Encrypt " + keyB}, restoreS3, ""},
+		{"restore from an RSA key", restoreCfg("rsa:/etc/rotator/escrow.pem", "kms:"+keyB), Options{},
+			[]string{"kms:DescribeKey " + keyB, "kms:Encrypt " + keyB}, restoreS3, "the escrow key is a rsa key"},
+		{"restore to an HSM key", restoreCfg("kms:"+keyE, "pkcs11:token=t;object=k"), Options{},
+			[]string{"kms:Decrypt " + keyE, "kms:DescribeKey " + keyE}, restoreS3, "the target is a pkcs11 key"},
+		{"restore dry run: keys opened only", func() pipeline.Config { c := restoreCfg("kms:"+keyE, "kms:"+keyB); c.DryRun = true; return c }(), Options{},
+			[]string{"kms:DescribeKey " + keyB, "kms:DescribeKey " + keyE}, []string{"s3:GetObject " + objs, "s3:GetObjectVersion " + objs, "s3:ListBucket arn:aws:s3:::data"}, ""},
+		{"run --escrow then verify --escrow", pipeline.Config{Source: "s3://data/2025/", From: []string{"kms:" + keyA}, To: "kms:" + keyB, Escrow: "kms:" + keyE},
+			Options{VerifyEscrow: true}, []string{"kms:Decrypt " + keyE, "kms:DescribeKey " + keyA, "kms:DescribeKey " + keyB, "kms:DescribeKey " + keyE,
+				"kms:ReEncryptFrom " + keyA, "kms:ReEncryptFrom " + keyB, "kms:ReEncryptTo " + keyB, "kms:ReEncryptTo " + keyE}, nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := derive(t, tc.cfg, tc.o)
+			if got := grants(r.Policy, "kms"); !slices.Equal(got, tc.kms) {
+				t.Errorf("KMS grants:\n got %q\nwant %q", got, tc.kms)
+			}
+			slices.Sort(tc.s3)
+			if got := grants(r.Policy, "s3"); tc.s3 != nil && !slices.Equal(got, tc.s3) {
+				t.Errorf("S3 grants:\n got %q\nwant %q", got, tc.s3)
+			}
+			if tc.note != "" && !slices.ContainsFunc(r.Notes, func(n string) bool { return strings.Contains(n, tc.note) }) {
+				t.Errorf("notes %q lack %q", r.Notes, tc.note)
+			}
+			for _, a := range r.Policy.ActionsOf("kms") {
+				if strings.HasPrefix(a, "kms:GenerateDataKey") {
+					t.Errorf("%s granted", a)
+				}
+			}
+		})
+	}
+
+	// The escrow files follow --escrow-suffix.
+	c := escrowCfg([]string{"kms:" + keyA}, "kms:"+keyE)
+	c.EscrowSuffix = ".backup.instruction"
+	if got := grants(derive(t, c, Options{}).Policy, "s3"); !slices.Contains(got, "s3:PutObject arn:aws:s3:::data/2025/*.backup.instruction") {
+		t.Errorf("--escrow-suffix .backup.instruction: %q", got)
+	}
+
+	for _, tc := range []struct {
+		name string
+		cfg  pipeline.Config
+		o    Options
+		want string
+	}{
+		{"verify-escrow without an escrow key", pipeline.Config{Source: "s3://data", To: "kms:" + keyB}, Options{VerifyEscrow: true}, "no escrow key"},
+		{"plan of rotator escrow", escrowCfg(nil, "kms:"+keyE), Options{Plan: true}, "rotator plan plans runs"},
+		{"verify after rotator escrow", escrowCfg(nil, "kms:"+keyE), Options{Verify: true}, "verify-escrow"},
+		{"restore with --copy-object-lock", func() pipeline.Config { c := restoreCfg("kms:"+keyE, "kms:"+keyB); c.CopyObjectLock = true; return c }(), Options{}, "no --copy-object-lock"},
+	} {
+		tc.cfg.Ledger = "l.db"
+		if _, err := For(tc.cfg, tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error saying %q", tc.name, err, tc.want)
+		}
+	}
+}
+
 // verify reads each body at the version its HEAD named: in a versioned
 // bucket that GET names a version (TestIAMPolicyCoversEveryRequest).
 func TestVerifyReadsVersions(t *testing.T) {

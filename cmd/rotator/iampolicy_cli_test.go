@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -224,8 +225,21 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 		}
 		return escrowARN
 	}
+	// escrowAll gives every sample of a bucket its escrow file under the
+	// escrow key (rotator escrow, outside the trace and on a ledger of
+	// its own).
+	escrowAll := func(t *testing.T, b string) {
+		t.Helper()
+		if code, out, errs := f.rotatorEnv(t, nil, "escrow", "--source", "s3://"+b+"/p/", "--from", "kms:"+f.arnA,
+			"--escrow", "kms:"+escrowKey(t), "--ledger", filepath.Join(t.TempDir(), "prep.db"), "--no-progress"); code != exitOK {
+			t.Fatalf("rotator escrow (preparation): exit %d\n%s\n%s", code, out, errs)
+		}
+	}
 	for _, tc := range []struct {
 		name string
+		// cmd is the command traced: run (""), escrow or restore; its
+		// policy is iam-policy's with --mode escrow or --mode restore.
+		cmd  string
 		args func(bucket, table string) []string
 		runs []run
 		// with: iam-policy's --with; after: commands run after the run
@@ -233,37 +247,37 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 		with  string
 		after func(bucket, table string) [][]string
 	}{
-		{"rewrap", func(b, tbl string) []string {
+		{"rewrap", "", func(b, tbl string) []string {
 			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}, {versioned: true}}, "", nil},
-		{"rewrap-any-source-key", func(b, tbl string) []string {
+		{"rewrap-any-source-key", "", func(b, tbl string) []string {
 			return []string{"--source", "s3://" + b, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}}, "", nil},
-		{"rewrap-dry-run", func(b, tbl string) []string {
+		{"rewrap-dry-run", "", func(b, tbl string) []string {
 			return []string{"--dry-run", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}, {versioned: true}}, "", nil},
-		{"reencrypt", func(b, tbl string) []string {
+		{"reencrypt", "", func(b, tbl string) []string {
 			return []string{"--mode", "reencrypt", "--format", "v3", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}, {versioned: true}}, "", nil},
-		{"reencrypt-delete-old-versions", func(b, tbl string) []string {
+		{"reencrypt-delete-old-versions", "", func(b, tbl string) []string {
 			return []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{versioned: true}}, "", nil},
-		{"rewrap-copy-object-lock", func(b, tbl string) []string {
+		{"rewrap-copy-object-lock", "", func(b, tbl string) []string {
 			return []string{"--copy-object-lock", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{versioned: true, lock: true, prepare: func(t *testing.T, b string) { lockSamples(t, f, b) }}}, "", nil},
-		{"rewrap-list", func(b, tbl string) []string {
+		{"rewrap-list", "", func(b, tbl string) []string {
 			return []string{"--list", listOf(t, f, b, false), "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}}, "", nil},
-		{"rewrap-list-versions", func(b, tbl string) []string {
+		{"rewrap-list-versions", "", func(b, tbl string) []string {
 			return []string{"--list", listOf(t, f, b, true), "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{versioned: true}}, "", nil},
-		{"kms-to-hsm", func(b, tbl string) []string {
+		{"kms-to-hsm", "", func(b, tbl string) []string {
 			if hsmKey == "" {
 				hsmKey = newHSMKey(t)
 			}
 			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", hsmKey, "--ledger", tbl + "?create=true"}
 		}, []run{{}}, "", nil},
-		{"rewrap-then-verify-status-ledger", func(b, tbl string) []string {
+		{"rewrap-then-verify-status-ledger", "", func(b, tbl string) []string {
 			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}, {versioned: true}}, "verify,ledger,plan", func(b, tbl string) [][]string {
 			return [][]string{
@@ -275,22 +289,45 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 				{"ledger", "export", "--ledger", tbl},
 			}
 		}},
-		{"rewrap-placement-instruction-file", func(b, tbl string) []string {
+		{"rewrap-placement-instruction-file", "", func(b, tbl string) []string {
 			return []string{"--placement", "instruction-file", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}, {versioned: true}}, "", nil},
-		{"rewrap-escrow", func(b, tbl string) []string {
+		{"rewrap-escrow-then-verify-escrow", "", func(b, tbl string) []string {
 			return []string{"--escrow", "kms:" + escrowKey(t), "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
-		}, []run{{}, {versioned: true}}, "", nil},
-		{"kms-to-hsm-escrow", func(b, tbl string) []string {
+		}, []run{{}, {versioned: true}}, "verify-escrow", func(b, tbl string) [][]string {
+			return [][]string{{"verify", "--source", "s3://" + b + "/p/", "--escrow", "--key", "kms:" + escrowKey(t), "--all"}}
+		}},
+		// rotator escrow: a first escrow run left escrow files on some
+		// objects (one of them tagged), which this one rewrites; the others
+		// get new ones.
+		{"escrow-then-verify-escrow", "escrow", func(b, tbl string) []string {
+			return []string{"--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--escrow", "kms:" + escrowKey(t), "--ledger", tbl + "?create=true"}
+		}, []run{{prepare: func(t *testing.T, b string) { escrowAll(t, b); dropSomeEscrowFiles(t, f, b) }},
+			{versioned: true, prepare: func(t *testing.T, b string) { escrowAll(t, b); dropSomeEscrowFiles(t, f, b) }}},
+			"verify-escrow", func(b, tbl string) [][]string {
+				return [][]string{{"verify", "--source", "s3://" + b + "/p/", "--escrow", "--key", "kms:" + escrowKey(t), "--all"}}
+			}},
+		{"escrow-any-source-key", "escrow", func(b, tbl string) []string {
+			return []string{"--source", "s3://" + b, "--escrow", "kms:" + escrowKey(t), "--ledger", tbl + "?create=true"}
+		}, []run{{prepare: func(t *testing.T, b string) { escrowAll(t, b); dropSomeEscrowFiles(t, f, b) }}}, "", nil},
+		// rotator restore from escrow files rotator escrow wrote, then
+		// verify under the new key.
+		{"restore-then-verify", "restore", func(b, tbl string) []string {
+			return []string{"--source", "s3://" + b + "/p/", "--from-escrow", "kms:" + escrowKey(t), "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
+		}, []run{{prepare: func(t *testing.T, b string) { escrowAll(t, b) }}, {versioned: true, prepare: func(t *testing.T, b string) { escrowAll(t, b) }}},
+			"verify", func(b, tbl string) [][]string {
+				return [][]string{{"verify", "--source", "s3://" + b + "/p/", "--key", "kms:" + f.arnB, "--all"}}
+			}},
+		{"kms-to-hsm-escrow", "", func(b, tbl string) []string {
 			if hsmKey == "" {
 				hsmKey = newHSMKey(t)
 			}
 			return []string{"--escrow", "kms:" + escrowKey(t), "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", hsmKey, "--ledger", tbl + "?create=true"}
 		}, []run{{}}, "", nil},
-		{"reencrypt-escrow", func(b, tbl string) []string {
+		{"reencrypt-escrow", "", func(b, tbl string) []string {
 			return []string{"--mode", "reencrypt", "--escrow", "kms:" + escrowKey(t), "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{}, {versioned: true}}, "", nil},
-		{"rewrap-all-versions", func(b, tbl string) []string {
+		{"rewrap-all-versions", "", func(b, tbl string) []string {
 			return []string{"--all-versions", "--source", "s3://" + b + "/p/", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB, "--ledger", tbl + "?create=true"}
 		}, []run{{versioned: true}}, "", nil},
 	} {
@@ -306,6 +343,9 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 				args := tc.args(bucket, table)
 				// One policy for every bucket of the configuration.
 				pargs := append(args, "--region", ts.region)
+				if tc.cmd != "" {
+					pargs = append([]string{"--mode", tc.cmd}, pargs...)
+				}
 				if tc.with != "" {
 					pargs = append(pargs, "--with", tc.with)
 				}
@@ -315,9 +355,10 @@ func TestIAMPolicyCoversEveryRequest(t *testing.T) {
 				}
 				p = mergeBuckets(p, q)
 				ts.take(t)
-				code, out, errs := f.rotatorEnv(t, ts.env(), append([]string{"run", "--run-id", fmt.Sprint("r", i)}, args...)...)
+				cmd := cmp.Or(tc.cmd, "run")
+				code, out, errs := f.rotatorEnv(t, ts.env(), append([]string{cmd, "--run-id", fmt.Sprint("r", i)}, args...)...)
 				if code != exitOK {
-					t.Fatalf("run: exit %d\n%s\n%s", code, out, errs)
+					t.Fatalf("%s: exit %d\n%s\n%s", cmd, code, out, errs)
 				}
 				if tc.after != nil {
 					for _, a := range tc.after(bucket, table) {
@@ -353,6 +394,43 @@ func mergeBuckets(p, q *iampolicy.Policy) *iampolicy.Policy {
 		out.Statement[i].Resource = slices.Compact(res)
 	}
 	return out
+}
+
+// dropSomeEscrowFiles deletes every other escrow file of a bucket (every
+// version of it: a delete marker would stand where the escrow file is
+// created with If-None-Match, which versitygw refuses) and tags one of
+// those left, so that a rotator escrow run both creates escrow files and
+// rewrites existing ones, one with tags to keep.
+func dropSomeEscrowFiles(t *testing.T, f *cliFixture, bucket string) {
+	t.Helper()
+	out, err := f.s3.ListObjectVersions(ctx, &s3.ListObjectVersionsInput{Bucket: &bucket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, o := range out.Versions {
+		if !strings.HasSuffix(*o.Key, ".escrow.instruction") {
+			continue
+		}
+		n++
+		switch {
+		case n%2 == 0:
+			in := &s3.DeleteObjectInput{Bucket: &bucket, Key: o.Key}
+			if v := aws.ToString(o.VersionId); v != "" && v != "null" {
+				in.VersionId = o.VersionId
+			}
+			_, err = f.s3.DeleteObject(ctx, in)
+		case n == 1:
+			_, err = f.s3.PutObjectTagging(ctx, &s3.PutObjectTaggingInput{Bucket: &bucket, Key: o.Key,
+				Tagging: &s3types.Tagging{TagSet: []s3types.Tag{{Key: aws.String("retention"), Value: aws.String("escrow")}}}})
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", *o.Key, err)
+		}
+	}
+	if n < 2 {
+		t.Fatalf("%d escrow files, want some to drop and some to keep", n)
+	}
 }
 
 // lockSamples puts a legal hold on half the samples of a bucket and a short
@@ -432,13 +510,17 @@ func keyPolicy(p *iampolicy.Policy, arn, admin, runner, drop string) (string, []
 }
 
 // TestIAMPolicyKMSStatementsAreSufficientAndMinimal runs rewrap,
-// re-encryption and a KMS to HSM migration against a KMS test server that
-// enforces key policies (kmsserver: a policy with Allow statements denies
-// what none grants). The keys' policies grant rotator exactly the KMS
-// statements of `rotator iam-policy` for the run's flags: the run rotates
-// every object. Then, for each KMS action granted on each key, the same run
-// with that one action taken away fails, and its output names the missing
-// permission.
+// re-encryption, a KMS to HSM migration, rotator escrow, rotator restore
+// and verify --escrow against a KMS test server that enforces key policies
+// (kmsserver: a policy with Allow statements denies what none grants). The
+// keys' policies grant rotator exactly the KMS statements of `rotator
+// iam-policy` for the command's flags (for verify --escrow, the statements
+// --with verify-escrow adds: opening the escrow key and decrypting with it):
+// the command succeeds on every object. Restore and verify --escrow do so
+// with the objects' own key closed to rotator (the primary key is lost;
+// only the escrow files are read). Then, for each KMS action granted on
+// each key, the same command with that one action taken away fails, and
+// its output names the missing permission.
 func TestIAMPolicyKMSStatementsAreSufficientAndMinimal(t *testing.T) {
 	testenv.Need(t, testenv.S3, testenv.DynamoDB)
 	srv := kmsserver.NewTestServer(t, kmsserver.Options{})
@@ -456,54 +538,111 @@ func TestIAMPolicyKMSStatementsAreSufficientAndMinimal(t *testing.T) {
 	}
 	f := &cliFixture{s3: s3c, kms: admin, dir: t.TempDir()}
 	env := []string{testenv.EnvKMSEndpoint + "=" + srv.URL}
+	putPolicy := func(t *testing.T, k, doc string) {
+		t.Helper()
+		if _, err := admin.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: &k, Policy: &doc}); err != nil {
+			t.Fatalf("PutKeyPolicy: %v", err)
+		}
+	}
+	allowAll := func(t *testing.T, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			b, _ := json.Marshal(map[string]any{"Version": iampolicy.Version, "Statement": []map[string]any{
+				{"Sid": "all", "Effect": "Allow", "Principal": map[string]any{"AWS": []string{adminARN, runnerARN}}, "Action": "kms:*", "Resource": "*"}}})
+			putPolicy(t, k, string(b))
+		}
+	}
 	for _, tc := range []struct {
 		name, verb string
-		args       func(a, b string) []string
+		// cmd is the command (run when empty) and args its key flags for
+		// objects under a, with target b and escrow key e; mode is
+		// iam-policy's --mode for it, with its --with.
+		cmd, mode, with string
+		args            func(a, b, e string) []string
+		// escrowFirst: the objects get escrow files under e first (rotator
+		// escrow, with every key open to rotator).
+		escrowFirst bool
+		// sids: only these statements are the command's (verify --escrow).
+		sids []string
 	}{
-		{"rewrap", "rewrapped", func(a, b string) []string { return []string{"--from", "kms:" + a, "--to", "kms:" + b} }},
-		{"reencrypt", "re-encrypted", func(a, b string) []string {
+		{"rewrap", "4 rewrapped", "", "", "", func(a, b, _ string) []string { return []string{"--from", "kms:" + a, "--to", "kms:" + b} }, false, nil},
+		{"reencrypt", "4 re-encrypted", "", "", "", func(a, b, _ string) []string {
 			return []string{"--mode", "reencrypt", "--from", "kms:" + a, "--to", "kms:" + b}
-		}},
-		{"kms-to-hsm", "rewrapped", func(a, _ string) []string { return []string{"--from", "kms:" + a, "--to", newHSMKey(t)} }},
+		}, false, nil},
+		{"kms-to-hsm", "4 rewrapped", "", "", "", func(a, _, _ string) []string { return []string{"--from", "kms:" + a, "--to", newHSMKey(t)} }, false, nil},
+		{"escrow", "4 escrowed", "escrow", "escrow", "", func(a, _, e string) []string { return []string{"--from", "kms:" + a, "--escrow", "kms:" + e} }, false, nil},
+		{"restore", "4 restored", "restore", "restore", "", func(_, b, e string) []string {
+			return []string{"--from-escrow", "kms:" + e, "--to", "kms:" + b}
+		}, true, nil},
+		{"verify-escrow", "4 objects open through their escrow files", "verify", "escrow", "verify-escrow", func(_, _, e string) []string {
+			return []string{"--escrow", "--key", "kms:" + e, "--all"}
+		}, true, []string{iampolicy.SidKMSDescribe, iampolicy.SidKMSVerifyEscrow}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			a, b := newKey(), newKey()
+			a, b, e := newKey(), newKey(), newKey()
 			f.arnA = a
 			table := "dynamodb://" + testenv.Name(t) + "?create=true"
-			args := append(tc.args(a, b), "--ledger", table)
-			p := f.policyFor(t, account, append(args, "--source", "s3://unused")...)
-			keys := []string{a}
-			if strings.Contains(strings.Join(args, " "), "kms:"+b) {
-				keys = append(keys, b)
+			args := tc.args(a, b, e)
+			if tc.cmd != "verify" {
+				args = append(args, "--ledger", table)
 			}
-			// attempt runs rotator on a fresh bucket with the key policies
-			// granting all the policy's KMS actions but drop on key dropOn.
+			pargs := append(slices.Clone(args), "--source", "s3://unused")
+			if tc.cmd == "verify" {
+				// verify --escrow after rotator escrow from a to e.
+				pargs = []string{"--source", "s3://unused", "--from", "kms:" + a, "--escrow", "kms:" + e}
+			}
+			if tc.mode != "" {
+				pargs = append(pargs, "--mode", tc.mode)
+			}
+			if tc.with != "" {
+				pargs = append(pargs, "--with", tc.with)
+			}
+			p := f.policyFor(t, account, pargs...)
+			if tc.sids != nil {
+				p.Statement = slices.DeleteFunc(p.Statement, func(s iampolicy.Statement) bool { return !slices.Contains(tc.sids, s.Sid) })
+				for i := range p.Statement {
+					p.Statement[i].Resource = slices.DeleteFunc(p.Statement[i].Resource, func(r string) bool { return r != e })
+				}
+			}
+			keys := []string{a, b, e}
+			// attempt runs the command on a fresh bucket with the key
+			// policies granting all the policy's KMS actions but drop on
+			// key dropOn (and nothing on a key the policy does not name).
 			attempt := func(t *testing.T, dropOn, drop string) (int, string) {
+				bucket := traceBucket(t, f, "", 4, false, false)
+				if tc.escrowFirst {
+					allowAll(t, a, e)
+					if code, out, errs := f.rotatorEnv(t, env, "escrow", "--source", "s3://"+bucket, "--from", "kms:"+a, "--escrow", "kms:"+e,
+						"--ledger", filepath.Join(t.TempDir(), "prep.db"), "--no-progress"); code != exitOK {
+						t.Fatalf("rotator escrow (preparation): exit %d\n%s\n%s", code, out, errs)
+					}
+				}
 				for _, k := range keys {
 					d := ""
 					if k == dropOn {
 						d = drop
 					}
 					doc, _ := keyPolicy(p, k, adminARN, runnerARN, d)
-					if _, err := admin.PutKeyPolicy(ctx, &kms.PutKeyPolicyInput{KeyId: &k, Policy: &doc}); err != nil {
-						t.Fatalf("PutKeyPolicy: %v", err)
-					}
+					putPolicy(t, k, doc)
 				}
-				bucket := traceBucket(t, f, "", 4, false, false)
 				report := filepath.Join(t.TempDir(), "report.csv")
-				code, out, errs := f.rotatorEnv(t, env, append([]string{"run", "--source", "s3://" + bucket, "--report", report,
-					"--run-id", testenv.Name(t)}, args...)...)
+				cmd := append([]string{cmp.Or(tc.cmd, "run"), "--source", "s3://" + bucket, "--report", report}, args...)
+				if tc.cmd != "verify" {
+					cmd = append(cmd, "--run-id", testenv.Name(t))
+				}
+				code, out, errs := f.rotatorEnv(t, env, cmd...)
 				rep, _ := os.ReadFile(report)
 				return code, out + errs + string(rep)
 			}
 			code, out := attempt(t, "", "")
-			if code != exitOK || !strings.Contains(out, "4 "+tc.verb) {
-				t.Fatalf("under the policy's key policies: exit %d, want 0 and 4 %s:\n%s\npolicy:\n%s", code, tc.verb, out, p.JSON())
+			if code != exitOK || !strings.Contains(out, tc.verb) {
+				t.Fatalf("under the policy's key policies: exit %d, want 0 and %s:\n%s\npolicy:\n%s", code, tc.verb, out, p.JSON())
 			}
+			role := map[string]string{a: "source", b: "target", e: "escrow"}
 			for _, k := range keys {
 				_, granted := keyPolicy(p, k, adminARN, runnerARN, "")
 				for _, action := range granted {
-					t.Run(action+"-on-"+map[bool]string{true: "source", false: "target"}[k == a], func(t *testing.T) {
+					t.Run(action+"-on-"+role[k], func(t *testing.T) {
 						code, out := attempt(t, k, action)
 						if code == exitOK {
 							t.Fatalf("without %s on %s: exit 0, want a failure:\n%s", action, k, out)
@@ -602,6 +741,11 @@ func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 		}
 		return b
 	}
+	ek, err := f.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("escrow " + t.Name())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	escrowKey := *ek.KeyMetadata.Arn
 	// Taken away one at a time, these do not fail this configuration on
 	// MinIO, for the reason given.
 	versionedUnchecked := map[string]string{
@@ -613,17 +757,26 @@ func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 		args      []string
 		unchecked map[string]string
 		s3Report  bool // --report s3://BUCKET/rotator/ (in MinIO, under the policy too)
+		// cmd: rotator escrow or restore (iam-policy --mode CMD), run when
+		// empty; escrowFirst: the samples get escrow files under the
+		// escrow key first (rotator escrow as MinIO's root).
+		cmd         string
+		escrowFirst bool
 	}{
 		// Not --check-acl: MinIO's policy language has no s3:GetObjectAcl
 		// (it checks s3:GetBucketPolicy for GetObjectAcl), and under
 		// temporary credentials its made-up ACL names an owner other than
 		// the FULL_CONTROL grantee, so every object would be reported.
-		{"rewrap", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, false},
-		{"reencrypt", false, []string{"--mode", "reencrypt", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, false},
-		{"reencrypt-delete-old-versions", true, []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, versionedUnchecked, false},
-		{"rewrap-report-in-s3", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, true},
+		{"rewrap", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, false, "", false},
+		{"reencrypt", false, []string{"--mode", "reencrypt", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, false, "", false},
+		{"reencrypt-delete-old-versions", true, []string{"--mode", "reencrypt", "--all-versions", "--delete-old-versions", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, versionedUnchecked, false, "", false},
+		{"rewrap-report-in-s3", false, []string{"--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB}, nil, true, "", false},
 		{"rewrap-placement-instruction-file", false, []string{"--placement", "instruction-file", "--from", "kms:" + f.arnA, "--to", "kms:" + f.arnB},
-			map[string]string{"s3:DeleteObject": "a healthy move deletes nothing (only the instruction file of a move whose copy did not land)"}, false},
+			map[string]string{"s3:DeleteObject": "a healthy move deletes nothing (only the instruction file of a move whose copy did not land)"}, false, "", false},
+		// rotator escrow writes escrow files only (S3WriteEscrowFiles on
+		// *.escrow.instruction), rewriting those an earlier escrow left.
+		{"escrow", false, []string{"--from", "kms:" + f.arnA, "--escrow", "kms:" + escrowKey}, nil, false, "escrow", true},
+		{"restore", false, []string{"--from-escrow", "kms:" + escrowKey, "--to", "kms:" + f.arnB}, nil, false, "restore", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			table := "dynamodb://" + testenv.Name(t) + "?create=true"
@@ -639,10 +792,22 @@ func TestIAMPolicyS3StatementsOnMinIO(t *testing.T) {
 					report = "s3://" + rb + "/rotator/"
 				}
 				args := append([]string{"--source", "s3://" + b + "/p/", "--ledger", table, "--report", report}, tc.args...)
-				p := f.policyFor(t, account, args...)
+				pargs := slices.Clone(args)
+				if tc.cmd != "" {
+					pargs = append(pargs, "--mode", tc.cmd)
+				}
+				if tc.escrowFirst {
+					rootEnv := []string{testenv.EnvS3Endpoint + "=" + os.Getenv(testenv.EnvMinIOEndpoint),
+						"AWS_ACCESS_KEY_ID=" + os.Getenv(testenv.EnvMinIOAccessKey), "AWS_SECRET_ACCESS_KEY=" + os.Getenv(testenv.EnvMinIOSecretKey)}
+					if code, out, errs := f.rotatorEnv(t, rootEnv, "escrow", "--source", "s3://"+b+"/p/", "--from", "kms:"+f.arnA, "--escrow", "kms:"+escrowKey,
+						"--ledger", filepath.Join(t.TempDir(), "prep.db"), "--no-progress"); code != exitOK {
+						t.Fatalf("rotator escrow (preparation): exit %d\n%s\n%s", code, out, errs)
+					}
+				}
+				p := f.policyFor(t, account, pargs...)
 				env := minioSession(t, p.Without(drop))
 				runID := testenv.Name(t)
-				code, out, errs := f.rotatorEnv(t, env, append([]string{"run", "--run-id", runID}, args...)...)
+				code, out, errs := f.rotatorEnv(t, env, append([]string{cmp.Or(tc.cmd, "run"), "--run-id", runID}, args...)...)
 				var rep []byte
 				if tc.s3Report {
 					rb, _, _ := strings.Cut(strings.TrimPrefix(report, "s3://"), "/")
@@ -708,11 +873,47 @@ func TestIAMPolicyCLI(t *testing.T) {
 	if !strings.Contains(errb.String(), "note: no --from") {
 		t.Errorf("stderr %q: want the note on kms:ReEncryptFrom granted on every key", errb.String())
 	}
+	// The command lines of rotator escrow and rotator restore, after
+	// --mode escrow and --mode restore.
+	const escrowKey = "arn:aws:kms:eu-west-1:111122223333:key/eeeeeeee-0000-0000-0000-000000000005"
+	for _, tc := range []struct {
+		args []string
+		want string // "action resource" the policy allows
+	}{
+		{[]string{"--mode", "escrow", "--source", "s3://data/p/", "--from", "kms:" + key, "--escrow", "kms:" + escrowKey, "--with", "verify-escrow"},
+			"s3:PutObject arn:aws:s3:::data/p/x.escrow.instruction"},
+		{[]string{"--mode", "escrow", "--source", "s3://data/p/", "--from", "kms:" + key, "--escrow", "kms:" + escrowKey, "--with", "verify-escrow"},
+			"kms:Decrypt " + escrowKey},
+		{[]string{"--mode", "restore", "--source", "s3://data/p/", "--from-escrow", "kms:" + escrowKey, "--to", "kms:" + key}, "kms:Decrypt " + escrowKey},
+		{[]string{"--mode", "restore", "--source", "s3://data/p/", "--from-escrow", "kms:" + escrowKey, "--to", "kms:" + key}, "kms:Encrypt " + key},
+	} {
+		out.Reset()
+		errb.Reset()
+		if code := run(append([]string{"iam-policy"}, tc.args...), &out, &errb); code != exitOK {
+			t.Fatalf("iam-policy %q: exit %d: %s", tc.args, code, errb.String())
+		}
+		var p iampolicy.Policy
+		if err := json.Unmarshal(out.Bytes(), &p); err != nil {
+			t.Fatalf("stdout is not a policy: %v\n%s", err, out.String())
+		}
+		action, res, _ := strings.Cut(tc.want, " ")
+		if !p.Allows(action, res) {
+			t.Errorf("iam-policy %q does not allow %s:\n%s", tc.args, tc.want, p.JSON())
+		}
+		if strings.HasPrefix(tc.args[1], "escrow") && p.Allows("s3:PutObject", "arn:aws:s3:::data/p/x") {
+			t.Errorf("iam-policy %q: rotator escrow writes escrow files only, and the policy allows writing objects", tc.args)
+		}
+	}
 	for _, bad := range [][]string{
 		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--with", "audit"},
 		{"iam-policy", "--source", "s3://data"},
 		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--mode", "reencrypt"},
 		{"iam-policy", "--list", "s3://lists/l.csv", "--to", "kms:" + key},
+		{"iam-policy", "--source", "s3://data", "--mode", "escrow", "--to", "kms:" + key},
+		{"iam-policy", "--source", "s3://data", "--mode", "escrow", "--escrow", "kms:" + key, "--with", "verify"},
+		{"iam-policy", "--source", "s3://data", "--mode", "restore", "--escrow", "kms:" + key, "--to", "kms:" + key},
+		{"iam-policy", "--source", "s3://data", "--from-escrow", "kms:" + key, "--to", "kms:" + key},
+		{"iam-policy", "--source", "s3://data", "--to", "kms:" + key, "--with", "verify-escrow"},
 	} {
 		out.Reset()
 		errb.Reset()
