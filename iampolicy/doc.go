@@ -78,6 +78,29 @@
 //     each bucket (what the writes cost beyond their requests; without
 //     them plan says what it could not read). `rotator resume` needs the
 //     run's policy.
+//   - `rotator verify` (Options.Verify, --with verify) and `rotator
+//     restore` read each body at the version its HEAD named: in a
+//     versioned bucket s3:GetObjectVersion.
+//   - `rotator escrow` (Mode escrow: To is the escrow key, iam-policy
+//     --mode escrow --escrow KEY): the data keys of the objects under the
+//     --from keys are wrapped under the escrow key as a rewrap would move
+//     them (kms:ReEncryptFrom on the sources and kms:ReEncryptTo on the
+//     escrow key within a region, no data key in the process; kms:Decrypt
+//     and kms:Encrypt across regions, from HSM keys, to an RSA or HSM
+//     escrow key; without --from, kms:ReEncryptFrom on every key). It
+//     writes escrow files only: s3:PutObject, s3:GetObjectTagging and
+//     s3:PutObjectTagging (a rewritten escrow file keeps its tags) on
+//     BUCKET/PREFIX*SUFFIX (default *.escrow.instruction), the objects
+//     read-only.
+//   - `rotator restore` (Mode restore, iam-policy --mode restore
+//     --from-escrow KEY --to KEY): kms:Decrypt on the escrow key (the data
+//     key is checked against the object before anything is written, so
+//     never ReEncrypt) and kms:Encrypt on the target; the objects written
+//     as a rewrap writes them, s3:GetObjectVersion for the V2 bodies the
+//     escrowed data keys are checked against.
+//   - `rotator verify --escrow` (Options.VerifyEscrow, --with
+//     verify-escrow): kms:DescribeKey and kms:Decrypt on the escrow key
+//     (Sid KMSVerifyThroughEscrow), the objects and escrow files read.
 //   - HSM keys need no IAM permission: CloudHSM authorizes its crypto user
-//     (the PIN), not IAM.
+//     (the PIN), not IAM. Nor do RSA and AES key files: the notes say so.
 package iampolicy
