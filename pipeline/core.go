@@ -209,6 +209,11 @@ func (c *Core) process(ctx context.Context, it inventory.Item) (Outcome, error) 
 	}
 	cl, o, done := c.Classify(ctx, it, o)
 	if done {
+		if o.ErrorCode == CodeLedger {
+			// The ledger cannot be read: as any ledger failure, it stops
+			// the run rather than fail every object after this one.
+			return o, ledgerError{errors.New(o.Message)}
+		}
 		return o, nil
 	}
 	return c.act(ctx, cl, o)
@@ -261,7 +266,9 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 	}
 	cl.Wrapped, cl.CEK = rewrap.FromEnvelope(env)
 	cl.Fingerprint = ledger.WrappedKeyFingerprint(cl.Wrapped.Key)
-	c.identify(ctx, cl)
+	if err := c.identify(ctx, cl); err != nil {
+		return nil, o.fail(CodeLedger, "could not read the object's ledger record to learn its key (left untouched): "+err.Error()), true
+	}
 	return cl, o, false
 }
 
@@ -328,27 +335,32 @@ func lengthMismatch(obj *commit.Object, env *envelope.Envelope) string {
 // identify learns the key the data key is wrapped under: the keyrings'
 // offline recognition, then the ledger, then (for HSM wrappings, which name
 // no key) a trial unwrap with each HSM keyring, whose result is cleared at
-// once.
-func (c *Core) identify(ctx context.Context, cl *Classification) {
+// once. An error is a ledger that could not be read: the key is not
+// guessed without it (a KMS wrapping under the target would be tried
+// against the --from keys, and reported as under none of them).
+func (c *Core) identify(ctx context.Context, cl *Classification) error {
 	for _, k := range c.keyrings() {
 		if rewrap.Classify(k, cl.Wrapped) == rewrap.MatchYes {
 			cl.Key, cl.KeySource = k.ID(), "offline"
-			return
+			return nil
 		}
 	}
 	if c.Ledger != nil {
 		rec, err := c.Ledger.Get(ctx, c.id(cl))
+		if err != nil && !errors.Is(err, ledger.ErrNotFound) {
+			return err
+		}
 		if err == nil && rec.WrapKey != "" && rec.WrappedKeySHA256 == cl.Fingerprint {
 			if rec.State == ledger.StateReencrypted {
 				cl.ReencryptedBy = rec.RunID
 			}
 			cl.Key, cl.KeySource = rec.WrapKey, "ledger"
-			return
+			return nil
 		}
 	}
 	if cl.Wrapped.Alg.IsKMS() {
 		// KMS: the run learns the key from ReEncrypt.
-		return
+		return nil
 	}
 	// An HSM wrapping names no key: a trial unwrap inside the HSM tells.
 	// Only an answer about the key ("not this key") rules a key out; an
@@ -361,12 +373,13 @@ func (c *Core) identify(ctx context.Context, cl *Classification) {
 		if err == nil {
 			dek.Clear()
 			cl.Key, cl.KeySource, cl.ProbeErr = k.ID(), "probe", nil
-			return
+			return nil
 		}
 		if !rewrap.IsWrongKey(err) && !errors.Is(err, errDryRun) && cl.ProbeErr == nil {
 			cl.ProbeErr = err
 		}
 	}
+	return nil
 }
 
 // keyrings returns the target and the --from keys.

@@ -150,6 +150,17 @@ func escrowable(cl *Classification) bool {
 // is not selected).
 func (c *Core) escrowFirst(ctx context.Context, cl *Classification, o Outcome) (Outcome, bool, error) {
 	out, err := c.change(ctx, cl, o, ActionEscrow)
+	if out.Action != ActionEscrow && out.Action != "" && out.Action != ActionSkip {
+		// The claim settled an earlier change of this run instead (its
+		// process died after the write): its outcome is the object's. A
+		// rewrap begins only once its escrow is recorded; a re-encryption
+		// is escrowed now, from its new data key. (out.FromKey is the
+		// key before that change, not the object's now.)
+		if err == nil && out.Status == StatusSucceeded && out.Action == ActionReencrypt && c.Mode == ModeReencrypt {
+			out, err = c.escrowAfter(ctx, cl.Obj.Bucket, cl.Obj.Key, out)
+		}
+		return out, true, err
+	}
 	if err != nil || out.Status != StatusSucceeded {
 		if out.Status == StatusSkipped {
 			return out, true, err
@@ -212,6 +223,10 @@ func (c *Core) escrowObject(ctx context.Context, h *hold, cl *Classification, o 
 			// object, and the data key has not changed since.
 			out := o.succeed(ActionEscrow, ev)
 			out.Message = ev.Method + " (escrow file written by this run already)"
+			// The event's source key is the one the object was under
+			// then; what it is under now is only what was classified
+			// (escrowFirst must not take the old one for it).
+			out.FromKey = cl.Key
 			return out, nil
 		}
 	}
@@ -375,9 +390,16 @@ func (c *Core) settleEscrow(ctx context.Context, h *hold, ev ledger.Event, o Out
 	switch {
 	case fp != "" && fp == ev.NewWrappedKeySHA256:
 		ev.ETagAfter = st.ETag
+		// An escrow changes nothing on the object: its record is kept
+		// as it is (none: the key the object was escrowed from, which
+		// its claim has kept it under).
 		rec, gerr := c.Ledger.Get(ctx, ev.ID)
-		if gerr != nil {
-			rec = ledger.Object{ID: ev.ID, State: ledger.StateCurrent}
+		switch {
+		case errors.Is(gerr, ledger.ErrNotFound):
+			rec = ledger.Object{ID: ev.ID, WrapKey: ev.FromKey, State: ledger.StateCurrent}
+		case gerr != nil:
+			return kept, keepIntent(h, o, "the escrow file landed but the object's ledger record could not be read", gerr),
+				ledgerError{fmt.Errorf("get %s: %w", ev.ID, gerr)}
 		}
 		rec.RunID, rec.UpdatedAt = c.RunID, time.Time{}
 		out, err := c.record(ctx, h, rec, ev, o, ActionEscrow)

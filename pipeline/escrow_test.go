@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -10,9 +11,9 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
-	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -480,5 +481,117 @@ func TestEscrowReencryptFinishedByRecoveryIsEscrowed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// failingLedger fails the Commits and Gets its predicates pick, as a
+// process that dies right after its write, or a ledger read that fails.
+type failingLedger struct {
+	ledger.Ledger
+	commit func(ledger.Event) bool
+	get    func(ledger.ObjectID) bool
+}
+
+func (l failingLedger) Commit(ctx context.Context, owner string, obj ledger.Object, ev ledger.Event) error {
+	if l.commit != nil && l.commit(ev) {
+		return errCrash
+	}
+	return l.Ledger.Commit(ctx, owner, obj, ev)
+}
+
+func (l failingLedger) Get(ctx context.Context, id ledger.ObjectID) (ledger.Object, error) {
+	if l.get != nil && l.get(id) {
+		return ledger.Object{}, errCrash
+	}
+	return l.Ledger.Get(ctx, id)
+}
+
+// TestEscrowRevisitAfterAnUnrecordedRewrap: run --escrow escrows an object
+// and rewraps it, and the rewrap's Commit is lost (the process dies). The
+// same run meets the object again: its claim settles the rewrap, and its
+// escrow is found written by the run already. The escrow event's source
+// key (the old one) must not be taken for the key the object is under now:
+// before, the revisit then tried a rewrap from the old key, reported the
+// object "not wrapped under a --from key" and recorded it under the old
+// key in the ledger.
+func TestEscrowRevisitAfterAnUnrecordedRewrap(t *testing.T) {
+	f := newFixture(t, 4, false)
+	escrowKey := openKey(t, f.deps, "kms:"+createKey(t, f.kms.Client(""), "escrow C"))
+	c := f.core("run-revisit")
+	c.From, c.Escrow, c.Creator = []rewrap.Keyring{f.a}, escrowKey, f.commit
+	c.Ledger = failingLedger{Ledger: f.ledger, commit: func(ev ledger.Event) bool { return ev.Op == ledger.OpRewrap }}
+	for _, o := range f.objs {
+		out, err := c.Process(ctx, inventory.Item{Bucket: f.bucket, Key: o.Key})
+		if err == nil || out.Status != pipeline.StatusUnfinished {
+			t.Fatalf("%s: want the rewrap landed and unrecorded, got %+v %v", o.Key, out, err)
+		}
+	}
+	c.Ledger = f.ledger
+	for _, o := range f.objs {
+		out, err := c.Process(ctx, inventory.Item{Bucket: f.bucket, Key: o.Key})
+		if err != nil || out.ErrorCode == pipeline.CodeNotFromKey || (out.Status != pipeline.StatusSucceeded && out.Status != pipeline.StatusSkipped) {
+			t.Errorf("%s: revisited: %s %s %s (%v)", o.Key, out.Status, out.ErrorCode, out.Message, err)
+		}
+		rec, err := f.ledger.Get(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
+		if err != nil || rec.WrapKey != f.b.ID() {
+			t.Errorf("%s: the ledger's record says %q (%v), want the new key", o.Key, rec.WrapKey, err)
+		}
+		evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ops []string
+		for _, ev := range evs {
+			ops = append(ops, ev.Op)
+		}
+		if len(ops) != 2 || ops[0] != ledger.OpEscrow || ops[1] != ledger.OpRewrap {
+			t.Errorf("%s: events %q, want escrow then rewrap", o.Key, ops)
+		}
+		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
+			t.Errorf("%s: plaintext differs", o.Key)
+		}
+	}
+	for key, o := range f.verifyEscrow(t, escrowKey) {
+		if o.Status != pipeline.StatusSucceeded {
+			t.Errorf("verify --escrow %s: %s %s %s", key, o.Status, o.ErrorCode, o.Message)
+		}
+	}
+}
+
+// TestLedgerReadFailureIsNotAGuess: a KMS wrapping names its key only to
+// KMS, so a run learns it from the ledger. When that read fails, the key
+// is not guessed: before, a re-encryption tried an object already under
+// the target against the --from keys, reported it "not wrapped under a
+// --from key" and recorded it with no key. Now the object is reported in
+// every mode (the run stops, as on any ledger failure) and nothing is
+// written.
+func TestLedgerReadFailureIsNotAGuess(t *testing.T) {
+	f := newFixture(t, 2, false)
+	c := f.core("run-first")
+	c.From = []rewrap.Keyring{f.a}
+	if rep, buf := f.run(t, c); rep.Counts()[pipeline.StatusSucceeded] != 2 {
+		t.Fatalf("rewrap: %v\n%s", rep.Counts(), buf)
+	}
+	for _, mode := range []pipeline.Mode{pipeline.ModeRewrap, pipeline.ModeReencrypt} {
+		c := f.core("run-again-" + string(mode))
+		if mode == pipeline.ModeReencrypt {
+			c, _ = f.reencryptCore("run-again-"+string(mode), nil, f.a)
+		}
+		c.From = []rewrap.Keyring{f.a}
+		c.Ledger = failingLedger{Ledger: f.ledger, get: func(ledger.ObjectID) bool { return true }}
+		for _, o := range f.objs {
+			before := snap(t, f, o.Key)
+			out, err := c.Process(ctx, inventory.Item{Bucket: f.bucket, Key: o.Key})
+			if err == nil || out.Status != pipeline.StatusFailed || out.ErrorCode != pipeline.CodeLedger {
+				t.Errorf("%s, %s: %s %s %s (%v), want failed %s and a ledger error", mode, o.Key, out.Status, out.ErrorCode, out.Message, err, pipeline.CodeLedger)
+			}
+			if after := snap(t, f, o.Key); !bytes.Equal(after.body, before.body) || !maps.Equal(after.meta, before.meta) {
+				t.Errorf("%s, %s: changed", mode, o.Key)
+			}
+			rec, err := f.ledger.Get(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
+			if err != nil || rec.WrapKey != f.b.ID() {
+				t.Errorf("%s, %s: the ledger's record says %q (%v), want the new key", mode, o.Key, rec.WrapKey, err)
+			}
+		}
 	}
 }
