@@ -2,11 +2,13 @@ package pipeline_test
 
 import (
 	"bytes"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -453,12 +455,14 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 	res := h.process(t, c, fault, false)
 	var log []string
 	log = append(log, fmt.Sprintf("run: err=%v dead=%v unfinished=%d failed=%d", res.err, res.dead, res.unfinished, res.failed))
+	reports := []string{res.report}
 	for i := 0; !res.done(); i++ {
 		if i == 6 {
 			t.Fatalf("the run is not done after %d resumes:\n%s\n%s", i, strings.Join(log, "\n"), res.report)
 		}
 		res = h.process(t, c, faults.Fault{}, res.started)
 		log = append(log, fmt.Sprintf("resume %d: err=%v unfinished=%d failed=%d", i+1, res.err, res.unfinished, res.failed))
+		reports = append(reports, res.report)
 	}
 	if t.Failed() {
 		return
@@ -482,10 +486,11 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 			t.Errorf("%s: rotated with %d lineage events, want 1\n%s", key, events[key], strings.Join(log, "\n"))
 		}
 	}
+	h.checkRecords(t, c, rotated, strings.Join(log, "\n"))
 	if h.sc.escrow {
 		// A process that dies reports nothing: once resumed, every
 		// object is escrowed, as if it had not died.
-		h.checkEscrow(t, c, rotated, strings.Join(log, "\n"), fault.Kind == faults.Die)
+		h.checkEscrow(t, c, rotated, strings.Join(log, "\n"), fault.Kind == faults.Die, lastSucceeded(t, reports))
 	}
 	// A second run rotates what the first reported and left.
 	c2 := *c
@@ -497,7 +502,7 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 	again := h.check(t, &c2, true)
 	h.checkLeftNothing(t, &c2)
 	if h.sc.escrow {
-		h.checkEscrow(t, &c2, again, "second run", true)
+		h.checkEscrow(t, &c2, again, "second run", true, nil)
 	}
 	all := h.events(t, c)
 	for key, n := range h.events(t, &c2) {
@@ -569,8 +574,10 @@ func (h *faultHarness) check(t *testing.T, c *faultCase, mustRotate bool) map[st
 // re-encryption escrows after its content landed: a failed escrow may
 // leave the old one, stale, with the object reported; once a run ends
 // with everything done and nothing reported (final), every object's
-// escrow file opens it, written by one escrow of the run.
-func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[string]bool, log string, final bool) {
+// escrow file opens it, written by one escrow of the run; so does that of
+// every object whose last outcome in the run was a success (succeeded:
+// its re-encryption's escrow landed too, whichever process finished it).
+func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[string]bool, log string, final bool, succeeded map[string]bool) {
 	t.Helper()
 	l := h.openLedger(t, c)
 	defer l.Close()
@@ -588,7 +595,8 @@ func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[strin
 			t.Errorf("%s: %d escrow events of the run, want at most 1\n%s", o.Key, escrows[o.Key], log)
 		}
 		rewrap := h.sc.mode == pipeline.ModeRewrap
-		must := final || escrows[o.Key] == 1 || (rewrap && rotated[o.Key])
+		whole := final || (rewrap && rotated[o.Key]) || (rotated[o.Key] && succeeded[o.Key])
+		must := whole || escrows[o.Key] == 1
 		ekey := escrow.Key(o.Key, "")
 		_, err := h.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &c.bucket, Key: &ekey})
 		if err != nil {
@@ -604,10 +612,34 @@ func (h *faultHarness) checkEscrow(t *testing.T, c *faultCase, rotated map[strin
 		if err != nil || !bytes.Equal(pt, c.plain[o.Key]) {
 			t.Errorf("%s: the escrow file does not open the object under the escrow key: %v\n%s", o.Key, err, log)
 		}
-		if (final || (rewrap && rotated[o.Key])) && escrows[o.Key] != 1 {
+		if whole && escrows[o.Key] != 1 {
 			t.Errorf("%s: rotated with %d escrow events of the run, want 1\n%s", o.Key, escrows[o.Key], log)
 		}
 	}
+}
+
+// lastSucceeded reads the reports of a run's processes, in order, and
+// returns the keys whose last row says succeeded.
+func lastSucceeded(t *testing.T, reports []string) map[string]bool {
+	t.Helper()
+	last := map[string]bool{}
+	for _, rep := range reports {
+		rows, err := csv.NewReader(strings.NewReader(rep)).ReadAll()
+		if err != nil {
+			t.Fatalf("report: %v\n%s", err, rep)
+		}
+		for _, row := range rows {
+			if len(row) < 4 || row[0] == pipeline.ReportHeader[0] {
+				continue
+			}
+			key, err := url.QueryUnescape(row[1])
+			if err != nil {
+				t.Fatalf("report key %q: %v", row[1], err)
+			}
+			last[key] = row[3] == string(pipeline.StatusSucceeded)
+		}
+	}
+	return last
 }
 
 // openThroughEscrow decrypts an object with the data key of its escrow
@@ -719,6 +751,28 @@ func (h *faultHarness) events(t *testing.T, c *faultCase) map[string]int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// checkRecords checks that the ledger records each rotated object under
+// the target key (a record that names another key miscounts the objects
+// a key still protects). Versioned buckets are left out: a rotation
+// records the version it made.
+func (h *faultHarness) checkRecords(t *testing.T, c *faultCase, rotated map[string]bool, log string) {
+	t.Helper()
+	if h.sc.versioned {
+		return
+	}
+	l := h.openLedger(t, c)
+	defer l.Close()
+	for key, ok := range rotated {
+		if !ok {
+			continue
+		}
+		rec, err := l.Get(ctx, ledger.ObjectID{Bucket: c.bucket, Key: key})
+		if err != nil || rec.WrapKey != h.to.ID() {
+			t.Errorf("%s: rotated, but the ledger records it under %q (%v), not the target %s\n%s", key, rec.WrapKey, err, h.to.ID(), log)
+		}
+	}
 }
 
 func (h *faultHarness) openLedger(t *testing.T, c *faultCase) ledger.Ledger {
