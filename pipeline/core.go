@@ -129,6 +129,12 @@ type Core struct {
 	// naming one object twice must not have two workers on it (their
 	// claims would be the same owner's).
 	inflight sync.Map
+	// unreleased are the claims whose release failed (ReleaseLeft tries
+	// them again at the end of the run).
+	unreleased struct {
+		sync.Mutex
+		ids []ledger.ObjectID
+	}
 }
 
 func (c *Core) owner() string {

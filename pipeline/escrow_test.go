@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -488,8 +489,16 @@ func TestEscrowReencryptFinishedByRecoveryIsEscrowed(t *testing.T) {
 // process that dies right after its write, or a ledger read that fails.
 type failingLedger struct {
 	ledger.Ledger
-	commit func(ledger.Event) bool
-	get    func(ledger.ObjectID) bool
+	commit  func(ledger.Event) bool
+	get     func(ledger.ObjectID) bool
+	release func(ledger.ObjectID) bool
+}
+
+func (l failingLedger) Release(ctx context.Context, id ledger.ObjectID, owner string) error {
+	if l.release != nil && l.release(id) {
+		return errCrash
+	}
+	return l.Ledger.Release(ctx, id, owner)
 }
 
 func (l failingLedger) Commit(ctx context.Context, owner string, obj ledger.Object, ev ledger.Event) error {
@@ -592,6 +601,38 @@ func TestLedgerReadFailureIsNotAGuess(t *testing.T) {
 			if err != nil || rec.WrapKey != f.b.ID() {
 				t.Errorf("%s, %s: the ledger's record says %q (%v), want the new key", mode, o.Key, rec.WrapKey, err)
 			}
+		}
+	}
+}
+
+// TestRunReleasesTheClaimsItCouldNotRelease: a claim whose release fails
+// (the ledger did not answer) is released again at the end of the run, so
+// that a run retrying the objects the first reported does not find them
+// claimed by a run that has ended ("ClaimedByAnotherRun" until the claim
+// expired, found by the fault trials).
+func TestRunReleasesTheClaimsItCouldNotRelease(t *testing.T) {
+	f := newFixture(t, 2, false)
+	c, _ := f.reencryptCore("run-wrong-key", nil, f.b) // the objects are under A
+	var mu sync.Mutex
+	failed := map[ledger.ObjectID]bool{}
+	c.Ledger = failingLedger{Ledger: f.ledger, release: func(id ledger.ObjectID) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		first := !failed[id]
+		failed[id] = true
+		return first
+	}}
+	if rep, buf := f.run(t, c); rep.Counts()[pipeline.StatusSkipped] != 2 {
+		t.Fatalf("run with the wrong --from key: %v\n%s", rep.Counts(), buf)
+	}
+	if len(failed) != 2 {
+		t.Fatalf("%d releases failed, want 2", len(failed))
+	}
+	retry, _ := f.reencryptCore("run-retry", nil, f.a)
+	for _, o := range f.objs {
+		out, err := retry.Process(ctx, inventory.Item{Bucket: f.bucket, Key: o.Key})
+		if err != nil || out.Status != pipeline.StatusSucceeded {
+			t.Errorf("%s: the retrying run: %s %s %s (%v)", o.Key, out.Status, out.ErrorCode, out.Message, err)
 		}
 	}
 }

@@ -134,9 +134,32 @@ func (c *Core) end(ctx context.Context, h *hold) {
 	close(h.done)
 	h.cancel()
 	if !h.keep && !h.released {
-		// The claim expires by itself if this fails.
-		_ = c.Ledger.Release(context.WithoutCancel(ctx), h.id, c.owner())
+		// The claim expires by itself if this fails; until then another
+		// run is refused the object, so the end of the run tries again.
+		if err := c.Ledger.Release(context.WithoutCancel(ctx), h.id, c.owner()); err != nil && !errors.Is(err, ledger.ErrNotClaimed) {
+			c.unreleased.Lock()
+			c.unreleased.ids = append(c.unreleased.ids, h.id)
+			c.unreleased.Unlock()
+		}
 	}
+}
+
+// ReleaseLeft tries again the releases of claims that failed (end), once
+// no worker holds an object: a run that reported an object and ended
+// must not leave it claimed, refusing a run that retries it until the
+// claim expires. It returns how many are still held.
+func (c *Core) ReleaseLeft(ctx context.Context) int {
+	c.unreleased.Lock()
+	ids := c.unreleased.ids
+	c.unreleased.ids = nil
+	c.unreleased.Unlock()
+	left := 0
+	for _, id := range ids {
+		if err := c.Ledger.Release(context.WithoutCancel(ctx), id, c.owner()); err != nil && !errors.Is(err, ledger.ErrNotClaimed) {
+			left++
+		}
+	}
+	return left
 }
 
 // enter marks id as being changed by this process; false when another

@@ -451,6 +451,7 @@ func (r *Runner) Execute(ctx context.Context, interrupt <-chan struct{}) error {
 // finish settles the run's leftover intents when it completed, counts
 // those still held, and checkpoints the run record.
 func (r *Runner) finish(ctx context.Context, err error, completed bool) error {
+	r.Core.ReleaseLeft(ctx)
 	if completed && r.Intents != nil {
 		rerr := r.recover(ctx, true)
 		if rerr == nil {
