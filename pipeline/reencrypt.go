@@ -114,7 +114,14 @@ func (c *Core) saveIntent(ctx context.Context, ev ledger.Event, in *reencrypt.In
 
 // writeReencrypt makes a re-encryption's writes and decides the outcome.
 func (c *Core) writeReencrypt(ctx context.Context, h *hold, job reencrypt.Job, in *reencrypt.Intent, ev ledger.Event, o Outcome) (Outcome, error) {
-	save := func(ctx context.Context) error { return c.saveIntent(ctx, ev, in) }
+	save := func(ctx context.Context) error {
+		if err := c.saveIntent(ctx, ev, in); err != nil {
+			// A ledger failure, not the upload's: reported as one, and
+			// it stops the run as every other does.
+			return ledgerError{fmt.Errorf("save the checkpoint: %w", err)}
+		}
+		return nil
+	}
 	res, werr := c.Reencrypter.Write(ctx, job, in, save)
 	if werr == nil {
 		cr := res.Commit
