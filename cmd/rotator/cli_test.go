@@ -53,6 +53,9 @@ type cliFixture struct {
 	arnB   string
 	objs   []sample.Object
 	dir    string
+	// escrow, when set, is the KMS key of the run's --escrow: every
+	// object has one escrow event, and its escrow file opens under it.
+	escrow string
 }
 
 func newCLIFixture(t *testing.T, n int) *cliFixture {
@@ -77,6 +80,35 @@ func newCLIFixture(t *testing.T, n int) *cliFixture {
 	}
 	f.objs = objs
 	return f
+}
+
+// lineage logs the object's events, naming the fixture's keys.
+func (f *cliFixture) lineage(t *testing.T, l ledger.Ledger, key string) {
+	t.Helper()
+	evs, err := l.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: key})
+	for _, ev := range evs {
+		t.Logf("  lineage: %s %s %s %s -> %s, etag %s -> %s, wrapped %.8s -> %.8s", ev.RunID, ev.Op, ev.Method,
+			f.keyName(ev.FromKey), f.keyName(ev.ToKey), ev.ETagBefore, ev.ETagAfter, ev.OldWrappedKeySHA256, ev.NewWrappedKeySHA256)
+	}
+	if err != nil {
+		t.Log(err)
+	}
+}
+
+// keyName names the fixture's keys A, B and the escrow key.
+func (f *cliFixture) keyName(k string) string {
+	switch k {
+	case f.arnA:
+		return "A"
+	case f.arnB:
+		return "B"
+	case "":
+		return "no key"
+	}
+	if k == f.escrow {
+		return "the escrow key"
+	}
+	return k
 }
 
 // cmd returns the rotator command (the test binary in main mode).
@@ -166,18 +198,34 @@ func (f *cliFixture) exactlyOnce(t *testing.T, ledgerURL, runID string) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	seen := map[string]int{}
+	// Escrows: one per object and run (a run that retries objects the
+	// first reported escrows them again).
+	seen, escrowed, escrowedByRun := map[string]int{}, map[string]int{}, map[[2]string]int{}
 	if err := l.Events(ctx, func(ev ledger.Event) error {
-		if ev.ID.Bucket == f.bucket {
+		switch {
+		case ev.ID.Bucket != f.bucket:
+		case ev.Op == ledger.OpEscrow:
+			escrowed[ev.ID.Key]++
+			escrowedByRun[[2]string{ev.ID.Key, ev.RunID}]++
+		default:
 			seen[ev.ID.Key]++
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
+	wantEscrow := 0
+	if f.escrow != "" {
+		wantEscrow = 1
+	}
 	for _, o := range f.objs {
 		if seen[o.Key] != 1 {
 			t.Errorf("%s: %d rewrap events, want exactly 1", o.Key, seen[o.Key])
+		}
+		if escrowed[o.Key] < wantEscrow || (wantEscrow == 0 && escrowed[o.Key] > 0) || escrowedByRun[[2]string{o.Key, runID}] > 1 {
+			t.Errorf("%s: %d escrow events (%d by run %s), want %d", o.Key, escrowed[o.Key], escrowedByRun[[2]string{o.Key, runID}], runID, wantEscrow)
+			f.lineage(t, l, o.Key)
+			f.history(t, runID, o.Key)
 		}
 	}
 	if len(seen) != len(f.objs) {
@@ -191,7 +239,9 @@ func (f *cliFixture) exactlyOnce(t *testing.T, ledgerURL, runID string) {
 		t.Errorf("counts by key %v (%v), want %d under B", counts, err, len(f.objs))
 		for _, o := range f.objs {
 			if rec, err := l.Get(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key}); err != nil || rec.WrapKey != f.arnB {
-				t.Errorf("%s: the ledger's record %+v (%v) does not say B", o.Key, rec, err)
+				t.Errorf("%s: the ledger's record %+v (%v) does not say B but %s", o.Key, rec, err, f.keyName(rec.WrapKey))
+				f.lineage(t, l, o.Key)
+				f.history(t, runID, o.Key)
 			}
 		}
 	}

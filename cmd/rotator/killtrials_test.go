@@ -19,7 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/rotator-dev/rotator/envelope"
@@ -69,7 +71,10 @@ func killTrials(t *testing.T, rate float64) {
 		}
 		trials = n
 	}
-	for _, mode := range []string{"rewrap", "reencrypt"} {
+	// +escrow: each object's data key is also wrapped under an escrow
+	// key, into an escrow file written before a rewrap and after a
+	// re-encryption.
+	for _, mode := range []string{"rewrap", "reencrypt", "rewrap+escrow", "reencrypt+escrow"} {
 		// Both ledgers: a killed process leaves its intents in a file
 		// that is not synced yet (bbolt), or journaled in DynamoDB.
 		for _, store := range []string{"embedded", "dynamodb"} {
@@ -89,6 +94,15 @@ func killTrials(t *testing.T, rate float64) {
 // but the last.
 func killTrial(t *testing.T, mode, store string, rate float64) int {
 	f := newCLIFixture(t, 0)
+	label := mode
+	mode, escrow := strings.CutSuffix(mode, "+escrow")
+	if escrow {
+		out, err := f.kms.CreateKey(ctx, &kms.CreateKeyInput{Description: aws.String("escrow " + t.Name())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.escrow = *out.KeyMetadata.Arn
+	}
 	meta := func(v envelope.Format) sample.Kind {
 		return sample.Kind{Format: v, Placement: envelope.PlacementMetadata}
 	}
@@ -126,6 +140,9 @@ func killTrial(t *testing.T, mode, store string, rate float64) int {
 		"--ledger", ledgerPath, "--run-id", runID, "--concurrency", "8", "--no-progress", "--s3-rps", "150"}
 	if mode == "reencrypt" {
 		args = append(args, "--mode", "reencrypt", "--part-size", "5242880", "--parts-in-flight", "2")
+	}
+	if escrow {
+		args = append(args, "--escrow", "kms:"+f.escrow)
 	}
 	landed, stopped, finished := 0, 0, 0
 	resume := []string{"resume", "--run-id", runID, "--ledger", ledgerPath, "--no-progress"}
@@ -226,7 +243,7 @@ func killTrial(t *testing.T, mode, store string, rate float64) int {
 		t.Errorf("status (%d):\n%s", code, out)
 	}
 	t.Logf("%s: of 6 processes %d killed mid-run, %d stopped by a fault, %d exited 0 under faults; %d objects failed and were retried; %s",
-		mode, landed, stopped, finished, retried, strings.TrimSpace(lastLine(out)))
+		label, landed, stopped, finished, retried, strings.TrimSpace(lastLine(out)))
 	return landed
 }
 
@@ -400,6 +417,14 @@ func (f *cliFixture) checkDone(t *testing.T, ledgerPath, runID string, sums map[
 	ups, err := f.s3.ListMultipartUploads(ctx, &s3.ListMultipartUploadsInput{Bucket: &f.bucket})
 	if err != nil || len(ups.Uploads) != 0 {
 		t.Errorf("multipart uploads left: %d (%v) %s", len(ups.Uploads), err, context)
+	}
+	if f.escrow != "" {
+		// Every object opens through its escrow file alone, under the
+		// escrow key, to the same plaintext (verify --escrow decrypts
+		// each body with the data key the escrow file holds).
+		if code, out := f.rotator(t, "verify", "--source", "s3://"+f.bucket, "--escrow", "--key", "kms:"+f.escrow, "--all"); code != exitOK {
+			t.Errorf("verify --escrow exits %d:\n%s\n%s", code, out, context)
+		}
 	}
 }
 
