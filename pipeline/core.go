@@ -505,7 +505,7 @@ func (c *Core) act(ctx context.Context, cl *Classification, o Outcome) (Outcome,
 		return c.olderVersion(ctx, cl, o)
 	}
 	out, err := c.change(ctx, cl, o, action)
-	if err == nil && action == ActionReencrypt && c.Mode == ModeReencrypt && c.escrowing() && out.Status == StatusSucceeded && !cl.Obj.Noncurrent {
+	if err == nil && !cl.Obj.Noncurrent && c.escrowsAfter(action, out) {
 		out, err = c.escrowAfter(ctx, cl.Obj.Bucket, cl.Obj.Key, out)
 	}
 	if err == nil && action == ActionReencrypt && c.Versions != nil && (out.Status == StatusSucceeded || out.ErrorCode == CodeDryRun) {

@@ -156,7 +156,7 @@ func (c *Core) escrowFirst(ctx context.Context, cl *Classification, o Outcome) (
 		// rewrap begins only once its escrow is recorded; a re-encryption
 		// is escrowed now, from its new data key. (out.FromKey is the
 		// key before that change, not the object's now.)
-		if err == nil && out.Status == StatusSucceeded && out.Action == ActionReencrypt && c.Mode == ModeReencrypt {
+		if err == nil && c.escrowsAfter(out.Action, out) {
 			out, err = c.escrowAfter(ctx, cl.Obj.Bucket, cl.Obj.Key, out)
 		}
 		return out, true, err
@@ -174,6 +174,14 @@ func (c *Core) escrowFirst(ctx context.Context, cl *Classification, o Outcome) (
 		cl.Key, cl.KeySource = out.FromKey, "kms"
 	}
 	return out, false, nil
+}
+
+// escrowsAfter reports whether the outcome out of a change (action) is
+// followed by escrowAfter: a re-encryption that succeeded, in a run
+// --mode reencrypt --escrow. act, recovery and escrowFirst (a change its
+// claim settled) each finish re-encryptions.
+func (c *Core) escrowsAfter(action string, out Outcome) bool {
+	return action == ActionReencrypt && out.Status == StatusSucceeded && c.Mode == ModeReencrypt && c.escrowing()
 }
 
 // escrowAfter rewrites the escrow file of an object a re-encryption just

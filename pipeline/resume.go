@@ -188,7 +188,7 @@ func RecoverWith(ctx context.Context, c *Core, l IntentLister, runID string, opt
 // old data key, or there is none.
 func (c *Core) recoverOne(ctx context.Context, ev ledger.Event, giveUp bool) (Outcome, verdict, error) {
 	out, v, err := c.recoverHeld(ctx, ev, giveUp)
-	if err == nil && ev.Op == ledger.OpReencrypt && out.Status == StatusSucceeded && c.Mode == ModeReencrypt && c.escrowing() {
+	if err == nil && c.escrowsAfter(actionOf(ev.Op), out) {
 		out, err = c.escrowAfter(ctx, ev.ID.Bucket, ev.ID.Key, out)
 	}
 	return out, v, err
