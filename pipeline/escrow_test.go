@@ -284,17 +284,7 @@ func TestEscrowReencryptRewritesEscrow(t *testing.T) {
 		if bytes.Equal(escrowBody(t, f, o.Key), before[o.Key]) {
 			t.Errorf("%s: escrow file not rewritten", o.Key)
 		}
-		evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ops []string
-		for _, ev := range evs {
-			if ev.RunID == "reencrypt-escrow" {
-				ops = append(ops, ev.Op)
-			}
-		}
-		if len(ops) != 2 || ops[0] != ledger.OpReencrypt || ops[1] != ledger.OpEscrow {
+		if ops := f.ops(t, o.Key, "reencrypt-escrow"); len(ops) != 2 || ops[0] != ledger.OpReencrypt || ops[1] != ledger.OpEscrow {
 			t.Errorf("%s: events of the run %q, want reencrypt then escrow", o.Key, ops)
 		}
 	}
@@ -463,15 +453,7 @@ func TestEscrowReencryptFinishedByRecoveryIsEscrowed(t *testing.T) {
 				if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
 					t.Errorf("%s: plaintext differs after the re-encryption", o.Key)
 				}
-				evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
-				if err != nil {
-					t.Fatal(err)
-				}
-				var ops []string
-				for _, ev := range evs {
-					ops = append(ops, ev.Op)
-				}
-				if len(ops) != 2 || ops[0] != ledger.OpReencrypt || ops[1] != ledger.OpEscrow {
+				if ops := f.ops(t, o.Key, ""); len(ops) != 2 || ops[0] != ledger.OpReencrypt || ops[1] != ledger.OpEscrow {
 					t.Errorf("%s: events %q, want reencrypt then escrow", o.Key, ops)
 				}
 			}
@@ -483,6 +465,23 @@ func TestEscrowReencryptFinishedByRecoveryIsEscrowed(t *testing.T) {
 			}
 		})
 	}
+}
+
+// ops returns the operations of key's lineage, in order: of run runID,
+// or of every run ("").
+func (f *fixture) ops(t *testing.T, key, runID string) []string {
+	t.Helper()
+	evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, ev := range evs {
+		if runID == "" || ev.RunID == runID {
+			ops = append(ops, ev.Op)
+		}
+	}
+	return ops
 }
 
 // failingLedger fails the Commits and Gets its predicates pick, as a
@@ -545,15 +544,7 @@ func TestEscrowRevisitAfterAnUnrecordedRewrap(t *testing.T) {
 		if err != nil || rec.WrapKey != f.b.ID() {
 			t.Errorf("%s: the ledger's record says %q (%v), want the new key", o.Key, rec.WrapKey, err)
 		}
-		evs, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: o.Key})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ops []string
-		for _, ev := range evs {
-			ops = append(ops, ev.Op)
-		}
-		if len(ops) != 2 || ops[0] != ledger.OpEscrow || ops[1] != ledger.OpRewrap {
+		if ops := f.ops(t, o.Key, ""); len(ops) != 2 || ops[0] != ledger.OpEscrow || ops[1] != ledger.OpRewrap {
 			t.Errorf("%s: events %q, want escrow then rewrap", o.Key, ops)
 		}
 		if got := f.decrypt(t, o.Key, f.b); !bytes.Equal(got, f.plain[o.Key]) {
