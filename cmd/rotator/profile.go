@@ -6,17 +6,21 @@ import (
 	"os"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 )
 
 // Profiling for performance work (bench/README.md), hidden from the
 // usage: with ROTATOR_CPUPROFILE=FILE the whole command runs under the CPU
 // profiler; with ROTATOR_MEMPROFILE=FILE an allocation profile (every
 // allocation since the start, sampled as the runtime does by default) is
-// written when it ends. (For the goroutines' stacks mid-run, send the
+// written when it ends; with ROTATOR_TRACE=FILE an execution trace (go
+// tool trace: where each goroutine waited, the start of a run included)
+// is written. (For the goroutines' stacks mid-run, send the
 // process SIGQUIT: the runtime prints them all on stderr and exits.)
 const (
 	envCPUProfile = "ROTATOR_CPUPROFILE"
 	envMemProfile = "ROTATOR_MEMPROFILE"
+	envTrace      = "ROTATOR_TRACE"
 )
 
 // startProfiles starts what the environment asks for and returns the
@@ -32,6 +36,17 @@ func startProfiles(stderr io.Writer) func() {
 			fmt.Fprintf(stderr, "rotator: warning: %s: %v\n", envCPUProfile, err)
 		} else {
 			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+		}
+	}
+	if path := os.Getenv(envTrace); path != "" {
+		f, err := os.Create(path)
+		if err == nil {
+			err = trace.Start(f)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "rotator: warning: %s: %v\n", envTrace, err)
+		} else {
+			stops = append(stops, func() { trace.Stop(); f.Close() })
 		}
 	}
 	if path := os.Getenv(envMemProfile); path != "" {
