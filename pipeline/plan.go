@@ -314,9 +314,12 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 		p.ByAction["skip: "+CodeDeleteMarker]++
 		return
 	}
-	p.Requests["s3:HeadObject"]++
-	// ledgerReqs counts one object's ledger requests (see ledgerCost).
+	// ledgerReqs counts one object's ledger requests (see ledgerCost); a
+	// zero cost (a classification that asks no ledger) adds no entry.
 	ledgerReqs := func(lc ledgerCost) {
+		if lc == (ledgerCost{}) {
+			return
+		}
 		p.Requests["ledger:embedded-write"] += lc.embedded
 		if o.DynamoDBLedger {
 			p.Requests["dynamodb:write"] += lc.writes
@@ -325,21 +328,19 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	}
 	ddbWrite := func(n int64) { ledgerReqs(ledgerCost{writes: n, embedded: n}) }
 	if done {
+		// A classification that decided the outcome (Classify's done):
+		// its HEAD, and the GET that found no instruction file.
+		p.Requests["s3:HeadObject"]++
 		if out.ErrorCode == CodeNotEncrypted && !out.instrUnread {
 			p.Requests["s3:GetObject"]++ // the missing instruction file
 		}
 		p.ByAction[string(out.Status)+": "+out.ErrorCode]++
 		return
 	}
-	if cl.Instr != nil {
-		p.Requests["s3:GetObject"]++
-	}
-	if cl.KeySource != "offline" {
-		// Core.identify asks the ledger for every key no keyring
-		// recognises offline: unknown KMS keys, and those the ledger
-		// knows (a plan finds these with the same read).
-		ledgerReqs(costIdentify)
-	}
+	// Core.identify asks the ledger for every key no keyring recognises
+	// offline: unknown KMS keys, and those the ledger knows (a plan finds
+	// these with the same read).
+	ledgerReqs(p.addClassification(cl, cl.KeySource != "offline"))
 	key := cl.Key
 	if key == "" {
 		key = KeyUnknown
@@ -391,13 +392,7 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 			// describes it, S3 cannot tell: kept). A run that meets it
 			// after the sweep finds it gone and reads less.
 			for range 2 {
-				p.Requests["s3:HeadObject"]++
-				if cl.Instr != nil {
-					p.Requests["s3:GetObject"]++
-				}
-				if cl.KeySource != "offline" {
-					ledgerReqs(costIdentify)
-				}
+				ledgerReqs(p.addClassification(cl, cl.KeySource != "offline"))
 			}
 			if cl.Instr != nil {
 				p.ByAction["pending: "+CodeInstructionVersion]++
@@ -445,14 +440,8 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 				// object's new content (same format and content
 				// algorithm; a V2 IV is new), so the run checks its
 				// lineage.
-				p.Requests["s3:HeadObject"]++
-				if cl.Instr != nil {
-					p.Requests["s3:GetObject"]++
-				}
-				if k := c.To.Kind(); k == rewrap.KindKMS || k == rewrap.KindPKCS11 {
-					ledgerReqs(costIdentify)
-				}
 				toKMS, toHSM := c.To.Kind() == rewrap.KindKMS, c.To.Kind() == rewrap.KindPKCS11
+				ledgerReqs(p.addClassification(cl, toKMS || toHSM))
 				ledgerReqs(p.addEscrow(c, cl, bc, toKMS, toHSM, est == EscrowPresent && cl.Env.Format == envelope.V3))
 			}
 		}
@@ -507,6 +496,25 @@ func makesVersion(cl *Classification, bc *BucketConfig) bool {
 		return bc.Versioning == VersioningEnabled
 	}
 	return cl.Obj.VersionID != "" && cl.Obj.VersionID != "null"
+}
+
+// addClassification counts a classification of cl's object that reads
+// its envelope (Core.Classify, not done): the HEAD, and the GET of its
+// instruction file when its envelope is in one. It returns its ledger
+// requests: Core.identify's read of the object's record when askLedger
+// (no keyring recognises the wrapping offline), none otherwise. The
+// classifications a run repeats (Core.olderVersion's and the sweep's for
+// an older version, Core.escrowAfter's) are counted from the first one's
+// cl, whose envelope is in the same place.
+func (p *Plan) addClassification(cl *Classification, askLedger bool) ledgerCost {
+	p.Requests["s3:HeadObject"]++
+	if cl.Instr != nil {
+		p.Requests["s3:GetObject"]++
+	}
+	if askLedger {
+		return costIdentify
+	}
+	return ledgerCost{}
 }
 
 // addDeleteVersion counts the deletion of an older version
