@@ -6,9 +6,10 @@ import (
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
-// Runs whose objects make one request after another get twice as many
-// workers as requests in flight; re-encryptions and runs with an HSM key
-// get as many workers as --concurrency.
+// Runs whose objects make one request after another get more workers
+// than requests in flight (twice as many up to 64, then 64 more, then a
+// quarter more from 256); re-encryptions and runs with an HSM key get as
+// many workers as --concurrency.
 func TestConfigWorkers(t *testing.T) {
 	for _, c := range []struct {
 		cfg  pipeline.Config
@@ -16,6 +17,10 @@ func TestConfigWorkers(t *testing.T) {
 	}{
 		{pipeline.Config{To: "kms:alias/b", Concurrency: 32}, 64},
 		{pipeline.Config{To: "kms:alias/b"}, 2 * pipeline.DefaultWorkers},
+		{pipeline.Config{To: "kms:alias/b", Concurrency: 64}, 128},
+		{pipeline.Config{To: "kms:alias/b", Concurrency: 65}, 129},
+		{pipeline.Config{To: "kms:alias/b", Concurrency: 256}, 320},
+		{pipeline.Config{To: "kms:alias/b", Concurrency: 512}, 640},
 		{pipeline.Config{To: "kms:alias/b", Mode: pipeline.ModeReencrypt, Concurrency: 32}, 32},
 		{pipeline.Config{To: "pkcs11:token=t;object=k", Concurrency: 8}, 8},
 		{pipeline.Config{To: "kms:alias/b", From: []string{"kms:alias/a", "pkcs11:token=t;object=k"}, Concurrency: 8}, 8},
