@@ -95,6 +95,10 @@ func faultScenarios() []scenario {
 			scenario{name: "kms-to-hsm-escrow-meta-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, toHSM: true, dynamo: dyn, escrow: true},
 			scenario{name: "rewrap-escrow-instr-" + l, mode: pipeline.ModeRewrap, kind: instr(envelope.V3), size: 100, dynamo: dyn, escrow: true},
 			scenario{name: "reencrypt-escrow-instr-" + l, mode: pipeline.ModeReencrypt, kind: instr(envelope.V2), size: 100, dynamo: dyn, escrow: true},
+			scenario{name: "rewrap-escrow-meta-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V3), size: 100, dynamo: dyn, escrow: true},
+			scenario{name: "reencrypt-escrow-meta-" + l, mode: pipeline.ModeReencrypt, kind: meta(envelope.V3), size: 100, dynamo: dyn, escrow: true},
+			scenario{name: "reencrypt-escrow-multipart-meta-" + l, mode: pipeline.ModeReencrypt, kind: meta(envelope.V2), size: 5<<20 + 7, dynamo: dyn, escrow: true},
+			scenario{name: "reencrypt-escrow-multipart-instr-" + l, mode: pipeline.ModeReencrypt, kind: instr(envelope.V3), size: 5<<20 + 7, dynamo: dyn, escrow: true},
 			scenario{name: "move-v2-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, move: true, dynamo: dyn},
 			scenario{name: "move-v3-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V3), size: 100, move: true, dynamo: dyn},
 		)
