@@ -27,28 +27,27 @@ const (
 // function that stops it and writes the profiles.
 func startProfiles(stderr io.Writer) func() {
 	var stops []func()
-	if path := os.Getenv(envCPUProfile); path != "" {
+	// recording starts a recorder writing to the file the environment
+	// variable env names, if it names one, and keeps its stop.
+	recording := func(env string, start func(io.Writer) error, stop func()) {
+		path := os.Getenv(env)
+		if path == "" {
+			return
+		}
 		f, err := os.Create(path)
 		if err == nil {
-			err = pprof.StartCPUProfile(f)
+			if err = start(f); err != nil {
+				f.Close()
+			}
 		}
 		if err != nil {
-			fmt.Fprintf(stderr, "rotator: warning: %s: %v\n", envCPUProfile, err)
-		} else {
-			stops = append(stops, func() { pprof.StopCPUProfile(); f.Close() })
+			fmt.Fprintf(stderr, "rotator: warning: %s: %v\n", env, err)
+			return
 		}
+		stops = append(stops, func() { stop(); f.Close() })
 	}
-	if path := os.Getenv(envTrace); path != "" {
-		f, err := os.Create(path)
-		if err == nil {
-			err = trace.Start(f)
-		}
-		if err != nil {
-			fmt.Fprintf(stderr, "rotator: warning: %s: %v\n", envTrace, err)
-		} else {
-			stops = append(stops, func() { trace.Stop(); f.Close() })
-		}
-	}
+	recording(envCPUProfile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	recording(envTrace, trace.Start, trace.Stop)
 	if path := os.Getenv(envMemProfile); path != "" {
 		stops = append(stops, func() {
 			f, err := os.Create(path)
