@@ -54,7 +54,7 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 	kc := f.kms.Client("")
 	arnA := f.a.ID()
 	instrKind := []sample.Kind{{Format: envelope.V2, Placement: envelope.PlacementInstructionFile}}
-	encrypted, err := sample.Seed(ctx, f.s3, kc, sample.Options{Bucket: f.bucket, Prefix: "src/", KMSKeyID: arnA, Count: 3, MaxSize: 100, Kinds: instrKind})
+	encrypted, err := sample.Seed(ctx, f.s3, kc, sample.Options{Bucket: f.bucket, Prefix: "src/", KMSKeyID: arnA, Count: 3, MinSize: 1, MaxSize: 100, Kinds: instrKind})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 	copyObject(encrypted[1].Key, "gone", true)
 	young, _ := get(encrypted[2].Key)
 	put(t, f, "young", young, nil) // its instruction file comes after the listing
-	v3, err := sample.Seed(ctx, f.s3, kc, sample.Options{Bucket: f.bucket, Prefix: "src3/", KMSKeyID: arnA, Count: 1, MaxSize: 100,
+	v3, err := sample.Seed(ctx, f.s3, kc, sample.Options{Bucket: f.bucket, Prefix: "src3/", KMSKeyID: arnA, Count: 1, MinSize: 1, MaxSize: 100,
 		Kinds: []sample.Kind{{Format: envelope.V3, Placement: envelope.PlacementInstructionFile}}})
 	if err != nil {
 		t.Fatal(err)
@@ -155,7 +155,8 @@ func TestClassifyTakesTheListingsWordOnInstructionFiles(t *testing.T) {
 			t.Errorf("%s: instruction file read: %v, want %v", tc.key, got, tc.read)
 		}
 	}
-	// The rewrapped objects open under the new key.
+	// The rewrapped objects open under the new key (the seeds are at
+	// least one byte long: an empty plaintext would pass for a failure).
 	for _, k := range []string{"swapped", "young", "paired", "v3"} {
 		if pt := f.decrypt(t, k, f.b); len(pt) == 0 || bytes.Equal(pt, []byte("plain text")) {
 			t.Errorf("%s: %q after the rewrap", k, pt)
