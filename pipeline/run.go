@@ -129,6 +129,8 @@ func (c Config) Workers() int {
 // 674 and 704 objects/s against 630 with 512 more (7 runs), at 1.20 and
 // 1.17 against 1.35 ms of CPU per object and 150 to 169 against 217 to
 // 234 MiB of peak RSS; at 128 in flight 64 more did as 128 more did.
+// The quiet make bench that followed kept the memory gain (162 MiB) but
+// not the throughput gain (0.75 of the bare loop; 0.74 with 2N).
 func extraWorkers(n int) int {
 	return min(n, max(64, n/4))
 }
