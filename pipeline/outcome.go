@@ -102,6 +102,15 @@ func (o Outcome) fail(code, msg string) Outcome {
 	return o
 }
 
+// changed is the outcome of an object someone else changed while the run
+// worked on it: left as they made it, and counted apart from failures
+// (StatusChanged) since reading it again, in a later run, may find nothing
+// wrong with it. The run exits 3 while any is reported: it is not rekeyed.
+func (o Outcome) changed(msg string) Outcome {
+	o.Status, o.ErrorCode, o.Message = StatusChanged, CodeChanged, msg
+	return o
+}
+
 func (o Outcome) pending(code, msg string) Outcome {
 	o.Status, o.ErrorCode, o.Message = StatusPending, code, msg
 	return o
@@ -134,8 +143,7 @@ func (o Outcome) fromError(what string, err error) (out Outcome, systemic bool) 
 		o.Message = "would " + verbs[o.Action] + " (dry run)"
 		return o, false
 	case errors.Is(err, commit.ErrChanged):
-		o = o.fail(CodeChanged, "changed by someone else since it was read: left untouched")
-		o.Status = StatusChanged
+		o = o.changed("changed by someone else since it was read: left untouched")
 	case errors.Is(err, commit.ErrGone):
 		o = o.skip(CodeGone, "deleted since it was listed")
 	case errors.Is(err, commit.ErrACLWouldBeDropped):

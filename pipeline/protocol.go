@@ -243,7 +243,7 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 			if a == ActionSkip {
 				return fo.skip(code, msg), nil
 			}
-			return fo.skip(CodeChanged, "changed since it was listed ("+a+" now): run again"), nil
+			return fo.changed("changed since it was listed (" + a + " now): left untouched"), nil
 		}
 		cl = fresh
 	}
@@ -384,8 +384,7 @@ func (c *Core) afterWrite(ctx context.Context, h *hold, ev ledger.Event, o Outco
 	// Not landed (or someone else's): report the write's failure.
 	out, systemic := out.fromError(what, werr)
 	if v == changedBy {
-		out = out.fail(CodeChanged, "changed by someone else since it was read: left untouched")
-		out.Status = StatusChanged
+		out = out.changed("changed by someone else since it was read: left untouched")
 	}
 	if systemic {
 		return v, out, werr

@@ -219,8 +219,7 @@ func (c *Core) dropAs(ctx context.Context, h *hold, ev ledger.Event, o Outcome, 
 	}
 	switch v {
 	case changedBy:
-		o = o.fail(CodeChanged, "changed by someone else since it was read: left untouched")
-		o.Status = StatusChanged
+		o = o.changed("changed by someone else since it was read: left untouched")
 	case dropped:
 		o = o.fail(CodeS3, "the write did not land: the object is as it was")
 	}

@@ -320,8 +320,8 @@ func (f *cliFixture) runExists(t *testing.T, ledgerPath, runID string) bool {
 	return err == nil
 }
 
-// retryFailed retries the objects the run's report says failed last as an
-// operator would: a run of their own over a --list of them. It returns
+// retryFailed retries the objects the run's report says failed (or were
+// changed by someone else) last as an operator would: a run of their own over a --list of them. It returns
 // how many.
 func (f *cliFixture) retryFailed(t *testing.T, runID string, runArgs []string) int {
 	t.Helper()
@@ -340,7 +340,7 @@ func (f *cliFixture) retryFailed(t *testing.T, runID string, runArgs []string) i
 	var list strings.Builder
 	n := 0
 	for key, r := range last {
-		if r[3] != string(pipeline.StatusFailed) {
+		if r[3] != string(pipeline.StatusFailed) && r[3] != string(pipeline.StatusChanged) {
 			continue
 		}
 		if _, err := url.QueryUnescape(key); err != nil {

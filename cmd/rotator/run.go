@@ -12,6 +12,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -351,12 +352,27 @@ func execute(ctx context.Context, env *pipeline.Env, rec *ledger.Run, after []st
 	case stats.Unfinished.Load() > 0:
 		return exitError{exitUnfinished, fmt.Sprintf("%d changes are unfinished: their outcome is not known yet, and what they need is kept in the ledger; run '%s' (it exits 0 once none is left)",
 			stats.Unfinished.Load(), resumeHint)}
-	case stats.Failed.Load() > 0:
-		return exitError{exitPartial, fmt.Sprintf("%d objects failed and were left untouched: see %s", stats.Failed.Load(), reportPath)}
+	case stats.Failed.Load() > 0 || stats.Changed.Load() > 0:
+		return exitError{exitPartial, leftMessage(stats.Failed.Load(), stats.Changed.Load(), reportPath)}
 	case stats.Left.Load() > 0:
 		return exitError{exitPartial, fmt.Sprintf("%d older versions under a --from key are left (not under Object Lock): the incident is not closed; see %s for why each was kept", stats.Left.Load(), reportPath)}
 	}
 	return nil
+}
+
+// leftMessage says why a run that went through its listing exits 3 for
+// the objects it left as they were: failures, and objects someone else
+// changed while the run worked on them (not rekeyed either: a new run reads
+// them afresh).
+func leftMessage(failed, changed int64, reportPath string) string {
+	var parts []string
+	if failed > 0 {
+		parts = append(parts, fmt.Sprintf("%d objects failed and were left untouched", failed))
+	}
+	if changed > 0 {
+		parts = append(parts, fmt.Sprintf("%d objects were changed by someone else while the run worked on them and were left as they made it (start a new run to rekey them if they are still under a --from key)", changed))
+	}
+	return strings.Join(parts, "; ") + ": see " + reportPath
 }
 
 // acquireLease takes the run's lease for this process (the shard's, for
