@@ -445,20 +445,23 @@ func (b *boltLedger) Release(ctx context.Context, id ObjectID, owner string) err
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := b.write(func(tx *bolt.Tx) error {
-		claims := tx.Bucket(bucketClaims)
-		k := b.codec(tx).idKey(id)
-		var cur boltClaim
-		found, err := getJSON(claims, k, &cur)
-		if err != nil || !found || cur.Owner != owner {
-			return err
-		}
-		return claims.Delete(k)
-	})
+	err := b.write(func(tx *bolt.Tx) error { return release(b.codec(tx), id, owner) })
 	if err != nil {
 		return fmt.Errorf("ledger: release %s: %w", id, err)
 	}
 	return nil
+}
+
+// release drops owner's claim on id, if owner holds it.
+func release(c boltCodec, id ObjectID, owner string) error {
+	claims := c.tx.Bucket(bucketClaims)
+	k := c.idKey(id)
+	var cur boltClaim
+	found, err := getJSON(claims, k, &cur)
+	if err != nil || !found || cur.Owner != owner {
+		return err
+	}
+	return claims.Delete(k)
 }
 
 // getEvent reads the event (bucket events) or prepared event (bucket
@@ -817,6 +820,27 @@ func (b *boltLedger) Observe(ctx context.Context, obj Object) error {
 	err = b.write(func(tx *bolt.Tx) error {
 		_, err := putObject(b.codec(tx), obj, true)
 		return err
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: observe %s: %w", obj.ID, err)
+	}
+	return nil
+}
+
+func (b *boltLedger) ObserveRelease(ctx context.Context, owner string, obj Object) error {
+	obj, err := prepObject(obj, b.o.now())
+	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err = b.write(func(tx *bolt.Tx) error {
+		codec := b.codec(tx)
+		if _, err := putObject(codec, obj, true); err != nil {
+			return err
+		}
+		return release(codec, obj.ID, owner)
 	})
 	if err != nil {
 		return fmt.Errorf("ledger: observe %s: %w", obj.ID, err)

@@ -45,6 +45,7 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"CommitValidation", testCommitValidation},
 		{"ObserveLaterWins", testObserveLaterWins},
 		{"ObserveUnknownKey", testObserveUnknownKey},
+		{"ObserveRelease", testObserveRelease},
 		{"GetNotFound", testGetNotFound},
 		{"ByKeyAndCounts", testByKeyAndCounts},
 		{"Lineage", testLineage},
@@ -655,6 +656,106 @@ func testObserveLaterWins(t *testing.T, open func(...Option) Ledger) {
 	mustObserve(t, l, o)
 	if got := mustGet(t, l, o.ID); got.UpdatedAt.IsZero() {
 		t.Fatal("UpdatedAt not filled")
+	}
+}
+
+// testObserveRelease: ObserveRelease is Observe then Release: the record
+// is written by Observe's rules (never over a later one, the key kept when
+// not told), and the claim dropped only when the owner holds it.
+func testObserveRelease(t *testing.T, open func(...Option) Ledger) {
+	l := open()
+	t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	claim := func(id ObjectID, run string) {
+		t.Helper()
+		if _, err := l.Claim(ctx, id, ownr(run), time.Hour); err != nil {
+			t.Fatalf("claim %s by %s: %v", id, run, err)
+		}
+	}
+	claimedBy := func(id ObjectID, run string) {
+		t.Helper()
+		if _, err := l.Claim(ctx, id, ownr("runZ"), time.Hour); !errors.Is(err, ErrClaimed) {
+			t.Fatalf("%s: the claim of %s was dropped (a claim by another run: %v)", id, run, err)
+		}
+	}
+	free := func(id ObjectID) {
+		t.Helper()
+		if _, err := l.Claim(ctx, id, ownr("runZ"), time.Hour); err != nil {
+			t.Fatalf("%s: still claimed after ObserveRelease: %v", id, err)
+		}
+		if err := l.Release(ctx, id, ownr("runZ")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	observeRelease := func(run string, o Object) {
+		t.Helper()
+		if err := l.ObserveRelease(ctx, ownr(run), o); err != nil {
+			t.Fatalf("observe and release %s by %s: %v", o.ID, run, err)
+		}
+	}
+
+	// Held: recorded and released.
+	id := oid("observe-release")
+	claim(id, "runA")
+	o := observed(id, keyB)
+	o.UpdatedAt, o.WrappedKeySHA256 = t0, "f1"
+	observeRelease("runA", o)
+	if got := mustGet(t, l, id); got.WrapKey != keyB || got.WrappedKeySHA256 != "f1" || got.State != StateCurrent {
+		t.Fatalf("record %+v, want key B, fingerprint f1", got)
+	}
+	free(id)
+	if c := counts(t, l)[keyB]; c != 1 {
+		t.Fatalf("%d under B, want 1", c)
+	}
+
+	// Held by another run: recorded, and that claim stays.
+	claim(id, "runB")
+	o.UpdatedAt, o.WrapKey = t0.Add(time.Second), keyA
+	observeRelease("runA", o)
+	if got := mustGet(t, l, id); got.WrapKey != keyA {
+		t.Fatalf("record %+v, want key A", got)
+	}
+	claimedBy(id, "runB")
+	if err := l.Release(ctx, id, ownr("runB")); err != nil {
+		t.Fatal(err)
+	}
+
+	// Not claimed at all: recorded.
+	o.UpdatedAt, o.WrapKey = t0.Add(2*time.Second), keyB
+	observeRelease("runA", o)
+	if got := mustGet(t, l, id); got.WrapKey != keyB {
+		t.Fatalf("record %+v, want key B", got)
+	}
+
+	// A later record stays; the claim is dropped all the same.
+	claim(id, "runA")
+	older := o
+	older.UpdatedAt, older.WrapKey = t0.Add(time.Second), keyA
+	observeRelease("runA", older)
+	if got := mustGet(t, l, id); got.WrapKey != keyB || !got.UpdatedAt.Equal(o.UpdatedAt) {
+		t.Fatalf("an older observation overwrote a later record: %+v", got)
+	}
+	free(id)
+
+	// The key not told: kept for the same wrapped key, as Observe does.
+	claim(id, "runA")
+	unknown := o
+	unknown.UpdatedAt, unknown.WrapKey, unknown.State = t0.Add(3*time.Second), "", StateFailed
+	observeRelease("runA", unknown)
+	if got := mustGet(t, l, id); got.WrapKey != keyB || got.State != StateFailed {
+		t.Fatalf("record %+v, want key B kept, state failed", got)
+	}
+	free(id)
+
+	// A fresh object, held: recorded (UpdatedAt filled) and released.
+	fresh := observed(oid("observe-release-fresh"), keyA)
+	claim(fresh.ID, "runA")
+	observeRelease("runA", fresh)
+	if got := mustGet(t, l, fresh.ID); got.WrapKey != keyA || got.UpdatedAt.IsZero() {
+		t.Fatalf("record %+v, want key A with its time", got)
+	}
+	free(fresh.ID)
+	if err := l.ObserveRelease(ctx, ownr("runA"), Object{ID: fresh.ID}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("an observation without a state: %v, want ErrInvalid", err)
 	}
 }
 

@@ -1216,6 +1216,48 @@ func (d *dynamoLedger) Observe(ctx context.Context, obj Object) error {
 	return nil
 }
 
+// ObserveRelease writes the observation and drops owner's claim in one
+// conditional write of the object's item (putObject with the owner's
+// condition, and Observe's: no later record). An observation that does
+// not know the key (Observe's keepsKey path), a claim owner does not
+// hold or a later record go the long way: Observe, then Release.
+func (d *dynamoLedger) ObserveRelease(ctx context.Context, owner string, obj Object) error {
+	o, err := prepObject(obj, d.o.now())
+	if err != nil {
+		return err
+	}
+	if o.WrapKey != "" {
+		if err := d.register(ctx, o.WrapKey); err != nil {
+			return err
+		}
+		err := d.observeReleasing(ctx, o, owner)
+		if err == nil {
+			return nil
+		}
+		if !isCondFailed(err) {
+			return d.wrap("observe "+o.ID.String(), err)
+		}
+	}
+	if err := d.Observe(ctx, obj); err != nil {
+		return err
+	}
+	return d.Release(ctx, obj.ID, owner)
+}
+
+// observeReleasing writes obj's record and removes owner's claim, on the
+// condition that owner holds it and the record there is not later.
+func (d *dynamoLedger) observeReleasing(ctx context.Context, obj Object, owner string) error {
+	names := map[string]string{}
+	vals := map[string]types.AttributeValue{":owner": s(owner), ":t": s(formatTime(obj.UpdatedAt))}
+	set, remove, err := objectSets(obj, names, vals)
+	if err != nil {
+		return err
+	}
+	remove = append(remove, attrClaimOwner, attrClaimRun, attrClaimExpires, attrClaimGroup, attrClaimEpoch)
+	cond := "claim_owner = :owner AND (attribute_not_exists(updated_at) OR updated_at <= :t)"
+	return d.updateRecord(ctx, obj.ID, set, remove, cond, names, vals)
+}
+
 // observeKeepingKey writes the observation obj, which does not know the
 // wrap key, over a record that names one, leaving the record's key, shard
 // and fingerprint as they are. It fails its condition when there is no

@@ -262,6 +262,12 @@ type Ledger interface {
 	// it saw another wrapped key (a WrappedKeySHA256 that differs): not
 	// knowing is no evidence that the key changed.
 	Observe(ctx context.Context, obj Object) error
+	// ObserveRelease is Observe then Release (of obj.ID by owner), in one
+	// write where it can: the embedded store in one transaction, DynamoDB
+	// in one conditional write of the object's item when owner holds the
+	// claim and no later record is there (else it makes the two writes).
+	// For an object found under its claim to need no change.
+	ObserveRelease(ctx context.Context, owner string, obj Object) error
 	// Get returns the object record of id, or ErrNotFound.
 	Get(ctx context.Context, id ObjectID) (Object, error)
 	// Lineage returns the events of id's lineage ordered by At: the events

@@ -39,6 +39,9 @@ func (dryLedger) DeleteUpload(context.Context, string, string, ledger.ObjectID) 
 	return errDryRun
 }
 func (dryLedger) Observe(context.Context, ledger.Object) error { return nil }
+func (dryLedger) ObserveRelease(context.Context, string, ledger.Object) error {
+	return nil
+}
 
 // Reads of a dry run without a ledger (plan) find nothing.
 

@@ -67,6 +67,12 @@ type scenario struct {
 	dynamo    bool // the DynamoDB ledger
 	escrow    bool // --escrow on a third KMS key: each object escrowed before it is rewrapped
 	move      bool // --placement instruction-file: the envelope moves out of the metadata
+	// already: the object is under the target key already (an earlier run
+	// on another ledger rewrapped it), and its envelope does not name the
+	// key (V3): the run asks KMS under the object's claim, then records
+	// it and releases the claim in one write (Ledger.ObserveRelease). No
+	// lineage event; nothing, not even a claim, is left.
+	already bool
 }
 
 func faultScenarios() []scenario {
@@ -101,6 +107,8 @@ func faultScenarios() []scenario {
 			scenario{name: "reencrypt-escrow-multipart-instr-" + l, mode: pipeline.ModeReencrypt, kind: instr(envelope.V3), size: 5<<20 + 7, dynamo: dyn, escrow: true},
 			scenario{name: "move-v2-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V2), size: 100, move: true, dynamo: dyn},
 			scenario{name: "move-v3-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V3), size: 100, move: true, dynamo: dyn},
+			scenario{name: "already-target-meta-" + l, mode: pipeline.ModeRewrap, kind: meta(envelope.V3), size: 100, already: true, dynamo: dyn},
+			scenario{name: "already-target-instr-" + l, mode: pipeline.ModeRewrap, kind: instr(envelope.V3), size: 100, already: true, dynamo: dyn},
 		)
 	}
 	return out
@@ -278,6 +286,21 @@ func (h *faultHarness) setup(t *testing.T) *faultCase {
 		for _, o := range c.objs {
 			if out, err := pre.Process(ctx, inventory.Item{Bucket: c.bucket, Key: o.Key}); err != nil || out.Status != pipeline.StatusSucceeded {
 				t.Fatalf("escrow before the re-encryption: %+v %v", out, err)
+			}
+		}
+		l.Close()
+	}
+	if h.sc.already {
+		// Rewrapped to the target key by a run of its own ledger.
+		l, err := ledger.Open(ctx, filepath.Join(h.dir, fmt.Sprintf("pre-rewrap-%d.db", h.caseNo)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pre := &pipeline.Core{S3: commit.New(h.s3, commit.Options{}), Ledger: l, To: h.to, From: []rewrap.Keyring{h.a},
+			Mode: pipeline.ModeRewrap, RunID: "pre-rewrap"}
+		for _, o := range c.objs {
+			if out, err := pre.Process(ctx, inventory.Item{Bucket: c.bucket, Key: o.Key}); err != nil || out.Status != pipeline.StatusSucceeded {
+				t.Fatalf("rewrap before the run: %+v %v", out, err)
 			}
 		}
 		l.Close()
@@ -485,12 +508,22 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 			t.Errorf("%s: a lineage event, but the object is not rotated", key)
 		}
 	}
+	want := 1
+	if h.sc.already {
+		want = 0
+		h.checkUnclaimed(t, c)
+	}
 	for key, ok := range rotated {
-		if ok && events[key] != 1 {
-			t.Errorf("%s: rotated with %d lineage events, want 1\n%s", key, events[key], strings.Join(log, "\n"))
+		if ok && events[key] != want {
+			t.Errorf("%s: rotated with %d lineage events, want %d\n%s", key, events[key], want, strings.Join(log, "\n"))
 		}
 	}
-	h.checkRecords(t, c, rotated, strings.Join(log, "\n"))
+	if !h.sc.already {
+		// (An object already under the target key was under it before the
+		// run too: one the run reported failed it did not record. The
+		// second run does: checked below.)
+		h.checkRecords(t, c, rotated, strings.Join(log, "\n"))
+	}
 	if h.sc.escrow {
 		// A process that dies reports nothing: once resumed, every
 		// object is escrowed, as if it had not died.
@@ -505,6 +538,10 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 	}
 	again := h.check(t, &c2, true)
 	h.checkLeftNothing(t, &c2)
+	if h.sc.already {
+		h.checkRecords(t, &c2, again, "second run")
+		h.checkUnclaimed(t, &c2)
+	}
 	if h.sc.escrow {
 		h.checkEscrow(t, &c2, again, "second run", true, nil)
 	}
@@ -513,8 +550,27 @@ func (h *faultHarness) runCase(t *testing.T, fault faults.Fault) {
 		all[key] += n
 	}
 	for _, o := range c.objs {
-		if all[o.Key] != 1 {
-			t.Errorf("%s: %d lineage events over both runs, want exactly 1", o.Key, all[o.Key])
+		if all[o.Key] != want {
+			t.Errorf("%s: %d lineage events over both runs, want exactly %d", o.Key, all[o.Key], want)
+		}
+	}
+}
+
+// checkUnclaimed checks that no claim is left on the case's objects:
+// another run claims each at once.
+func (h *faultHarness) checkUnclaimed(t *testing.T, c *faultCase) {
+	t.Helper()
+	l := h.openLedger(t, c)
+	defer l.Close()
+	probe := ledger.Owner{Run: "probe", Lease: "all", Epoch: 1, Holder: "p"}.String()
+	for _, o := range c.objs {
+		id := ledger.ObjectID{Bucket: c.bucket, Key: o.Key}
+		if _, err := l.Claim(ctx, id, probe, time.Minute); err != nil {
+			t.Errorf("%s: a claim is left: %v", o.Key, err)
+			continue
+		}
+		if err := l.Release(ctx, id, probe); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

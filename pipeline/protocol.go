@@ -182,7 +182,7 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 	// nothing), so that the claim can carry the intent: one ledger write
 	// instead of two, when nothing was left on the object.
 	var rw *newRewrap
-	var obs func() error
+	var obs func(*hold) error
 	if _, ok := c.Ledger.(beginner); ok && action == ActionRewrap {
 		var out Outcome
 		var done bool
@@ -206,7 +206,7 @@ func (c *Core) change(ctx context.Context, cl *Classification, o Outcome, action
 		if out, done, err := c.prior(ctx, h, got, o); done || err != nil {
 			return out, err
 		}
-		return o, obs()
+		return o, obs(h)
 	}
 	if got.Prepared {
 		if got.Prev == "" && !recordMoved(got.Record, cl) {

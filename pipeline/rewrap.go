@@ -17,7 +17,7 @@ func (c *Core) rewrap(ctx context.Context, h *hold, cl *Classification, o Outcom
 	rw, out, done, obs, err := c.planRewrap(ctx, cl, o)
 	if done {
 		if obs != nil {
-			err = obs()
+			err = obs(h)
 		}
 		return out, err
 	}
@@ -41,7 +41,7 @@ type newRewrap struct {
 // it as an observation, which the caller makes under the object's claim
 // (so that it never lands over a change another run holding the claim
 // commits meanwhile). It writes nothing.
-func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (rw *newRewrap, out Outcome, done bool, obs func() error, err error) {
+func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (rw *newRewrap, out Outcome, done bool, obs func(*hold) error, err error) {
 	res, err := c.newWrapping(ctx, cl)
 	if err != nil {
 		out, systemic := o.fromError("rewrap the data key", err)
@@ -52,11 +52,11 @@ func (c *Core) planRewrap(ctx context.Context, cl *Classification, o Outcome) (r
 			return nil, out, true, nil, nil
 		}
 		key := cl.Key
-		return nil, out, true, func() error { return c.observe(ctx, cl, c.stateFor(out), key) }, nil
+		return nil, out, true, func(h *hold) error { return c.observeHeld(h.ctx, h, cl, c.stateFor(out), key) }, nil
 	}
 	o.FromKey, o.ToKey = res.FromKey, res.ToKey
 	cl.Key, cl.KeySource = res.FromKey, "kms"
-	current := func() error { return c.observe(ctx, cl, ledger.StateCurrent, res.FromKey) }
+	current := func(h *hold) error { return c.observeHeld(h.ctx, h, cl, ledger.StateCurrent, res.FromKey) }
 	if res.FromKey == c.To.ID() && c.Mode != ModeRestore {
 		o = o.skip(CodeAlreadyTarget, "already wrapped under the target key (asked KMS)")
 		o.ToKey = ""

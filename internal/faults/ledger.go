@@ -49,6 +49,10 @@ func (f *faultyLedger) Prepared(ctx context.Context, runID string, fn func(ledge
 	return f.p.do("ledger Prepared", func() error { return f.l.Prepared(ctx, runID, fn) })
 }
 
+func (f *faultyLedger) ObserveRelease(ctx context.Context, owner string, obj ledger.Object) error {
+	return f.p.do("ledger ObserveRelease", func() error { return f.l.ObserveRelease(ctx, owner, obj) })
+}
+
 func (f *faultyLedger) PreparedOn(ctx context.Context, runID string, id ledger.ObjectID) (evs []ledger.Event, err error) {
 	err = f.p.do("ledger PreparedOn", func() (err error) { evs, err = f.l.PreparedOn(ctx, runID, id); return })
 	return evs, err
