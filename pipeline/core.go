@@ -247,10 +247,10 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 	var instr []byte
 	if envelope.NeedsInstructionFile(obj.Metadata) {
 		if c.listedWithout(it, obj) {
-			o.instrUnread = true
 			return nil, o.skip(CodeNotEncrypted, "no S3 Encryption Client envelope in the metadata and no instruction file (none was listed beside it)"), true
 		}
 		ik := envelope.InstructionKey(obj.Key, c.suffix())
+		o.instrRead = true
 		st, body, err := c.S3.ReadInstruction(ctx, obj.Bucket, ik, "")
 		switch {
 		case errors.Is(err, commit.ErrGone):
@@ -274,6 +274,7 @@ func (c *Core) Classify(ctx context.Context, it inventory.Item, o Outcome) (*Cla
 	cl.Wrapped, cl.CEK = rewrap.FromEnvelope(env)
 	cl.Fingerprint = ledger.WrappedKeyFingerprint(cl.Wrapped.Key)
 	if err := c.identify(ctx, cl); err != nil {
+		o.ledgerRead = true // (identify fails only in its read)
 		return nil, o.fail(CodeLedger, "could not read the object's ledger record to learn its key (left untouched): "+err.Error()), true
 	}
 	return cl, o, false

@@ -12,9 +12,11 @@ import (
 	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go/middleware"
 
 	"github.com/rotator-dev/rotator/commit"
+	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/inventory"
@@ -104,6 +106,54 @@ func TestPlanCountsTheLedgerWritesOfARun(t *testing.T) {
 		if w, obj := plan.Requests["dynamodb:write"], plan.Objects; w != 2*obj && i == 0 {
 			t.Errorf("%s: %d DynamoDB writes planned for %d rewraps, want 2 each", run, w, obj)
 		}
+	}
+}
+
+// TestPlanCountsTheReadsOfObjectsItLeaves: objects a classification
+// decides on its own (a bad envelope in an instruction file) cost the
+// HEADs, GETs and ledger reads the plan counts, as the others do (the
+// plan counted no GET for them).
+func TestPlanCountsTheReadsOfObjectsItLeaves(t *testing.T) {
+	f := newFixture(t, 8, false) // two of each format and placement
+	var instr []sample.Object
+	for _, o := range f.objs {
+		if o.Kind.Placement == envelope.PlacementInstructionFile {
+			instr = append(instr, o)
+		}
+	}
+	// A bad envelope in two instruction files: not JSON, and JSON with a
+	// field of the wrong type.
+	for i, body := range []string{`not json`, `{"x-amz-key-v2": 1}`} {
+		bad := instr[2*i].Key + ".instruction"
+		if _, err := f.s3.PutObject(ctx, &s3.PutObjectInput{Bucket: &f.bucket, Key: &bad, Body: strings.NewReader(body),
+			Metadata: map[string]string{"x-amz-crypto-instr-file": ""}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := &countingS3{S3: f.s3}
+	c := f.core("reads")
+	c.S3 = commit.New(cs, commit.Options{})
+	plan, err := pipeline.MakePlan(ctx, pipeline.DryRun(c), f.source(t), pipeline.PlanOptions{DynamoDBLedger: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.heads.Store(0)
+	cs.gets.Store(0)
+	cl := &countingLedger{Ledger: f.ledger}
+	c.Ledger = cl
+	rep, buf := f.run(t, c)
+	counts := rep.Counts()
+	if counts[pipeline.StatusFailed] != 2 || counts[pipeline.StatusSucceeded] != 6 {
+		t.Fatalf("counts %v, want 2 failed (the bad envelopes), 6 rewrapped\n%s", counts, buf)
+	}
+	if got, want := cs.heads.Load(), plan.Requests["s3:HeadObject"]; got != want {
+		t.Errorf("%d HEADs, the plan says %d (%v)", got, want, plan.Requests)
+	}
+	if got, want := cs.gets.Load(), plan.Requests["s3:GetObject"]; got != want {
+		t.Errorf("%d GETs, the plan says %d (%v)", got, want, plan.Requests)
+	}
+	if got, want := cl.writes.Load(), plan.Requests["ledger:embedded-write"]; got != want {
+		t.Errorf("%d ledger writes, the plan says %d (%v)", got, want, plan.Requests)
 	}
 }
 

@@ -23,6 +23,17 @@ type countingS3 struct {
 	commit.S3
 	copies, puts, deletes     atomic.Int64
 	creates, parts, completes atomic.Int64 // multipart uploads
+	heads, gets               atomic.Int64
+}
+
+func (c *countingS3) HeadObject(ctx2 context.Context, in *s3.HeadObjectInput, o ...func(*s3.Options)) (*s3.HeadObjectOutput, error) {
+	c.heads.Add(1)
+	return c.S3.HeadObject(ctx2, in, o...)
+}
+
+func (c *countingS3) GetObject(ctx2 context.Context, in *s3.GetObjectInput, o ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	c.gets.Add(1)
+	return c.S3.GetObject(ctx2, in, o...)
 }
 
 func (c *countingS3) CreateMultipartUpload(ctx2 context.Context, in *s3.CreateMultipartUploadInput, o ...func(*s3.Options)) (*s3.CreateMultipartUploadOutput, error) {

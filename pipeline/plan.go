@@ -329,10 +329,15 @@ func (p *Plan) add(c *Core, it inventory.Item, cl *Classification, out Outcome, 
 	ddbWrite := func(n int64) { ledgerReqs(ledgerCost{writes: n, embedded: n}) }
 	if done {
 		// A classification that decided the outcome (Classify's done):
-		// its HEAD, and the GET that found no instruction file.
+		// its HEAD, the GET of an instruction file it sent (one missing,
+		// unreadable, or holding a bad envelope), the ledger read that
+		// failed.
 		p.Requests["s3:HeadObject"]++
-		if out.ErrorCode == CodeNotEncrypted && !out.instrUnread {
-			p.Requests["s3:GetObject"]++ // the missing instruction file
+		if out.instrRead {
+			p.Requests["s3:GetObject"]++
+		}
+		if out.ledgerRead {
+			ledgerReqs(costIdentify)
 		}
 		p.ByAction[string(out.Status)+": "+out.ErrorCode]++
 		return

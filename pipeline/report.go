@@ -47,10 +47,10 @@ type Outcome struct {
 	// Duration is how long the object took to process (set by the
 	// Runner; not in the report).
 	Duration time.Duration
-	// instrUnread: classify found no envelope in the metadata and took the
-	// listing's word that there is no instruction file (no GET; plan
-	// counts requests by it).
-	instrUnread bool
+	// instrRead: classify sent a GET of the object's instruction file
+	// (whatever it found); ledgerRead: it read the object's ledger record
+	// (Core.identify). Plan counts a classification's requests by them.
+	instrRead, ledgerRead bool
 }
 
 // ReportHeader is the completion report's columns. The first six follow S3
