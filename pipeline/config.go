@@ -288,9 +288,10 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 		})
 	}
 	// Requests in flight, S3 and KMS together, are --concurrency; the
-	// workers are twice as many (Config.Workers), so that objects waiting
-	// for the ledger do not keep requests from being sent. Not for a
-	// re-encryption, whose objects each send parts in parallel.
+	// workers are more (Config.Workers), so that objects waiting for the
+	// ledger do not keep requests from being sent. Not for a
+	// re-encryption, whose objects each send parts in parallel, nor with
+	// an HSM key, whose workers queue for its sessions (Config.slotted).
 	var slots *awsx.Slots
 	if cfg.slotted() {
 		slots = awsx.NewSlots(cmp.Or(cfg.Concurrency, DefaultWorkers))

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
+	"github.com/rotator-dev/rotator/rewrap"
 )
 
 // Runs is the part of the ledger that keeps run records.
@@ -135,13 +135,15 @@ func extraWorkers(n int) int {
 	return min(n, max(64, n/4))
 }
 
-// slotted says whether the requests of a run of c hold slots (Workers).
+// slotted says whether the requests of a run of c hold slots (Workers):
+// not for a re-encryption, nor with an HSM key among the target, --from
+// and escrow keys (a spec that does not parse is refused before a run).
 func (c Config) slotted() bool {
 	if c.mode() == ModeReencrypt {
 		return false
 	}
 	for _, k := range append([]string{c.To, c.Escrow}, c.From...) {
-		if strings.HasPrefix(k, "pkcs11:") {
+		if s, err := rewrap.ParseSpec(k); err == nil && s.Kind == rewrap.KindPKCS11 {
 			return false
 		}
 	}
