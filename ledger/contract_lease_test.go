@@ -96,6 +96,74 @@ func testLease(t *testing.T, open func(...Option) Ledger) {
 
 // testPreparedOn checks the lookup of a run's prepared events on one
 // version: exactly that version's, of that run.
+// testClaimNoIntents: a claim that says the version holds no intent
+// (Claimed.NoIntents, which lets the caller skip PreparedOn) says so only
+// when PreparedOn would find none of any run; DynamoDB says it whenever
+// it holds none (the claim's answer is the item as it was).
+func testClaimNoIntents(t *testing.T, open func(...Option) Ledger) {
+	l := open()
+	_, reports := l.(*dynamoLedger)
+	id := oid("no-intents")
+	claim := func(owner string, wantNone bool) Claimed {
+		t.Helper()
+		got, err := l.Claim(ctx, id, owner, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n int
+		for _, run := range []string{"runA", "runB"} {
+			evs, err := l.PreparedOn(ctx, run, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(evs)
+		}
+		if got.NoIntents && n != 0 {
+			t.Fatalf("the claim says no intent; PreparedOn finds %d", n)
+		}
+		if reports && got.NoIntents != wantNone {
+			t.Fatalf("NoIntents = %v, want %v (%d intents)", got.NoIntents, wantNone, n)
+		}
+		return got
+	}
+	claim(ownr("runA"), true) // a new item
+	claim(ownr("runA"), true) // renewed
+	obj, ev := change(id, "runA", keyA, keyB)
+	if err := l.Prepare(ctx, ownr("runA"), ev); err != nil {
+		t.Fatal(err)
+	}
+	claim(ownr("runA"), false) // renewed over its own intent
+	// A later epoch of the run takes the claim over, intent and all.
+	later := epochOwner("runA", 2, "p2")
+	if got := claim(later, false); got.Prev != ownr("runA") {
+		t.Fatalf("Prev = %q, want the earlier epoch", got.Prev)
+	}
+	if err := l.Commit(ctx, later, obj, ev); err != nil {
+		t.Fatal(err)
+	}
+	claim(ownr("runB"), true) // committed: the intent is gone, the record stays
+	if err := l.Release(ctx, id, ownr("runB")); err != nil {
+		t.Fatal(err)
+	}
+	// An intent of another run on a claim that expired.
+	other := oid("no-intents-other")
+	if _, err := l.Claim(ctx, other, ownr("runB"), time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	_, evB := change(other, "runB", keyA, keyB)
+	if err := l.Prepare(ctx, ownr("runB"), evB); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	got, err := l.Claim(ctx, other, ownr("runA"), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.NoIntents || got.Prev != ownr("runB") {
+		t.Fatalf("a claim over another run's intent: %+v", got)
+	}
+}
+
 func testPreparedOn(t *testing.T, open func(...Option) Ledger) {
 	l := open()
 	v1 := ObjectID{Bucket: "b", Key: "doc", VersionID: "v1"}

@@ -68,6 +68,7 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"UploadsList", testUploadsList},
 		{"Lease", testLease},
 		{"PreparedOn", testPreparedOn},
+		{"ClaimNoIntents", testClaimNoIntents},
 		{"Begin", testBegin},
 		{"BeginLeavesEarlierIntents", testBeginLeavesEarlierIntents},
 		{"BeginAfterCommit", testBeginAfterCommit},

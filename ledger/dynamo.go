@@ -380,7 +380,7 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 			ReturnValues:              types.ReturnValueAllOld,
 		})
 		if err == nil {
-			var got Claimed
+			got := Claimed{NoIntents: !holdsIntents(out.Attributes)}
 			if prev := strAttr(out.Attributes, attrClaimOwner); prev != owner {
 				got.Prev = prev
 			}
@@ -407,6 +407,16 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 		// Released or expired in between: try again.
 	}
 	return Claimed{}, fmt.Errorf("%w: claim %s: the claim keeps changing hands", ErrConflict, id)
+}
+
+// holdsIntents says whether an object item holds an intent of any run.
+func holdsIntents(item map[string]types.AttributeValue) bool {
+	for name := range item {
+		if strings.HasPrefix(name, attrIntentPrefix) {
+			return true
+		}
+	}
+	return false
 }
 
 // Announce names the objects of ids (every version of each) in the run's

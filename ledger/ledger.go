@@ -367,6 +367,11 @@ type Claimed struct {
 	// Prepared is set by Begin when it recorded its event as prepared
 	// together with the claim.
 	Prepared bool
+	// NoIntents is set when the version held no intent of any run when
+	// it was claimed, as the claim's own answer says (DynamoDB; false
+	// where it is not known): PreparedOn would find none, since only the
+	// claim's holder prepares one.
+	NoIntents bool
 }
 
 // ClaimedError is returned by Claim when another run holds the claim.

@@ -551,11 +551,12 @@ var (
 	// every object that begins while the previous one is in flight (a
 	// group commit), so not counted here. See ledger/SCHEMA.md.
 	costRewrap = ledgerCost{writes: 2, reads: 0, embedded: 2}
-	// A re-encryption or a version deletion: Claim, PreparedOn (a read),
+	// A re-encryption or a version deletion: Claim (whose answer says
+	// that the object holds no intent: no PreparedOn read, on DynamoDB),
 	// Prepare (a read, a write), Commit (no Release: the Commit releases
 	// the claim). Checkpoints of re-encryptions come on top
 	// (costCheckpoint).
-	costChange = ledgerCost{writes: 3, reads: 2, embedded: 3}
+	costChange = ledgerCost{writes: 3, reads: 1, embedded: 3}
 	// A change that made a new version of the object (a versioned
 	// bucket): its Commit writes the new version's record first.
 	costNewVersion = ledgerCost{writes: 1}

@@ -272,6 +272,11 @@ func recordMoved(rec ledger.Object, cl *Classification) bool {
 // object another run left in progress. done is set when the outcome is
 // decided (the earlier change was finished, or must stay as it is).
 func (c *Core) prior(ctx context.Context, h *hold, got ledger.Claimed, o Outcome) (Outcome, bool, error) {
+	if got.NoIntents {
+		// The claim's answer says the object holds no intent of any run
+		// (only the claim's holder prepares one): nothing to read.
+		return o, false, nil
+	}
 	if prev := got.Prev; prev != "" {
 		if run := runOfOwner(prev); run != c.RunID {
 			evs, err := c.Ledger.PreparedOn(ctx, run, h.id)
