@@ -810,24 +810,16 @@ func addCount(tx *bolt.Tx, wrapKey string, d int64) error {
 }
 
 func (b *boltLedger) Observe(ctx context.Context, obj Object) error {
-	obj, err := prepObject(obj, b.o.now())
-	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	err = b.write(func(tx *bolt.Tx) error {
-		_, err := putObject(b.codec(tx), obj, true)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("ledger: observe %s: %w", obj.ID, err)
-	}
-	return nil
+	return b.observe(ctx, obj, "")
 }
 
 func (b *boltLedger) ObserveRelease(ctx context.Context, owner string, obj Object) error {
+	return b.observe(ctx, obj, owner)
+}
+
+// observe writes the observation obj and, with owner set, drops owner's
+// claim on it in the same transaction.
+func (b *boltLedger) observe(ctx context.Context, obj Object, owner string) error {
 	obj, err := prepObject(obj, b.o.now())
 	if err != nil {
 		return err
@@ -837,7 +829,7 @@ func (b *boltLedger) ObserveRelease(ctx context.Context, owner string, obj Objec
 	}
 	err = b.write(func(tx *bolt.Tx) error {
 		codec := b.codec(tx)
-		if _, err := putObject(codec, obj, true); err != nil {
+		if _, err := putObject(codec, obj, true); err != nil || owner == "" {
 			return err
 		}
 		return release(codec, obj.ID, owner)
