@@ -102,6 +102,11 @@ func (o Outcome) fail(code, msg string) Outcome {
 	return o
 }
 
+// msgChangedSinceRead is the message of an object whose write found it
+// changed since it was read (commit.ErrChanged, or an intent settled as
+// someone else's).
+const msgChangedSinceRead = "changed by someone else since it was read: left untouched"
+
 // changed is the outcome of an object someone else changed while the run
 // worked on it: left as they made it, and counted apart from failures
 // (StatusChanged) since reading it again, in a later run, may find nothing
@@ -143,7 +148,7 @@ func (o Outcome) fromError(what string, err error) (out Outcome, systemic bool) 
 		o.Message = "would " + verbs[o.Action] + " (dry run)"
 		return o, false
 	case errors.Is(err, commit.ErrChanged):
-		o = o.changed("changed by someone else since it was read: left untouched")
+		o = o.changed(msgChangedSinceRead)
 	case errors.Is(err, commit.ErrGone):
 		o = o.skip(CodeGone, "deleted since it was listed")
 	case errors.Is(err, commit.ErrACLWouldBeDropped):

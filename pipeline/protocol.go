@@ -389,7 +389,7 @@ func (c *Core) afterWrite(ctx context.Context, h *hold, ev ledger.Event, o Outco
 	// Not landed (or someone else's): report the write's failure.
 	out, systemic := out.fromError(what, werr)
 	if v == changedBy {
-		out = out.changed("changed by someone else since it was read: left untouched")
+		out = out.changed(msgChangedSinceRead)
 	}
 	if systemic {
 		return v, out, werr

@@ -135,7 +135,7 @@ func (c *Core) writeReencrypt(ctx context.Context, h *hold, job reencrypt.Job, i
 	}
 	out, systemic := out.fromError("re-encrypt the object", werr)
 	if v == changedBy {
-		out = out.changed("changed by someone else since it was read: left untouched")
+		out = out.changed(msgChangedSinceRead)
 	}
 	if v == resumable {
 		h.keep = true

@@ -219,7 +219,7 @@ func (c *Core) dropAs(ctx context.Context, h *hold, ev ledger.Event, o Outcome, 
 	}
 	switch v {
 	case changedBy:
-		o = o.changed("changed by someone else since it was read: left untouched")
+		o = o.changed(msgChangedSinceRead)
 	case dropped:
 		o = o.fail(CodeS3, "the write did not land: the object is as it was")
 	}
