@@ -107,7 +107,7 @@ func parseFlags(args []string) (Options, error) {
 	small, large, big, tiny := fs.String("small-size", "1MiB", "object size of the first rewrap set"), fs.String("large-size", "16MiB", "object size of the second"),
 		fs.String("big-size", "1GiB", "the one big object re-encrypted"), fs.String("tiny-size", "1KiB", "object size of the HSM, cap, latency, DynamoDB and scale sets")
 	fs.IntVar(&o.SmallN, "small-n", 1000, "objects in the first rewrap set (also re-encrypted)")
-	fs.IntVar(&o.LargeN, "large-n", 400, "objects in the second rewrap set (enough that a run's fixed cost, some 50 ms, does not decide the ratio)")
+	fs.IntVar(&o.LargeN, "large-n", 1000, "objects in the second rewrap set (as many as the first: rotator's cost per process, some 0.3 s of CPU in its first few hundred objects, decided the ratio of 400)")
 	fs.IntVar(&o.HSMN, "hsm-n", 500, "objects per KMS -> HSM run")
 	fs.Float64Var(&o.CapRPS, "kms-rps", 0, "the KMS test server's -rps cap for the throttling figure (0: half the rate rotator reached in the rewrap figure, so that the cap, not the machine, is the limit; 300 if that did not run)")
 	fs.IntVar(&o.CapN, "cap-n", 0, "objects rewrapped under the cap (0: ten seconds' worth)")
