@@ -387,14 +387,22 @@ func (c *Core) afterWrite(ctx context.Context, h *hold, ev ledger.Event, o Outco
 		return v, out, err
 	}
 	// Not landed (or someone else's): report the write's failure.
-	out, systemic := out.fromError(what, werr)
-	if v == changedBy {
-		out = out.changed(msgChangedSinceRead)
-	}
+	out, systemic := out.writeFailed(what, werr, v)
 	if systemic {
 		return v, out, werr
 	}
 	return v, out, nil
+}
+
+// writeFailed is the outcome of a write that returned werr and did not
+// land (verdict v): the write's error, or changed when it met someone
+// else's change; systemic as fromError says.
+func (o Outcome) writeFailed(what string, werr error, v verdict) (Outcome, bool) {
+	out, systemic := o.fromError(what, werr)
+	if v == changedBy {
+		out = out.changed(msgChangedSinceRead)
+	}
+	return out, systemic
 }
 
 // settle decides the intent ev on the held object from the object as it

@@ -133,10 +133,7 @@ func (c *Core) writeReencrypt(ctx context.Context, h *hold, job reencrypt.Job, i
 	if err != nil || v == committed || v == kept {
 		return out, err
 	}
-	out, systemic := out.fromError("re-encrypt the object", werr)
-	if v == changedBy {
-		out = out.changed(msgChangedSinceRead)
-	}
+	out, systemic := out.writeFailed("re-encrypt the object", werr, v)
 	if v == resumable {
 		h.keep = true
 		out = out.unfinished("interrupted; the upload is kept: 'rotator resume' goes on from the last part (" + werr.Error() + ")")
