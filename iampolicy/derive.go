@@ -605,12 +605,14 @@ func (d *deriver) ledger() error {
 	}
 	table, query, _ := strings.Cut(spec, "?")
 	arn := "arn:" + d.o.Partition + ":dynamodb:" + d.o.Region + ":" + d.o.Account + ":table/" + table
-	actions := []string{"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+	// Items are read one by one, or in batches when reads overlap (the
+	// ledger coalesces them), in a dry run too.
+	actions := []string{"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
 	if !d.cfg.DryRun {
 		// Claims released, journal items dropped; leases, the intent
-		// journal and uploads queried, the journaled items read in
-		// batches. A dry run records the run and its observations only.
-		actions = append(actions, "dynamodb:DeleteItem", "dynamodb:Query", "dynamodb:BatchGetItem")
+		// journal and uploads queried. A dry run records the run and its
+		// observations only.
+		actions = append(actions, "dynamodb:DeleteItem", "dynamodb:Query")
 	}
 	if strings.Contains(query, "create=true") {
 		actions = append(actions, "dynamodb:CreateTable")

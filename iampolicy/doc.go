@@ -66,10 +66,11 @@
 //   - --report s3://B/PREFIX/ (Options.Report): s3:GetObject, s3:PutObject
 //     and s3:AbortMultipartUpload on the report objects; s3:ListBucket and
 //     s3:ListBucketMultipartUploads on B.
-//   - DynamoDB ledger: dynamodb:DescribeTable, GetItem, PutItem, UpdateItem,
-//     DeleteItem, Query and BatchGetItem (the items the intent journal
-//     names, read on a resume) on the table (ledger/SCHEMA.md lists the
-//     requests); dynamodb:CreateTable with ?create=true. Options.Ledger adds
+//   - DynamoDB ledger: dynamodb:DescribeTable, GetItem, BatchGetItem
+//     (reads that overlap go in one request; on a resume, the items the
+//     intent journal names), PutItem, UpdateItem, DeleteItem and Query on
+//     the table (ledger/SCHEMA.md lists the requests; a dry run needs
+//     neither DeleteItem nor Query); dynamodb:CreateTable with ?create=true. Options.Ledger adds
 //     what `rotator ledger` and `status` need: dynamodb:Query on the index
 //     by_wrap_key and dynamodb:Scan (the audit export).
 //   - `rotator plan` with the run's flags needs a subset of the run's

@@ -84,7 +84,10 @@
 // workers down instead of failing them. Every write is a single-item
 // conditional write: no transactions (dynalite has none; they also cost
 // twice). BatchWriteItem is not used: every ledger write needs a condition
-// (the claim, exactly-once, later-wins), which a batch cannot carry.
+// (the claim, exactly-once, later-wins), which a batch cannot carry. Reads
+// by key are coalesced (dynamoread.go): reads asked for while one is in
+// flight go together as one strongly consistent BatchGetItem, each still
+// sent after it was asked for.
 //
 // On DynamoDB (schema 2) a version's intents and lineage events are
 // attributes of its object record's item (p#<run>#<op>, e#<run>#<op>), so

@@ -72,6 +72,7 @@ type dynamoLedger struct {
 	refs  map[[8]byte]string // the key reference registry as known (dynamocodec.go)
 
 	j *journal
+	r *reads // every read of an item by key (dynamoread.go)
 	// fromSchema1: the table was upgraded from schema 1, whose prepared
 	// events lived in the runs' partitions.
 	fromSchema1 bool
@@ -112,6 +113,7 @@ func openDynamo(ctx context.Context, spec string, o options) (*dynamoLedger, err
 		o.segments = 4
 	}
 	d := &dynamoLedger{c: client, table: table, o: o, keys: map[string]bool{}, refs: map[[8]byte]string{}}
+	d.r = newReads(d)
 	if create {
 		if err := d.createTable(ctx); err != nil {
 			return nil, err
@@ -261,6 +263,7 @@ func (d *dynamoLedger) Close() error {
 		return nil
 	}
 	d.j.close()
+	d.r.close()
 	return nil
 }
 
@@ -337,13 +340,7 @@ func (d *dynamoLedger) shardForms() []func(string, int) string {
 }
 
 func (d *dynamoLedger) getItem(ctx context.Context, pk, sk string) (map[string]types.AttributeValue, error) {
-	out, err := d.c.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName: aws.String(d.table), Key: key(pk, sk), ConsistentRead: aws.Bool(true),
-	})
-	if err != nil {
-		return nil, d.wrap("get item", err)
-	}
-	return out.Item, nil
+	return d.r.get(ctx, pk, sk)
 }
 
 // readItem reads the object item of id (strongly consistent).

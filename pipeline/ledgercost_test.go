@@ -224,8 +224,8 @@ func TestPlanCountsTheRequestsOfAnEscrowRun(t *testing.T) {
 	runAndCompare(re, plan)
 }
 
-// ddbCounter counts the requests a DynamoDB ledger sends, by operation,
-// in two groups: those on one object's behalf (its item, obj#..., and its
+// ddbCounter counts the requests a DynamoDB ledger sends, by operation
+// (the items of a BatchGetItem one by one), in two groups: those on one object's behalf (its item, obj#..., and its
 // upload checkpoint, upl#...), and the rest (run records, leases, journal
 // items, registries, the table's description).
 type ddbCounter struct {
@@ -241,7 +241,17 @@ func (c *ddbCounter) middleware(st *middleware.Stack) error {
 	return st.Initialize.Add(middleware.InitializeMiddlewareFunc("test/CountDynamoDB",
 		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
 			var key map[string]ddbtypes.AttributeValue
+			op := awsmiddleware.GetOperationName(ctx)
 			switch p := in.Parameters.(type) {
+			case *dynamodb.BatchGetItemInput:
+				// Reads coalesced into one request: counted by the item,
+				// as DynamoDB bills them (a read request unit each).
+				for _, ka := range p.RequestItems {
+					for _, k := range ka.Keys {
+						c.count(op, k)
+					}
+				}
+				return next.HandleInitialize(ctx, in)
 			case *dynamodb.GetItemInput:
 				key = p.Key
 			case *dynamodb.PutItemInput:
@@ -253,23 +263,27 @@ func (c *ddbCounter) middleware(st *middleware.Stack) error {
 			case *dynamodb.QueryInput:
 				key = map[string]ddbtypes.AttributeValue{"PK": p.ExpressionAttributeValues[":pk"]}
 			}
-			str := func(name string) string {
-				v, _ := key[name].(*ddbtypes.AttributeValueMemberS)
-				if v == nil {
-					return ""
-				}
-				return v.Value
-			}
-			op := awsmiddleware.GetOperationName(ctx)
-			c.mu.Lock()
-			if strings.HasPrefix(str("PK"), "obj#") || strings.HasPrefix(str("SK"), "upl#") {
-				c.obj[op]++
-			} else {
-				c.other[op]++
-			}
-			c.mu.Unlock()
+			c.count(op, key)
 			return next.HandleInitialize(ctx, in)
 		}), middleware.After)
+}
+
+// count counts a request of op on the item of key.
+func (c *ddbCounter) count(op string, key map[string]ddbtypes.AttributeValue) {
+	str := func(name string) string {
+		v, _ := key[name].(*ddbtypes.AttributeValueMemberS)
+		if v == nil {
+			return ""
+		}
+		return v.Value
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if strings.HasPrefix(str("PK"), "obj#") || strings.HasPrefix(str("SK"), "upl#") {
+		c.obj[op]++
+	} else {
+		c.other[op]++
+	}
 }
 
 // take returns the counts so far and starts again.

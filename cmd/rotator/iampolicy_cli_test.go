@@ -114,7 +114,7 @@ var traceExempt = map[string]string{
 	"s3:GetObjectRetention":   "with --copy-object-lock: HeadObject returns the Object Lock retention only to a caller allowed s3:GetObjectRetention",
 	"s3:GetObjectLegalHold":   "with --copy-object-lock: HeadObject returns the legal hold only to a caller allowed s3:GetObjectLegalHold",
 	"s3:DeleteObject":         "with --placement instruction-file: deletes the instruction file a move created when its copy did not land (TestFaultMatrix, move scenarios)",
-	"dynamodb:BatchGetItem":   "reads the items the intent journal names when Prepared finds entries a process left unsettled: a resume after a crash (TestFaultMatrix, ledger's TestDynamoDBJournalCoversEveryIntent)",
+	"dynamodb:BatchGetItem":   "reads items whose reads overlap in one request (ledger's TestDynamoReadsCoalesce: whether they overlap depends on timing), and the items the intent journal names when Prepared finds entries a process left unsettled: a resume after a crash (TestFaultMatrix, ledger's TestDynamoDBJournalCoversEveryIntent)",
 }
 
 // traceExemptDelete are exemptions of the S3DeleteOldVersions statement only: --delete-old-versions
