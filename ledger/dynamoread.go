@@ -209,9 +209,9 @@ func (r *reads) send(keys [][2]string, byKey map[[2]string][]*readReq) {
 	if tries > 1 {
 		pause = min(25*time.Millisecond<<(tries-2), time.Second)
 	}
-	r.mu.Lock()
-	r.inFlight--
-	r.mu.Unlock()
+	// Free the slot now: reads that queued meanwhile go without waiting
+	// for the pause.
+	r.finished()
 	requeue := func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
