@@ -587,7 +587,14 @@ func (d *dynamoLedger) release(ctx context.Context, id ObjectID, cond, v string)
 	if !isCondFailed(err) {
 		return d.wrap("release "+id.String(), err)
 	}
-	_, err = d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+	return d.releaseClaim(ctx, id, cond, v)
+}
+
+// releaseClaim removes a claim from an item that holds more, on the
+// condition cond (on :v); a condition that fails is no error.
+func (d *dynamoLedger) releaseClaim(ctx context.Context, id ObjectID, cond, v string) error {
+	vals := map[string]types.AttributeValue{":v": s(v)}
+	_, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 		TableName: aws.String(d.table), Key: objectKey(id),
 		UpdateExpression:          aws.String("REMOVE claim_owner, claim_run, claim_expires, claim_group, claim_epoch"),
 		ConditionExpression:       aws.String(cond),
@@ -1248,7 +1255,9 @@ func (d *dynamoLedger) ObserveRelease(ctx context.Context, owner string, obj Obj
 	if err := d.Observe(ctx, obj); err != nil {
 		return err
 	}
-	return d.Release(ctx, obj.ID, owner)
+	// The item holds a record now: release's DeleteItem, which takes only
+	// an item holding nothing but a claim, would fail its condition.
+	return d.releaseClaim(ctx, obj.ID, "claim_owner = :v", owner)
 }
 
 // observeReleasing writes obj's record and removes owner's claim, on the
