@@ -135,6 +135,11 @@ func (s *suite) table() {
 				fmt.Sprintf("%.3f per object, %.0f per run", m, d["writes_per_run"].(float64)), "", "", "", ""})
 		}
 		add(Row{"DynamoDB ledger: item bytes per object (Scan, DynamoDB's size rules)", fmt.Sprintf("%.0f", bpo), "", "", "<= 512", holds(bpo <= 512)})
+		if rpo, ok := d["reads_per_object"].(float64); ok {
+			// Reads that overlap go in one BatchGetItem: fewer requests
+			// than items read (ledger/SCHEMA.md, "Coalesced reads").
+			add(Row{"DynamoDB ledger: read requests per object (GetItem, BatchGetItem, Query, Scan)", fmt.Sprintf("%.3f", rpo), "", "", "", ""})
+		}
 		if d := runs["dynamodb"]; len(d) > 0 {
 			row := Row{Figure: "CPU per rewrapped object with the DynamoDB ledger / the bare loop's", Rotator: fmt.Sprintf("%.3f ms", cpuOf(d))}
 			if bare := pick(runs["rewrap-small"], "bare"); len(bare) > 0 {
