@@ -153,6 +153,20 @@ func checkRead(t *testing.T, pk string, r readResult, present int) {
 	}
 }
 
+// readFirst reads test#0 .. test#(n-1) overlapping (the first present of
+// them in the table) and checks each answer.
+func readFirst(t *testing.T, d *dynamoLedger, p *readProbe, n, present int) {
+	t.Helper()
+	var pks []string
+	for i := range n {
+		pks = append(pks, "test#"+strconv.Itoa(i))
+	}
+	res := overlapping(t, d, p, nil, pks)
+	for i, pk := range pks {
+		checkRead(t, pk, res[i], present)
+	}
+}
+
 // TestDynamoReadsCoalesce: reads asked for while one is in flight go as
 // one BatchGetItem (a key asked for twice is read once), and each caller
 // gets its own item, or none when it is not there.
@@ -192,14 +206,7 @@ func TestDynamoReadsCoalesce(t *testing.T) {
 // BatchGetItems of at most 100 keys, one after the other.
 func TestDynamoReadsMoreThanABatch(t *testing.T) {
 	d, p := readFixture(t, 120)
-	var pks []string
-	for i := range 250 {
-		pks = append(pks, "test#"+strconv.Itoa(i))
-	}
-	res := overlapping(t, d, p, nil, pks)
-	for i, pk := range pks {
-		checkRead(t, pk, res[i], 120)
-	}
+	readFirst(t, d, p, 250, 120)
 	if b := p.count("BatchGetItem"); b != 3 {
 		t.Errorf("%d BatchGetItem requests, want 3", b)
 	}
@@ -224,14 +231,7 @@ func TestDynamoReadsUnprocessedKeys(t *testing.T) {
 		out.UnprocessedKeys = map[string]dynamodbtypes.KeysAndAttributes{d.table: {Keys: keys, ConsistentRead: aws.Bool(true)}}
 		return nil
 	}
-	var pks []string
-	for i := range 5 {
-		pks = append(pks, "test#"+strconv.Itoa(i))
-	}
-	res := overlapping(t, d, p, nil, pks)
-	for i, pk := range pks {
-		checkRead(t, pk, res[i], 10)
-	}
+	readFirst(t, d, p, 5, 10)
 	if b := p.count("BatchGetItem"); b != 5 {
 		t.Errorf("%d BatchGetItem requests, want 5 (one item each)", b)
 	}
@@ -248,8 +248,8 @@ func TestDynamoReadsUnprocessedKeys(t *testing.T) {
 		}
 		return nil
 	}
-	pks = []string{"test#6", "test#7", "test#8", "test#7"}
-	res = overlapping(t, d, p, nil, pks)
+	pks := []string{"test#6", "test#7", "test#8", "test#7"}
+	res := overlapping(t, d, p, nil, pks)
 	var thr *dynamodbtypes.ProvisionedThroughputExceededException
 	for i, pk := range pks {
 		if pk != "test#7" {
