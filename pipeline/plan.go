@@ -542,7 +542,8 @@ type ledgerCost struct{ writes, reads, embedded int64 }
 
 var (
 	// Core.identify's read of the object's record, for a key no keyring
-	// recognises offline (GetItem).
+	// recognises offline (an item read: a GetItem, or one item of a
+	// BatchGetItem when reads overlap).
 	costIdentify = ledgerCost{reads: 1}
 	// A rewrap: Begin (the claim and the intent, one write of the
 	// object's item on DynamoDB too), then Commit (the event, the record,
