@@ -25,17 +25,23 @@ const (
 	// readBatchMax is BatchGetItem's limit of keys per request.
 	readBatchMax = 100
 	// readsInFlight is how many requests of a ledger read items at once.
-	// One: a read waits for at most the request in flight and its own,
-	// and reads batch as soon as two overlap.
+	// One: a read waits for at most the request in flight (or readStall)
+	// and its own, and reads batch as soon as two overlap.
 	readsInFlight = 1
 	// readTries is how many times a key BatchGetItem left unprocessed
 	// (throttled, or over the response's 16 MB) is asked for before the
 	// read fails as throttled, as GetItem does after the SDK's retries.
 	readTries = 8
+	// readStall is how long a read request may hold back the reads that
+	// queue behind it: past it they go without waiting for it, so that a
+	// request whose connection stalled (the HTTP client has no response
+	// timeout) holds back nothing more than itself.
+	readStall = time.Second
 )
 
 type reads struct {
-	d *dynamoLedger
+	d     *dynamoLedger
+	stall time.Duration // readStall (tests set their own)
 	// base is cancelled by close: a batch, sent on behalf of several
 	// callers, does not stop when one of them gives up.
 	base   context.Context
@@ -48,6 +54,29 @@ type reads struct {
 	closed   bool
 }
 
+// flight is a read request in flight: it counts in inFlight until it ends
+// or stalls.
+type flight struct {
+	counted bool
+	stall   *time.Timer
+}
+
+// start counts a request in flight. r.mu is held.
+func (r *reads) start() *flight {
+	r.inFlight++
+	f := &flight{counted: true}
+	f.stall = time.AfterFunc(r.stall, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if f.counted {
+			f.counted = false
+			r.inFlight--
+			r.dispatch()
+		}
+	})
+	return f
+}
+
 type readReq struct {
 	key   [2]string
 	ctx   context.Context // the caller's: its values go with the batch
@@ -58,7 +87,7 @@ type readReq struct {
 }
 
 func newReads(d *dynamoLedger) *reads {
-	r := &reads{d: d}
+	r := &reads{d: d, stall: readStall}
 	r.base, r.cancel = context.WithCancel(context.Background())
 	return r
 }
@@ -67,10 +96,10 @@ func newReads(d *dynamoLedger) *reads {
 func (r *reads) get(ctx context.Context, pk, sk string) (map[string]types.AttributeValue, error) {
 	r.mu.Lock()
 	if r.inFlight < readsInFlight && len(r.queue) == 0 {
-		r.inFlight++
+		f := r.start()
 		r.mu.Unlock()
 		item, err := r.getOne(ctx, pk, sk)
-		r.finished()
+		r.finished(f)
 		return item, err
 	}
 	req := &readReq{key: [2]string{pk, sk}, ctx: ctx, done: make(chan struct{})}
@@ -95,10 +124,14 @@ func (r *reads) getOne(ctx context.Context, pk, sk string) (map[string]types.Att
 }
 
 // finished ends a request in flight and sends what waits, if anything.
-func (r *reads) finished() {
+func (r *reads) finished(f *flight) {
+	f.stall.Stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.inFlight--
+	if f.counted {
+		f.counted = false
+		r.inFlight--
+	}
 	r.dispatch()
 }
 
@@ -137,18 +170,18 @@ func (r *reads) dispatch() {
 	if len(keys) == 0 {
 		return
 	}
-	r.inFlight++
+	f := r.start()
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		r.send(keys, byKey)
+		r.send(f, keys, byKey)
 	}()
 }
 
 // send reads keys with one BatchGetItem and answers their callers; the
 // keys left unprocessed wait again, after a pause that grows with their
 // tries.
-func (r *reads) send(keys [][2]string, byKey map[[2]string][]*readReq) {
+func (r *reads) send(f *flight, keys [][2]string, byKey map[[2]string][]*readReq) {
 	first := byKey[keys[0]][0]
 	ctx, cancel := context.WithCancel(context.WithoutCancel(first.ctx))
 	stop := context.AfterFunc(r.base, cancel)
@@ -172,7 +205,7 @@ func (r *reads) send(keys [][2]string, byKey map[[2]string][]*readReq) {
 		for _, k := range keys {
 			answer(k, nil, err)
 		}
-		r.finished()
+		r.finished(f)
 		return
 	}
 	for _, item := range out.Responses[r.d.table] {
@@ -198,7 +231,7 @@ func (r *reads) send(keys [][2]string, byKey map[[2]string][]*readReq) {
 		answer(k, nil, nil) // read, and not there
 	}
 	if len(again) == 0 {
-		r.finished()
+		r.finished(f)
 		return
 	}
 	tries := 0
@@ -211,7 +244,7 @@ func (r *reads) send(keys [][2]string, byKey map[[2]string][]*readReq) {
 	}
 	// Free the slot now: reads that queued meanwhile go without waiting
 	// for the pause.
-	r.finished()
+	r.finished(f)
 	requeue := func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()

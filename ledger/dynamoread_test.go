@@ -72,6 +72,9 @@ func readFixture(t *testing.T, present int) (*dynamoLedger, *readProbe) {
 	cfg := testenv.AWSConfig(t)
 	cfg.APIOptions = append(cfg.APIOptions, p.middleware)
 	d := open(WithAWSConfig(cfg)).(*dynamoLedger)
+	// The tests hold a read in flight while others queue: however slow the
+	// machine, it must not count as stalled.
+	d.r.stall = time.Minute
 	for i := range present {
 		item := key("test#"+strconv.Itoa(i), "x")
 		item["v"] = n(int64(i))
@@ -287,6 +290,44 @@ func TestDynamoReadsFailAndGiveUp(t *testing.T) {
 		t.Errorf("a read whose caller gave up: %v", res[0].err)
 	}
 	checkRead(t, pks[1], res[1], 10)
+	if b := p.count("BatchGetItem"); b != 1 {
+		t.Errorf("%d BatchGetItem requests, want 1", b)
+	}
+}
+
+// TestDynamoReadsPastAStalledRequest: a read request that does not answer
+// holds back the reads queued behind it for the stall time at most; then they
+// go without it.
+func TestDynamoReadsPastAStalledRequest(t *testing.T) {
+	d, p := readFixture(t, 10)
+	d.r.stall = 200 * time.Millisecond
+	gateDone := make(chan error, 1)
+	go func() {
+		_, err := d.r.get(ctx, gatePK, "x")
+		gateDone <- err
+	}()
+	<-p.entered
+	defer func() {
+		close(p.gate)
+		if err := <-gateDone; err != nil {
+			t.Error(err)
+		}
+	}()
+	began := time.Now()
+	got := make(chan readResult, 1)
+	go func() {
+		item, err := d.r.get(ctx, "test#4", "x")
+		got <- readResult{item, err}
+	}()
+	select {
+	case r := <-got:
+		checkRead(t, "test#4", r, 10)
+		if waited := time.Since(began); waited < d.r.stall/2 {
+			t.Errorf("answered after %v, while the request in flight held: it did not wait for it", waited)
+		}
+	case <-time.After(50 * d.r.stall):
+		t.Fatalf("a read queued behind a stalled request waited over %v", 50*d.r.stall)
+	}
 	if b := p.count("BatchGetItem"); b != 1 {
 		t.Errorf("%d BatchGetItem requests, want 1", b)
 	}
