@@ -68,13 +68,19 @@ func (r *reads) start() *flight {
 	f.stall = time.AfterFunc(r.stall, func() {
 		r.mu.Lock()
 		defer r.mu.Unlock()
-		if f.counted {
-			f.counted = false
-			r.inFlight--
-			r.dispatch()
-		}
+		r.uncount(f)
 	})
 	return f
+}
+
+// uncount stops counting f in flight, once (it ended or stalled), and
+// sends what waits, if anything. r.mu is held.
+func (r *reads) uncount(f *flight) {
+	if f.counted {
+		f.counted = false
+		r.inFlight--
+	}
+	r.dispatch()
 }
 
 type readReq struct {
@@ -128,11 +134,7 @@ func (r *reads) finished(f *flight) {
 	f.stall.Stop()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if f.counted {
-		f.counted = false
-		r.inFlight--
-	}
-	r.dispatch()
+	r.uncount(f)
 }
 
 // dispatch sends the reads that wait, up to readBatchMax distinct keys, if
