@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/rotator-dev/rotator/commit"
@@ -59,6 +60,11 @@ type hold struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	done   chan struct{}
+	// renewal runs renew a third of the lease after the claim and after
+	// each renewal; last is when the claim was last made or renewed (read
+	// and written by renew alone: its runs never overlap).
+	renewal *time.Timer
+	last    time.Time
 	// keep: an intent stays in the ledger, so the claim stays too (the
 	// next process of the run takes it over; other runs wait for it).
 	keep bool
@@ -88,8 +94,14 @@ func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome, rw *ne
 		return nil, got, fmt.Errorf("ledger: claim %s: %w", id, err)
 	}
 	hctx, cancel := context.WithCancel(ctx)
-	h := &hold{id: id, ctx: hctx, cancel: cancel, done: make(chan struct{})}
-	go c.renew(h)
+	h := &hold{id: id, ctx: hctx, cancel: cancel, done: make(chan struct{}), last: time.Now()}
+	// A timer, not a goroutine per object: almost every object is done
+	// long before its first renewal, and a goroutine each (its stack, its
+	// ticker, the collector scanning it) cost a run at 512 in flight a
+	// few percent of its CPU. Armed once h.renewal is set, so that renew
+	// never sees it unset.
+	h.renewal = time.AfterFunc(time.Duration(math.MaxInt64), func() { c.renew(h) })
+	h.renewal.Reset(c.lease() / 3)
 	return h, got, nil
 }
 
@@ -100,32 +112,38 @@ type beginner interface {
 	Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (ledger.Claimed, error)
 }
 
-// renew renews h's claim every third of the lease until h ends. When the
-// claim is taken over, or cannot be renewed for two thirds of the lease
-// (the ledger unreachable), the object's context is canceled: before the
-// claim can expire and another process take the object, this one stops
-// writing to it.
+// renew renews h's claim; h.renewal runs it every third of the lease
+// until h ends. When the claim is taken over, or cannot be renewed for two
+// thirds of the lease (the ledger unreachable), the object's context is
+// canceled: before the claim can expire and another process take the
+// object, this one stops writing to it.
 func (c *Core) renew(h *hold) {
+	if h.ended() {
+		return
+	}
 	lease := c.lease()
-	t := time.NewTicker(lease / 3)
-	defer t.Stop()
-	last := time.Now()
-	for {
-		select {
-		case <-h.done:
-			return
-		case <-h.ctx.Done():
-			return
-		case <-t.C:
-			_, err := c.Ledger.Claim(h.ctx, h.id, c.owner(), lease)
-			switch {
-			case err == nil:
-				last = time.Now()
-			case errors.Is(err, ledger.ErrClaimed), time.Since(last) > lease*2/3:
-				h.cancel() // lost, or about to be: stop changing the object
-				return
-			}
-		}
+	_, err := c.Ledger.Claim(h.ctx, h.id, c.owner(), lease)
+	switch {
+	case err == nil:
+		h.last = time.Now()
+	case errors.Is(err, ledger.ErrClaimed), time.Since(h.last) > lease*2/3:
+		h.cancel() // lost, or about to be: stop changing the object
+		return
+	}
+	if !h.ended() {
+		h.renewal.Reset(lease / 3)
+	}
+}
+
+// ended reports whether h ended (end) or its context was canceled.
+func (h *hold) ended() bool {
+	select {
+	case <-h.done:
+		return true
+	case <-h.ctx.Done():
+		return true
+	default:
+		return false
 	}
 }
 
@@ -133,6 +151,7 @@ func (c *Core) renew(h *hold) {
 func (c *Core) end(ctx context.Context, h *hold) {
 	close(h.done)
 	h.cancel()
+	h.renewal.Stop() // a renewal running now sees h ended and stops
 	if !h.keep && !h.released {
 		// The claim expires by itself if this fails; until then another
 		// run is refused the object, so the end of the run tries again.
