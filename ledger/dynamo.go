@@ -84,6 +84,11 @@ var _ Ledger = (*dynamoLedger)(nil)
 // the default chain.
 func WithAWSConfig(cfg aws.Config) Option { return func(o *options) { o.awsCfg = &cfg } }
 
+// WithIOTimeout sets the I/O timeout of the DynamoDB ledger's connections
+// (awsx.Options.IOTimeout), when it loads its AWS configuration itself
+// (no WithAWSConfig).
+func WithIOTimeout(d time.Duration) Option { return func(o *options) { o.ioTimeout = d } }
+
 func openDynamo(ctx context.Context, spec string, o options) (*dynamoLedger, error) {
 	table, query, _ := strings.Cut(spec, "?")
 	q, err := url.ParseQuery(query)
@@ -105,7 +110,7 @@ func openDynamo(ctx context.Context, spec string, o options) (*dynamoLedger, err
 	var cfg aws.Config
 	if o.awsCfg != nil {
 		cfg = *o.awsCfg
-	} else if cfg, err = awsx.Load(ctx, awsx.Options{MaxAttempts: defaultTries}); err != nil {
+	} else if cfg, err = awsx.Load(ctx, awsx.Options{MaxAttempts: defaultTries, IOTimeout: o.ioTimeout}); err != nil {
 		return nil, fmt.Errorf("ledger: open dynamodb://%s: %w", table, err)
 	}
 	client := awsx.DynamoDB(cfg)

@@ -392,10 +392,13 @@ func (e *ClaimedError) Is(target error) bool { return target == ErrClaimed }
 type Option func(*options)
 
 type options struct {
-	now      func() time.Time
-	awsCfg   *aws.Config
-	pageSize int
-	segments int
+	now    func() time.Time
+	awsCfg *aws.Config
+	// ioTimeout is the I/O timeout of a configuration loaded without
+	// awsCfg (WithIOTimeout).
+	ioTimeout time.Duration
+	pageSize  int
+	segments  int
 	// lockWait is how long the embedded backend waits for the file lock.
 	lockWait time.Duration
 	// hook, when set, runs at each crash point (see the point* constants);

@@ -55,6 +55,10 @@ type Config struct {
 	KMSRPS      float64 `json:"kms_rps,omitempty"`
 	S3RPS       float64 `json:"s3_rps,omitempty"`
 	HSMSessions int     `json:"hsm_sessions,omitempty"`
+	// IOTimeout: a connection to S3, KMS or DynamoDB on which nothing is
+	// read or written for this long is dropped and its request retried
+	// (0: awsx.DefaultIOTimeout; negative: never).
+	IOTimeout time.Duration `json:"io_timeout,omitempty"`
 	// Shard is "i/N": this process handles one of N disjoint parts
 	// (resolved from --shard i/N or --shard auto: see ResolveShard).
 	Shard string `json:"shard,omitempty"`
@@ -268,7 +272,7 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 	var err error
 	if o.AWS != nil {
 		awsCfg = *o.AWS
-	} else if awsCfg, err = awsx.Load(ctx, awsx.Options{IdleConnsPerHost: awsx.IdleConnsFor(cfg.Concurrency)}); err != nil {
+	} else if awsCfg, err = awsx.Load(ctx, awsx.Options{IdleConnsPerHost: awsx.IdleConnsFor(cfg.Concurrency), IOTimeout: cfg.IOTimeout}); err != nil {
 		return nil, err
 	}
 	if len(o.APIOptions) > 0 {
@@ -333,7 +337,7 @@ func Open(ctx context.Context, cfg Config, o OpenOptions) (*Env, error) {
 		if cfg.Ledger == "" {
 			return nil, errors.New("no ledger: give --ledger (a file path or dynamodb://TABLE)")
 		}
-		var lopts []ledger.Option
+		lopts := []ledger.Option{ledger.WithIOTimeout(cfg.IOTimeout)}
 		if o.AWS != nil {
 			lopts = append(lopts, ledger.WithAWSConfig(awsCfg))
 		}

@@ -192,7 +192,7 @@ func sameJob(runID string, have, want Config) error {
 func jobIdentity(c Config) Config {
 	c.Ledger, c.Shard = "", ""
 	c.Concurrency, c.KMSRPS, c.S3RPS, c.HSMSessions, c.ListWorkers = 0, 0, 0, 0, 0
-	c.PartsInFlight, c.ReencryptMemory, c.InventoryMaxFileBytes = 0, 0, 0
+	c.PartsInFlight, c.ReencryptMemory, c.InventoryMaxFileBytes, c.IOTimeout = 0, 0, 0, 0
 	return c
 }
 

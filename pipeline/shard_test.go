@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/inventory"
@@ -94,7 +95,7 @@ func TestJoinJobRace(t *testing.T) {
 				t.Fatal(err)
 			}
 			faster := jobConfig("3/8")
-			faster.Concurrency, faster.KMSRPS, faster.Ledger = 64, 100, "y" // tuning may differ
+			faster.Concurrency, faster.KMSRPS, faster.IOTimeout, faster.Ledger = 64, 100, time.Minute, "y" // tuning may differ
 			rec, made, err := pipeline.JoinJob(ctx, l, runID, faster)
 			if err != nil || made || rec.Counts["done"] != 5 || string(rec.Checkpoint) != `{"positions":["p"]}` {
 				t.Errorf("retried shard: created %v, %+v, %v", made, rec, err)

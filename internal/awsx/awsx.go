@@ -33,6 +33,10 @@ type Options struct {
 	// again (at 512 objects in flight and 256 kept, a third of the workers
 	// were found dialling).
 	IdleConnsPerHost int
+	// IOTimeout: a connection on which nothing is read or written for
+	// this long is dropped and its request retried (0:
+	// DefaultIOTimeout; negative: never).
+	IOTimeout time.Duration
 }
 
 // DefaultIdleConnsPerHost is Options.IdleConnsPerHost's default.
@@ -58,6 +62,9 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if o.IdleConnsPerHost <= 0 {
 		o.IdleConnsPerHost = DefaultIdleConnsPerHost
 	}
+	if o.IOTimeout == 0 {
+		o.IOTimeout = DefaultIOTimeout
+	}
 	opts := []func(*config.LoadOptions) error{
 		config.WithRetryer(func() aws.Retryer { return NewRetryer(o.MaxAttempts, o.MaxBackoff) }),
 		// The defaults of 10 idle connections per host and 100 in all
@@ -66,6 +73,7 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 		config.WithHTTPClient(awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) {
 			t.MaxIdleConnsPerHost = o.IdleConnsPerHost
 			t.MaxIdleConns = 0 // no cap but the hosts': S3, KMS, DynamoDB
+			t.DialContext = withIOTimeout(t.DialContext, o.IOTimeout)
 		})),
 	}
 	if o.Region != "" {
