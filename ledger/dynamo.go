@@ -1072,6 +1072,8 @@ func (d *dynamoLedger) partition(ctx context.Context, pk string) ([]map[string]t
 
 // batchGet reads items by key (strongly consistent, 100 per request) and
 // calls fn for each that exists, one at a time, in no particular order.
+// Keys left unprocessed are asked for again as the coalesced reads' are
+// (unprocessedPause), and fail as throttled after readTries.
 func (d *dynamoLedger) batchGet(ctx context.Context, keys [][2]string, fn func([2]string, map[string]types.AttributeValue) error) error {
 	for len(keys) > 0 {
 		n := min(len(keys), 100)
@@ -1080,7 +1082,7 @@ func (d *dynamoLedger) batchGet(ctx context.Context, keys [][2]string, fn func([
 			batch = append(batch, key(k[0], k[1]))
 		}
 		keys = keys[n:]
-		for len(batch) > 0 {
+		for left := 0; len(batch) > 0; {
 			out, err := d.c.BatchGetItem(ctx, &dynamodb.BatchGetItemInput{
 				RequestItems: map[string]types.KeysAndAttributes{d.table: {Keys: batch, ConsistentRead: aws.Bool(true)}},
 			})
@@ -1094,11 +1096,15 @@ func (d *dynamoLedger) batchGet(ctx context.Context, keys [][2]string, fn func([
 			}
 			batch = nil
 			if u, ok := out.UnprocessedKeys[d.table]; ok && len(u.Keys) > 0 {
+				// As the coalesced reads do (reads.send).
+				if left++; left >= readTries {
+					return d.errUnprocessed("read object items")
+				}
 				batch = u.Keys
 				select {
 				case <-ctx.Done():
 					return ctx.Err()
-				case <-time.After(50 * time.Millisecond):
+				case <-time.After(unprocessedPause(left)):
 				}
 			}
 		}

@@ -34,8 +34,8 @@ const (
 	readTries = 8
 	// readStall is how long a read request may hold back the reads that
 	// queue behind it: past it they go without waiting for it, so that a
-	// request whose connection stalled (the HTTP client has no response
-	// timeout) holds back nothing more than itself.
+	// request whose connection stalled (dropped only after the I/O
+	// timeout, minutes) holds back nothing more than itself.
 	readStall = time.Second
 )
 
@@ -219,9 +219,7 @@ func (r *reads) send(f *flight, keys [][2]string, byKey map[[2]string][]*readReq
 		for _, q := range byKey[uk] {
 			q.tries++
 			if q.tries >= readTries {
-				q.err = r.d.wrap("read items", &types.ProvisionedThroughputExceededException{
-					Message: aws.String("BatchGetItem left the item unprocessed in every try (throttled)"),
-				})
+				q.err = r.d.errUnprocessed("read items")
 				close(q.done)
 				continue
 			}
@@ -240,10 +238,7 @@ func (r *reads) send(f *flight, keys [][2]string, byKey map[[2]string][]*readReq
 	for _, q := range again {
 		tries = max(tries, q.tries)
 	}
-	pause := time.Duration(0) // the first time: over 16 MB, or throttled
-	if tries > 1 {
-		pause = min(25*time.Millisecond<<(tries-2), time.Second)
-	}
+	pause := unprocessedPause(tries)
 	// Free the slot now: reads that queued meanwhile go without waiting
 	// for the pause.
 	r.finished(f)
@@ -266,6 +261,25 @@ func (r *reads) send(f *flight, keys [][2]string, byKey map[[2]string][]*readReq
 		}
 		requeue()
 	}()
+}
+
+// unprocessedPause is how long keys BatchGetItem left unprocessed tries
+// times wait before they are asked for again: none the first time (the
+// answer's 16 MB, or a throttle), then 25 ms doubling up to a second.
+func unprocessedPause(tries int) time.Duration {
+	if tries <= 1 {
+		return 0
+	}
+	return min(25*time.Millisecond<<min(tries-2, 6), time.Second)
+}
+
+// errUnprocessed is the error of a key BatchGetItem left unprocessed in
+// each of readTries tries: throttled, as GetItem fails once the SDK's
+// retries are spent.
+func (d *dynamoLedger) errUnprocessed(what string) error {
+	return d.wrap(what, &types.ProvisionedThroughputExceededException{
+		Message: aws.String("BatchGetItem left the item unprocessed in every try (throttled)"),
+	})
 }
 
 // close answers what waits with an error and waits for the requests in

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -330,5 +331,58 @@ func TestDynamoReadsPastAStalledRequest(t *testing.T) {
 	}
 	if b := p.count("BatchGetItem"); b != 1 {
 		t.Errorf("%d BatchGetItem requests, want 1", b)
+	}
+}
+
+// TestDynamoBatchGetUnprocessedKeys: batchGet (resume's read of the items
+// a journal names) asks again for the keys BatchGetItem left unprocessed,
+// with the coalesced reads' pauses, and fails as throttled after readTries
+// instead of asking for ever.
+func TestDynamoBatchGetUnprocessedKeys(t *testing.T) {
+	keys := [][2]string{{"test#6", "x"}, {"test#7", "x"}, {"test#8", "x"}, {"test#40", "x"}}
+	leave7 := func(d *dynamoLedger, times int) func(out *dynamodb.BatchGetItemOutput) error {
+		left := 0
+		return func(out *dynamodb.BatchGetItemOutput) error {
+			items := out.Responses[d.table]
+			for i, it := range items {
+				if strAttr(it, attrPK) == "test#7" && left < times {
+					left++
+					out.Responses[d.table] = append(items[:i:i], items[i+1:]...)
+					out.UnprocessedKeys = map[string]dynamodbtypes.KeysAndAttributes{d.table: {Keys: []map[string]dynamodbtypes.AttributeValue{key("test#7", "x")}}}
+					break
+				}
+			}
+			return nil
+		}
+	}
+	read := func(d *dynamoLedger) ([]string, error) {
+		var got []string
+		err := d.batchGet(ctx, keys, func(k [2]string, _ map[string]dynamodbtypes.AttributeValue) error {
+			got = append(got, k[0])
+			return nil
+		})
+		slices.Sort(got)
+		return got, err
+	}
+
+	d, p := readFixture(t, 10)
+	p.batch = leave7(d, 2)
+	got, err := read(d)
+	if err != nil || !slices.Equal(got, []string{"test#6", "test#7", "test#8"}) {
+		t.Errorf("read %v, %v: want test#6, 7 and 8 (test#40 is missing)", got, err)
+	}
+	if b := p.count("BatchGetItem"); b != 3 {
+		t.Errorf("%d BatchGetItem requests, want 3 (test#7 unprocessed twice)", b)
+	}
+
+	d, p = readFixture(t, 10)
+	p.batch = leave7(d, 1<<30)
+	_, err = read(d)
+	var thr *dynamodbtypes.ProvisionedThroughputExceededException
+	if !errors.As(err, &thr) || !strings.Contains(err.Error(), d.table) {
+		t.Errorf("test#7 unprocessed in every try: %v, want a throughput error naming the table", err)
+	}
+	if b := p.count("BatchGetItem"); b != readTries {
+		t.Errorf("%d BatchGetItem requests, want %d", b, readTries)
 	}
 }
