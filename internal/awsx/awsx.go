@@ -86,6 +86,14 @@ func Load(ctx context.Context, o Options) (aws.Config, error) {
 	if cfg.Region == "" {
 		return aws.Config{}, fmt.Errorf("no AWS region configured (hint: set AWS_REGION or a region in the profile)")
 	}
+	// Frozen once loading has applied what it builds into the client (a
+	// CA bundle): with an SDK defaults mode set (AWS_DEFAULTS_MODE, or
+	// defaults_mode in the profile), each service client would otherwise
+	// rebuild the transport's dialer with the mode's connect timeout, and
+	// drop the I/O timeout with it.
+	if b, ok := cfg.HTTPClient.(*awshttp.BuildableClient); ok {
+		cfg.HTTPClient = b.Freeze()
+	}
 	// Every client built from cfg reports its calls to the Observer of
 	// their context, if any (WithObserver).
 	cfg.APIOptions = append(cfg.APIOptions, Observe)

@@ -43,8 +43,19 @@ func stall(w http.ResponseWriter, r *http.Request, done <-chan struct{}) {
 // TestIOTimeoutRetriesAStalledRequest: a server that takes a request and
 // never answers it (a stalled connection) no longer holds the call for
 // ever: after the I/O timeout the connection is dropped and the SDK
-// retries; the retry is answered and the call succeeds.
+// retries; the retry is answered and the call succeeds. So too with an
+// SDK defaults mode set, under which the SDK rebuilds a buildable
+// client's dialer.
 func TestIOTimeoutRetriesAStalledRequest(t *testing.T) {
+	for _, mode := range []string{"legacy", "standard", "in-region"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Setenv("AWS_DEFAULTS_MODE", mode)
+			retriesAStalledRequest(t)
+		})
+	}
+}
+
+func retriesAStalledRequest(t *testing.T) {
 	done := make(chan struct{})
 	defer close(done)
 	var n atomic.Int32
@@ -142,5 +153,41 @@ func TestIOTimeoutIsIdleNotTotal(t *testing.T) {
 	body, err := io.ReadAll(out.Body)
 	if err != nil || len(body) != size {
 		t.Fatalf("read %d bytes, %v: want all %d", len(body), err, size)
+	}
+}
+
+// TestIOTimeoutReusedConnection: a pooled connection idle for most of the
+// timeout, then reused for a request the server answers after half of it,
+// is not cut: the request written pushes back the deadline of the read
+// net/http left pending on the idle connection. One request each, no
+// retry.
+func TestIOTimeoutReusedConnection(t *testing.T) {
+	var n atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) == 2 {
+			time.Sleep(600 * time.Millisecond)
+		}
+		w.Header().Set("Content-Length", "5")
+		io.WriteString(w, "hello")
+	}))
+	defer srv.Close()
+	c := ioTimeoutClient(t, srv.URL, time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for i := range 2 {
+		if i == 1 {
+			time.Sleep(700 * time.Millisecond) // idle, in the pool
+		}
+		out, err := c.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String("b"), Key: aws.String("k")})
+		if err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		if _, err := io.ReadAll(out.Body); err != nil {
+			t.Fatalf("request %d: %v", i+1, err)
+		}
+		out.Body.Close()
+	}
+	if got := n.Load(); got != 2 {
+		t.Errorf("%d requests reached the server, want 2: a retry means the reused connection was cut", got)
 	}
 }
