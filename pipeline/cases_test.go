@@ -597,10 +597,17 @@ func TestCase6DuplicateListLine(t *testing.T) {
 type noRenewal struct {
 	ledger.Ledger
 	n atomic.Int32
+	// stuck: a renewal never answers (until its context ends), instead of
+	// failing at once.
+	stuck bool
 }
 
 func (l *noRenewal) Claim(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) (ledger.Claimed, error) {
 	if l.n.Add(1) > 1 {
+		if l.stuck {
+			<-ctx.Done()
+			return ledger.Claimed{}, ctx.Err()
+		}
 		return ledger.Claimed{}, errors.New("injected: the ledger is unreachable")
 	}
 	return l.Ledger.Claim(ctx, id, owner, lease)
@@ -630,12 +637,23 @@ func (w ctxWrite) MetadataEnvelope(ctx context.Context, obj *commit.Object, meta
 }
 
 // TestCase6ClaimThatCannotBeRenewedStopsTheWork: a process whose claim
-// cannot be renewed (the ledger unreachable for it) stops working on the
-// object before the claim expires: its write is never sent. Another run
-// that comes once the claim has expired finds the first run's intent and
-// leaves the object to it (nothing is overwritten, nothing written twice);
-// the first run's resume settles the intent and rotates the object, once.
+// cannot be renewed (the ledger unreachable for it, or a renewal that never
+// answers) stops working on the object before the claim expires: its
+// write is never sent. Another run that comes once the claim has expired
+// finds the first run's intent and leaves the object to it (nothing is
+// overwritten, nothing written twice); the first run's resume settles the
+// intent and rotates the object, once.
 func TestCase6ClaimThatCannotBeRenewedStopsTheWork(t *testing.T) {
+	for _, stuck := range []bool{false, true} {
+		name := "unreachable"
+		if stuck {
+			name = "stuck"
+		}
+		t.Run(name, func(t *testing.T) { claimNotRenewed(t, stuck) })
+	}
+}
+
+func claimNotRenewed(t *testing.T, stuck bool) {
 	f := newFixture(t, 4, false)
 	var key string
 	for _, o := range f.objs {
@@ -646,7 +664,7 @@ func TestCase6ClaimThatCannotBeRenewedStopsTheWork(t *testing.T) {
 	}
 	before := storedEnvelope(t, f, key).WrappedKey
 	a := f.core("run-cut-off")
-	a.S3, a.Lease, a.Ledger = ctxWrite{f.commit, 3 * time.Second}, 600*time.Millisecond, &noRenewal{Ledger: f.ledger}
+	a.S3, a.Lease, a.Ledger = ctxWrite{f.commit, 3 * time.Second}, 600*time.Millisecond, &noRenewal{Ledger: f.ledger, stuck: stuck}
 	done := make(chan pipeline.Outcome, 1)
 	start := time.Now()
 	go func() {

@@ -61,8 +61,8 @@ type hold struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 	// renewal runs renew a third of the lease after the claim and after
-	// each renewal; last is when the claim was last made or renewed (read
-	// and written by renew alone: its runs never overlap).
+	// each renewal began; last is when the claim last made or renewed
+	// was sent (read and written by renew alone: its runs never overlap).
 	renewal *time.Timer
 	last    time.Time
 	// keep: an intent stays in the ledger, so the claim stays too (the
@@ -80,6 +80,7 @@ type hold struct {
 func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome, rw *newRewrap) (*hold, ledger.Claimed, error) {
 	var got ledger.Claimed
 	var err error
+	began := time.Now() // the lease begins no earlier
 	if b, ok := c.Ledger.(beginner); ok && rw != nil {
 		got, err = b.Begin(ctx, c.owner(), c.lease(), rw.ev)
 	} else {
@@ -94,7 +95,7 @@ func (c *Core) claim(ctx context.Context, id ledger.ObjectID, o *Outcome, rw *ne
 		return nil, got, fmt.Errorf("ledger: claim %s: %w", id, err)
 	}
 	hctx, cancel := context.WithCancel(ctx)
-	h := &hold{id: id, ctx: hctx, cancel: cancel, done: make(chan struct{}), last: time.Now()}
+	h := &hold{id: id, ctx: hctx, cancel: cancel, done: make(chan struct{}), last: began}
 	// A timer, not a goroutine per object: almost every object is done
 	// long before its first renewal, and a goroutine each (its stack, its
 	// ticker, the collector scanning it) cost a run at 512 in flight a
@@ -113,25 +114,30 @@ type beginner interface {
 }
 
 // renew renews h's claim; h.renewal runs it every third of the lease
-// until h ends. When the claim is taken over, or cannot be renewed for two
-// thirds of the lease (the ledger unreachable), the object's context is
+// (counted from when each renewal began, as a ticker would) until h ends.
+// When the claim is taken over, or cannot be renewed within two thirds of
+// the lease since it was last made (the ledger unreachable, or a renewal
+// that does not answer: it is cut there), the object's context is
 // canceled: before the claim can expire and another process take the
 // object, this one stops writing to it.
 func (c *Core) renew(h *hold) {
 	if h.ended() {
 		return
 	}
+	began := time.Now()
 	lease := c.lease()
-	_, err := c.Ledger.Claim(h.ctx, h.id, c.owner(), lease)
+	rctx, cancel := context.WithDeadline(h.ctx, h.last.Add(lease*2/3))
+	_, err := c.Ledger.Claim(rctx, h.id, c.owner(), lease)
+	cancel()
 	switch {
 	case err == nil:
-		h.last = time.Now()
-	case errors.Is(err, ledger.ErrClaimed), time.Since(h.last) > lease*2/3:
+		h.last = began // the new lease began no earlier
+	case errors.Is(err, ledger.ErrClaimed), time.Since(h.last) >= lease*2/3:
 		h.cancel() // lost, or about to be: stop changing the object
 		return
 	}
 	if !h.ended() {
-		h.renewal.Reset(lease / 3)
+		h.renewal.Reset(max(0, lease/3-time.Since(began)))
 	}
 }
 
