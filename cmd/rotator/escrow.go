@@ -33,6 +33,7 @@ func checkRunMode(cfg pipeline.Config) error {
 // runCommonFlags binds what escrow and restore share with run.
 func runCommonFlags(fs *flag.FlagSet, cfg *pipeline.Config, out *outputFlags, runID *string) {
 	sourceFlags(fs, cfg)
+	ioTimeoutFlag(fs, cfg)
 	out.bind(fs)
 	fs.StringVar(&cfg.Ledger, "ledger", DefaultLedger, "the ledger: a `FILE` for the embedded store, or dynamodb://TABLE[?create=true]")
 	fs.StringVar(runID, "run-id", "", "the run's id (default: generated); resume an interrupted one with 'rotator resume --run-id ID'")

@@ -16,6 +16,14 @@ import (
 // DefaultLedger is the embedded ledger's file when --ledger is not given.
 const DefaultLedger = "rotator-ledger.db"
 
+// ioTimeoutFlag binds --io-timeout (run, plan, verify, escrow, restore,
+// and iam-policy, which takes a run's flags), default
+// awsx.DefaultIOTimeout; resume binds its own.
+func ioTimeoutFlag(fs *flag.FlagSet, c *pipeline.Config) {
+	c.IOTimeout = awsx.DefaultIOTimeout
+	fs.Var(ioTimeout{&c.IOTimeout}, "io-timeout", "a connection to S3, KMS or DynamoDB on which nothing is read or written for this `DURATION` is dropped and its request retried, so that a stalled connection cannot hold a worker for ever (0: never)")
+}
+
 // ioTimeout is --io-timeout: a duration, where 0 (never) is stored as
 // negative, since pipeline.Config's 0 is the default.
 type ioTimeout struct{ d *time.Duration }
@@ -94,8 +102,6 @@ func sourceFlags(fs *flag.FlagSet, c *pipeline.Config) {
 	fs.IntVar(&c.ListWorkers, "list-workers", 0, "prefixes or report files listed at once (default 8)")
 	fs.IntVar(&c.Concurrency, "concurrency", pipeline.DefaultWorkers, "requests to S3 and KMS in flight at once; up to twice as many objects are in progress, those waiting for the ledger holding no request (--mode reencrypt, or an HSM key: objects in progress)")
 	fs.Float64Var(&c.S3RPS, "s3-rps", 0, "cap on S3 requests per second (0: none)")
-	c.IOTimeout = awsx.DefaultIOTimeout
-	fs.Var(ioTimeout{&c.IOTimeout}, "io-timeout", "a connection to S3, KMS or DynamoDB on which nothing is read or written for this `DURATION` is dropped and its request retried, so that a stalled connection cannot hold a worker for ever (0: never)")
 	fs.StringVar(&c.ExpectedBucketOwner, "expected-bucket-owner", "", "the AWS `ACCOUNT` id (12 digits) that must own every bucket read or written (the --source bucket, the report's and the list's): sent on every S3 request, a bucket of another account answers AccessDenied")
 }
 

@@ -22,6 +22,7 @@ func cmdIAMPolicy(_ context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlagSet("iam-policy", "[the flags of run | --mode escrow and those of rotator escrow | --mode restore and those of rotator restore] [--account ID] [--region R] [--with verify,verify-escrow,ledger,plan]", stderr)
 	sourceFlags(fs, &cfg)
 	runFlags(fs, &cfg)
+	ioTimeoutFlag(fs, &cfg) // accepted so that a run's command line works as it is
 	escrowFlags(fs, &cfg, "escrow")
 	fs.StringVar(&fromEscrow, "from-escrow", "", "with --mode restore: the escrow key `SPEC` the objects are restored from, as rotator restore takes it")
 	out.bind(fs) // accepted so that a run's command line works as it is

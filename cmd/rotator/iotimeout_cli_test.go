@@ -80,3 +80,29 @@ func TestCLIStalledConnectionsAreRetried(t *testing.T) {
 	f.opensUnder(t, f.arnB)
 	t.Logf("the run took %v with two stalled connections", time.Since(start))
 }
+
+// TestCLIResumeTakesAnotherIOTimeout: a run made with --io-timeout 0
+// (never) keeps it in its record; resume --io-timeout 1s replaces it, so
+// the resume, whose first S3 request stalls, drops that connection and
+// finishes instead of waiting for ever.
+func TestCLIResumeTakesAnotherIOTimeout(t *testing.T) {
+	f := newCLIFixture(t, 4)
+	ledgerPath := f.dir + "/ledger.db"
+	if code, out := f.rotator(t, "run", "--source", "s3://"+f.bucket, "--from", "kms:"+f.arnA, "--to", "kms:"+f.arnB,
+		"--io-timeout", "0", "--no-progress", "--run-id", "never", "--ledger", ledgerPath); code != 0 {
+		t.Fatalf("run: exit %d\n%s", code, out)
+	}
+	s3p := newStallOnce(t, os.Getenv(testenv.EnvS3Endpoint), func(*http.Request) bool { return true })
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, os.Args[0], "resume", "--run-id", "never", "--ledger", ledgerPath, "--io-timeout", "1s", "--no-progress")
+	c.Env = append(os.Environ(), envMain+"=1", testenv.EnvS3Endpoint+"="+s3p.srv.URL)
+	c.Dir = f.dir
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Fatalf("resume: %v\n%s", err, out)
+	}
+	if s3p.stalled.Load() != 1 {
+		t.Fatalf("stalled %d S3 requests, want 1", s3p.stalled.Load())
+	}
+	f.opensUnder(t, f.arnB)
+}

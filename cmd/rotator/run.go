@@ -67,6 +67,7 @@ func cmdRun(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fs := newFlagSet("run", "--source s3://BUCKET[/PREFIX] --to KEYSPEC [--from KEYSPEC]... [flags]", stderr)
 	sourceFlags(fs, &cfg)
 	runFlags(fs, &cfg)
+	ioTimeoutFlag(fs, &cfg)
 	out.bind(fs)
 	fs.StringVar(&cfg.Ledger, "ledger", DefaultLedger, "the ledger: a `FILE` for the embedded store, or dynamodb://TABLE[?create=true]")
 	fs.StringVar(&runID, "run-id", "", "the run's id (default: generated); every shard of a sharded job gives the same one")
@@ -127,6 +128,8 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.StringVar(&ledgerURL, "ledger", DefaultLedger, "the run's ledger")
 	fs.StringVar(&shard, "shard", "", "the shard `i/N` (or auto) of a sharded run to resume")
 	fs.IntVar(&shardCount, "shard-count", 0, "with --shard auto: the number of shards (default: the run's)")
+	var ioT time.Duration
+	fs.Var(ioTimeout{&ioT}, "io-timeout", "replace the run's --io-timeout with this `DURATION` (0: never; default: the run's)")
 	out.bind(fs)
 	if help, err := parse(fs, args); help || err != nil {
 		return err
@@ -141,6 +144,9 @@ func cmdResume(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	rec, cfg, err := loadRun(ctx, ledgerURL, runID)
 	if err != nil {
 		return err
+	}
+	if ioT != 0 {
+		cfg.IOTimeout = ioT
 	}
 	if cfg.ShardCount > 0 || shard != "" {
 		return resumeShard(ctx, rec, cfg, shard, shardCount, ledgerURL, out, stdout, stderr)

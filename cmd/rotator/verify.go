@@ -21,6 +21,7 @@ func cmdVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var out outputFlags
 	fs := newFlagSet("verify", "--source s3://BUCKET[/PREFIX] --key KEYSPEC [--sample N | --all]", stderr)
 	sourceFlags(fs, &cfg)
+	ioTimeoutFlag(fs, &cfg)
 	fs.StringVar(&cfg.To, "key", "", "the key `SPEC` the objects must open under")
 	fs.IntVar(&sample, "sample", 100, "verify `N` objects chosen at random")
 	fs.BoolVar(&all, "all", false, "verify every object")
