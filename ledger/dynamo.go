@@ -1076,7 +1076,7 @@ func (d *dynamoLedger) partition(ctx context.Context, pk string) ([]map[string]t
 // (unprocessedPause), and fail as throttled after readTries.
 func (d *dynamoLedger) batchGet(ctx context.Context, keys [][2]string, fn func([2]string, map[string]types.AttributeValue) error) error {
 	for len(keys) > 0 {
-		n := min(len(keys), 100)
+		n := min(len(keys), readBatchMax)
 		batch := make([]map[string]types.AttributeValue, 0, n)
 		for _, k := range keys[:n] {
 			batch = append(batch, key(k[0], k[1]))

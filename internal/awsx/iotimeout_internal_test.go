@@ -10,6 +10,19 @@ import (
 	"time"
 )
 
+// pipeConn is one end of a pipe wrapped with an I/O timeout of d, as a
+// dial gives it, and the other end.
+func pipeConn(t *testing.T, d time.Duration) (*ioTimeoutConn, net.Conn) {
+	t.Helper()
+	a, b := net.Pipe()
+	t.Cleanup(func() { a.Close(); b.Close() })
+	c := &ioTimeoutConn{Conn: a, d: d}
+	if err := c.nudge(); err != nil {
+		t.Fatal(err)
+	}
+	return c, b
+}
+
 // slowReader reads r in chunks of 16 KiB, one every 50 ms, until it has
 // read n bytes.
 func slowReader(r io.Reader, n int) <-chan error {
@@ -36,13 +49,7 @@ func slowReader(r io.Reader, n int) <-chan error {
 // upload (as net/http keeps one on every connection) does not time out
 // either, then gets the answer.
 func TestIOTimeoutConnUploadKeepsMoving(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	c := &ioTimeoutConn{Conn: a, d: 300 * time.Millisecond}
-	if err := c.nudge(); err != nil {
-		t.Fatal(err)
-	}
+	c, b := pipeConn(t, 300*time.Millisecond)
 	pending := make(chan error, 1)
 	go func() {
 		buf := make([]byte, 8)
@@ -75,13 +82,7 @@ func TestIOTimeoutConnUploadKeepsMoving(t *testing.T) {
 // TestIOTimeoutConnSilence: a Read on a connection where nothing moves
 // fails after the timeout, and so does a Write the peer never takes.
 func TestIOTimeoutConnSilence(t *testing.T) {
-	a, b := net.Pipe()
-	defer a.Close()
-	defer b.Close()
-	c := &ioTimeoutConn{Conn: a, d: 200 * time.Millisecond}
-	if err := c.nudge(); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := pipeConn(t, 200*time.Millisecond)
 	start := time.Now()
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read: %v, want a deadline error", err)
