@@ -107,8 +107,8 @@
 // which an attribute of an object's item does not allow (a secondary index
 // is eventually consistent). So before an intent is written its item is
 // named in the run's intent journal (dynamojournal.go): journal items in
-// the run's partitions, written ahead for each group of 128 objects the
-// pipeline lists (Announce), or as group commits (every Begin and Prepare
+// the run's partitions, written ahead for each group of up to 1,000 objects
+// (a listing page) the pipeline lists (Announce), or as group commits (every Begin and Prepare
 // waiting at that moment in one PutItem), into slots that are overwritten,
 // not deleted, once their intents are settled. Prepared reads the journal
 // and the items it names. SCHEMA.md has the details and the requests of

@@ -973,22 +973,38 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 		}
 	}
 	withIntent := map[[2]string]bool{}
-	// Entries naming every version of an object: query its partition.
+	// Entries naming every version of an object (announced): query its
+	// partition, partitionQueries at a time, for the versions that hold
+	// an intent or an event.
 	exact := keys[:0:0]
+	var whole []string
 	for _, k := range keys {
 		if k[1] != "" {
 			exact = append(exact, k)
-			continue
+		} else {
+			whole = append(whole, k[0])
 		}
-		items, err := d.partition(ctx, k[0])
-		if err != nil {
-			return err
-		}
-		for _, item := range items {
-			if item[attrExtras] == nil {
-				continue
+	}
+	held := make([][]string, len(whole))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(partitionQueries)
+	for i, pk := range whole {
+		g.Go(func() error {
+			items, err := d.partition(gctx, pk)
+			for _, item := range items {
+				if item[attrExtras] != nil {
+					held[i] = append(held[i], strAttr(item, attrSK))
+				}
 			}
-			ik := [2]string{k[0], strAttr(item, attrSK)}
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	for i, pk := range whole {
+		for _, sk := range held[i] {
+			ik := [2]string{pk, sk}
 			if !seenKey[ik] {
 				seenKey[ik] = true
 				exact = append(exact, ik)
@@ -1048,6 +1064,11 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 	}
 	return nil
 }
+
+// partitionQueries bounds the Queries of object partitions that Prepared
+// sends at once: an announcement names up to a listing page of objects
+// (pipeline), and after a crash each of its entries costs one.
+const partitionQueries = 8
 
 // partition reads every object item of an object's partition (strongly
 // consistent), without the schema 1 event items.

@@ -111,7 +111,7 @@ func TestDynamoDBWritesPerRewrap(t *testing.T) {
 		t.Fatalf("prepared after the commits: %+v", got)
 	}
 
-	// Announced in groups of 128 as the pipeline lists them: one journal
+	// Announced in groups (here of 128) as the pipeline lists them: one journal
 	// write per group, none per Begin.
 	d := l.(*dynamoLedger)
 	cnt.take()
@@ -155,14 +155,23 @@ func TestDynamoDBWritesPerRewrap(t *testing.T) {
 }
 
 // An object announced and begun by a process that dies is found by the
-// next one's Prepared whatever version its intent is on.
+// next one's Prepared whatever version its intent is on, among the 1,000
+// objects of a group as large as the pipeline announces (a listing page),
+// most of them never begun.
 func TestDynamoDBAnnouncedIntentsAreFound(t *testing.T) {
 	open := dynamoStore(t)
 	l := open()
 	d := l.(*dynamoLedger)
 	const run = "runN"
-	objs := []*s3Object{newS3Object("n/unversioned", false), newS3Object("n/versioned", true)}
-	ids := []ObjectID{{Bucket: objs[0].bucket, Key: objs[0].key}, {Bucket: objs[1].bucket, Key: objs[1].key}}
+	var objs []*s3Object
+	var ids []ObjectID
+	for i := range 1000 {
+		o := newS3Object(fmt.Sprintf("n/%04d", i), i%2 == 1)
+		ids = append(ids, ObjectID{Bucket: o.bucket, Key: o.key})
+		if i%100 == 7 || i%100 == 50 {
+			objs = append(objs, o)
+		}
+	}
 	if err := d.Announce(ctx, run, ids); err != nil {
 		t.Fatal(err)
 	}
@@ -174,8 +183,22 @@ func TestDynamoDBAnnouncedIntentsAreFound(t *testing.T) {
 	}
 	// kill -9; the next process.
 	l2 := open()
-	if got, raw := listPrepared(t, l2, run), rawPrepared(t, l2, run); len(got) != 2 || raw != 2 {
-		t.Fatalf("Prepared lists %d intents, the table holds %d, want 2", len(got), raw)
+	got := listPrepared(t, l2, run)
+	if raw := rawPrepared(t, l2, run); len(got) != len(objs) || raw != len(objs) {
+		t.Fatalf("Prepared lists %d intents, the table holds %d, want %d", len(got), raw, len(objs))
+	}
+	want := map[ObjectID]bool{}
+	for _, o := range objs {
+		want[o.id()] = true
+	}
+	for _, ev := range got {
+		if !want[ev.ID] {
+			t.Errorf("Prepared lists %s, which was never begun", ev.ID)
+		}
+		delete(want, ev.ID)
+	}
+	if len(want) > 0 {
+		t.Errorf("Prepared missed %v", want)
 	}
 }
 

@@ -304,8 +304,12 @@ type announcer interface {
 }
 
 // announceGroup is the most objects announced at once: one journal write
-// per group (ledger/SCHEMA.md, "Intent journal").
-const announceGroup = 128
+// per group (ledger/SCHEMA.md, "Intent journal"), as many as one page of
+// an S3 listing. An entry is 17 bytes, so a group is one write of at most
+// 17 KB; a larger group saves writes (128 cost 2.008 writes per rewrapped
+// object, 1,000 cost 2.001) at the price of reading more objects after a
+// crash: resume queries the partition of every object a live group names.
+const announceGroup = 1000
 
 func itemID(it inventory.Item) ledger.ObjectID {
 	return ledger.ObjectID{Bucket: it.Bucket, Key: it.Key, VersionID: it.VersionID}
