@@ -377,6 +377,40 @@ func (b *boltLedger) Claim(ctx context.Context, id ObjectID, owner string, lease
 	return got, res
 }
 
+// Renew extends owner's claim on id (Ledger.Renew).
+func (b *boltLedger) Renew(ctx context.Context, id ObjectID, owner string, lease time.Duration) error {
+	if err := checkClaimArgs(id, owner, lease); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	now := b.o.now()
+	var res error
+	err := b.write(func(tx *bolt.Tx) error {
+		claims := tx.Bucket(bucketClaims)
+		k := b.codec(tx).idKey(id)
+		var cur boltClaim
+		found, err := getJSON(claims, k, &cur)
+		switch {
+		case err != nil:
+			return err
+		case !found:
+			res = fmt.Errorf("%w: renew the claim on %s: it was released", ErrNotClaimed, id)
+		case cur.Owner != owner:
+			res = &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}
+		default:
+			cur.Expires = now.Add(lease).UnixMilli()
+			return putJSON(claims, k, cur)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("ledger: renew the claim on %s: %w", id, err)
+	}
+	return res
+}
+
 // claimTx is Claim inside tx. res is the refusal (a *ClaimedError), err a
 // failure of the transaction.
 func claimTx(c boltCodec, id ObjectID, owner string, lease time.Duration, now time.Time) (got Claimed, res, err error) {

@@ -37,6 +37,7 @@ func testContract(t *testing.T, newStore backend, parallel bool) {
 		{"ClaimLeaseExpiry", testClaimLeaseExpiry},
 		{"ClaimSameRunAfterCrash", testClaimSameRunAfterCrash},
 		{"ReleaseOnlyByOwner", testReleaseOnlyByOwner},
+		{"Renew", testRenew},
 		{"CommitWithoutClaim", testCommitWithoutClaim},
 		{"CommitConcurrentDuplicates", testCommitConcurrentDuplicates},
 		{"CommitRetried", testCommitRetried},
@@ -363,6 +364,90 @@ func testReleaseOnlyByOwner(t *testing.T, open func(...Option) Ledger) {
 	}
 	if err := l.Release(ctx, oid("never-claimed"), ownr("runC")); err != nil {
 		t.Fatalf("release of an unclaimed object: %v", err)
+	}
+}
+
+// Renew extends a claim its owner still holds, expired or not, and never
+// claims: after a Release, a Commit or an ObserveRelease it fails with
+// ErrNotClaimed and leaves the object free; another owner's claim it
+// leaves alone.
+func testRenew(t *testing.T, open func(...Option) Ledger) {
+	clk := newClock()
+	l := open(WithClock(clk.Now))
+	a, b := ownr("runA"), ownr("runB")
+	id := oid("renewed")
+	if _, err := l.Claim(ctx, id, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(50 * time.Second)
+	if err := l.Renew(ctx, id, a, time.Minute); err != nil {
+		t.Fatalf("renew: %v", err)
+	}
+	clk.Advance(50 * time.Second) // past the first lease, within the renewed one
+	var ce *ClaimedError
+	if _, err := l.Claim(ctx, id, b, time.Minute); !errors.As(err, &ce) || ce.Owner != a {
+		t.Fatalf("claim by another run within the renewed lease: %v, want ErrClaimed", err)
+	}
+	if want := clk.Now().Add(10 * time.Second); !ce.Expires.Equal(want) {
+		t.Errorf("renewed claim expires %v, want %v", ce.Expires, want)
+	}
+	if err := l.Renew(ctx, id, b, time.Minute); !errors.As(err, &ce) || ce.Owner != a {
+		t.Fatalf("renewal by a non-holder: %v, want ErrClaimed naming %s", err, a)
+	}
+	// Expired, nobody took it over: still the owner's to renew.
+	clk.Advance(time.Hour)
+	if err := l.Renew(ctx, id, a, time.Minute); err != nil {
+		t.Fatalf("renewal of an expired claim nobody took: %v", err)
+	}
+	if _, err := l.Claim(ctx, id, b, time.Minute); !errors.Is(err, ErrClaimed) {
+		t.Fatalf("claim by another run after the renewal: %v, want ErrClaimed", err)
+	}
+	// Released: a renewal landing late claims nothing.
+	if err := l.Release(ctx, id, a); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx, id, a, time.Minute); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("renewal after the release: %v, want ErrNotClaimed", err)
+	}
+	if _, err := l.Get(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a renewal after the release left a record: %v", err)
+	}
+	if _, err := l.Claim(ctx, id, b, time.Minute); err != nil {
+		t.Fatalf("claim after the release and a late renewal: %v", err)
+	}
+	// Taken over after expiry: the old owner's renewal is refused.
+	clk.Advance(2 * time.Minute)
+	if _, err := l.Claim(ctx, id, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx, id, b, time.Minute); !errors.As(err, &ce) || ce.Owner != a {
+		t.Fatalf("renewal of a claim taken over: %v, want ErrClaimed naming %s", err, a)
+	}
+	// Released by a Commit, and by an ObserveRelease.
+	obj, ev := change(id, "runA", keyA, keyB)
+	if err := l.Commit(ctx, a, obj, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx, id, a, time.Minute); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("renewal after the commit: %v, want ErrNotClaimed", err)
+	}
+	id2 := oid("observed")
+	if _, err := l.Claim(ctx, id2, a, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ObserveRelease(ctx, a, observed(id2, keyA)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Renew(ctx, id2, a, time.Minute); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("renewal after the observation: %v, want ErrNotClaimed", err)
+	}
+	for _, id := range []ObjectID{id, id2} {
+		if _, err := l.Claim(ctx, id, b, time.Minute); err != nil {
+			t.Fatalf("claim of %s by another run: %v", id, err)
+		}
+	}
+	if err := l.Renew(ctx, oid("never-claimed"), a, time.Minute); !errors.Is(err, ErrNotClaimed) {
+		t.Fatalf("renewal of an object never claimed: %v, want ErrNotClaimed", err)
 	}
 }
 

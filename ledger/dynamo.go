@@ -411,6 +411,42 @@ func (d *dynamoLedger) Claim(ctx context.Context, id ObjectID, owner string, lea
 	return Claimed{}, fmt.Errorf("%w: claim %s: the claim keeps changing hands", ErrConflict, id)
 }
 
+// Renew extends owner's claim on id (Ledger.Renew): one UpdateItem of
+// claim_expires on condition claim_owner = owner, and when the condition
+// fails a read that says whose the claim is, if anyone's.
+func (d *dynamoLedger) Renew(ctx context.Context, id ObjectID, owner string, lease time.Duration) error {
+	if err := checkClaimArgs(id, owner, lease); err != nil {
+		return err
+	}
+	_, err := d.c.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:           aws.String(d.table),
+		Key:                 objectKey(id),
+		UpdateExpression:    aws.String("SET claim_expires = :e"),
+		ConditionExpression: aws.String("claim_owner = :o"),
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":o": s(owner), ":e": n(d.o.now().Add(lease).UnixMilli()),
+		},
+	})
+	if err == nil {
+		return nil
+	}
+	if !isCondFailed(err) {
+		return d.wrap("renew the claim on "+id.String(), err)
+	}
+	item, err := d.readItem(ctx, id)
+	if err != nil {
+		return err
+	}
+	switch holder := strAttr(item, attrClaimOwner); holder {
+	case "":
+		return fmt.Errorf("%w: renew the claim on %s: it was released", ErrNotClaimed, id)
+	case owner:
+		return nil // claimed again in between, by owner itself
+	default:
+		return &ClaimedError{ID: id, Owner: holder, Expires: time.UnixMilli(numAttr(item, attrClaimExpires)).UTC()}
+	}
+}
+
 // holdsIntents says whether an object item holds an intent of any run.
 func holdsIntents(item map[string]types.AttributeValue) bool {
 	for name := range item {

@@ -184,6 +184,13 @@ type Ledger interface {
 	// taken over, if any, and the object record (so that a caller can tell
 	// whether the object changed since it read it).
 	Claim(ctx context.Context, id ObjectID, owner string, lease time.Duration) (Claimed, error)
+	// Renew extends owner's claim on id to lease from now, on condition
+	// that owner still holds it (an expired claim nobody took over is
+	// still owner's). It never claims: a renewal that lands after the
+	// claim was released (Release, Commit, ObserveRelease) fails instead
+	// of claiming the object again. ErrNotClaimed when no claim is on id;
+	// a *ClaimedError when another owner holds it.
+	Renew(ctx context.Context, id ObjectID, owner string, lease time.Duration) error
 	// Begin is Claim and Prepare in one write, for the common case of a
 	// version nobody left anything on: it claims ev.ID for owner (whose
 	// run is ev.RunID) for lease, as Claim does, and when the claim was

@@ -613,6 +613,15 @@ func (l *noRenewal) Claim(ctx context.Context, id ledger.ObjectID, owner string,
 	return l.Ledger.Claim(ctx, id, owner, lease)
 }
 
+// Renew fails (or, stuck, never answers): every renewal goes through it.
+func (l *noRenewal) Renew(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) error {
+	if l.stuck {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	return errors.New("injected: the ledger is unreachable")
+}
+
 // Begin is the first claim (with the intent).
 func (l *noRenewal) Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (ledger.Claimed, error) {
 	if l.n.Add(1) > 1 {
@@ -697,6 +706,84 @@ func claimNotRenewed(t *testing.T, stuck bool) {
 	lin, err := f.ledger.Lineage(ctx, ledger.ObjectID{Bucket: f.bucket, Key: key})
 	if err != nil || len(lin) != 1 || lin[0].RunID != "run-cut-off" || lin[0].NewWrappedKeySHA256 != ledger.WrappedKeyFingerprint(wrapped) {
 		t.Errorf("lineage %+v (%v): want one event, matching the object", lin, err)
+	}
+}
+
+// lateRenewal holds every renewal of a claim (a Claim after the first, or
+// a Renew) until the object's claim has been released, then sends it
+// whatever its context says: a renewal whose request lands after the
+// release, as one delayed in the network or the ledger would.
+type lateRenewal struct {
+	ledger.Ledger
+	claims   atomic.Int32
+	released chan struct{}
+	once     sync.Once
+	landed   chan error
+}
+
+func (l *lateRenewal) late(ctx context.Context, renew func(context.Context) error) error {
+	<-l.released
+	err := renew(context.WithoutCancel(ctx))
+	l.landed <- err
+	return err
+}
+
+func (l *lateRenewal) Claim(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) (ledger.Claimed, error) {
+	if l.claims.Add(1) == 1 {
+		return l.Ledger.Claim(ctx, id, owner, lease)
+	}
+	var got ledger.Claimed
+	err := l.late(ctx, func(ctx context.Context) (err error) { got, err = l.Ledger.Claim(ctx, id, owner, lease); return })
+	return got, err
+}
+
+func (l *lateRenewal) Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (ledger.Claimed, error) {
+	l.claims.Add(1)
+	return l.Ledger.Begin(ctx, owner, lease, ev)
+}
+
+func (l *lateRenewal) Renew(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) error {
+	return l.late(ctx, func(ctx context.Context) error { return l.Ledger.Renew(ctx, id, owner, lease) })
+}
+
+func (l *lateRenewal) Commit(ctx context.Context, owner string, obj ledger.Object, ev ledger.Event) error {
+	err := l.Ledger.Commit(ctx, owner, obj, ev)
+	l.once.Do(func() { close(l.released) })
+	return err
+}
+
+// TestCase6LateRenewalDoesNotClaimAgain: a renewal sent while the object
+// was being rotated, whose request lands after the Commit released the
+// claim, must not claim the object again: another run would be refused
+// it for a whole lease. A renewal only extends a claim still held
+// (Ledger.Renew); the Claim it used to be re-created the claim.
+func TestCase6LateRenewalDoesNotClaimAgain(t *testing.T) {
+	f := newFixture(t, 4, false)
+	var key string
+	for _, o := range f.objs {
+		if o.Kind.Placement == envelope.PlacementMetadata {
+			key = o.Key
+			break
+		}
+	}
+	late := &lateRenewal{Ledger: f.ledger, released: make(chan struct{}), landed: make(chan error, 4)}
+	a := f.core("run-renewing")
+	// The renewal is due a third of the lease in, while the write waits.
+	a.S3, a.Lease, a.Ledger = ctxWrite{f.commit, 900 * time.Millisecond}, 1500*time.Millisecond, late
+	o, err := a.Process(ctx, inventory.Item{Bucket: f.bucket, Key: key})
+	if err != nil || o.Status != pipeline.StatusSucceeded {
+		t.Fatalf("rotation: %+v %v", o, err)
+	}
+	select {
+	case err := <-late.landed:
+		t.Logf("the late renewal: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no renewal was sent while the write waited")
+	}
+	other := ledger.Owner{Run: "run-next", Lease: "all", Epoch: 1, Holder: "p"}.String()
+	id := ledger.ObjectID{Bucket: f.bucket, Key: key}
+	if _, err := f.ledger.Claim(ctx, id, other, time.Minute); err != nil {
+		t.Fatalf("another run claiming the rotated object: %v (the late renewal claimed it again)", err)
 	}
 }
 

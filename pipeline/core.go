@@ -42,6 +42,7 @@ const (
 // Ledger is the part of the ledger the per-object core uses.
 type Ledger interface {
 	Claim(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) (ledger.Claimed, error)
+	Renew(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) error
 	Release(ctx context.Context, id ledger.ObjectID, owner string) error
 	Prepare(ctx context.Context, owner string, ev ledger.Event) error
 	Commit(ctx context.Context, owner string, obj ledger.Object, ev ledger.Event) error

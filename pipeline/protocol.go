@@ -119,7 +119,11 @@ type beginner interface {
 // the lease since it was last made (the ledger unreachable, or a renewal
 // that does not answer: it is cut there), the object's context is
 // canceled: before the claim can expire and another process take the
-// object, this one stops writing to it.
+// object, this one stops writing to it. A renewal only extends a claim
+// the process still holds (Ledger.Renew): one that lands after a Commit
+// or the end's Release released the claim is refused, where a Claim would
+// have claimed the object again for a lease. A claim already released
+// has nothing left to renew.
 func (c *Core) renew(h *hold) {
 	if h.ended() {
 		return
@@ -127,11 +131,13 @@ func (c *Core) renew(h *hold) {
 	began := time.Now()
 	lease := c.lease()
 	rctx, cancel := context.WithDeadline(h.ctx, h.last.Add(lease*2/3))
-	_, err := c.Ledger.Claim(rctx, h.id, c.owner(), lease)
+	err := c.Ledger.Renew(rctx, h.id, c.owner(), lease)
 	cancel()
 	switch {
 	case err == nil:
 		h.last = began // the new lease began no earlier
+	case errors.Is(err, ledger.ErrNotClaimed):
+		return // released by this process (only its own writes do that)
 	case errors.Is(err, ledger.ErrClaimed), time.Since(h.last) >= lease*2/3:
 		h.cancel() // lost, or about to be: stop changing the object
 		return

@@ -24,6 +24,10 @@ func (f *faultyLedger) Claim(ctx context.Context, id ledger.ObjectID, owner stri
 	return got, err
 }
 
+func (f *faultyLedger) Renew(ctx context.Context, id ledger.ObjectID, owner string, lease time.Duration) error {
+	return f.p.do("ledger Renew", func() error { return f.l.Renew(ctx, id, owner, lease) })
+}
+
 func (f *faultyLedger) Begin(ctx context.Context, owner string, lease time.Duration, ev ledger.Event) (got ledger.Claimed, err error) {
 	err = f.p.do("ledger Begin", func() (err error) { got, err = f.l.Begin(ctx, owner, lease, ev); return })
 	return got, err
