@@ -12,6 +12,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rotator-dev/rotator/internal/awsx"
 )
 
 // CSVList is a source that reads a list of objects, one per line:
@@ -123,7 +125,7 @@ func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error)
 	if offset > 0 {
 		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
 	}
-	obj, err := l.Client.GetObject(ctx, in)
+	obj, err := awsx.GetObject(ctx, l.Client, in)
 	if err != nil {
 		if offset > 0 && apiCode(err) == codeInvalidRange {
 			return io.NopCloser(strings.NewReader("")), nil // resumed at the end

@@ -20,7 +20,9 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/parquet-go/parquet-go"
+	"github.com/rotator-dev/rotator/internal/awsx"
 	"golang.org/x/sync/errgroup"
 )
 
@@ -274,7 +276,9 @@ func (r *reportFile) fail(line int64, kind, err error, hint string) error {
 }
 
 func (r *reportFile) get(ctx context.Context) (io.ReadCloser, error) {
-	obj, err := r.s.Client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(r.m.DestinationBucket), Key: aws.String(r.file.Key)})
+	// A body that stops is read on from where it stopped: a report file
+	// can be gigabytes.
+	obj, err := awsx.GetObject(ctx, r.s.Client, &s3.GetObjectInput{Bucket: aws.String(r.m.DestinationBucket), Key: aws.String(r.file.Key)})
 	if err != nil {
 		return nil, (&Error{Op: "read report file", File: r.url(), Err: err}).classify("reading a report needs s3:GetObject on its manifest and data files")
 	}

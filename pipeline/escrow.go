@@ -12,6 +12,7 @@ import (
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
+	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/rewrap"
@@ -498,12 +499,16 @@ func (c *Core) checkEscrowed(ctx context.Context, cl *Classification, dek *envel
 	if vid != "" {
 		in.VersionId = &vid
 	}
-	out, err := c.Bodies.GetObject(ctx, in)
+	out, err := awsx.GetObject(ctx, c.Bodies, in)
 	if err != nil {
 		return fmt.Errorf("read the body to check the escrowed data key: %w", err)
 	}
 	defer out.Body.Close()
 	if err := checkTag(cl.Env, dek, out.Body, cl.Obj.Size); err != nil {
+		var re *bodyReadError
+		if errors.As(err, &re) {
+			return fmt.Errorf("read the body to check the escrowed data key: %w", re.err)
+		}
 		return &escrowError{CodeEscrowMismatch, "the escrowed data key does not authenticate the body (stale, or written by someone else): " + err.Error()}
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/escrow"
 	"github.com/rotator-dev/rotator/gcmstream"
+	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/inventory"
 	"github.com/rotator-dev/rotator/rewrap"
 )
@@ -90,12 +91,16 @@ func (v *Verifier) VerifyObject(ctx context.Context, it inventory.Item) (Outcome
 	if vid != "" {
 		in.VersionId = &vid
 	}
-	out, err := v.Bodies.GetObject(ctx, in)
+	out, err := awsx.GetObject(ctx, v.Bodies, in)
 	if err != nil {
 		return o.fromS3Error("read the body", err), nil
 	}
 	defer out.Body.Close()
 	if err := checkTag(cl.Env, dek, out.Body, cl.Obj.Size); err != nil {
+		var re *bodyReadError
+		if errors.As(err, &re) {
+			return o.fromS3Error("read the body", re.err), nil
+		}
 		if v.Escrow {
 			return o.fail(CodeEscrowMismatch, "the escrowed data key does not open the object (a stale escrow file, or one written by someone else): "+err.Error()), nil
 		}
@@ -208,7 +213,7 @@ func checkTag(env *envelope.Envelope, dek *envelope.DataKey, body io.Reader, siz
 	for left := size - gcmstream.TagSize; left > 0; {
 		n := int(min(left, verifyChunk))
 		if _, err := io.ReadFull(body, buf[:n]); err != nil {
-			return fmt.Errorf("read the body: %w", err)
+			return &bodyReadError{err}
 		}
 		if _, err := h.Write(buf[:n]); err != nil {
 			return err
@@ -217,7 +222,15 @@ func checkTag(env *envelope.Envelope, dek *envelope.DataKey, body io.Reader, siz
 	}
 	tag := make([]byte, gcmstream.TagSize)
 	if _, err := io.ReadFull(body, tag); err != nil {
-		return fmt.Errorf("read the tag: %w", err)
+		return &bodyReadError{err}
 	}
 	return h.Verify(tag)
 }
+
+// bodyReadError is checkTag's failure to read the body, which says
+// nothing of its tag: it is reported as the S3 read error it is, not as
+// a body that does not authenticate.
+type bodyReadError struct{ err error }
+
+func (e *bodyReadError) Error() string { return "read the body: " + e.err.Error() }
+func (e *bodyReadError) Unwrap() error { return e.err }

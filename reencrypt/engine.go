@@ -19,6 +19,7 @@ import (
 	"github.com/rotator-dev/rotator/commit"
 	"github.com/rotator-dev/rotator/envelope"
 	"github.com/rotator-dev/rotator/gcmstream"
+	"github.com/rotator-dev/rotator/internal/awsx"
 	"github.com/rotator-dev/rotator/ledger"
 	"github.com/rotator-dev/rotator/rewrap"
 )
@@ -552,14 +553,13 @@ func (e *Engine) get(ctx context.Context, obj *commit.Object, buf []byte, off in
 	if obj.VersionID != "" {
 		in.VersionId = aws.String(obj.VersionID)
 	}
-	out, err := e.Reader.GetObject(ctx, in)
+	out, err := awsx.GetObject(ctx, e.Reader, in)
 	if err != nil {
 		return readError(obj, off, len(buf), err)
 	}
 	defer out.Body.Close()
 	if _, err := io.ReadFull(out.Body, buf); err != nil {
-		return &commit.Error{Op: "get range", Bucket: obj.Bucket, Key: obj.Key, VersionID: obj.VersionID,
-			Err: fmt.Errorf("bytes %d-%d: %w", off, off+int64(len(buf))-1, err)}
+		return readError(obj, off, len(buf), err)
 	}
 	return nil
 }

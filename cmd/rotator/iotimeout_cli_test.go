@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -105,4 +107,103 @@ func TestCLIResumeTakesAnotherIOTimeout(t *testing.T) {
 		t.Fatalf("stalled %d S3 requests, want 1", s3p.stalled.Load())
 	}
 	f.opensUnder(t, f.arnB)
+}
+
+// breakOnce is a reverse proxy in front of S3 that cuts the body of the
+// first GET matching cut half-way (of the first times GETs: newBreaks):
+// the headers announce the whole length, half of it comes, and the
+// connection is dropped.
+type breakOnce struct {
+	srv   *httptest.Server
+	broke atomic.Int32
+}
+
+func newBreakOnce(t *testing.T, target string, cut func(*http.Request) bool) *breakOnce {
+	return newBreaks(t, target, cut, 1)
+}
+
+func newBreaks(t *testing.T, target string, cut func(*http.Request) bool, times int32) *breakOnce {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &breakOnce{}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	proxy.FlushInterval = -1 // the headers and the half go out before the cut
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		req := resp.Request
+		if req.Method != http.MethodGet || resp.StatusCode/100 != 2 || resp.ContentLength < 2 || !cut(req) {
+			return nil
+		}
+		for n := b.broke.Load(); ; n = b.broke.Load() {
+			if n >= times {
+				return nil
+			}
+			if b.broke.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+		half := resp.ContentLength / 2
+		resp.Body = struct {
+			io.Reader
+			io.Closer
+		}{io.MultiReader(io.LimitReader(resp.Body, half), errReader{}), resp.Body}
+		return nil
+	}
+	// The copy's error aborts the response (ReverseProxy panics with
+	// http.ErrAbortHandler): the client sees a body that ends before its
+	// Content-Length.
+	b.srv = httptest.NewServer(proxy)
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("cut by the test") }
+
+// TestCLIBrokenBodiesAreReadOn: the body of the first GET of a
+// re-encryption, and of a verify, stops half-way (a dropped connection).
+// The rest is read from where it stopped (If-Match on the ETag read), so
+// the run re-encrypts every object and verify finds every tag good;
+// before, the first object was reported failed and verify called a
+// sound object's body one that does not authenticate.
+func TestCLIBrokenBodiesAreReadOn(t *testing.T) {
+	f := newCLIFixture(t, 4)
+	isBody := func(r *http.Request) bool {
+		return !strings.HasSuffix(r.URL.Path, ".instruction") && r.URL.Query().Get("list-type") == "" && r.URL.Path != "/"+f.bucket && r.URL.Path != "/"+f.bucket+"/"
+	}
+	run := newBreakOnce(t, os.Getenv(testenv.EnvS3Endpoint), func(r *http.Request) bool { return isBody(r) && r.Header.Get("Range") != "" })
+	c := exec.Command(os.Args[0], "run", "--mode", "reencrypt", "--source", "s3://"+f.bucket, "--from", "kms:"+f.arnA, "--to", "kms:"+f.arnB,
+		"--no-progress", "--run-id", "broken-body", "--ledger", f.dir+"/ledger.db")
+	c.Env = append(os.Environ(), envMain+"=1", testenv.EnvS3Endpoint+"="+run.srv.URL)
+	c.Dir = f.dir
+	if out, err := c.CombinedOutput(); err != nil || run.broke.Load() != 1 {
+		t.Fatalf("rotator run --mode reencrypt: %v, %d bodies cut\n%s", err, run.broke.Load(), out)
+	}
+	f.opensUnder(t, f.arnB)
+
+	ver := newBreakOnce(t, os.Getenv(testenv.EnvS3Endpoint), isBody)
+	c = exec.Command(os.Args[0], "verify", "--source", "s3://"+f.bucket, "--key", "kms:"+f.arnB, "--all")
+	c.Env = append(os.Environ(), envMain+"=1", testenv.EnvS3Endpoint+"="+ver.srv.URL)
+	c.Dir = f.dir
+	if out, err := c.CombinedOutput(); err != nil || ver.broke.Load() != 1 {
+		t.Fatalf("rotator verify: %v, %d bodies cut\n%s", err, ver.broke.Load(), out)
+	}
+
+	// A body that stops every time is a read that failed, not a body that
+	// does not authenticate.
+	key := f.objs[0].Key
+	always := newBreaks(t, os.Getenv(testenv.EnvS3Endpoint), func(r *http.Request) bool { return strings.HasSuffix(r.URL.Path, "/"+key) }, 1000)
+	c = exec.Command(os.Args[0], "verify", "--source", "s3://"+f.bucket, "--key", "kms:"+f.arnB, "--all", "--json")
+	c.Env = append(os.Environ(), envMain+"=1", testenv.EnvS3Endpoint+"="+always.srv.URL)
+	c.Dir = f.dir
+	out, err := c.Output()
+	if err == nil || !strings.Contains(string(out), `"code":"S3Error"`) || strings.Contains(string(out), "AuthenticationFailed") {
+		t.Fatalf("rotator verify, %s's body cut %d times: %v, want the object failed as S3Error\n%s", key, always.broke.Load(), err, out)
+	}
+	if n := always.broke.Load(); n != 4 {
+		t.Errorf("%s's body was read %d times, want 4 (awsx.BodyReads)", key, n)
+	}
 }
