@@ -141,6 +141,7 @@ const (
 	hintCopyPerms = "the commit needs s3:GetObject, s3:PutObject, s3:GetObjectTagging and s3:PutObjectTagging on the objects " +
 		"(s3:GetObjectVersion and s3:GetObjectVersionTagging in versioned buckets; kms:Decrypt and kms:GenerateDataKey on the key of SSE-KMS objects)"
 	hintHeadPerms = "reading an object's state needs s3:GetObject (s3:GetObjectVersion for a version id)"
+	hintReadPerms = "reading an object's content needs s3:GetObject (s3:GetObjectVersion for a version id)"
 )
 
 // classify turns an S3 error into an *Error with the matching sentinel and
@@ -176,6 +177,16 @@ func (o *objRef) classify(op string, err error, perms string) *Error {
 		e.Hint = "if the object is encrypted with SSE-C (customer-provided keys), it cannot be rewritten without the customer key"
 	}
 	return e
+}
+
+// ReadError classifies the error of a read of an object's content (the
+// GET of its body or of a range of it, or the body's read) as this
+// package's errors are: a guard that failed (412) is ErrChanged, a key or
+// version gone ErrGone, a denied read ErrAccessDenied, an archived object
+// ErrUnsupported. op names the read ("get body", "get range").
+func ReadError(op, bucket, key, versionID string, err error) *Error {
+	ref := &objRef{bucket: bucket, key: key, versionID: versionID}
+	return ref.classify(op, err, hintReadPerms)
 }
 
 // objRef names an object for errors.

@@ -726,3 +726,24 @@ func TestHead(t *testing.T) {
 		t.Errorf("head denied: %v", err)
 	}
 }
+
+// ReadError classifies a read's error wherever it is wrapped: a guard that
+// failed on the GET of the rest of a body that stopped (a BodyError) is a
+// changed object, not an S3 error.
+func TestReadError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		kind error
+	}{
+		{fmt.Errorf("the body stopped after 10 bytes: %w", apiErr(412, "PreconditionFailed")), ErrChanged},
+		{apiErr(404, "NoSuchVersion"), ErrGone},
+		{apiErr(403, "AccessDenied"), ErrAccessDenied},
+		{apiErr(403, "InvalidObjectState"), ErrUnsupported},
+		{io.ErrUnexpectedEOF, nil},
+	} {
+		e := ReadError("get body", "b", "k", "v", tc.err)
+		if e.Kind != tc.kind || !errors.Is(e, tc.err) || e.Op != "get body" || e.VersionID != "v" {
+			t.Errorf("%v: %+v, want kind %v", tc.err, e, tc.kind)
+		}
+	}
+}

@@ -551,6 +551,7 @@ func (c *Core) observeHeld(ctx context.Context, h *hold, cl *Classification, st 
 	}
 	var err error
 	if h != nil && !h.keep && !h.released && h.id == obj.ID {
+		h.releasing.Store(true)
 		if err = c.Ledger.ObserveRelease(ctx, c.owner(), obj); err == nil {
 			h.released = true
 		}

@@ -501,13 +501,13 @@ func (c *Core) checkEscrowed(ctx context.Context, cl *Classification, dek *envel
 	}
 	out, err := awsx.GetObject(ctx, c.Bodies, in)
 	if err != nil {
-		return fmt.Errorf("read the body to check the escrowed data key: %w", err)
+		return fmt.Errorf("read the body to check the escrowed data key: %w", commit.ReadError("get body", cl.Obj.Bucket, cl.Obj.Key, vid, err))
 	}
 	defer out.Body.Close()
 	if err := checkTag(cl.Env, dek, out.Body, cl.Obj.Size); err != nil {
 		var re *bodyReadError
 		if errors.As(err, &re) {
-			return fmt.Errorf("read the body to check the escrowed data key: %w", re.err)
+			return fmt.Errorf("read the body to check the escrowed data key: %w", commit.ReadError("get body", cl.Obj.Bucket, cl.Obj.Key, vid, re.err))
 		}
 		return &escrowError{CodeEscrowMismatch, "the escrowed data key does not authenticate the body (stale, or written by someone else): " + err.Error()}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/rotator-dev/rotator/commit"
@@ -70,6 +71,10 @@ type hold struct {
 	keep bool
 	// released: a Commit released the claim (no Release needed).
 	released bool
+	// releasing: a write that releases the claim (Commit, ObserveRelease,
+	// the end's Release) was sent, so a renewal that finds no claim knows
+	// why; set before the write, read by renew.
+	releasing atomic.Bool
 }
 
 // claim claims id for this process. On failure the outcome says why (a
@@ -122,8 +127,11 @@ type beginner interface {
 // object, this one stops writing to it. A renewal only extends a claim
 // the process still holds (Ledger.Renew): one that lands after a Commit
 // or the end's Release released the claim is refused, where a Claim would
-// have claimed the object again for a lease. A claim already released
-// has nothing left to renew.
+// have claimed the object again for a lease. No claim at all is the end
+// of the renewals when this process sent a write that releases it
+// (h.releasing), and otherwise a claim lost like one taken over: another
+// process took it after it expired, or a later epoch of the run took it
+// over, and released it.
 func (c *Core) renew(h *hold) {
 	if h.ended() {
 		return
@@ -136,9 +144,9 @@ func (c *Core) renew(h *hold) {
 	switch {
 	case err == nil:
 		h.last = began // the new lease began no earlier
-	case errors.Is(err, ledger.ErrNotClaimed):
-		return // released by this process (only its own writes do that)
-	case errors.Is(err, ledger.ErrClaimed), time.Since(h.last) >= lease*2/3:
+	case errors.Is(err, ledger.ErrNotClaimed) && h.releasing.Load() && time.Since(h.last) < lease*2/3:
+		return // released by this process: nothing left to renew
+	case errors.Is(err, ledger.ErrClaimed), errors.Is(err, ledger.ErrNotClaimed), time.Since(h.last) >= lease*2/3:
 		h.cancel() // lost, or about to be: stop changing the object
 		return
 	}
@@ -165,6 +173,7 @@ func (c *Core) end(ctx context.Context, h *hold) {
 	h.cancel()
 	h.renewal.Stop() // a renewal running now sees h ended and stops
 	if !h.keep && !h.released {
+		h.releasing.Store(true)
 		// The claim expires by itself if this fails; until then another
 		// run is refused the object, so the end of the run tries again.
 		if err := c.Ledger.Release(context.WithoutCancel(ctx), h.id, c.owner()); err != nil && !errors.Is(err, ledger.ErrNotClaimed) {
@@ -371,6 +380,7 @@ func (c *Core) prepare(ctx context.Context, h *hold, ev ledger.Event, o Outcome)
 // dropped and the claim released. A failure keeps the intent (resume
 // commits it: the write is known to have landed).
 func (c *Core) record(ctx context.Context, h *hold, rec ledger.Object, ev ledger.Event, o Outcome, action string) (Outcome, error) {
+	h.releasing.Store(true)
 	if err := c.Ledger.Commit(ctx, c.owner(), rec, ev); err != nil {
 		h.keep = true
 		if errors.Is(err, ledger.ErrNotClaimed) || errors.Is(err, context.Canceled) {

@@ -269,21 +269,22 @@ func actionOf(op string) string {
 // none.
 func Unfinished(ctx context.Context, l IntentLister, runID string) (int, error) {
 	n := 0
-	err := l.Prepared(ctx, runID, func(ledger.Event) error { n++; return nil })
+	prepared := map[ledger.ObjectID]bool{}
+	err := l.Prepared(ctx, runID, func(ev ledger.Event) error {
+		n++
+		prepared[ev.ID] = true
+		return nil
+	})
 	if err != nil {
 		return 0, err
 	}
-	// A checkpoint counts when no prepared event stands for it.
+	// A checkpoint counts when no prepared event stands for it. (Prepared
+	// is read once: on DynamoDB it queries the journal and what it names.)
 	err = l.Uploads(ctx, runID, func(u ledger.Upload) error {
-		var prepared bool
-		perr := l.Prepared(ctx, runID, func(ev ledger.Event) error {
-			prepared = prepared || ev.ID == u.ID
-			return nil
-		})
-		if !prepared {
+		if !prepared[u.ID] {
 			n++
 		}
-		return perr
+		return nil
 	})
 	return n, err
 }

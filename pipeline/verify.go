@@ -93,13 +93,13 @@ func (v *Verifier) VerifyObject(ctx context.Context, it inventory.Item) (Outcome
 	}
 	out, err := awsx.GetObject(ctx, v.Bodies, in)
 	if err != nil {
-		return o.fromS3Error("read the body", err), nil
+		return o.fromS3Error("read the body", commit.ReadError("get body", cl.Obj.Bucket, cl.Obj.Key, vid, err)), nil
 	}
 	defer out.Body.Close()
 	if err := checkTag(cl.Env, dek, out.Body, cl.Obj.Size); err != nil {
 		var re *bodyReadError
 		if errors.As(err, &re) {
-			return o.fromS3Error("read the body", re.err), nil
+			return o.fromS3Error("read the body", commit.ReadError("get body", cl.Obj.Bucket, cl.Obj.Key, vid, re.err)), nil
 		}
 		if v.Escrow {
 			return o.fail(CodeEscrowMismatch, "the escrowed data key does not open the object (a stale escrow file, or one written by someone else): "+err.Error()), nil

@@ -10,10 +10,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
-	"github.com/aws/smithy-go"
 	"golang.org/x/sync/semaphore"
 
 	"github.com/rotator-dev/rotator/commit"
@@ -810,26 +808,5 @@ func (r *run) single(ctx context.Context) (Result, error) {
 
 // readError classifies a failed ranged GET like the commit package does.
 func readError(obj *commit.Object, off int64, n int, err error) error {
-	e := &commit.Error{Op: "get range", Bucket: obj.Bucket, Key: obj.Key, VersionID: obj.VersionID,
-		Err: fmt.Errorf("bytes %d-%d: %w", off, off+int64(n)-1, err)}
-	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		switch ae.ErrorCode() {
-		case "PreconditionFailed":
-			e.Kind = commit.ErrChanged
-		case "NoSuchKey", "NoSuchVersion":
-			e.Kind = commit.ErrGone
-		case "AccessDenied":
-			e.Kind = commit.ErrAccessDenied
-			e.Hint = "re-encryption reads objects with s3:GetObject (s3:GetObjectVersion in versioned buckets)"
-		case "InvalidObjectState":
-			e.Kind = commit.ErrUnsupported
-			e.Hint = "the object is archived: restore it first"
-		}
-	}
-	var re *awshttp.ResponseError
-	if e.Kind == nil && errors.As(err, &re) && re.HTTPStatusCode() == 412 {
-		e.Kind = commit.ErrChanged
-	}
-	return e
+	return commit.ReadError("get range", obj.Bucket, obj.Key, obj.VersionID, fmt.Errorf("bytes %d-%d: %w", off, off+int64(n)-1, err))
 }

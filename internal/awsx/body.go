@@ -43,21 +43,29 @@ func (e *BodyError) Unwrap() error { return e.Err }
 // GetObject sends in, a GET of a whole object or of one range
 // ("bytes=A-B", "bytes=A-"), with c, and returns its answer with a Body
 // that reads the rest again when it stops before its end (BodyReads).
-// Every GET of the
-// rest is guarded by the content read (If-Match: in's, or the ETag of the
-// first answer; and in's version id, if any), so that a reader never
-// splices two objects: one changed in between fails with S3's 412 (a
-// *BodyError). The error of the first GET is returned as it is.
+// Every GET of the rest is guarded by the content read (If-Match: in's,
+// or the ETag of the first answer; and in's version id, if any), so that
+// a reader never splices two objects: one changed in between fails with
+// S3's 412 (a *BodyError). The error of the first GET is returned as it
+// is. An answer this cannot continue safely (no ETag to guard the rest
+// with, no length, a Content-Range that does not start where the Range
+// asked) is returned as it came.
 func GetObject(ctx context.Context, c Getter, in *s3.GetObjectInput) (*s3.GetObjectOutput, error) {
 	out, err := c.GetObject(ctx, in)
 	if err != nil {
 		return nil, err
 	}
 	start, err := rangeStart(aws.ToString(in.Range))
-	if err != nil || out.ContentLength == nil || out.Body == nil {
-		// Not a range this reader can continue, or a length S3 did not
-		// say: read as it comes.
+	if err != nil || out.ContentLength == nil || out.Body == nil || (in.IfMatch == nil && out.ETag == nil) {
 		return out, nil
+	}
+	if in.Range != nil {
+		// "bytes A-B/N": a server that ignored the Range answers 200
+		// with no Content-Range, and the offsets would be wrong.
+		first, _, _ := strings.Cut(strings.TrimPrefix(aws.ToString(out.ContentRange), "bytes "), "-")
+		if n, err := strconv.ParseInt(first, 10, 64); err != nil || n != start {
+			return out, nil
+		}
 	}
 	b := &body{ctx: ctx, c: c, in: *in, rc: out.Body, off: start, end: start + *out.ContentLength}
 	if b.in.IfMatch == nil {
@@ -81,6 +89,10 @@ func rangeStart(r string) (int64, error) {
 	return strconv.ParseInt(first, 10, 64)
 }
 
+// maxEmptyReads bounds the reads in a row that return nothing and no
+// error before a body counts as stopped (io.ErrNoProgress).
+const maxEmptyReads = 100
+
 type body struct {
 	ctx      context.Context
 	c        Getter
@@ -90,35 +102,43 @@ type body struct {
 	reads    int   // the body's reads that stopped
 	read     int64 // bytes read
 	pending  error // the error that came with the last bytes
+	done     error // set once the end was checked (finish)
 }
 
 func (b *body) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	empty := 0
 	for {
 		if b.off >= b.end {
-			return 0, io.EOF
+			return 0, b.finish()
 		}
 		err := b.pending
 		b.pending = nil
 		if err == nil {
-			if int64(len(p)) > b.end-b.off {
-				p = p[:b.end-b.off]
+			q := p
+			if int64(len(q)) > b.end-b.off {
+				q = q[:b.end-b.off]
 			}
 			var n int
-			n, err = b.rc.Read(p)
+			n, err = b.rc.Read(q)
 			b.off += int64(n)
 			b.read += int64(n)
 			if n > 0 {
-				if err != nil && b.off < b.end {
-					b.pending = err // taken up at the next Read
-				}
+				b.pending = err // taken up at the next Read
 				return n, nil
 			}
 			if err == nil {
-				continue
+				if empty++; empty < maxEmptyReads {
+					continue
+				}
+				err = io.ErrNoProgress
 			}
-			if b.off >= b.end {
-				return 0, io.EOF
-			}
+		}
+		if b.off >= b.end {
+			b.pending = err
+			return 0, b.finish()
 		}
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF // closed before the length it announced
@@ -135,12 +155,42 @@ func (b *body) Read(p []byte) (int, error) {
 		if gerr != nil {
 			return 0, &BodyError{Read: b.read, Err: gerr}
 		}
+		b.rc = out.Body
 		if out.ContentLength != nil && *out.ContentLength != b.end-b.off {
-			_ = out.Body.Close()
 			return 0, &BodyError{Read: b.read, Err: fmt.Errorf("the rest, bytes %d-%d, came as %d bytes", b.off, b.end-1, *out.ContentLength)}
 		}
-		b.rc = out.Body
+		empty = 0
 	}
+}
+
+// finish reads the body past its last byte once, unless the last read
+// said how it ended, so that a reader that checks a body as it ends (the
+// SDK's checksum validation) reports what it found: an error other than
+// EOF with the last bytes or after them, or more bytes than announced,
+// fails the read.
+func (b *body) finish() error {
+	if b.done != nil {
+		return b.done
+	}
+	err := b.pending
+	b.pending = nil
+	if err == nil {
+		var one [1]byte
+		var n int
+		for range maxEmptyReads {
+			if n, err = b.rc.Read(one[:]); n > 0 || err != nil {
+				break
+			}
+		}
+		if n > 0 {
+			err = fmt.Errorf("more than the %d bytes announced", b.read)
+		}
+	}
+	b.done = io.EOF
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.done = &BodyError{Read: b.read, Err: err}
+	}
+	return b.done
 }
 
 func (b *body) Close() error { return b.rc.Close() }

@@ -28,6 +28,9 @@ type breakingS3 struct {
 	err     error
 	gets    []s3.GetObjectInput
 	changed bool // a GET after the first finds another ETag
+	// ignoreRange: answer without a Content-Range, as a server that
+	// ignored the Range would.
+	ignoreRange bool
 }
 
 type brokenBody struct {
@@ -70,7 +73,11 @@ func (s *breakingS3) GetObject(ctx context.Context, in *s3.GetObjectInput, _ ...
 		}
 		body = &brokenBody{r: bytes.NewReader(part[:s.cuts[i]]), err: err}
 	}
-	return &s3.GetObjectOutput{Body: body, ContentLength: aws.Int64(int64(len(part))), ETag: aws.String(s.etag)}, nil
+	out := &s3.GetObjectOutput{Body: body, ContentLength: aws.Int64(int64(len(part))), ETag: aws.String(s.etag)}
+	if in.Range != nil && !s.ignoreRange {
+		out.ContentRange = aws.String(fmt.Sprintf("bytes %d-%d/%d", first, last, len(s.data)))
+	}
+	return out, nil
 }
 
 func object(n int) []byte {
@@ -193,7 +200,8 @@ func TestGetObjectSuffixRangeAsItComes(t *testing.T) {
 }
 
 // Whatever the breaks and the range, what is read is the range's bytes in
-// order, whole or cut short with a BodyError after BodyReads breaks.
+// order, whole or cut short with a BodyError after BodyReads breaks, or
+// whole with the BodyError of an error that came after the last byte.
 func FuzzGetObjectBreaks(f *testing.F) {
 	f.Add(uint16(0), uint16(0), []byte{10, 20})
 	f.Add(uint16(100), uint16(900), []byte{0, 0, 0, 0, 0})
@@ -222,8 +230,71 @@ func FuzzGetObjectBreaks(f *testing.F) {
 		switch {
 		case err == nil && len(got) != b-a+1:
 			t.Fatalf("read %d of %d bytes without an error", len(got), b-a+1)
-		case err != nil && (!errors.As(err, &be) || len(s.gets) != awsx.BodyReads):
-			t.Fatalf("after %d GETs: %v, want a BodyError after %d", len(s.gets), err, awsx.BodyReads)
+		case err != nil && (!errors.As(err, &be) || (len(s.gets) != awsx.BodyReads && len(got) != b-a+1)):
+			// A break after the last byte is an error that came with the
+			// end of the body (a checksum that did not match): reported.
+			t.Fatalf("after %d GETs and %d bytes: %v, want a BodyError after %d GETs or the whole range", len(s.gets), len(got), err, awsx.BodyReads)
 		}
 	})
+}
+
+// An error that comes with the last bytes (the SDK's checksum validation
+// reports a mismatch as the body ends) fails the read; so do bytes beyond
+// the announced length. The body is read past its end once, so that such
+// a check sees the end.
+func TestGetObjectErrorAtTheEnd(t *testing.T) {
+	mismatch := errors.New("checksum did not match")
+	s := &breakingS3{data: object(1000), etag: `"e1"`, cuts: []int{1000}, err: mismatch}
+	out, err := awsx.GetObject(t.Context(), s, &s3.GetObjectInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(out.Body)
+	if !errors.Is(err, mismatch) || len(got) != 1000 || len(s.gets) != 1 {
+		t.Fatalf("read %d bytes, %v after %d GETs; want the mismatch after the whole body, one GET", len(got), err, len(s.gets))
+	}
+	long := &breakingS3{data: object(1000), etag: `"e1"`}
+	wrapped, err := awsx.GetObject(t.Context(), lengthLie{long}, &s3.GetObjectInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := io.ReadAll(wrapped.Body); err == nil || len(got) != 999 {
+		t.Fatalf("a body longer than announced: %d bytes, %v; want 999 and an error", len(got), err)
+	}
+}
+
+// lengthLie announces one byte less than the body holds.
+type lengthLie struct{ *breakingS3 }
+
+func (l lengthLie) GetObject(ctx context.Context, in *s3.GetObjectInput, o ...func(*s3.Options)) (*s3.GetObjectOutput, error) {
+	out, err := l.breakingS3.GetObject(ctx, in, o...)
+	if err == nil {
+		*out.ContentLength--
+	}
+	return out, err
+}
+
+// A server that ignored the Range (no Content-Range) is read as it came:
+// the offsets of a further read would be wrong.
+func TestGetObjectRangeIgnored(t *testing.T) {
+	s := &breakingS3{data: object(1000), etag: `"e1"`, cuts: []int{10}, ignoreRange: true}
+	out, err := awsx.GetObject(t.Context(), s, &s3.GetObjectInput{Range: aws.String("bytes=100-199")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(out.Body); !errors.Is(err, syscall.ECONNRESET) || len(s.gets) != 1 {
+		t.Fatalf("got %v after %d GETs, want the break itself after one", err, len(s.gets))
+	}
+}
+
+// An empty buffer reads nothing and returns at once.
+func TestGetObjectEmptyRead(t *testing.T) {
+	s := &breakingS3{data: object(100), etag: `"e1"`}
+	out, err := awsx.GetObject(t.Context(), s, &s3.GetObjectInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := out.Body.Read(nil); n != 0 || err != nil {
+		t.Fatalf("Read(nil) = %d, %v", n, err)
+	}
 }
