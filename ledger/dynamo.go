@@ -1081,16 +1081,17 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 	}); err != nil {
 		return err
 	}
+	stillPK := make(map[string]bool, len(still))
+	for k := range still {
+		stillPK[k[0]] = true
+	}
 	now := d.o.now()
 	for _, sl := range slots {
 		busy := now.Sub(sl.at) < journalQuiet
 		for _, k := range sl.items {
-			busy = busy || still[k]
-			if k[1] == "" {
-				for sk := range still {
-					busy = busy || sk[0] == k[0]
-				}
-			}
+			// An entry naming every version is busy while any version of
+			// its object holds an intent.
+			busy = busy || still[k] || (k[1] == "" && stillPK[k[0]])
 		}
 		if !busy {
 			if err := d.deleteJournal(ctx, sl.pk, sl.sk, sl.gen); err != nil {
