@@ -388,20 +388,18 @@ func (b *boltLedger) Renew(ctx context.Context, id ObjectID, owner string, lease
 	now := b.o.now()
 	var res error
 	err := b.write(func(tx *bolt.Tx) error {
-		claims := tx.Bucket(bucketClaims)
-		k := b.codec(tx).idKey(id)
-		var cur boltClaim
-		found, err := getJSON(claims, k, &cur)
+		c := b.codec(tx)
+		cur, err := getClaim(c, id)
 		switch {
 		case err != nil:
 			return err
-		case !found:
+		case cur.Owner == "":
 			res = fmt.Errorf("%w: renew the claim on %s: it was released", ErrNotClaimed, id)
 		case cur.Owner != owner:
 			res = &ClaimedError{ID: id, Owner: cur.Owner, Expires: time.UnixMilli(cur.Expires).UTC()}
 		default:
 			cur.Expires = now.Add(lease).UnixMilli()
-			return putJSON(claims, k, cur)
+			return putJSON(tx.Bucket(bucketClaims), c.idKey(id), cur)
 		}
 		return nil
 	})

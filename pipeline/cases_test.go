@@ -671,13 +671,7 @@ func TestCase6ClaimThatCannotBeRenewedStopsTheWork(t *testing.T) {
 
 func claimNotRenewed(t *testing.T, mode string) {
 	f := newFixture(t, 4, false)
-	var key string
-	for _, o := range f.objs {
-		if o.Kind.Placement == envelope.PlacementMetadata {
-			key = o.Key
-			break
-		}
-	}
+	key := metadataKey(f)
 	before := storedEnvelope(t, f, key).WrappedKey
 	a := f.core("run-cut-off")
 	a.S3, a.Lease, a.Ledger = ctxWrite{f.commit, 3 * time.Second}, 600*time.Millisecond, &noRenewal{Ledger: f.ledger, stuck: mode == "stuck", released: mode == "released"}
@@ -771,6 +765,17 @@ func (l *lateRenewal) Commit(ctx context.Context, owner string, obj ledger.Objec
 	return err
 }
 
+// metadataKey returns the key of the fixture's first object whose envelope
+// is in its metadata.
+func metadataKey(f *fixture) string {
+	for _, o := range f.objs {
+		if o.Kind.Placement == envelope.PlacementMetadata {
+			return o.Key
+		}
+	}
+	panic("no object with its envelope in metadata")
+}
+
 // TestCase6LateRenewalDoesNotClaimAgain: a renewal sent while the object
 // was being rotated, whose request lands after the Commit released the
 // claim, must not claim the object again: another run would be refused
@@ -778,13 +783,7 @@ func (l *lateRenewal) Commit(ctx context.Context, owner string, obj ledger.Objec
 // (Ledger.Renew); the Claim it used to be re-created the claim.
 func TestCase6LateRenewalDoesNotClaimAgain(t *testing.T) {
 	f := newFixture(t, 4, false)
-	var key string
-	for _, o := range f.objs {
-		if o.Kind.Placement == envelope.PlacementMetadata {
-			key = o.Key
-			break
-		}
-	}
+	key := metadataKey(f)
 	late := &lateRenewal{Ledger: f.ledger, released: make(chan struct{}), landed: make(chan error, 4)}
 	a := f.core("run-renewing")
 	// The renewal is due a third of the lease in, while the write waits.
