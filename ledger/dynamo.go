@@ -994,6 +994,9 @@ func (d *dynamoLedger) Prepared(ctx context.Context, runID string, fn func(Event
 				if d.j.ownFree(sl.sk, sl.gen) {
 					continue // this process's, every entry settled
 				}
+				if live, ok := d.j.liveItems(sl.sk, sl.gen); ok {
+					sl.items = live // this process's: what may still hold an intent
+				}
 				slots = append(slots, sl)
 			}
 		}

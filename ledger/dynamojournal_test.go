@@ -386,3 +386,62 @@ func TestDynamoDBUpgradesSchema1(t *testing.T) {
 		t.Logf("ByKey (eventually consistent index): %v", got)
 	}
 }
+
+// A process's Prepared reads, of its own announcement, only the objects
+// that may still hold an intent; its Close rewrites the announcement down
+// to those, so that the next process's Prepared does the same. Both list
+// every intent. (After a kill -9 the next process reads every entry:
+// TestDynamoDBAnnouncedIntentsAreFound.)
+func TestDynamoDBLiveAnnouncementReadsOnlyWhatMayHoldAnIntent(t *testing.T) {
+	open := dynamoStore(t)
+	cfg, cnt := countingConfig(t)
+	l := open(WithAWSConfig(cfg))
+	d := l.(*dynamoLedger)
+	const run = "runL"
+	var ids []ObjectID
+	var begun []*s3Object
+	for i := range 1000 {
+		o := newS3Object(fmt.Sprintf("l/%04d", i), i%2 == 1)
+		ids = append(ids, ObjectID{Bucket: o.bucket, Key: o.key})
+		if i == 5 || i == 500 || i == 999 {
+			begun = append(begun, o)
+		}
+	}
+	if err := d.Announce(ctx, run, ids); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range begun {
+		ev, _ := o.rewrapEvent(run, 1)
+		if got, err := l.Begin(ctx, ownr(run), time.Hour, ev); err != nil || !got.Prepared {
+			t.Fatalf("begin: %+v, %v", got, err)
+		}
+	}
+	for _, id := range ids {
+		d.Done(run, id) // the run is through with every object; three intents stay
+	}
+	check := func(l Ledger, who string) {
+		t.Helper()
+		cnt.take()
+		got := listPrepared(t, l, run)
+		n := cnt.take()
+		if len(got) != len(begun) {
+			t.Fatalf("%s: Prepared lists %d intents, want %d", who, len(got), len(begun))
+		}
+		for i, ev := range got {
+			if ev.ID != begun[i].id() {
+				t.Errorf("%s: intent %d on %s, want %s", who, i, ev.ID, begun[i].id())
+			}
+		}
+		// 16 Queries of the run's journal partitions, and one of each
+		// object that may hold an intent: not the 1,000 announced.
+		if q := n["Query"]; q > gsiShards+len(begun) {
+			t.Errorf("%s: %d Queries, want at most %d: %v", who, q, gsiShards+len(begun), n)
+		}
+		t.Logf("%s: %v", who, n)
+	}
+	check(l, "the process that announced")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	check(open(WithAWSConfig(cfg)), "the next process")
+}
