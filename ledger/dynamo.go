@@ -447,6 +447,19 @@ func (d *dynamoLedger) Renew(ctx context.Context, id ObjectID, owner string, lea
 	}
 }
 
+// settleIfAbsent drops ev's identity from the journal's accounts when a
+// strongly consistent read shows no intent of it on its item (see Begin).
+func (d *dynamoLedger) settleIfAbsent(ctx context.Context, ev Event) error {
+	item, err := d.readItem(ctx, ev.ID)
+	if err != nil {
+		return err
+	}
+	if _, ok := item[intentAttr(ev.RunID, ev.Op)]; !ok {
+		d.j.settle(ev.ID, ev.RunID, ev.Op)
+	}
+	return nil
+}
+
 // holdsIntents says whether an object item holds an intent of any run.
 func holdsIntents(item map[string]types.AttributeValue) bool {
 	for name := range item {
@@ -493,6 +506,8 @@ func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Durat
 	if err != nil {
 		return Claimed{}, err
 	}
+	d.j.enter()
+	defer d.j.leave()
 	if !d.j.covered(ev.ID, ev.RunID, ev.Op) {
 		if err := d.j.add(ctx, ev.ID, ev.RunID, ev.Op); err != nil {
 			return Claimed{}, err
@@ -531,7 +546,13 @@ func (d *dynamoLedger) Begin(ctx context.Context, owner string, lease time.Durat
 		ReturnValues:              types.ReturnValueAllOld,
 	})
 	if isCondFailed(err) {
-		d.j.settle(ev.ID, ev.RunID, ev.Op)
+		// The item holds something of the run, or another's claim. The
+		// journal entry is dropped only when a read shows no intent of
+		// this identity on it: a retried request whose first attempt
+		// landed fails this condition on its own intent.
+		if err := d.settleIfAbsent(ctx, ev); err != nil {
+			return Claimed{}, err
+		}
 		return d.Claim(ctx, ev.ID, owner, lease)
 	}
 	if err != nil {
@@ -655,6 +676,8 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 	if err := checkOwnerRun(owner, ev.RunID); err != nil {
 		return err
 	}
+	d.j.enter()
+	defer d.j.leave()
 	pa, ea := intentAttr(ev.RunID, ev.Op), eventAttr(ev.RunID, ev.Op)
 	blob, err := d.eventBlob(ctx, ev)
 	if err != nil {
@@ -670,6 +693,9 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 			return err
 		}
 		if found {
+			// Committed: no intent of the identity is on the item (a
+			// Commit drops it in the same write).
+			d.j.settle(ev.ID, ev.RunID, ev.Op)
 			if !completes(committed, ev) {
 				return committedOtherwise(ev)
 			}
@@ -704,8 +730,10 @@ func (d *dynamoLedger) Prepare(ctx context.Context, owner string, ev Event) erro
 			ExpressionAttributeValues: vals,
 		})
 		if isCondFailed(err) {
-			d.j.settle(ev.ID, ev.RunID, ev.Op)
-			continue // changed in between: decide again
+			// Changed in between, or a retried request whose first
+			// attempt landed: decide again from a read. The journal
+			// entry stays until the read shows what is there.
+			continue
 		}
 		if err != nil {
 			return d.wrap(fmt.Sprintf("prepare %s of %s", ev.Op, ev.ID), err)

@@ -99,6 +99,8 @@ type journal struct {
 	// announced maps (run, bucket, key) to the slots of Announce that
 	// name the object, one per announcement not yet Done.
 	announced map[string][]*jslot
+	// busy counts the Begins and Prepares in flight (enter, leave).
+	busy int
 }
 
 func newJournal(d *dynamoLedger) *journal {
@@ -219,6 +221,9 @@ func announceKey(run string, id ObjectID) string { return string(tupleKey(run, i
 func (j *journal) covered(id ObjectID, run, op string) bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if j.closed {
+		return false // add refuses: close has rewritten the announcements
+	}
 	a := j.announced[announceKey(run, id)]
 	if len(a) == 0 {
 		return false
@@ -316,6 +321,21 @@ func (j *journal) intentBlob(id ObjectID, run, op string) []byte {
 	return j.blobs[identityKey(id, run, op)]
 }
 
+// enter and leave bracket a Begin or a Prepare: while one is in flight,
+// Prepared reads every entry of this process's journal items (liveItems),
+// since an intent being written may not be in the accounts yet.
+func (j *journal) enter() {
+	j.mu.Lock()
+	j.busy++
+	j.mu.Unlock()
+}
+
+func (j *journal) leave() {
+	j.mu.Lock()
+	j.busy--
+	j.mu.Unlock()
+}
+
 // liveItems returns, for this process's journal item sk written with
 // generation gen, the item keys Prepared must read: those of the objects
 // whose intent may still be on their item, each in the form naming every
@@ -329,10 +349,13 @@ func (j *journal) liveItems(sk, gen string) (items [][2]string, ok bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	sl := j.slots[sk]
-	if sl == nil || sl.gen != gen || sl.inGroup {
+	if sl == nil || sl.gen != gen || sl.inGroup || j.busy > 0 {
 		return nil, false
 	}
 	objs, ok := j.liveObjects(sl)
+	if !ok || len(objs) >= sl.entries {
+		return nil, false // every entry, read as written (exact versions batched)
+	}
 	for _, o := range objs {
 		items = append(items, [2]string{objectPK(o.Bucket, o.Key), ""})
 	}

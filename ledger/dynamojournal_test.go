@@ -1,11 +1,14 @@
 package ledger
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -444,4 +447,81 @@ func TestDynamoDBLiveAnnouncementReadsOnlyWhatMayHoldAnIntent(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(open(WithAWSConfig(cfg)), "the next process")
+}
+
+// loseOnce forwards every request and, for the first UpdateItem whose body
+// contains match, throws the answer away and says 500: the write landed,
+// its response was lost, and the SDK sends it again.
+type loseOnce struct {
+	next  aws.HTTPClient
+	match string
+	lost  atomic.Bool
+}
+
+func (c *loseOnce) Do(r *http.Request) (*http.Response, error) {
+	if !strings.HasSuffix(r.Header.Get("X-Amz-Target"), ".UpdateItem") || c.lost.Load() || r.Body == nil {
+		return c.next.Do(r)
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	resp, err := c.next.Do(r)
+	if err != nil || !bytes.Contains(body, []byte(c.match)) || !c.lost.CompareAndSwap(false, true) {
+		return resp, err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	msg := `{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"injected: the response was lost"}`
+	return &http.Response{StatusCode: 500, Status: "500 Internal Server Error", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{"Content-Type": {"application/x-amz-json-1.0"}}, Body: io.NopCloser(strings.NewReader(msg)),
+		ContentLength: int64(len(msg)), Request: r}, nil
+}
+
+// A Begin whose write landed but whose response was lost is sent again and
+// fails its own condition (its intent is there): the journal keeps
+// counting it, so Prepared lists it, in this process and the next, even
+// when the announcement is read through the process's accounts (another
+// object's intent keeps it live).
+func TestDynamoDBBeginRetriedAfterItLandedStaysJournaled(t *testing.T) {
+	open := dynamoStore(t)
+	a, b := newS3Object("r/a", false), newS3Object("r/b", false)
+	cfg := testenv.AWSConfig(t)
+	next := cfg.HTTPClient
+	if next == nil {
+		next = http.DefaultClient
+	}
+	lose := &loseOnce{next: next, match: objectPK(a.bucket, a.key)}
+	cfg.HTTPClient = lose
+	l := open(WithAWSConfig(cfg))
+	d := l.(*dynamoLedger)
+	const run = "runR"
+	ids := []ObjectID{{Bucket: a.bucket, Key: a.key}, {Bucket: b.bucket, Key: b.key}}
+	if err := d.Announce(ctx, run, ids); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []*s3Object{b, a} {
+		ev, _ := o.rewrapEvent(run, 1)
+		got, err := l.Begin(ctx, ownr(run), time.Hour, ev)
+		if err != nil {
+			t.Fatalf("begin %s: %v", o.key, err)
+		}
+		t.Logf("begin %s: prepared %v", o.key, got.Prepared)
+	}
+	if !lose.lost.Load() {
+		t.Fatal("no response was lost")
+	}
+	for _, id := range ids {
+		d.Done(run, id)
+	}
+	if got, raw := listPrepared(t, l, run), rawPrepared(t, l, run); len(got) != 2 || raw != 2 {
+		t.Fatalf("this process: Prepared lists %d intents, the table holds %d, want 2", len(got), raw)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listPrepared(t, open(), run); len(got) != 2 {
+		t.Fatalf("the next process: Prepared lists %d intents, want 2", len(got))
+	}
 }
