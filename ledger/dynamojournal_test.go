@@ -479,12 +479,22 @@ func (c *loseOnce) Do(r *http.Request) (*http.Response, error) {
 		ContentLength: int64(len(msg)), Request: r}, nil
 }
 
-// A Begin whose write landed but whose response was lost is sent again and
-// fails its own condition (its intent is there): the journal keeps
-// counting it, so Prepared lists it, in this process and the next, even
-// when the announcement is read through the process's accounts (another
-// object's intent keeps it live).
+// A Begin (or a Prepare) whose write landed but whose response was lost is
+// sent again and fails its own condition (its intent is there): the
+// journal keeps counting it, so Prepared lists it, in this process and the
+// next, even when the announcement is read through the process's accounts
+// (another object's intent keeps it live).
 func TestDynamoDBBeginRetriedAfterItLandedStaysJournaled(t *testing.T) {
+	for _, prepare := range []bool{false, true} {
+		name := "Begin"
+		if prepare {
+			name = "Prepare"
+		}
+		t.Run(name, func(t *testing.T) { retriedAfterLanding(t, prepare) })
+	}
+}
+
+func retriedAfterLanding(t *testing.T, prepare bool) {
 	open := dynamoStore(t)
 	a, b := newS3Object("r/a", false), newS3Object("r/b", false)
 	cfg := testenv.AWSConfig(t)
@@ -503,6 +513,16 @@ func TestDynamoDBBeginRetriedAfterItLandedStaysJournaled(t *testing.T) {
 	}
 	for _, o := range []*s3Object{b, a} {
 		ev, _ := o.rewrapEvent(run, 1)
+		if prepare && o == a {
+			if _, err := l.Claim(ctx, a.id(), ownr(run), time.Hour); err != nil {
+				t.Fatal(err)
+			}
+			lose.lost.Store(false) // lose the Prepare's answer, not the Claim's
+			if err := l.Prepare(ctx, ownr(run), ev); err != nil {
+				t.Fatalf("prepare %s: %v", o.key, err)
+			}
+			continue
+		}
 		got, err := l.Begin(ctx, ownr(run), time.Hour, ev)
 		if err != nil {
 			t.Fatalf("begin %s: %v", o.key, err)
