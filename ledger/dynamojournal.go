@@ -352,14 +352,25 @@ func (j *journal) liveItems(sk, gen string) (items [][2]string, ok bool) {
 	if sl == nil || sl.gen != gen || sl.inGroup || j.busy > 0 {
 		return nil, false
 	}
-	objs, ok := j.liveObjects(sl)
-	if !ok || len(objs) >= sl.entries {
-		return nil, false // every entry, read as written (exact versions batched)
+	objs, ok := j.narrower(sl)
+	if !ok {
+		return nil, false
 	}
 	for _, o := range objs {
 		items = append(items, [2]string{objectPK(o.Bucket, o.Key), ""})
 	}
 	return items, ok
+}
+
+// narrower returns liveObjects(sl) when they explain every live entry of
+// sl and are fewer than the entries it was written with; otherwise sl is
+// best read (and kept) as written, exact versions batched (under j.mu).
+func (j *journal) narrower(sl *jslot) ([]ObjectID, bool) {
+	objs, ok := j.liveObjects(sl)
+	if !ok || len(objs) >= sl.entries {
+		return nil, false
+	}
+	return objs, true
 }
 
 // liveObjects returns the objects of sl's entries whose intent may still
@@ -558,8 +569,8 @@ func (j *journal) close() {
 		if sl.live == 0 || sl.gen == "" || sl.inGroup {
 			continue
 		}
-		objs, ok := j.liveObjects(sl)
-		if !ok || len(objs) >= sl.entries {
+		objs, ok := j.narrower(sl)
+		if !ok {
 			continue
 		}
 		var b []byte

@@ -136,10 +136,7 @@ func (b *body) Read(p []byte) (int, error) {
 				err = io.ErrNoProgress
 			}
 		}
-		if b.off >= b.end {
-			b.pending = err
-			return 0, b.finish()
-		}
+		// b.off < b.end: the body stopped before its end.
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF // closed before the length it announced
 		}
