@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -10,11 +11,17 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/rotator-dev/rotator/envelope"
+	"github.com/rotator-dev/rotator/internal/sample"
 	"github.com/rotator-dev/rotator/internal/testenv"
 )
 
@@ -205,5 +212,69 @@ func TestCLIBrokenBodiesAreReadOn(t *testing.T) {
 	}
 	if n := always.broke.Load(); n != 4 {
 		t.Errorf("%s's body was read %d times, want 4 (awsx.BodyReads)", key, n)
+	}
+}
+
+// TestCLIBrokenBodiesAreReadOnInParts: a re-encryption in parts (8 MiB of
+// plaintext, --part-size 5MiB: two parts) whose second part's GET (the
+// last part, which carries the old tag) stops half-way. The rest of that
+// part is read from where it stopped, with a ranged GET guarded by
+// If-Match on the source's ETag, so the run exits 0, the object is written
+// as a two-part upload, and it opens under the new key with its old
+// plaintext; before, the object was reported failed (S3Error).
+func TestCLIBrokenBodiesAreReadOnInParts(t *testing.T) {
+	const partSize, size = 5 << 20, 8 << 20
+	f := newCLIFixture(t, 0)
+	big, err := sample.Seed(ctx, f.s3, f.kms, sample.Options{Bucket: f.bucket, Prefix: "big/", KMSKeyID: f.arnA, Count: 1,
+		MinSize: size, MaxSize: size, Kinds: []sample.Kind{{Format: envelope.V2, Placement: envelope.PlacementMetadata}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.objs = big
+	key := big[0].Key
+	before := f.plaintext(t, key, f.arnA)
+	head, err := f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	etag := aws.ToString(head.ETag)
+	// The second part is bytes partSize to the end (the ciphertext, then
+	// the tag); a GET of its rest starts past partSize, ends there too and
+	// is guarded by the ETag.
+	last := aws.ToInt64(head.ContentLength) - 1
+	var rest atomic.Int32
+	brk := newBreakOnce(t, os.Getenv(testenv.EnvS3Endpoint), func(r *http.Request) bool {
+		if r.URL.Path != "/"+f.bucket+"/"+key {
+			return false
+		}
+		first, end, _ := strings.Cut(strings.TrimPrefix(r.Header.Get("Range"), "bytes="), "-")
+		start, err1 := strconv.ParseInt(first, 10, 64)
+		stop, err2 := strconv.ParseInt(end, 10, 64)
+		if err1 != nil || err2 != nil || stop != last {
+			return false
+		}
+		if start > partSize && r.Header.Get("If-Match") == etag {
+			rest.Add(1)
+		}
+		return start == partSize
+	})
+	c := exec.Command(os.Args[0], "run", "--mode", "reencrypt", "--source", "s3://"+f.bucket, "--from", "kms:"+f.arnA, "--to", "kms:"+f.arnB,
+		"--part-size", "5MiB", "--no-progress", "--run-id", "broken-part", "--ledger", f.dir+"/ledger.db")
+	c.Env = append(os.Environ(), envMain+"=1", testenv.EnvS3Endpoint+"="+brk.srv.URL)
+	c.Dir = f.dir
+	if out, err := c.CombinedOutput(); err != nil || brk.broke.Load() != 1 || rest.Load() != 1 {
+		t.Fatalf("rotator run --mode reencrypt: %v, %d bodies cut (the GET of %s from byte %d), %d GETs of the rest with If-Match %s, want 1 and 1\n%s",
+			err, brk.broke.Load(), key, partSize, rest.Load(), etag, out)
+	}
+	head, err = f.s3.HeadObject(ctx, &s3.HeadObjectInput{Bucket: &f.bucket, Key: &key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := aws.ToString(head.ETag); !strings.HasSuffix(got, `-2"`) {
+		t.Errorf("%s's ETag after the run is %s, want that of a two-part upload", key, got)
+	}
+	f.opensUnder(t, f.arnB)
+	if !bytes.Equal(f.plaintext(t, key, f.arnB), before) {
+		t.Errorf("%s: plaintext differs after re-encryption", key)
 	}
 }
