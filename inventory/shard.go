@@ -21,11 +21,13 @@ func ParseShard(s string) (Shard, error) {
 		index, err1 := strconv.Atoi(i)
 		count, err2 := strconv.Atoi(n)
 		if err1 == nil && err2 == nil {
-			sh := Shard{Index: index, Count: count}
-			if err := sh.Validate(); err != nil {
-				return Shard{}, err
+			// Not Validate: it takes the zero value (no sharding), which
+			// "0/0" would otherwise parse to, and --shard 0/0 would run
+			// over the whole source.
+			if count < 1 || index < 0 || index >= count {
+				return Shard{}, fmt.Errorf("shard %d/%d: want 0 <= index < count", index, count)
 			}
-			return sh, nil
+			return Shard{Index: index, Count: count}, nil
 		}
 	}
 	return Shard{}, fmt.Errorf("shard %q: want INDEX/COUNT, e.g. 0/4", s)
