@@ -249,13 +249,13 @@ func (b *boltLedger) commitLoop() {
 // maxLinger bounds the committer's wait for more writes. A transaction
 // (two fdatasyncs) took 1.6 ms at the median in a 3,000-object rewrap
 // here, 0.5 to 5.9 ms from the 10th to the 90th percentile, with 11
-// writes each, so the linger is mostly the last one's length. Measured by alternating binaries on the same 3,000
-// rewraps (bench/README.md, 2026-12-06): lingering the last
-// transaction's length up to 3 ms took 5.7% off rotator's CPU at 32 in
-// flight (6 rounds) and 4% off its wall time, and did not slow the
-// latency-bound runs (KMS answering in 30 ms: 4.14 s against 4.26 s at
-// 32 in flight, 3.35 against 3.45 at 512); a third of it, or a cap of
-// 1 ms, made no difference.
+// writes each, so the linger is mostly the last one's length. Measured
+// by alternating binaries on the same 3,000 rewraps (bench/README.md,
+// 2026-12-06 10:50): lingering the last transaction's length up to 3 ms
+// took 5.7% off rotator's CPU at 32 in flight (6 rounds) and 4% off its
+// wall time, and did not slow the latency-bound runs (KMS answering in
+// 30 ms: 4.14 s against 4.26 s at 32 in flight, 3.35 against 3.45 at
+// 512); a third of it, or a cap of 1 ms, made no difference.
 const maxLinger = 3 * time.Millisecond
 
 // commitGroup commits group in one transaction. A write whose fn fails
