@@ -220,9 +220,9 @@ func (b *boltLedger) write(fn func(*bolt.Tx) error) error {
 // more than one), it lingers before each transaction for as long as the
 // last one took, up to maxLinger, so that the writes arriving meanwhile
 // share it: every transaction costs two fdatasyncs and the pages it
-// touches whatever it holds, and a write waits at most about twice as
-// long. Postgres' commit_delay does the same for the same reason. A lone
-// writer never waits.
+// touches whatever it holds. A write waits at most for the transaction in
+// progress, the linger and its own transaction. Postgres' commit_delay
+// does the same for the same reason. A lone writer never waits.
 func (b *boltLedger) commitLoop() {
 	for {
 		if b.lastGroup > 1 && b.linger > 0 {
