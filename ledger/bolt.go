@@ -191,11 +191,11 @@ func (b *boltLedger) truncateTail() error {
 // queued up while the previous one committed (group commit): one writer
 // at a time runs transactions back to back, each taking every write
 // waiting, so that one fsync serves them all and a write never waits for
-// more than the transaction in progress and its own. fn may run more than
-// once (its transaction may be rolled back for another write's failure),
-// so it must set its results afresh each time. A write whose fn fails is
-// rolled back with its group, which is run again without it; its error is
-// returned to it alone.
+// more than the transaction in progress, the committer's linger (see
+// commitLoop) and its own. fn may run more than once (its transaction may
+// be rolled back for another write's failure), so it must set its results
+// afresh each time. A write whose fn fails is rolled back with its group,
+// which is run again without it; its error is returned to it alone.
 func (b *boltLedger) write(fn func(*bolt.Tx) error) error {
 	b.writes.Add(1)
 	w := &boltWrite{fn: fn, done: make(chan error, 1)}
