@@ -75,9 +75,9 @@ func parsePolicy(doc string) (*policyDoc, error) {
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("policy is not valid JSON: %v", err)
 	}
-	// Only white space may follow the document. (dec.More is false
-	// before a closing bracket, so it would let "{...}}" through.)
-	if rest := strings.TrimSpace(doc[dec.InputOffset():]); rest != "" {
+	// Only JSON's white space may follow the document. (dec.More is
+	// false before a closing bracket, so it would let "{...}}" through.)
+	if rest := strings.TrimLeft(doc[dec.InputOffset():], " \t\r\n"); rest != "" {
 		return nil, errors.New("policy is not valid JSON: trailing data")
 	}
 	if len(p.Statement) == 0 {

@@ -29,7 +29,9 @@ func FuzzParsePolicy(f *testing.F) {
 		``, `[]`, `{}`, `null`, `{"Statement":[]}`, `{"Statement":{"Effect":"Deny"}}`,
 		`{"Statement":{"Effect":"Deny","Action":"a","NotAction":"b"}}`, `{"Statement":{"Effect":"deny","Action":"a"}}`,
 		`{"Statement":{"Effect":"Deny","Action":"a","Principal":"me"}}`, `{"Statement":{"Effect":"Deny","Action":7}}`,
-		`{"Statement":{"Effect":"Deny","Action":"a"}} {}`, `{"Statement":{"Effect":"Deny","Action":"a"}}]garbage`, `{"Statement":{"Effect":"Deny","Action":"a"}}}`, `{"Statement":{"Effect":"Deny","Action":"a","Principal":"*","NotPrincipal":"*"}}`,
+		`{"Statement":{"Effect":"Deny","Action":"a"}} {}`, `{"Statement":{"Effect":"Deny","Action":"a"}}]garbage`, `{"Statement":{"Effect":"Deny","Action":"a"}}}`,
+		"{\"Statement\":{\"Effect\":\"Deny\",\"Action\":\"a\"}} \r\n\t", "{\"Statement\":{\"Effect\":\"Deny\",\"Action\":\"a\"}}\v",
+		"{\"Statement\":{\"Effect\":\"Deny\",\"Action\":\"a\"}}\u00a0", `{"Statement":{"Effect":"Deny","Action":"a","Principal":"*","NotPrincipal":"*"}}`,
 		`{"statement":{"effect":"Allow","action":"kms:*","principal":{"AWS":[]}}}`,
 	} {
 		f.Add(s, "kms:Decrypt")
