@@ -131,6 +131,7 @@ exit codes:
 
 func main() {
 	tuneGC()
+	reserveHeap()
 	noMemProfile()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
