@@ -33,7 +33,18 @@ import (
 // The test binary doubles as the rotator binary for the tests that kill it.
 const envMain = "ROTATOR_TEST_RUN_MAIN"
 
+// envProbe names a probe (probes) the test binary runs instead of the
+// tests, in a fresh process.
+const envProbe = "ROTATOR_TEST_PROBE"
+
+// probes are what a test measures in a process of its own.
+var probes = map[string]func(){}
+
 func TestMain(m *testing.M) {
+	if p := probes[os.Getenv(envProbe)]; p != nil {
+		p()
+		os.Exit(0)
+	}
 	if os.Getenv(envMain) == "1" {
 		if v := os.Getenv(envFaults); v != "" {
 			injectFaults(v)

@@ -4,7 +4,11 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
+	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,82 +32,162 @@ func TestTHPMode(t *testing.T) {
 
 func TestWantHugeHeap(t *testing.T) {
 	for _, c := range []struct {
-		mode, godebug, memlimit string
-		want                    bool
+		mode, optOut, godebug, memlimit string
+		want                            bool
 	}{
-		{"madvise", "", "", true},
-		{"madvise", "gctrace=1", "", true},
-		{"madvise", "disablethp=0", "", true},
-		{"madvise", "disablethp=1", "", false},
-		{"madvise", "gctrace=1, disablethp=1", "", false},
-		{"madvise", "disablethp=1,disablethp=0", "", true},
-		{"madvise", "", "200MiB", false},
-		{"always", "", "", false}, // the heap has huge pages already
-		{"never", "", "", false},
-		{"", "", "", false},
+		{"madvise", "", "", "", true},
+		{"madvise", "on", "gctrace=1", "", true},
+		{"madvise", "off", "", "", false},
+		{"madvise", "", "disablethp=0", "", true},
+		{"madvise", "", "disablethp=1", "", false},
+		{"madvise", "", "disablethp=2", "", false}, // the runtime: any integer but 0
+		{"madvise", "", "gctrace=1,disablethp=1", "", false},
+		{"madvise", "", "disablethp=1,disablethp=0", "", true}, // the last wins
+		{"madvise", "", "disablethp=yes", "", true},            // not an integer: ignored
+		{"madvise", "", "", "200MiB", false},
+		{"always", "", "", "", false}, // the heap has huge pages already
+		{"never", "", "", "", false},
+		{"", "", "", "", false},
 	} {
-		if got := wantHugeHeap(c.mode, c.godebug, c.memlimit); got != c.want {
-			t.Errorf("wantHugeHeap(%q, %q, %q) = %v, want %v", c.mode, c.godebug, c.memlimit, got, c.want)
+		if got := wantHugeHeap(c.mode, c.optOut, c.godebug, c.memlimit); got != c.want {
+			t.Errorf("wantHugeHeap(%q, %q, %q, %q) = %v, want %v", c.mode, c.optOut, c.godebug, c.memlimit, got, c.want)
 		}
 	}
 }
 
-// TestAdviseHugeMarksTheHeap: the block adviseHuge returns lies in a
-// mapping the kernel flags for huge pages ("hg" in /proc/self/smaps), and
-// advising it made none of it resident.
-func TestAdviseHugeMarksTheHeap(t *testing.T) {
-	const n = heapReserve
-	b := adviseHuge(n)
-	if b == nil {
-		t.Fatal("the kernel refused MADV_HUGEPAGE on heap memory")
-	}
-	lo := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
-	flags, rss := vmaOf(t, lo)
-	if !strings.Contains(" "+flags+" ", " hg ") {
-		t.Errorf("the mapping holding the advised block has VmFlags %q, without hg", flags)
-	}
-	if rss >= n/1024/2 {
-		t.Errorf("the mapping holding the untouched %d KiB block has %d KiB resident", n/1024, rss)
+// hugeHeapProbe is what TestReserveHeapAdvisesTheHeap measures in a
+// fresh process: it starts as main does, fills 16 MiB of heap with small
+// objects, and says how many of them lie in mappings advised for huge
+// pages, and how much of those mappings the kernel backs with them.
+type hugeHeapProbe struct {
+	Objects     int `json:"objects"`
+	InAdvised   int `json:"in_advised"`
+	AnonHugeKiB int `json:"anon_huge_kib"`
+}
+
+func init() {
+	probes["hugeheap"] = func() {
+		tuneGC()
+		noMemProfile()
+		reserveHeap()
+		objs := make([]*[4096]byte, 4096)
+		for i := range objs {
+			objs[i] = new([4096]byte)
+			objs[i][0] = 1
+		}
+		maps, err := smaps()
+		if err != nil {
+			panic(err)
+		}
+		res := hugeHeapProbe{Objects: len(objs)}
+		counted := map[int]bool{}
+		for _, o := range objs {
+			addr := uint64(uintptr(unsafe.Pointer(o)))
+			for i, m := range maps {
+				if addr < m.lo || addr >= m.hi {
+					continue
+				}
+				if m.advised {
+					res.InAdvised++
+					if !counted[i] {
+						res.AnonHugeKiB += m.anonHugeKiB
+						counted[i] = true
+					}
+				}
+				break
+			}
+		}
+		if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
+			panic(err)
+		}
 	}
 }
 
-// vmaOf returns the VmFlags and the Rss (KiB) of the mapping of
-// /proc/self/smaps that holds addr.
-func vmaOf(t *testing.T, addr uintptr) (flags string, rssKiB int) {
-	t.Helper()
-	f, err := os.Open("/proc/self/smaps")
+// TestReserveHeapAdvisesTheHeap: under THP "madvise", a process started
+// as main starts has most of its heap in memory advised for huge pages,
+// and backed by them; ROTATOR_HUGEPAGES=off, or any other THP mode,
+// leaves the heap unadvised.
+func TestReserveHeapAdvisesTheHeap(t *testing.T) {
+	file, err := os.ReadFile(thpEnabledFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		t.Skip("this kernel has no transparent huge pages")
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	mode := thpMode(string(file))
+	probe := func(env ...string) hugeHeapProbe {
+		t.Helper()
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		for _, kv := range os.Environ() {
+			if k, _, _ := strings.Cut(kv, "="); k != "GODEBUG" && k != "GOMEMLIMIT" && k != "GOGC" && k != envHugePages {
+				cmd.Env = append(cmd.Env, kv)
+			}
+		}
+		cmd.Env = append(cmd.Env, append(env, envProbe+"=hugeheap")...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("probe %v: %v (%s)", env, err, out)
+		}
+		var p hugeHeapProbe
+		if err := json.Unmarshal(out, &p); err != nil {
+			t.Fatalf("probe %v: %v in %q", env, err, out)
+		}
+		t.Logf("THP %s, %v: %+v", mode, env, p)
+		return p
+	}
+	got := probe()
+	if mode == "madvise" {
+		if got.InAdvised < got.Objects/2 {
+			t.Errorf("%d of %d heap objects lie in memory advised for huge pages, want at least half", got.InAdvised, got.Objects)
+		}
+		if got.AnonHugeKiB == 0 {
+			t.Errorf("no huge page backs the advised heap")
+		}
+	} else if got.InAdvised != 0 {
+		t.Errorf("THP mode %q: %d heap objects lie in advised memory, want none", mode, got.InAdvised)
+	}
+	if off := probe(envHugePages + "=off"); off.InAdvised != 0 {
+		t.Errorf("%s=off: %d heap objects lie in advised memory, want none", envHugePages, off.InAdvised)
+	}
+}
+
+// mapping is one entry of /proc/self/smaps.
+type mapping struct {
+	lo, hi      uint64
+	advised     bool // VmFlags hg: MADV_HUGEPAGE
+	anonHugeKiB int
+}
+
+func smaps() ([]mapping, error) {
+	f, err := os.Open("/proc/self/smaps")
+	if err != nil {
+		return nil, err
+	}
 	defer f.Close()
-	in := false
-	found := false
+	var maps []mapping
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		line := s.Text()
-		if rng, _, ok := strings.Cut(line, " "); ok && strings.Contains(rng, "-") && !strings.HasSuffix(rng, ":") {
-			a, b, _ := strings.Cut(rng, "-")
-			lo, err1 := strconv.ParseUint(a, 16, 64)
-			hi, err2 := strconv.ParseUint(b, 16, 64)
-			in = err1 == nil && err2 == nil && uint64(addr) >= lo && uint64(addr) < hi
-			found = found || in
+		if v, ok := strings.CutPrefix(line, "VmFlags:"); ok && len(maps) > 0 {
+			maps[len(maps)-1].advised = strings.Contains(v+" ", " hg ")
 			continue
 		}
-		if !in {
+		if v, ok := strings.CutPrefix(line, "AnonHugePages:"); ok && len(maps) > 0 {
+			maps[len(maps)-1].anonHugeKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 			continue
 		}
-		if v, ok := strings.CutPrefix(line, "VmFlags:"); ok {
-			flags = strings.TrimSpace(v)
+		// A mapping's first line: "lo-hi perms offset dev inode [path]".
+		rng, _, _ := strings.Cut(line, " ")
+		a, b, ok := strings.Cut(rng, "-")
+		if !ok {
+			continue
 		}
-		if v, ok := strings.CutPrefix(line, "Rss:"); ok {
-			rssKiB, _ = strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		lo, err1 := strconv.ParseUint(a, 16, 64)
+		hi, err2 := strconv.ParseUint(b, 16, 64)
+		if err1 == nil && err2 == nil {
+			maps = append(maps, mapping{lo: lo, hi: hi})
 		}
 	}
-	if err := s.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if !found {
-		t.Fatalf("no mapping of /proc/self/smaps holds %#x", addr)
-	}
-	return flags, rssKiB
+	return maps, s.Err()
 }

@@ -131,8 +131,8 @@ exit codes:
 
 func main() {
 	tuneGC()
-	reserveHeap()
 	noMemProfile()
+	reserveHeap()
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
