@@ -205,19 +205,28 @@ func (d *dynamoLedger) checkTable(ctx context.Context) error {
 	if !found {
 		return bad("no global secondary index " + gsiByKey + " on " + attrShard)
 	}
-	_, err = d.c.PutItem(ctx, &dynamodb.PutItemInput{
-		TableName: aws.String(d.table),
-		Item: map[string]types.AttributeValue{
-			attrPK: s(pkMeta), attrSK: s(skSchema), "version": n(dynamoSchema),
-		},
-		ConditionExpression: aws.String("attribute_not_exists(PK)"),
-	})
-	if err == nil || !isCondFailed(err) {
-		return d.wrap("record schema version", err)
-	}
+	// The schema record is read before it is written: a conditional
+	// PutItem that fails still costs a write, and every process that
+	// opens the table would pay it.
 	item, err := d.getItem(ctx, pkMeta, skSchema)
 	if err != nil {
 		return err
+	}
+	if len(item) == 0 {
+		_, err = d.c.PutItem(ctx, &dynamodb.PutItemInput{
+			TableName: aws.String(d.table),
+			Item: map[string]types.AttributeValue{
+				attrPK: s(pkMeta), attrSK: s(skSchema), "version": n(dynamoSchema),
+			},
+			ConditionExpression: aws.String("attribute_not_exists(PK)"),
+		})
+		if err == nil || !isCondFailed(err) {
+			return d.wrap("record schema version", err)
+		}
+		// Another process recorded it since.
+		if item, err = d.getItem(ctx, pkMeta, skSchema); err != nil {
+			return err
+		}
 	}
 	switch v := numAttr(item, "version"); v {
 	case dynamoSchema:

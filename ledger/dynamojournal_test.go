@@ -545,3 +545,21 @@ func retriedAfterLanding(t *testing.T, prepare bool) {
 		t.Fatalf("the next process: Prepared lists %d intents, want 2", len(got))
 	}
 }
+
+// TestDynamoDBOpenWritesOnlyOnce: the first open of a table records its
+// schema (one PutItem); a later open only reads it, since a conditional
+// PutItem that fails still costs a write unit.
+func TestDynamoDBOpenWritesOnlyOnce(t *testing.T) {
+	open := dynamoStore(t)
+	cfg, cnt := countingConfig(t)
+	open(WithAWSConfig(cfg))
+	if n := cnt.take(); n["PutItem"] != 1 || n["UpdateItem"]+n["DeleteItem"] != 0 {
+		t.Errorf("the first open of a table wrote %v, want one PutItem (its schema record)", n)
+	}
+	for range 2 {
+		open(WithAWSConfig(cfg))
+		if n := cnt.take(); n["PutItem"]+n["UpdateItem"]+n["DeleteItem"]+n["BatchWriteItem"] != 0 {
+			t.Errorf("an open of a table of this schema wrote %v, want nothing", n)
+		}
+	}
+}
