@@ -129,12 +129,16 @@ type counter struct {
 	ops       map[string]int
 	batchPuts int
 	throttled int
+	// objWrites: the writes (of those counted in ops and batchPuts) on
+	// an object's item, PK obj#<h> (ledger/SCHEMA.md): what the ledger
+	// writes per object, apart from what a run writes whatever its size.
+	objWrites int
 }
 
 func (c *counter) reset() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ops, c.batchPuts, c.throttled = map[string]int{}, 0, 0
+	c.ops, c.batchPuts, c.throttled, c.objWrites = map[string]int{}, 0, 0, 0
 }
 
 func (c *counter) snapshot() (map[string]int, int, int) {
@@ -145,6 +149,13 @@ func (c *counter) snapshot() (map[string]int, int, int) {
 		ops[k] = v
 	}
 	return ops, c.batchPuts, c.throttled
+}
+
+// objectWrites returns the writes counted on objects' items.
+func (c *counter) objectWrites() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.objWrites
 }
 
 // startProxy forwards 127.0.0.1:PORT to target, counting into c.
@@ -169,15 +180,20 @@ func startProxy(target string, c *counter) (string, func(), error) {
 		if i := strings.LastIndexByte(op, '.'); i >= 0 {
 			op = op[i+1:]
 		}
-		items := 0
-		if op == "BatchWriteItem" || op == "TransactWriteItems" {
+		items, obj := 0, 0
+		switch op {
+		case "BatchWriteItem", "TransactWriteItems", "PutItem", "UpdateItem", "DeleteItem":
 			body, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			items = countWriteItems(body)
+			if op == "BatchWriteItem" || op == "TransactWriteItems" {
+				items = countWriteItems(body)
+			}
+			obj = objectItemWrites(op, body)
 		}
 		c.mu.Lock()
 		c.ops[op]++
 		c.batchPuts += items
+		c.objWrites += obj
 		c.mu.Unlock()
 		rp.ServeHTTP(w, r)
 	})
@@ -203,6 +219,64 @@ func countWriteItems(body []byte) int {
 	n := len(v.TransactItems)
 	for _, items := range v.RequestItems {
 		n += len(items)
+	}
+	return n
+}
+
+// objectItemWrites counts the writes of a DynamoDB write request (op,
+// its JSON body) on objects' items: those whose PK starts "obj#".
+func objectItemWrites(op string, body []byte) int {
+	type key struct {
+		PK struct{ S string }
+	}
+	type write struct {
+		Item *key // PutItem; Put, PutRequest
+		Key  *key // UpdateItem, DeleteItem; Update, Delete, DeleteRequest
+	}
+	isObj := func(w write) bool {
+		k := w.Item
+		if k == nil {
+			k = w.Key
+		}
+		return k != nil && strings.HasPrefix(k.PK.S, "obj#")
+	}
+	n := 0
+	switch op {
+	case "PutItem", "UpdateItem", "DeleteItem":
+		var w write
+		if json.Unmarshal(body, &w) == nil && isObj(w) {
+			n++
+		}
+	case "BatchWriteItem":
+		var v struct {
+			RequestItems map[string][]struct{ PutRequest, DeleteRequest *write }
+		}
+		if json.Unmarshal(body, &v) != nil {
+			return 0
+		}
+		for _, items := range v.RequestItems {
+			for _, it := range items {
+				for _, w := range []*write{it.PutRequest, it.DeleteRequest} {
+					if w != nil && isObj(*w) {
+						n++
+					}
+				}
+			}
+		}
+	case "TransactWriteItems":
+		var v struct {
+			TransactItems []struct{ Put, Update, Delete, ConditionCheck *write }
+		}
+		if json.Unmarshal(body, &v) != nil {
+			return 0
+		}
+		for _, it := range v.TransactItems {
+			for _, w := range []*write{it.Put, it.Update, it.Delete, it.ConditionCheck} {
+				if w != nil && isObj(*w) {
+					n++
+				}
+			}
+		}
 	}
 	return n
 }

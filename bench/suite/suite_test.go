@@ -38,6 +38,27 @@ func TestCountWriteItems(t *testing.T) {
 	}
 }
 
+func TestObjectItemWrites(t *testing.T) {
+	for _, c := range []struct {
+		op, body string
+		want     int
+	}{
+		{"UpdateItem", `{"TableName":"t","Key":{"PK":{"S":"obj#0a1b"},"SK":{"S":"ver#"}}}`, 1},
+		{"UpdateItem", `{"TableName":"t","Key":{"PK":{"S":"run"},"SK":{"S":"r1"}}}`, 0},
+		{"PutItem", `{"TableName":"t","Item":{"PK":{"S":"obj#0a1b"},"SK":{"S":"ver#"},"t":{"S":"object"}}}`, 1},
+		{"PutItem", `{"TableName":"t","Item":{"PK":{"S":"run#r1#0"},"SK":{"S":"jrn#p#1"}}}`, 0},
+		{"DeleteItem", `{"TableName":"t","Key":{"PK":{"S":"obj#ff"},"SK":{"S":"ver#v1"}}}`, 1},
+		{"DeleteItem", `{"TableName":"t","Key":{"PK":{"S":"lease#r1"},"SK":{"S":"all"}}}`, 0},
+		{"BatchWriteItem", `{"RequestItems":{"t":[{"PutRequest":{"Item":{"PK":{"S":"obj#1"}}}},{"DeleteRequest":{"Key":{"PK":{"S":"meta"}}}},{"DeleteRequest":{"Key":{"PK":{"S":"obj#2"}}}}]}}`, 2},
+		{"TransactWriteItems", `{"TransactItems":[{"Put":{"Item":{"PK":{"S":"obj#1"}}}},{"Update":{"Key":{"PK":{"S":"run"}}}},{"Delete":{"Key":{"PK":{"S":"obj#3"}}}}]}`, 2},
+		{"PutItem", `not json`, 0},
+	} {
+		if got := objectItemWrites(c.op, []byte(c.body)); got != c.want {
+			t.Errorf("%s %s: %d writes on objects' items, want %d", c.op, c.body, got, c.want)
+		}
+	}
+}
+
 func TestRatioRange(t *testing.T) {
 	rot := []Run{{Objects: 100, WallS: 1}, {Objects: 100, WallS: 2}}
 	bare := []Run{{Objects: 100, WallS: 0.5}, {Objects: 100, WallS: 1}}

@@ -128,10 +128,20 @@ func (s *suite) table() {
 	}
 	if d, ok := s.res.Figures["dynamodb"].(map[string]any); ok {
 		wpo, bpo := d["writes_per_object"].(float64), d["bytes_per_object"].(float64)
-		add(Row{fmt.Sprintf("DynamoDB ledger: write requests per object (PutItem, UpdateItem, DeleteItem, batch items), %s objects", fmtInt(s.o.DynamoN)),
-			fmt.Sprintf("%.2f", wpo), "", "", "<= 2", holds(wpo <= 2)})
+		if wpr, ok := d["writes_per_rewrap"].(float64); ok {
+			// The goal is per rewrap (plan's per-object estimate): the
+			// writes on the objects' own items. A run also writes a fixed
+			// few items of its own, whatever its size.
+			add(Row{fmt.Sprintf("DynamoDB ledger: write requests per rewrapped object (PutItem, UpdateItem, DeleteItem on the objects' items), %s objects", fmtInt(s.o.DynamoN)),
+				fmt.Sprintf("%.3f", wpr), "", "", "<= 2", holds(wpr <= 2)})
+			add(Row{"the run's own writes, whatever its size (run record, lease, registries, journal, checkpoints); all writes per object",
+				fmt.Sprintf("%.0f; %.3f", d["run_writes"].(float64), wpo), "", "", "", ""})
+		} else {
+			add(Row{fmt.Sprintf("DynamoDB ledger: write requests per object (PutItem, UpdateItem, DeleteItem, batch items), %s objects", fmtInt(s.o.DynamoN)),
+				fmt.Sprintf("%.2f", wpo), "", "", "<= 2", holds(wpo <= 2)})
+		}
 		if m, ok := d["marginal_writes_per_object"].(float64); ok {
-			add(Row{fmt.Sprintf("the same per further object (a run of %s objects subtracted) and per run (the rest)", fmtInt(int(d["small_objects"].(float64)))),
+			add(Row{fmt.Sprintf("all writes per further object (a run of %s objects subtracted) and per run (the rest)", fmtInt(int(d["small_objects"].(float64)))),
 				fmt.Sprintf("%.3f per object, %.0f per run", m, d["writes_per_run"].(float64)), "", "", "", ""})
 		}
 		add(Row{"DynamoDB ledger: item bytes per object (Scan, DynamoDB's size rules)", fmt.Sprintf("%.0f", bpo), "", "", "<= 512", holds(bpo <= 512)})
