@@ -4,18 +4,26 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 )
 
 var errLineTooLong = fmt.Errorf("line longer than %d bytes", MaxLineBytes)
 
+// castagnoli is the CRC-32C table (hardware-assisted on amd64 and arm64).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // lineReader reads lines of at most MaxLineBytes and counts lines and
-// bytes, so a list can be resumed at a byte offset.
+// bytes, so a list can be resumed at a byte offset. It keeps the length
+// and CRC-32C of the last line read, terminator included, so a resumed
+// run can check that the bytes before its offset are still that line.
 type lineReader struct {
-	br     *bufio.Reader
-	line   int64 // number of the last line returned
-	offset int64 // bytes consumed, terminators included
-	acc    []byte
+	br      *bufio.Reader
+	line    int64  // number of the last line returned
+	offset  int64  // bytes consumed, terminators included
+	lastLen int    // the last line's bytes, terminator included
+	lastSum uint32 // their CRC-32C
+	acc     []byte
 }
 
 func newLineReader(r io.Reader, line, offset int64) *lineReader {
@@ -51,6 +59,7 @@ func (l *lineReader) next() (string, error) {
 			return "", errLineTooLong
 		}
 		l.offset += int64(len(b))
+		l.lastLen, l.lastSum = len(b), crc32.Checksum(b, castagnoli)
 		n := len(b)
 		if b[n-1] == '\n' {
 			n--

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
@@ -34,7 +35,12 @@ import (
 //
 // A list is one partition, read in file order by one goroutine; positions
 // are line numbers and byte offsets, so a resumed run starts reading at the
-// offset (a ranged GET for an s3:// list).
+// offset (a ranged GET for an s3:// list). A position also holds the
+// length and CRC-32C of the line that ends at its offset: a resumed run
+// reads that line again and stops with ErrPosition when it differs (the
+// list was edited, replaced or cut short since the run read it), rather
+// than read on from an offset that no longer falls after the same objects.
+// Lines added at the end are read, as in any resumed run.
 type CSVList struct {
 	// Client reads s3:// lists; it may be nil for a local file.
 	Client S3
@@ -63,27 +69,30 @@ func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
 		return &Error{Op: "read list", File: l.Path, Err: err}
 	}
 	part := joinFields(positionVersion, kindList, l.Path)
-	var line, offset int64
 	after, err := parsePositions(l.After, kindList)
 	if err != nil {
 		return &Error{Op: "resume", File: l.Path, Err: err, Hint: "resume with the positions of a run over the same --list"}
 	}
+	var c listCursor
 	for id, p := range after {
-		var err1, err2 error
-		if id == part && len(p.cursor) == 2 {
-			line, err1 = strconv.ParseInt(p.cursor[0], 10, 64)
-			offset, err2 = strconv.ParseInt(p.cursor[1], 10, 64)
-		}
-		if id != part || len(p.cursor) != 2 || err1 != nil || err2 != nil || line < 0 || offset < 0 {
+		var ok bool
+		if c, ok = parseListCursor(p.cursor); id != part || !ok {
 			return &Error{Op: "resume", File: l.Path, Kind: ErrPosition, Err: fmt.Errorf("position %q is not one of this list", p.part),
 				Hint: "resume with the positions of a run over the same --list"}
 		}
 	}
-	r, err := l.open(ctx, offset)
+	line, offset := c.line, c.offset
+	r, err := l.open(ctx, offset-int64(c.lastLen))
 	if err != nil {
 		return err
 	}
 	defer r.Close()
+	if err := c.check(r); errors.Is(err, errListChanged) {
+		return &Error{Op: "resume", File: l.Path, Line: line, Kind: ErrPosition, Err: err,
+			Hint: "the list changed since the run read it: resume with the list the run began with, or start a new run (rotator run) over the new list"}
+	} else if err != nil {
+		return &Error{Op: "read list", File: l.Path, Err: err}
+	}
 	f := l.filter(&l.excluded, l.Client)
 	return deliver(ctx, 2, fn, func(ctx context.Context, out emitter) error {
 		return l.read(ctx, r, line, offset, part, f, out)
@@ -192,7 +201,7 @@ func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, par
 			VersionID:      rec.VersionID,
 			IsLatest:       rec.VersionID == "",
 			UnpairedSuffix: unpaired,
-			Position:       part + "#" + strconv.FormatInt(lr.line, 10) + " " + strconv.FormatInt(lr.offset, 10),
+			Position:       part + "#" + listCursor{lr.line, lr.offset, lr.lastLen, lr.lastSum}.String(),
 		})
 		if len(batch) == listBatch {
 			if err := out.send(batch); err != nil {
@@ -201,4 +210,67 @@ func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, par
 			batch = make([]Item, 0, listBatch)
 		}
 	}
+}
+
+// listCursor is the cursor of a list's position: the line reached, the
+// byte offset after it, and that line's length and CRC-32C (terminator
+// included). A cursor of two fields, as rotator wrote before it kept the
+// line's sum, has lastLen 0 and is not checked.
+type listCursor struct {
+	line, offset int64
+	lastLen      int
+	lastSum      uint32
+}
+
+func (c listCursor) String() string {
+	return strconv.FormatInt(c.line, 10) + " " + strconv.FormatInt(c.offset, 10) + " " +
+		strconv.Itoa(c.lastLen) + " " + strconv.FormatUint(uint64(c.lastSum), 16)
+}
+
+func parseListCursor(f []string) (listCursor, bool) {
+	if len(f) != 2 && len(f) != 4 {
+		return listCursor{}, false
+	}
+	var c listCursor
+	var err [4]error
+	c.line, err[0] = strconv.ParseInt(f[0], 10, 64)
+	c.offset, err[1] = strconv.ParseInt(f[1], 10, 64)
+	if len(f) == 4 {
+		c.lastLen, err[2] = strconv.Atoi(f[2])
+		var sum uint64
+		sum, err[3] = strconv.ParseUint(f[3], 16, 32)
+		c.lastSum = uint32(sum)
+		if c.lastLen < 1 || c.lastLen > MaxLineBytes+2 {
+			return listCursor{}, false
+		}
+	}
+	if errors.Join(err[:]...) != nil || c.line < 0 || c.offset < int64(c.lastLen) {
+		return listCursor{}, false
+	}
+	return c, true
+}
+
+// errListChanged: the bytes before a resumed list's offset are not the
+// line the run read there.
+var errListChanged = errors.New("the list changed")
+
+// check reads the lastLen bytes before the cursor's offset from r (which
+// starts there) and compares them with the line the cursor recorded: an
+// error wrapping errListChanged when they differ.
+func (c listCursor) check(r io.Reader) error {
+	if c.lastLen == 0 {
+		return nil
+	}
+	b := make([]byte, c.lastLen)
+	n, err := io.ReadFull(r, b)
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if n < c.lastLen {
+		return fmt.Errorf("%w: it ends at byte %d, before the %d bytes the run had read", errListChanged, c.offset-int64(c.lastLen)+int64(n), c.offset)
+	}
+	if crc32.Checksum(b, castagnoli) != c.lastSum {
+		return fmt.Errorf("%w: line %d (bytes %d to %d) is not the line the run read there", errListChanged, c.line, c.offset-int64(c.lastLen), c.offset)
+	}
+	return nil
 }

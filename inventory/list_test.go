@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -133,6 +135,87 @@ func TestCSVListResume(t *testing.T) {
 	}
 }
 
+// TestCSVListResumeChangedList: a run resumed over a list that changed
+// before its offset stops with ErrPosition (it would otherwise read on
+// from an offset that falls after other objects than the ones done, and
+// pass over some never done); lines added at the end are read; a position
+// of two fields, as rotator wrote before it kept the line's sum, still
+// resumes.
+func TestCSVListResumeChangedList(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	for i := range 600 {
+		fmt.Fprintf(&b, "bkt,k%04d\n", i)
+	}
+	orig := b.String()
+	// The positions of a run that did the first 300 objects.
+	p := writeFile(t, orig)
+	pr := NewProgress(nil)
+	n := 0
+	errStop := errors.New("stop")
+	err := (&CSVList{Path: p}).Stream(context.Background(), func(it Item) error {
+		if n == 300 {
+			return errStop
+		}
+		n++
+		pr.Done(pr.Begin(it))
+		return nil
+	})
+	if !errors.Is(err, errStop) {
+		t.Fatal(err)
+	}
+	after := pr.Positions()
+	if len(after) != 1 || !strings.HasSuffix(after[0], "#300 3000 10 "+strconv.FormatUint(uint64(crc32.Checksum([]byte("bkt,k0299\n"), castagnoli)), 16)) {
+		t.Fatalf("position %q: want line 300, offset 3000 and the sum of its 10 bytes", after)
+	}
+	resume := func(content string) ([]Item, error) {
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var got []Item
+		err := (&CSVList{Path: p, Options: Options{After: after}}).Stream(context.Background(), func(it Item) error {
+			got = append(got, it)
+			return nil
+		})
+		return got, err
+	}
+	for _, c := range []struct{ name, content string }{
+		{"a line inserted before the offset", "bkt,new\n" + orig},
+		{"a line removed before the offset", orig[10:]},
+		{"the last line read replaced, same length", strings.Replace(orig, "k0299", "k9299", 1)},
+		{"cut short before the offset", orig[:2995]},
+		{"cut short at the line before", orig[:2990]},
+		{"emptied", ""},
+		{"CR LF line ends", strings.ReplaceAll(orig, "\n", "\r\n")},
+	} {
+		got, err := resume(c.content)
+		var e *Error
+		if !errors.Is(err, ErrPosition) || !errors.As(err, &e) || e.Line != 300 || !strings.Contains(e.Hint, "changed") {
+			t.Errorf("%s: %d items, %v; want ErrPosition at line 300 with a hint", c.name, len(got), err)
+		}
+	}
+	// Unchanged, and with lines added at the end: read on from the offset.
+	for _, c := range []struct {
+		content string
+		n       int
+		last    string
+	}{{orig, 300, "k0599"}, {orig + "bkt,more\n", 301, "more"}} {
+		got, err := resume(c.content)
+		if err != nil || len(got) != c.n || got[0].Key != "k0300" || got[c.n-1].Key != c.last {
+			t.Errorf("resume over %d bytes: %d items, %v", len(c.content), len(got), err)
+		}
+	}
+	// A position written before lines were summed: read on, unchecked.
+	old := after[0][:strings.LastIndexByte(after[0], '#')] + "#300 3000"
+	if err := os.WriteFile(p, []byte(orig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got := collect(t, &CSVList{Path: p, Options: Options{After: []string{old}}})
+	if len(got) != 300 || got[0].Key != "k0300" {
+		t.Errorf("a position of two fields: %d items", len(got))
+	}
+}
+
 func TestCSVListS3(t *testing.T) {
 	t.Parallel()
 	c := stackS3(t)
@@ -155,13 +238,25 @@ func TestCSVListS3(t *testing.T) {
 	if len(run1) != 300 || len(run2) != 300 || run2[0].Key != "dir/k300" {
 		t.Errorf("resume: %d + %d items", len(run1), len(run2))
 	}
-	// Resuming a list that was done: a ranged GET at the end.
+	// Resuming a list that was done: a ranged GET of its last line.
 	p := NewProgress(nil)
 	for _, it := range collect(t, mk(nil)) {
 		p.Done(p.Begin(it))
 	}
 	if rest := collect(t, mk(p.Positions())); len(rest) != 0 {
 		t.Errorf("a finished list resumed with %d items", len(rest))
+	}
+	// The list replaced by a shorter one: the ranged GET starts past its
+	// end (InvalidRange), and the resumed run stops rather than finish.
+	putObject(t, c, bucket, "lists/run.csv", []byte(b.String()[:100]))
+	err = mk(p.Positions()).Stream(context.Background(), func(Item) error { return nil })
+	if !errors.Is(err, ErrPosition) {
+		t.Errorf("a list cut short, resumed: %v, want ErrPosition", err)
+	}
+	// Lines added at the end are read.
+	putObject(t, c, bucket, "lists/run.csv", []byte(b.String()+bucket+",added\n"))
+	if rest := collect(t, mk(p.Positions())); len(rest) != 1 || rest[0].Key != "added" {
+		t.Errorf("a list with a line added, resumed: %d items", len(rest))
 	}
 	_, err = Open(context.Background(), c, Spec{List: "s3://" + bucket + "/lists/missing.csv"})
 	if err != nil {

@@ -86,3 +86,30 @@ func FuzzParsePosition(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseListCursor decodes arbitrary cursor fields as a list's (never
+// a panic). A cursor that decodes has a line, an offset no smaller than
+// its last line's length, and a length of 0 (two fields) or within a
+// line's bounds; with four fields it re-encodes to a cursor that decodes
+// to itself.
+func FuzzParseListCursor(f *testing.F) {
+	for _, s := range []string{"17 4096", "300 3000 10 1a2b3c4d", "0 0", "1 1 1 0", "1 0 1 0", "-1 2", "1 2 0 ff", "1 2 3", "1 5 2 100000000", "1 2 2 g"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, ok := parseListCursor(strings.Split(s, " "))
+		if !ok {
+			return
+		}
+		if c.line < 0 || c.offset < int64(c.lastLen) || c.lastLen < 0 || c.lastLen > MaxLineBytes+2 {
+			t.Fatalf("%q decoded to %+v", s, c)
+		}
+		if c.lastLen == 0 {
+			return
+		}
+		again, ok := parseListCursor(strings.Split(c.String(), " "))
+		if !ok || again != c {
+			t.Fatalf("%q -> %+v -> %q -> %+v, %v", s, c, c.String(), again, ok)
+		}
+	})
+}

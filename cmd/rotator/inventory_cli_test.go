@@ -10,11 +10,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/rotator-dev/rotator/internal/testenv"
 	"github.com/rotator-dev/rotator/pipeline"
 )
 
@@ -78,4 +80,55 @@ func TestCLIListRawKeys(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "1 objects") || !strings.Contains(out, pipeline.CodeNotEncrypted) {
 		t.Errorf("with --list-raw-keys: exit %d, want 0 and the object counted as not encrypted:\n%s", code, out)
 	}
+}
+
+// TestCLIResumeOverAChangedList: a run over a --list is interrupted; the
+// list then loses its first line, which moves every later line to a lower
+// byte offset. resume stops, naming the change, with a non-zero exit and
+// the run left unfinished, rather than read on from its offset past
+// objects it never did. Resumed over the list it began with, the run
+// finishes, every object rotated once.
+func TestCLIResumeOverAChangedList(t *testing.T) {
+	f := newCLIFixture(t, 120)
+	list := listOf(t, f, f.bucket, false)
+	orig, err := os.ReadFile(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledgerPath := filepath.Join(f.dir, "ledger.db")
+	c := f.cmd("run", "--list", list, "--to", "kms:"+f.arnB, "--ledger", ledgerPath,
+		"--run-id", "edited", "--s3-rps", "30", "--concurrency", "4", "--no-progress")
+	var out testenv.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitStarted(t, c, &out)
+	time.Sleep(1500 * time.Millisecond)
+	_ = c.Process.Signal(os.Interrupt)
+	if err := c.Wait(); err == nil {
+		t.Fatalf("the run finished before the interrupt:\n%s", out.String())
+	}
+	if done := f.events(t, ledgerPath); done == 0 || done >= len(f.objs) {
+		t.Fatalf("interrupted after %d of %d objects: want some done and some not:\n%s", done, len(f.objs), out.String())
+	}
+	if err := os.WriteFile(list, orig[bytes.IndexByte(orig, '\n')+1:], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, o := f.rotator(t, "resume", "--run-id", "edited", "--ledger", ledgerPath, "--no-progress")
+	if code == exitOK || !strings.Contains(o, "the list changed since the run read it") {
+		t.Fatalf("resume over an edited list: exit %d, want a failure naming the change:\n%s", code, o)
+	}
+	t.Logf("resume over an edited list: exit %d:\n%s", code, o)
+	if code, o := f.rotator(t, "status", "--run-id", "edited", "--ledger", ledgerPath); strings.Contains(o, ": done") {
+		t.Errorf("status after the refused resume (%d):\n%s", code, o)
+	}
+	if err := os.WriteFile(list, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, o := f.rotator(t, "resume", "--run-id", "edited", "--ledger", ledgerPath, "--no-progress"); code != exitOK {
+		t.Fatalf("resume over the list the run began with: exit %d:\n%s", code, o)
+	}
+	f.opensUnder(t, f.arnB)
+	f.exactlyOnce(t, ledgerPath, "edited")
 }
