@@ -37,8 +37,8 @@ fuzz:
 # a KMS rate cap, a latency-bound run at several concurrencies, ledger
 # writes and bytes (embedded and DynamoDB), and objects/s and peak RSS at
 # 1k, 10k and 100k objects. It prints the table, writes JSON and an SVG
-# plot to bench/results/ (27 minutes on 2 cores shared with four other test
-# runs, load 16-31; far less on a quiet machine). BENCH_ARGS passes
+# plot to bench/results/ (about 14 minutes on a quiet machine of 2 cores;
+# 27 shared with four other test runs at a load of 16-31). BENCH_ARGS passes
 # knobs, e.g. BENCH_ARGS='-scale 1000,10000,1000000' or '-only rewrap,scale'.
 BENCH_ARGS ?=
 bench:

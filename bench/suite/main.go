@@ -113,7 +113,7 @@ func parseFlags(args []string) (Options, error) {
 	fs.IntVar(&o.CapN, "cap-n", 0, "objects rewrapped under the cap (0: ten seconds' worth)")
 	fs.DurationVar(&o.Latency, "kms-latency", 30*time.Millisecond, "KMS latency of the concurrency figure")
 	fs.IntVar(&o.LatN, "latency-n", 4000, "objects rewrapped at each concurrency")
-	fs.IntVar(&o.LatRounds, "latency-rounds", 1, "rounds of rotator and the bare loop at each concurrency")
+	fs.IntVar(&o.LatRounds, "latency-rounds", 3, "rounds of rotator and the bare loop at each concurrency, interleaved")
 	concs := fs.String("latency-concurrency", "32,128,512", "concurrencies of the latency-bound figure")
 	scale := fs.String("scale", "1000,10000,100000", "object counts of the memory and throughput figure")
 	fs.IntVar(&o.DynamoN, "dynamodb-n", 1000, "objects rewrapped with the DynamoDB ledger")
@@ -126,7 +126,7 @@ func parseFlags(args []string) (Options, error) {
 	}
 	if o.Smoke {
 		*small, *large, *big = "64KiB", "256KiB", "8MiB"
-		o.SmallN, o.LargeN, o.HSMN, o.CapN, o.LatN, o.DynamoN, o.Rounds = 20, 8, 20, 60, 40, 20, 1
+		o.SmallN, o.LargeN, o.HSMN, o.CapN, o.LatN, o.DynamoN, o.Rounds, o.LatRounds = 20, 8, 20, 60, 40, 20, 1, 1
 		o.CapRPS, o.Latency, *concs, *scale = 100, 5*time.Millisecond, "4,16", "20,60"
 	}
 	var err error
