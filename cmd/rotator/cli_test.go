@@ -49,6 +49,7 @@ func TestMain(m *testing.M) {
 		if v := os.Getenv(envFaults); v != "" {
 			injectFaults(v)
 		}
+		setUp()
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())

@@ -67,9 +67,7 @@ type hugeHeapProbe struct {
 
 func init() {
 	probes["hugeheap"] = func() {
-		tuneGC()
-		noMemProfile()
-		reserveHeap()
+		setUp()
 		objs := make([]*[4096]byte, 4096)
 		for i := range objs {
 			objs[i] = new([4096]byte)

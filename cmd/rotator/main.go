@@ -130,10 +130,18 @@ exit codes:
 `
 
 func main() {
+	setUp()
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// setUp tunes the process before any command runs: the collector's room
+// (gc.go), no memory-profile sample of the block reserveHeap allocates,
+// and the heap advised for huge pages (hugepages.go). The CLI tests'
+// child processes call it as main does, so that they run as users' do.
+func setUp() {
 	tuneGC()
 	noMemProfile()
 	reserveHeap()
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
