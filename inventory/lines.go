@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
 	"io"
 )
@@ -14,16 +15,15 @@ var errLineTooLong = fmt.Errorf("line longer than %d bytes", MaxLineBytes)
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // lineReader reads lines of at most MaxLineBytes and counts lines and
-// bytes, so a list can be resumed at a byte offset. It keeps the length
-// and CRC-32C of the last line read, terminator included, so a resumed
-// run can check that the bytes before its offset are still that line.
+// bytes, so a list can be resumed at a byte offset. It keeps the CRC-32C
+// of every byte consumed, so that a resumed run can check that the list
+// still begins with the bytes the run had read (verify).
 type lineReader struct {
-	br      *bufio.Reader
-	line    int64  // number of the last line returned
-	offset  int64  // bytes consumed, terminators included
-	lastLen int    // the last line's bytes, terminator included
-	lastSum uint32 // their CRC-32C
-	acc     []byte
+	br     *bufio.Reader
+	line   int64  // number of the last line returned
+	offset int64  // bytes consumed, terminators included
+	sum    uint32 // CRC-32C of the bytes consumed
+	acc    []byte
 }
 
 func newLineReader(r io.Reader, line, offset int64) *lineReader {
@@ -59,7 +59,7 @@ func (l *lineReader) next() (string, error) {
 			return "", errLineTooLong
 		}
 		l.offset += int64(len(b))
-		l.lastLen, l.lastSum = len(b), crc32.Checksum(b, castagnoli)
+		l.sum = crc32.Update(l.sum, castagnoli, b)
 		n := len(b)
 		if b[n-1] == '\n' {
 			n--
@@ -72,4 +72,64 @@ func (l *lineReader) next() (string, error) {
 		}
 		return string(b[:n]), nil
 	}
+}
+
+// errListChanged: a resumed list does not begin with the bytes the run
+// had read.
+var errListChanged = errors.New("the list changed")
+
+// verify consumes the first n bytes of a list read from its start (lines
+// 1 to line) and returns an error wrapping errListChanged unless their
+// CRC-32C is sum: the list is no longer the one the run read up to there
+// (edited, replaced or cut short). When those bytes end with a line that
+// had no terminator, it was the end of the list then, and may now be
+// followed only by a line end (consumed with it, not counted as a line)
+// or the end of the list. Any other error is the reader's.
+func (l *lineReader) verify(line, n int64, sum uint32) error {
+	h := &lastByte{Hash32: crc32.New(castagnoli)}
+	got, err := io.CopyN(h, l.br, n)
+	if err == io.EOF { // the list ends; a read that failed is another error
+		return fmt.Errorf("%w: it has %d bytes, fewer than the %d (lines 1 to %d) the run had read", errListChanged, got, n, line)
+	}
+	if err != nil {
+		return err
+	}
+	if h.Sum32() != sum {
+		return fmt.Errorf("%w: its first %d bytes (lines 1 to %d) are not the ones the run read", errListChanged, n, line)
+	}
+	l.line, l.offset, l.sum = line, n, sum
+	if n == 0 || h.last == '\n' {
+		return nil
+	}
+	b, err := l.br.Peek(2)
+	var end []byte
+	switch {
+	case len(b) > 0 && b[0] == '\n':
+		end = b[:1]
+	case len(b) == 2 && b[0] == '\r' && b[1] == '\n':
+		end = b[:2]
+	case len(b) == 0 && err == io.EOF:
+		return nil
+	case len(b) < 2 && err != io.EOF:
+		return err
+	default:
+		return fmt.Errorf("%w: line %d, the last when the run read it, goes on", errListChanged, line)
+	}
+	l.offset += int64(len(end))
+	l.sum = crc32.Update(l.sum, castagnoli, end)
+	_, _ = l.br.Discard(len(end))
+	return nil
+}
+
+// lastByte is a hash that remembers the last byte written to it.
+type lastByte struct {
+	hash.Hash32
+	last byte
+}
+
+func (h *lastByte) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		h.last = p[len(p)-1]
+	}
+	return h.Hash32.Write(p)
 }

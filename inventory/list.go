@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 	"strconv"
@@ -35,12 +34,14 @@ import (
 //
 // A list is one partition, read in file order by one goroutine; positions
 // are line numbers and byte offsets, so a resumed run starts reading at the
-// offset (a ranged GET for an s3:// list). A position also holds the
-// length and CRC-32C of the line that ends at its offset: a resumed run
-// reads that line again and stops with ErrPosition when it differs (the
-// list was edited, replaced or cut short since the run read it), rather
-// than read on from an offset that no longer falls after the same objects.
-// Lines added at the end are read, as in any resumed run.
+// offset. A position also holds the CRC-32C of the list's bytes up to
+// its offset: a resumed run reads the list from its start again, checks
+// them, and stops with ErrPosition when they differ (the list was edited,
+// replaced or cut short since the run read it), rather than read on from
+// an offset that may no longer fall after the same objects. Lines added
+// at the end are read, as in any resumed run. Checking costs a read of
+// what the run had read (a GET of the list from its start for an s3://
+// list).
 type CSVList struct {
 	// Client reads s3:// lists; it may be nil for a local file.
 	Client S3
@@ -81,21 +82,29 @@ func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
 				Hint: "resume with the positions of a run over the same --list"}
 		}
 	}
-	line, offset := c.line, c.offset
-	r, err := l.open(ctx, offset-int64(c.lastLen))
+	// A checked position is verified from the list's first byte; one
+	// written before positions held a sum is read on from its offset.
+	start := c.offset
+	if c.checked {
+		start = 0
+	}
+	r, err := l.open(ctx, start)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	if err := c.check(r); errors.Is(err, errListChanged) {
-		return &Error{Op: "resume", File: l.Path, Line: line, Kind: ErrPosition, Err: err,
-			Hint: "the list changed since the run read it: resume with the list the run began with, or start a new run (rotator run) over the new list"}
-	} else if err != nil {
-		return &Error{Op: "read list", File: l.Path, Err: err}
+	lr := newLineReader(r, c.line, start)
+	if c.checked {
+		if err := lr.verify(c.line, c.offset, c.sum); errors.Is(err, errListChanged) {
+			return &Error{Op: "resume", File: l.Path, Kind: ErrPosition, Err: err,
+				Hint: "the list changed since the run read it: resume with the list the run began with, or start a new run (rotator run) over the new list"}
+		} else if err != nil {
+			return &Error{Op: "read list", File: l.Path, Err: err}
+		}
 	}
 	f := l.filter(&l.excluded, l.Client)
 	return deliver(ctx, 2, fn, func(ctx context.Context, out emitter) error {
-		return l.read(ctx, r, line, offset, part, f, out)
+		return l.read(ctx, lr, part, f, out)
 	})
 }
 
@@ -147,8 +156,7 @@ func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error)
 	return obj.Body, nil
 }
 
-func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, part string, f filter, out emitter) error {
-	lr := newLineReader(r, line, offset)
+func (l *CSVList) read(ctx context.Context, lr *lineReader, part string, f filter, out emitter) error {
 	pf := f.partition()
 	batch := make([]Item, 0, listBatch)
 	var fields []string
@@ -201,7 +209,7 @@ func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, par
 			VersionID:      rec.VersionID,
 			IsLatest:       rec.VersionID == "",
 			UnpairedSuffix: unpaired,
-			Position:       part + "#" + listCursor{lr.line, lr.offset, lr.lastLen, lr.lastSum}.String(),
+			Position:       part + "#" + listCursor{line: lr.line, offset: lr.offset, sum: lr.sum, checked: true}.String(),
 		})
 		if len(batch) == listBatch {
 			if err := out.send(batch); err != nil {
@@ -213,64 +221,38 @@ func (l *CSVList) read(ctx context.Context, r io.Reader, line, offset int64, par
 }
 
 // listCursor is the cursor of a list's position: the line reached, the
-// byte offset after it, and that line's length and CRC-32C (terminator
-// included). A cursor of two fields, as rotator wrote before it kept the
-// line's sum, has lastLen 0 and is not checked.
+// byte offset after it, and the CRC-32C of the list's bytes up to that
+// offset. A cursor of two fields, as rotator wrote before it kept the
+// sum, is not checked.
 type listCursor struct {
 	line, offset int64
-	lastLen      int
-	lastSum      uint32
+	sum          uint32
+	checked      bool
 }
 
 func (c listCursor) String() string {
-	return strconv.FormatInt(c.line, 10) + " " + strconv.FormatInt(c.offset, 10) + " " +
-		strconv.Itoa(c.lastLen) + " " + strconv.FormatUint(uint64(c.lastSum), 16)
+	s := strconv.FormatInt(c.line, 10) + " " + strconv.FormatInt(c.offset, 10)
+	if c.checked {
+		s += " " + strconv.FormatUint(uint64(c.sum), 16)
+	}
+	return s
 }
 
 func parseListCursor(f []string) (listCursor, bool) {
-	if len(f) != 2 && len(f) != 4 {
+	if len(f) != 2 && len(f) != 3 {
 		return listCursor{}, false
 	}
 	var c listCursor
-	var err [4]error
+	var err [3]error
 	c.line, err[0] = strconv.ParseInt(f[0], 10, 64)
 	c.offset, err[1] = strconv.ParseInt(f[1], 10, 64)
-	if len(f) == 4 {
-		c.lastLen, err[2] = strconv.Atoi(f[2])
+	if len(f) == 3 {
 		var sum uint64
-		sum, err[3] = strconv.ParseUint(f[3], 16, 32)
-		c.lastSum = uint32(sum)
-		if c.lastLen < 1 || c.lastLen > MaxLineBytes+2 {
-			return listCursor{}, false
-		}
+		sum, err[2] = strconv.ParseUint(f[2], 16, 32)
+		c.sum, c.checked = uint32(sum), true
 	}
-	if errors.Join(err[:]...) != nil || c.line < 0 || c.offset < int64(c.lastLen) {
+	if errors.Join(err[:]...) != nil || c.line < 0 || c.offset < 0 {
 		return listCursor{}, false
 	}
 	return c, true
-}
-
-// errListChanged: the bytes before a resumed list's offset are not the
-// line the run read there.
-var errListChanged = errors.New("the list changed")
-
-// check reads the lastLen bytes before the cursor's offset from r (which
-// starts there) and compares them with the line the cursor recorded: an
-// error wrapping errListChanged when they differ.
-func (c listCursor) check(r io.Reader) error {
-	if c.lastLen == 0 {
-		return nil
-	}
-	b := make([]byte, c.lastLen)
-	n, err := io.ReadFull(r, b)
-	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return err
-	}
-	if n < c.lastLen {
-		return fmt.Errorf("%w: it ends at byte %d, before the %d bytes the run had read", errListChanged, c.offset-int64(c.lastLen)+int64(n), c.offset)
-	}
-	if crc32.Checksum(b, castagnoli) != c.lastSum {
-		return fmt.Errorf("%w: line %d (bytes %d to %d) is not the line the run read there", errListChanged, c.line, c.offset-int64(c.lastLen), c.offset)
-	}
-	return nil
 }

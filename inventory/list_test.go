@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -13,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func writeFile(t testing.TB, content string) string {
@@ -165,8 +167,8 @@ func TestCSVListResumeChangedList(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := pr.Positions()
-	if len(after) != 1 || !strings.HasSuffix(after[0], "#300 3000 10 "+strconv.FormatUint(uint64(crc32.Checksum([]byte("bkt,k0299\n"), castagnoli)), 16)) {
-		t.Fatalf("position %q: want line 300, offset 3000 and the sum of its 10 bytes", after)
+	if len(after) != 1 || !strings.HasSuffix(after[0], "#300 3000 "+strconv.FormatUint(uint64(crc32.Checksum([]byte(orig[:3000]), castagnoli)), 16)) {
+		t.Fatalf("position %q: want line 300, offset 3000 and the sum of the bytes before it", after)
 	}
 	resume := func(content string) ([]Item, error) {
 		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
@@ -183,6 +185,7 @@ func TestCSVListResumeChangedList(t *testing.T) {
 		{"a line inserted before the offset", "bkt,new\n" + orig},
 		{"a line removed before the offset", orig[10:]},
 		{"the last line read replaced, same length", strings.Replace(orig, "k0299", "k9299", 1)},
+		{"an early line replaced, same length (every offset as it was)", strings.Replace(orig, "k0005", "k9005", 1)},
 		{"cut short before the offset", orig[:2995]},
 		{"cut short at the line before", orig[:2990]},
 		{"emptied", ""},
@@ -190,8 +193,8 @@ func TestCSVListResumeChangedList(t *testing.T) {
 	} {
 		got, err := resume(c.content)
 		var e *Error
-		if !errors.Is(err, ErrPosition) || !errors.As(err, &e) || e.Line != 300 || !strings.Contains(e.Hint, "changed") {
-			t.Errorf("%s: %d items, %v; want ErrPosition at line 300 with a hint", c.name, len(got), err)
+		if !errors.Is(err, ErrPosition) || !errors.As(err, &e) || !strings.Contains(e.Error(), "lines 1 to 300") || !strings.Contains(e.Hint, "changed") {
+			t.Errorf("%s: %d items, %v; want ErrPosition naming lines 1 to 300, with a hint", c.name, len(got), err)
 		}
 	}
 	// Unchanged, and with lines added at the end: read on from the offset.
@@ -205,7 +208,42 @@ func TestCSVListResumeChangedList(t *testing.T) {
 			t.Errorf("resume over %d bytes: %d items, %v", len(c.content), len(got), err)
 		}
 	}
-	// A position written before lines were summed: read on, unchecked.
+	// A last line read without its terminator may be followed by one
+	// (and more lines), not extended.
+	short := orig[:2999] // ends "bkt,k0299"
+	if err := os.WriteFile(p, []byte(short), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var endPos string
+	if err := (&CSVList{Path: p}).Stream(context.Background(), func(it Item) error { endPos = it.Position; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		content string
+		keys    []string
+	}{{short, nil}, {short + "\n", nil}, {short + "\r\nbkt,more\n", []string{"more"}}, {short + "\nbkt,more", []string{"more"}}} {
+		if err := os.WriteFile(p, []byte(c.content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var keys []string
+		err := (&CSVList{Path: p, Options: Options{After: []string{endPos}}}).Stream(context.Background(), func(it Item) error {
+			keys = append(keys, it.Key)
+			return nil
+		})
+		if err != nil || !slices.Equal(keys, c.keys) {
+			t.Errorf("resume at an unterminated last line, list %q: %v, %v; want %v", c.content[2990:], keys, err, c.keys)
+		}
+	}
+	for _, ext := range []string{"0\n", "\r", "\r0\n"} {
+		if err := os.WriteFile(p, []byte(short+ext), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := (&CSVList{Path: p, Options: Options{After: []string{endPos}}}).Stream(context.Background(), func(Item) error { return nil })
+		if !errors.Is(err, ErrPosition) || !strings.Contains(err.Error(), "line 300, the last when the run read it, goes on") {
+			t.Errorf("the unterminated last line extended by %q: %v, want ErrPosition", ext, err)
+		}
+	}
+	// A position written before lists were summed: read on, unchecked.
 	old := after[0][:strings.LastIndexByte(after[0], '#')] + "#300 3000"
 	if err := os.WriteFile(p, []byte(orig), 0o600); err != nil {
 		t.Fatal(err)
@@ -238,7 +276,7 @@ func TestCSVListS3(t *testing.T) {
 	if len(run1) != 300 || len(run2) != 300 || run2[0].Key != "dir/k300" {
 		t.Errorf("resume: %d + %d items", len(run1), len(run2))
 	}
-	// Resuming a list that was done: a ranged GET of its last line.
+	// Resuming a list that was done: read and checked to its end.
 	p := NewProgress(nil)
 	for _, it := range collect(t, mk(nil)) {
 		p.Done(p.Begin(it))
@@ -246,12 +284,18 @@ func TestCSVListS3(t *testing.T) {
 	if rest := collect(t, mk(p.Positions())); len(rest) != 0 {
 		t.Errorf("a finished list resumed with %d items", len(rest))
 	}
-	// The list replaced by a shorter one: the ranged GET starts past its
-	// end (InvalidRange), and the resumed run stops rather than finish.
+	// The list replaced by a shorter one: the resumed run stops rather
+	// than take it for a finished one.
 	putObject(t, c, bucket, "lists/run.csv", []byte(b.String()[:100]))
 	err = mk(p.Positions()).Stream(context.Background(), func(Item) error { return nil })
 	if !errors.Is(err, ErrPosition) {
 		t.Errorf("a list cut short, resumed: %v, want ErrPosition", err)
+	}
+	// A key before the position changed, every offset as it was.
+	putObject(t, c, bucket, "lists/run.csv", []byte(strings.Replace(b.String(), "k007", "k907", 1)))
+	err = mk(p.Positions()).Stream(context.Background(), func(Item) error { return nil })
+	if !errors.Is(err, ErrPosition) {
+		t.Errorf("a list with a key changed, resumed: %v, want ErrPosition", err)
 	}
 	// Lines added at the end are read.
 	putObject(t, c, bucket, "lists/run.csv", []byte(b.String()+bucket+",added\n"))
@@ -369,4 +413,23 @@ func BenchmarkCSVList(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(100_000*b.N)/b.Elapsed().Seconds(), "items/s")
+}
+
+// A read that fails while a resumed list is checked is the reader's
+// error, not "the list changed": only the list's own end is.
+func TestListVerifyReadError(t *testing.T) {
+	boom := errors.New("connection reset")
+	for _, r := range []io.Reader{
+		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(boom)),
+		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(fmt.Errorf("body: %w", io.ErrUnexpectedEOF))),
+	} {
+		err := newLineReader(r, 0, 0).verify(2, 10, crc32.Checksum([]byte("b,k1\nb,k2\n"), castagnoli))
+		if err == nil || errors.Is(err, errListChanged) {
+			t.Errorf("a failed read: %v, want the read's error", err)
+		}
+	}
+	err := newLineReader(strings.NewReader("b,k1\nb,"), 0, 0).verify(2, 10, 0)
+	if !errors.Is(err, errListChanged) || !strings.Contains(err.Error(), "it has 7 bytes, fewer than the 10") {
+		t.Errorf("a list that ends early: %v", err)
+	}
 }

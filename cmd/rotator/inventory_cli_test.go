@@ -104,7 +104,14 @@ func TestCLIResumeOverAChangedList(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitStarted(t, c, &out)
-	time.Sleep(1500 * time.Millisecond)
+	// Interrupted once some objects are done (their log lines), so that
+	// the run's checkpoint holds a position in the list.
+	for deadline := time.Now().Add(time.Minute); strings.Count(out.String(), `"outcome":"succeeded"`) < 8; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			_ = c.Process.Kill()
+			t.Fatalf("no 8 objects done in a minute:\n%s", out.String())
+		}
+	}
 	_ = c.Process.Signal(os.Interrupt)
 	if err := c.Wait(); err == nil {
 		t.Fatalf("the run finished before the interrupt:\n%s", out.String())
@@ -116,7 +123,7 @@ func TestCLIResumeOverAChangedList(t *testing.T) {
 		t.Fatal(err)
 	}
 	code, o := f.rotator(t, "resume", "--run-id", "edited", "--ledger", ledgerPath, "--no-progress")
-	if code == exitOK || !strings.Contains(o, "the list changed since the run read it") {
+	if code != exitFatal || !strings.Contains(o, "the list changed since the run read it") {
 		t.Fatalf("resume over an edited list: exit %d, want a failure naming the change:\n%s", code, o)
 	}
 	t.Logf("resume over an edited list: exit %d:\n%s", code, o)
