@@ -78,14 +78,17 @@ func (l *lineReader) next() (string, error) {
 // had read.
 var errListChanged = errors.New("the list changed")
 
-// verify consumes the first n bytes of a list read from its start (lines
-// 1 to line) and returns an error wrapping errListChanged unless their
-// CRC-32C is sum: the list is no longer the one the run read up to there
-// (edited, replaced or cut short). When those bytes end with a line that
-// had no terminator, it was the end of the list then, and may now be
-// followed only by a line end (consumed with it, not counted as a line)
-// or the end of the list. Any other error is the reader's.
-func (l *lineReader) verify(line, n int64, sum uint32) error {
+// verify consumes the bytes of a list read from its start up to the
+// cursor c (lines 1 to c.line) and, for a checked cursor, returns an error
+// wrapping errListChanged unless their CRC-32C is c.sum: the list is no
+// longer the one the run read up to there (edited, replaced or cut
+// short). A list shorter than the cursor is refused, checked or not. When
+// those bytes end with a line that had no terminator, it was the end of
+// the list then, and may now be followed only by a line end (consumed
+// with it, not counted as a line) or the end of the list. Any other error
+// is the reader's.
+func (l *lineReader) verify(c listCursor) error {
+	line, n := c.line, c.offset
 	h := &lastByte{Hash32: crc32.New(castagnoli)}
 	got, err := io.CopyN(h, l.br, n)
 	if err == io.EOF { // the list ends; a read that failed is another error
@@ -94,10 +97,10 @@ func (l *lineReader) verify(line, n int64, sum uint32) error {
 	if err != nil {
 		return err
 	}
-	if h.Sum32() != sum {
+	if c.checked && h.Sum32() != c.sum {
 		return fmt.Errorf("%w: its first %d bytes (lines 1 to %d) are not the ones the run read", errListChanged, n, line)
 	}
-	l.line, l.offset, l.sum = line, n, sum
+	l.line, l.offset, l.sum = line, n, h.Sum32()
 	if n == 0 || h.last == '\n' {
 		return nil
 	}

@@ -33,15 +33,14 @@ import (
 // naming the file and line (Kind ErrMalformed).
 //
 // A list is one partition, read in file order by one goroutine; positions
-// are line numbers and byte offsets, so a resumed run starts reading at the
-// offset. A position also holds the CRC-32C of the list's bytes up to
-// its offset: a resumed run reads the list from its start again, checks
-// them, and stops with ErrPosition when they differ (the list was edited,
-// replaced or cut short since the run read it), rather than read on from
-// an offset that may no longer fall after the same objects. Lines added
-// at the end are read, as in any resumed run. Checking costs a read of
-// what the run had read (a GET of the list from its start for an s3://
-// list).
+// are line numbers, byte offsets and the CRC-32C of the list's bytes up to
+// the offset. A resumed run reads the list from its start again, checks
+// the bytes up to its position, and stops with ErrPosition when they
+// differ (the list was edited, replaced or cut short since the run read
+// it) rather than read on from an offset that may no longer fall after
+// the same objects; then it reads on. Lines added at the end are read, as
+// in any resumed run. Checking costs a read of what the run had read (a
+// GET of the list from its start for an s3:// list).
 type CSVList struct {
 	// Client reads s3:// lists; it may be nil for a local file.
 	Client S3
@@ -82,25 +81,21 @@ func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
 				Hint: "resume with the positions of a run over the same --list"}
 		}
 	}
-	// A checked position is verified from the list's first byte; one
-	// written before positions held a sum is read on from its offset.
-	start := c.offset
-	if c.checked {
-		start = 0
-	}
-	r, err := l.open(ctx, start)
+	// A resumed list is read from its first byte: up to the position,
+	// to check the bytes against its sum. A position written before
+	// positions held a sum cannot be checked; its bytes are read all the
+	// same, so that the positions this run writes hold the sum of all.
+	r, err := l.open(ctx)
 	if err != nil {
 		return err
 	}
 	defer r.Close()
-	lr := newLineReader(r, c.line, start)
-	if c.checked {
-		if err := lr.verify(c.line, c.offset, c.sum); errors.Is(err, errListChanged) {
-			return &Error{Op: "resume", File: l.Path, Kind: ErrPosition, Err: err,
-				Hint: "the list changed since the run read it: resume with the list the run began with, or start a new run (rotator run) over the new list"}
-		} else if err != nil {
-			return &Error{Op: "read list", File: l.Path, Err: err}
-		}
+	lr := newLineReader(r, 0, 0)
+	if err := lr.verify(c); errors.Is(err, errListChanged) {
+		return &Error{Op: "resume", File: l.Path, Kind: ErrPosition, Err: err,
+			Hint: "the list changed since the run read it: resume with the list the run began with, or start a new run (rotator run) over the new list"}
+	} else if err != nil {
+		return &Error{Op: "read list", File: l.Path, Err: err}
 	}
 	f := l.filter(&l.excluded, l.Client)
 	return deliver(ctx, 2, fn, func(ctx context.Context, out emitter) error {
@@ -108,7 +103,8 @@ func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
 	})
 }
 
-func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error) {
+// open opens the list at its start.
+func (l *CSVList) open(ctx context.Context) (io.ReadCloser, error) {
 	if !strings.HasPrefix(l.Path, "s3://") {
 		f, err := os.Open(l.Path)
 		if err != nil {
@@ -117,12 +113,6 @@ func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error)
 				e.Kind = ErrNotFound
 			}
 			return nil, e
-		}
-		if offset > 0 {
-			if _, err := f.Seek(offset, io.SeekStart); err != nil {
-				f.Close()
-				return nil, &Error{Op: "read list", File: l.Path, Err: err}
-			}
 		}
 		if st, err := f.Stat(); err == nil {
 			l.totalBytes.Store(st.Size())
@@ -140,18 +130,12 @@ func (l *CSVList) open(ctx context.Context, offset int64) (io.ReadCloser, error)
 		return nil, &Error{Op: "read list", File: l.Path, Err: errors.New("no S3 client")}
 	}
 	in := &s3.GetObjectInput{Bucket: aws.String(bucket), Key: aws.String(key)}
-	if offset > 0 {
-		in.Range = aws.String("bytes=" + strconv.FormatInt(offset, 10) + "-")
-	}
 	obj, err := awsx.GetObject(ctx, l.Client, in)
 	if err != nil {
-		if offset > 0 && apiCode(err) == codeInvalidRange {
-			return io.NopCloser(strings.NewReader("")), nil // resumed at the end
-		}
 		return nil, (&Error{Op: "read list", File: l.Path, Err: err}).classify("reading the list needs s3:GetObject on " + l.Path)
 	}
 	if obj.ContentLength != nil {
-		l.totalBytes.Store(offset + *obj.ContentLength)
+		l.totalBytes.Store(*obj.ContentLength)
 	}
 	return obj.Body, nil
 }

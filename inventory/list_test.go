@@ -250,7 +250,13 @@ func TestCSVListResumeChangedList(t *testing.T) {
 	}
 	got := collect(t, &CSVList{Path: p, Options: Options{After: []string{old}}})
 	if len(got) != 300 || got[0].Key != "k0300" {
-		t.Errorf("a position of two fields: %d items", len(got))
+		t.Fatalf("a position of two fields: %d items", len(got))
+	}
+	// ... and the positions of that resumed run hold the sum of the whole
+	// list up to them, so the next resume checks them and reads on.
+	again := collect(t, &CSVList{Path: p, Options: Options{After: []string{got[99].Position}}})
+	if len(again) != 200 || again[0].Key != "k0400" || again[0].Position != got[100].Position {
+		t.Errorf("a position written after a resume from one of two fields: %d items", len(again))
 	}
 }
 
@@ -423,12 +429,12 @@ func TestListVerifyReadError(t *testing.T) {
 		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(boom)),
 		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(fmt.Errorf("body: %w", io.ErrUnexpectedEOF))),
 	} {
-		err := newLineReader(r, 0, 0).verify(2, 10, crc32.Checksum([]byte("b,k1\nb,k2\n"), castagnoli))
+		err := newLineReader(r, 0, 0).verify(listCursor{line: 2, offset: 10, sum: crc32.Checksum([]byte("b,k1\nb,k2\n"), castagnoli), checked: true})
 		if err == nil || errors.Is(err, errListChanged) {
 			t.Errorf("a failed read: %v, want the read's error", err)
 		}
 	}
-	err := newLineReader(strings.NewReader("b,k1\nb,"), 0, 0).verify(2, 10, 0)
+	err := newLineReader(strings.NewReader("b,k1\nb,"), 0, 0).verify(listCursor{line: 2, offset: 10, checked: true})
 	if !errors.Is(err, errListChanged) || !strings.Contains(err.Error(), "it has 7 bytes, fewer than the 10") {
 		t.Errorf("a list that ends early: %v", err)
 	}
