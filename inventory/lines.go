@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"hash"
@@ -85,17 +86,26 @@ var errListChanged = errors.New("the list changed")
 // short). A list shorter than the cursor is refused, checked or not. When
 // those bytes end with a line that had no terminator, it was the end of
 // the list then, and may now be followed only by a line end (consumed
-// with it, not counted as a line) or the end of the list. Any other error
-// is the reader's.
-func (l *lineReader) verify(c listCursor) error {
+// with it, not counted as a line) or the end of the list; a line that
+// ended in CR may not be followed at all (a LF would make the CR part of
+// its terminator, and the line another key). It stops when ctx is done.
+// Any other error is the reader's.
+func (l *lineReader) verify(ctx context.Context, c listCursor) error {
 	line, n := c.line, c.offset
 	h := &lastByte{Hash32: crc32.New(castagnoli)}
-	got, err := io.CopyN(h, l.br, n)
-	if err == io.EOF { // the list ends; a read that failed is another error
-		return fmt.Errorf("%w: it has %d bytes, fewer than the %d (lines 1 to %d) the run had read", errListChanged, got, n, line)
-	}
-	if err != nil {
-		return err
+	var got int64
+	for got < n {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		m, err := io.CopyN(h, l.br, min(n-got, 1<<20))
+		got += m
+		if err == io.EOF { // the list ends; a read that failed is another error
+			return fmt.Errorf("%w: it has %d bytes, fewer than the %d (lines 1 to %d) the run had read", errListChanged, got, n, line)
+		}
+		if err != nil {
+			return err
+		}
 	}
 	if c.checked && h.Sum32() != c.sum {
 		return fmt.Errorf("%w: its first %d bytes (lines 1 to %d) are not the ones the run read", errListChanged, n, line)
@@ -107,16 +117,18 @@ func (l *lineReader) verify(c listCursor) error {
 	b, err := l.br.Peek(2)
 	var end []byte
 	switch {
+	case len(b) == 0 && err == io.EOF:
+		return nil
+	case h.last == '\r':
 	case len(b) > 0 && b[0] == '\n':
 		end = b[:1]
 	case len(b) == 2 && b[0] == '\r' && b[1] == '\n':
 		end = b[:2]
-	case len(b) == 0 && err == io.EOF:
-		return nil
 	case len(b) < 2 && err != io.EOF:
 		return err
-	default:
-		return fmt.Errorf("%w: line %d, the last when the run read it, goes on", errListChanged, line)
+	}
+	if end == nil {
+		return fmt.Errorf("%w: line %d does not end at byte %d, where the run left it", errListChanged, line, n)
 	}
 	l.offset += int64(len(end))
 	l.sum = crc32.Update(l.sum, castagnoli, end)

@@ -91,7 +91,9 @@ func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
 	}
 	defer r.Close()
 	lr := newLineReader(r, 0, 0)
-	if err := lr.verify(c); errors.Is(err, errListChanged) {
+	err = lr.verify(ctx, c)
+	l.readBytes.Store(lr.offset)
+	if errors.Is(err, errListChanged) {
 		return &Error{Op: "resume", File: l.Path, Kind: ErrPosition, Err: err,
 			Hint: "the list changed since the run read it: resume with the list the run began with, or start a new run (rotator run) over the new list"}
 	} else if err != nil {

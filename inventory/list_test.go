@@ -239,9 +239,36 @@ func TestCSVListResumeChangedList(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := (&CSVList{Path: p, Options: Options{After: []string{endPos}}}).Stream(context.Background(), func(Item) error { return nil })
-		if !errors.Is(err, ErrPosition) || !strings.Contains(err.Error(), "line 300, the last when the run read it, goes on") {
+		if !errors.Is(err, ErrPosition) || !strings.Contains(err.Error(), "line 300 does not end at byte 2999, where the run left it") {
 			t.Errorf("the unterminated last line extended by %q: %v, want ErrPosition", ext, err)
 		}
+	}
+	// A last line read as "bkt,k0299\r" (the key ends in CR) may not gain
+	// a LF: the CR would become part of the line end, the key another.
+	if err := os.WriteFile(p, []byte(short+"\r"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var crPos string
+	if err := (&CSVList{Path: p, RawKeys: true}).Stream(context.Background(), func(it Item) error { crPos = it.Position; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		ext  string
+		want error
+	}{{"", nil}, {"\n", ErrPosition}, {"\nbkt,more\n", ErrPosition}} {
+		if err := os.WriteFile(p, []byte(short+"\r"+c.ext), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := (&CSVList{Path: p, RawKeys: true, Options: Options{After: []string{crPos}}}).Stream(context.Background(), func(Item) error { return nil })
+		if !errors.Is(err, c.want) || (c.want == nil && err != nil) {
+			t.Errorf("a last line ending in CR, then %q: %v, want %v", c.ext, err, c.want)
+		}
+	}
+	// The check stops when the run is cancelled.
+	cctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := (&CSVList{Path: p, Options: Options{After: after}}).Stream(cctx, func(Item) error { return nil }); !errors.Is(err, context.Canceled) {
+		t.Errorf("a cancelled resume: %v, want context.Canceled", err)
 	}
 	// A position written before lists were summed: read on, unchecked.
 	old := after[0][:strings.LastIndexByte(after[0], '#')] + "#300 3000"
@@ -429,12 +456,12 @@ func TestListVerifyReadError(t *testing.T) {
 		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(boom)),
 		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(fmt.Errorf("body: %w", io.ErrUnexpectedEOF))),
 	} {
-		err := newLineReader(r, 0, 0).verify(listCursor{line: 2, offset: 10, sum: crc32.Checksum([]byte("b,k1\nb,k2\n"), castagnoli), checked: true})
+		err := newLineReader(r, 0, 0).verify(context.Background(), listCursor{line: 2, offset: 10, sum: crc32.Checksum([]byte("b,k1\nb,k2\n"), castagnoli), checked: true})
 		if err == nil || errors.Is(err, errListChanged) {
 			t.Errorf("a failed read: %v, want the read's error", err)
 		}
 	}
-	err := newLineReader(strings.NewReader("b,k1\nb,"), 0, 0).verify(listCursor{line: 2, offset: 10, checked: true})
+	err := newLineReader(strings.NewReader("b,k1\nb,"), 0, 0).verify(context.Background(), listCursor{line: 2, offset: 10, checked: true})
 	if !errors.Is(err, errListChanged) || !strings.Contains(err.Error(), "it has 7 bytes, fewer than the 10") {
 		t.Errorf("a list that ends early: %v", err)
 	}

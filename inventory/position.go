@@ -11,8 +11,8 @@ import (
 // A position is "PARTITION#CURSOR". PARTITION names the source and the
 // partition (listing: bucket, root prefix, mode, delimiter, depth, scope
 // and prefix; report: manifest and data file; list: file), CURSOR the
-// point reached in it (listing: key and version; report: row; list: line
-// and byte offset). Fields are separated by spaces and query-escaped, so
+// point reached in it (listing: key and version; report: row; list: line,
+// byte offset and the CRC-32C of the bytes before it). Fields are separated by spaces and query-escaped, so
 // neither '#' nor ' ' occurs inside one. The first field is the format
 // version.
 const positionVersion = "1"
