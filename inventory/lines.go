@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash"
 	"hash/crc32"
 	"io"
 )
@@ -24,11 +23,23 @@ type lineReader struct {
 	line   int64  // number of the last line returned
 	offset int64  // bytes consumed, terminators included
 	sum    uint32 // CRC-32C of the bytes consumed
+	last   byte   // the last byte consumed
 	acc    []byte
 }
 
-func newLineReader(r io.Reader, line, offset int64) *lineReader {
-	return &lineReader{br: bufio.NewReaderSize(r, 64<<10), line: line, offset: offset}
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, 64<<10)}
+}
+
+// Write records p as consumed: its bytes counted and summed. next calls
+// it for each line; verify copies the bytes it checks through it.
+func (l *lineReader) Write(p []byte) (int, error) {
+	if len(p) > 0 {
+		l.offset += int64(len(p))
+		l.sum = crc32.Update(l.sum, castagnoli, p)
+		l.last = p[len(p)-1]
+	}
+	return len(p), nil
 }
 
 // next returns the next line without its terminator (LF or CRLF), or
@@ -59,8 +70,7 @@ func (l *lineReader) next() (string, error) {
 		if len(b) > MaxLineBytes+2 {
 			return "", errLineTooLong
 		}
-		l.offset += int64(len(b))
-		l.sum = crc32.Update(l.sum, castagnoli, b)
+		_, _ = l.Write(b)
 		n := len(b)
 		if b[n-1] == '\n' {
 			n--
@@ -92,26 +102,23 @@ var errListChanged = errors.New("the list changed")
 // Any other error is the reader's.
 func (l *lineReader) verify(ctx context.Context, c listCursor) error {
 	line, n := c.line, c.offset
-	h := &lastByte{Hash32: crc32.New(castagnoli)}
-	var got int64
-	for got < n {
+	for l.offset < n {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		m, err := io.CopyN(h, l.br, min(n-got, 1<<20))
-		got += m
+		_, err := io.CopyN(l, l.br, min(n-l.offset, 1<<20))
 		if err == io.EOF { // the list ends; a read that failed is another error
-			return fmt.Errorf("%w: it has %d bytes, fewer than the %d (lines 1 to %d) the run had read", errListChanged, got, n, line)
+			return fmt.Errorf("%w: it has %d bytes, fewer than the %d (lines 1 to %d) the run had read", errListChanged, l.offset, n, line)
 		}
 		if err != nil {
 			return err
 		}
 	}
-	if c.checked && h.Sum32() != c.sum {
+	if c.checked && l.sum != c.sum {
 		return fmt.Errorf("%w: its first %d bytes (lines 1 to %d) are not the ones the run read", errListChanged, n, line)
 	}
-	l.line, l.offset, l.sum = line, n, h.Sum32()
-	if n == 0 || h.last == '\n' {
+	l.line = line
+	if n == 0 || l.last == '\n' {
 		return nil
 	}
 	b, err := l.br.Peek(2)
@@ -119,7 +126,7 @@ func (l *lineReader) verify(ctx context.Context, c listCursor) error {
 	switch {
 	case len(b) == 0 && err == io.EOF:
 		return nil
-	case h.last == '\r':
+	case l.last == '\r':
 	case len(b) > 0 && b[0] == '\n':
 		end = b[:1]
 	case len(b) == 2 && b[0] == '\r' && b[1] == '\n':
@@ -130,21 +137,7 @@ func (l *lineReader) verify(ctx context.Context, c listCursor) error {
 	if end == nil {
 		return fmt.Errorf("%w: line %d does not end at byte %d, where the run left it", errListChanged, line, n)
 	}
-	l.offset += int64(len(end))
-	l.sum = crc32.Update(l.sum, castagnoli, end)
+	_, _ = l.Write(end)
 	_, _ = l.br.Discard(len(end))
 	return nil
-}
-
-// lastByte is a hash that remembers the last byte written to it.
-type lastByte struct {
-	hash.Hash32
-	last byte
-}
-
-func (h *lastByte) Write(p []byte) (int, error) {
-	if len(p) > 0 {
-		h.last = p[len(p)-1]
-	}
-	return h.Hash32.Write(p)
 }

@@ -90,7 +90,7 @@ func (l *CSVList) Stream(ctx context.Context, fn func(Item) error) error {
 		return err
 	}
 	defer r.Close()
-	lr := newLineReader(r, 0, 0)
+	lr := newLineReader(r)
 	err = lr.verify(ctx, c)
 	l.readBytes.Store(lr.offset)
 	if errors.Is(err, errListChanged) {
@@ -146,6 +146,7 @@ func (l *CSVList) read(ctx context.Context, lr *lineReader, part string, f filte
 	pf := f.partition()
 	batch := make([]Item, 0, listBatch)
 	var fields []string
+	pos := append([]byte(part), '#') // an item's position, built in place
 	for {
 		s, err := lr.next()
 		l.readBytes.Store(lr.offset)
@@ -189,13 +190,14 @@ func (l *CSVList) read(ctx context.Context, lr *lineReader, part string, f filte
 		if !keep {
 			continue
 		}
+		pos = listCursor{line: lr.line, offset: lr.offset, sum: lr.sum, checked: true}.appendTo(pos[:len(part)+1])
 		batch = append(batch, Item{
 			Bucket:         rec.Bucket,
 			Key:            rec.Key,
 			VersionID:      rec.VersionID,
 			IsLatest:       rec.VersionID == "",
 			UnpairedSuffix: unpaired,
-			Position:       part + "#" + listCursor{line: lr.line, offset: lr.offset, sum: lr.sum, checked: true}.String(),
+			Position:       string(pos),
 		})
 		if len(batch) == listBatch {
 			if err := out.send(batch); err != nil {
@@ -216,12 +218,18 @@ type listCursor struct {
 	checked      bool
 }
 
-func (c listCursor) String() string {
-	s := strconv.FormatInt(c.line, 10) + " " + strconv.FormatInt(c.offset, 10)
+func (c listCursor) String() string { return string(c.appendTo(nil)) }
+
+// appendTo appends the cursor's fields to b.
+func (c listCursor) appendTo(b []byte) []byte {
+	b = strconv.AppendInt(b, c.line, 10)
+	b = append(b, ' ')
+	b = strconv.AppendInt(b, c.offset, 10)
 	if c.checked {
-		s += " " + strconv.FormatUint(uint64(c.sum), 16)
+		b = append(b, ' ')
+		b = strconv.AppendUint(b, uint64(c.sum), 16)
 	}
-	return s
+	return b
 }
 
 func parseListCursor(f []string) (listCursor, bool) {

@@ -456,12 +456,12 @@ func TestListVerifyReadError(t *testing.T) {
 		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(boom)),
 		io.MultiReader(strings.NewReader("b,k1\nb,"), iotest.ErrReader(fmt.Errorf("body: %w", io.ErrUnexpectedEOF))),
 	} {
-		err := newLineReader(r, 0, 0).verify(context.Background(), listCursor{line: 2, offset: 10, sum: crc32.Checksum([]byte("b,k1\nb,k2\n"), castagnoli), checked: true})
+		err := newLineReader(r).verify(context.Background(), listCursor{line: 2, offset: 10, sum: crc32.Checksum([]byte("b,k1\nb,k2\n"), castagnoli), checked: true})
 		if err == nil || errors.Is(err, errListChanged) {
 			t.Errorf("a failed read: %v, want the read's error", err)
 		}
 	}
-	err := newLineReader(strings.NewReader("b,k1\nb,"), 0, 0).verify(context.Background(), listCursor{line: 2, offset: 10, checked: true})
+	err := newLineReader(strings.NewReader("b,k1\nb,")).verify(context.Background(), listCursor{line: 2, offset: 10, checked: true})
 	if !errors.Is(err, errListChanged) || !strings.Contains(err.Error(), "it has 7 bytes, fewer than the 10") {
 		t.Errorf("a list that ends early: %v", err)
 	}

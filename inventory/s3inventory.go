@@ -397,7 +397,7 @@ func (r *reportFile) readCSV(ctx context.Context, sc csvSchema) error {
 		}
 		text = zr
 	}
-	lr := newLineReader(text, 0, 0)
+	lr := newLineReader(text)
 	var fields []string
 	for {
 		line, err := lr.next()
