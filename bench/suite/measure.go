@@ -185,10 +185,7 @@ func startProxy(target string, c *counter) (string, func(), error) {
 		case "BatchWriteItem", "TransactWriteItems", "PutItem", "UpdateItem", "DeleteItem":
 			body, _ := io.ReadAll(r.Body)
 			r.Body = io.NopCloser(bytes.NewReader(body))
-			if op == "BatchWriteItem" || op == "TransactWriteItems" {
-				items = countWriteItems(body)
-			}
-			obj = objectItemWrites(op, body)
+			items, obj = writeItems(body)
 		}
 		c.mu.Lock()
 		c.ops[op]++
@@ -206,26 +203,11 @@ func startProxy(target string, c *counter) (string, func(), error) {
 	return "http://" + l.Addr().String(), func() { _ = srv.Close() }, nil
 }
 
-// countWriteItems counts the writes of a BatchWriteItem or
-// TransactWriteItems request body.
-func countWriteItems(body []byte) int {
-	var v struct {
-		RequestItems  map[string][]json.RawMessage
-		TransactItems []json.RawMessage
-	}
-	if json.Unmarshal(body, &v) != nil {
-		return 0
-	}
-	n := len(v.TransactItems)
-	for _, items := range v.RequestItems {
-		n += len(items)
-	}
-	return n
-}
-
-// objectItemWrites counts the writes of a DynamoDB write request (op,
-// its JSON body) on objects' items: those whose PK starts "obj#".
-func objectItemWrites(op string, body []byte) int {
+// writeItems reads a DynamoDB write request's JSON body: the items of a
+// BatchWriteItem or TransactWriteItems (0 for a single write, counted by
+// its operation), and the writes of any of them on objects' items, whose
+// PK starts "obj#" (ledger/SCHEMA.md).
+func writeItems(body []byte) (items, onObjects int) {
 	type key struct {
 		PK struct{ S string }
 	}
@@ -233,52 +215,40 @@ func objectItemWrites(op string, body []byte) int {
 		Item *key // PutItem; Put, PutRequest
 		Key  *key // UpdateItem, DeleteItem; Update, Delete, DeleteRequest
 	}
-	isObj := func(w write) bool {
-		k := w.Item
-		if k == nil {
-			k = w.Key
-		}
-		return k != nil && strings.HasPrefix(k.PK.S, "obj#")
+	var v struct {
+		write
+		RequestItems  map[string][]struct{ PutRequest, DeleteRequest *write }
+		TransactItems []struct{ Put, Update, Delete, ConditionCheck *write }
 	}
-	n := 0
-	switch op {
-	case "PutItem", "UpdateItem", "DeleteItem":
-		var w write
-		if json.Unmarshal(body, &w) == nil && isObj(w) {
-			n++
-		}
-	case "BatchWriteItem":
-		var v struct {
-			RequestItems map[string][]struct{ PutRequest, DeleteRequest *write }
-		}
-		if json.Unmarshal(body, &v) != nil {
-			return 0
-		}
-		for _, items := range v.RequestItems {
-			for _, it := range items {
-				for _, w := range []*write{it.PutRequest, it.DeleteRequest} {
-					if w != nil && isObj(*w) {
-						n++
-					}
-				}
+	if json.Unmarshal(body, &v) != nil {
+		return 0, 0
+	}
+	count := func(ws ...*write) {
+		for _, w := range ws {
+			if w == nil {
+				continue
 			}
-		}
-	case "TransactWriteItems":
-		var v struct {
-			TransactItems []struct{ Put, Update, Delete, ConditionCheck *write }
-		}
-		if json.Unmarshal(body, &v) != nil {
-			return 0
-		}
-		for _, it := range v.TransactItems {
-			for _, w := range []*write{it.Put, it.Update, it.Delete, it.ConditionCheck} {
-				if w != nil && isObj(*w) {
-					n++
-				}
+			k := w.Item
+			if k == nil {
+				k = w.Key
+			}
+			if k != nil && strings.HasPrefix(k.PK.S, "obj#") {
+				onObjects++
 			}
 		}
 	}
-	return n
+	count(&v.write)
+	for _, batch := range v.RequestItems {
+		items += len(batch)
+		for _, it := range batch {
+			count(it.PutRequest, it.DeleteRequest)
+		}
+	}
+	items += len(v.TransactItems)
+	for _, it := range v.TransactItems {
+		count(it.Put, it.Update, it.Delete, it.ConditionCheck)
+	}
+	return items, onObjects
 }
 
 // boltStats is an embedded ledger file's size and the number of write

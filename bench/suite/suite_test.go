@@ -27,13 +27,13 @@ func TestAttrSize(t *testing.T) {
 
 func TestCountWriteItems(t *testing.T) {
 	body := `{"RequestItems":{"t1":[{"PutRequest":{}},{"DeleteRequest":{}}],"t2":[{"PutRequest":{}}]}}`
-	if got := countWriteItems([]byte(body)); got != 3 {
+	if got, _ := writeItems([]byte(body)); got != 3 {
 		t.Errorf("BatchWriteItem: %d items, want 3", got)
 	}
-	if got := countWriteItems([]byte(`{"TransactItems":[{"Put":{}},{"Update":{}}]}`)); got != 2 {
+	if got, _ := writeItems([]byte(`{"TransactItems":[{"Put":{}},{"Update":{}}]}`)); got != 2 {
 		t.Errorf("TransactWriteItems: %d items, want 2", got)
 	}
-	if got := countWriteItems([]byte(`not json`)); got != 0 {
+	if got, _ := writeItems([]byte(`not json`)); got != 0 {
 		t.Errorf("garbage: %d items, want 0", got)
 	}
 }
@@ -53,7 +53,7 @@ func TestObjectItemWrites(t *testing.T) {
 		{"TransactWriteItems", `{"TransactItems":[{"Put":{"Item":{"PK":{"S":"obj#1"}}}},{"Update":{"Key":{"PK":{"S":"run"}}}},{"Delete":{"Key":{"PK":{"S":"obj#3"}}}}]}`, 2},
 		{"PutItem", `not json`, 0},
 	} {
-		if got := objectItemWrites(c.op, []byte(c.body)); got != c.want {
+		if _, got := writeItems([]byte(c.body)); got != c.want {
 			t.Errorf("%s %s: %d writes on objects' items, want %d", c.op, c.body, got, c.want)
 		}
 	}
